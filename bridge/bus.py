@@ -1,0 +1,341 @@
+"""The Bridge: one agent's connection to its room. Sends, receives, presence, cursor.
+
+Receive path (DESIGN.md): subscribe first, then claim presence, then catch up from the log.
+A live pub/sub message is only a wake-up: what is delivered is always read back from the
+log, after our cursor. So a forged payload on our channels can never be delivered, a message
+missed on pub/sub is picked up by the next read, and nothing is delivered twice.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import time
+from collections import deque
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import anyio
+import structlog
+from redis.asyncio import Redis
+from redis.asyncio.client import PubSub
+from redis.exceptions import RedisError
+
+from bridge import scripts
+from bridge.connection import check_reachable, make_client, redact, resolve_url
+from bridge.envelope import BROADCAST, Envelope, Event, decode_entry, decode_event, parse_id
+from bridge.errors import BridgeError, MessageRejected, NameTaken
+from bridge.keys import NAME_PATTERN, Keys
+from bridge.presence import Participant, Presence
+from bridge.settings import Settings
+
+log = structlog.get_logger("bridge.bus")
+
+MAX_RECIPIENTS = 100
+CATCH_UP_PAGE = 500
+CURSOR_FLUSH_SECONDS = 0.5
+BACKOFF_FIRST, BACKOFF_CAP = 0.1, 5.0
+SUBSCRIBE_TIMEOUT = 5.0
+
+Incoming = Envelope | Event
+
+
+@dataclass(frozen=True)
+class SendResult:
+    id: str
+    online: list[str]
+    offline: list[str]
+
+
+class Bridge:
+    def __init__(self, settings: Settings, redis: Redis, subscriber: Redis) -> None:
+        self.settings = settings
+        self.name = settings.name
+        self.keys = Keys(settings.room)
+        self.redis = redis
+        self.subscriber = subscriber
+        self.presence = Presence(redis, settings)
+        self.inbox: deque[Incoming] = deque()
+        self._arrived = anyio.Event()
+        self._send_lock = anyio.Lock()
+        self._send = redis.register_script(scripts.SEND)
+        self._last_seen = "0-0"  # highest log id accepted into the inbox
+        self._acked = "0-0"  # highest log id delivered to the agent
+        self._flushed = "0-0"  # highest id written to the cursor key
+
+    # ---------------------------------------------------------------- lifecycle
+    @classmethod
+    @asynccontextmanager
+    async def connect(cls, settings: Settings) -> AsyncIterator[Bridge]:
+        """Join the room; leave it (and flush the cursor) on exit."""
+        url = await resolve_url(settings)
+        redis, subscriber = make_client(url), make_client(url, retries=0)
+        try:
+            await check_reachable(redis, url)
+            bridge = cls(settings, redis, subscriber)
+            pubsub = await bridge._subscribe()
+            try:
+                await bridge._claim()
+            except BaseException:
+                await pubsub.aclose()
+                raise
+            log.info("joined", name=settings.name, room=settings.room, redis=redact(url),
+                     delivery=settings.delivery, derived_name=settings.name_was_derived)
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(bridge._receive_forever, pubsub)
+                tg.start_soon(bridge._heartbeat_forever)
+                tg.start_soon(bridge._flush_cursor_forever)
+                try:
+                    yield bridge
+                finally:
+                    tg.cancel_scope.cancel()
+                    with anyio.CancelScope(shield=True), anyio.move_on_after(3):
+                        await bridge._leave()
+        finally:
+            with anyio.CancelScope(shield=True):
+                await redis.aclose()
+                await subscriber.aclose()
+
+    async def _leave(self) -> None:
+        try:
+            await self._flush_cursor()
+            await self.presence.leave()
+            log.info("left", name=self.name, room=self.settings.room)
+        except (RedisError, OSError) as e:
+            log.warning("leave_failed", error=str(e))
+
+    # ---------------------------------------------------------------- sending
+    async def send(self, to: str | list[str], text: str, reply_to: str = "") -> SendResult:
+        recipients = self._check_message(to, text, reply_to)
+        envelope = Envelope(id="", sender=self.name, to=recipients, text=text,
+                            reply_to=reply_to, ts=int(time.time() * 1000))
+        named = [] if envelope.is_broadcast else list(recipients)
+        keys = [self.keys.log, self.keys.agents]
+        args: list[Any] = [self.settings.log_maxlen, *envelope.log_fields().values(),
+                           envelope.payload_tail(),
+                           self.keys.broadcast if envelope.is_broadcast else ""]
+        for name in named:
+            keys += [self.keys.agent(name), self.keys.cursor(name)]
+            args += [name, self.keys.inbox(name)]
+        # One agent's sends reach Redis in the order its calls arrived.
+        async with self._send_lock:
+            reply = await self._send(keys=keys, args=args)
+        if reply[0] == b"unknown":
+            unknown = [n.decode() for n in reply[1]]
+            raise MessageRejected(
+                f"unknown recipient(s): {', '.join(unknown)}. Nobody by that name has been in "
+                f"room {self.settings.room!r}. {await self._who_is_here()} "
+                f"Nothing was sent; check the name with list_participants and send again."
+            )
+        return SendResult(
+            id=reply[1].decode(),
+            online=sorted(n.decode() for n in reply[2]),
+            offline=sorted(n.decode() for n in reply[3]),
+        )
+
+    def _check_message(self, to: str | list[str], text: str, reply_to: str) -> tuple[str, ...]:
+        if not isinstance(text, str) or not text.strip():
+            raise MessageRejected("the message text is empty; write something to send")
+        size = len(text.encode("utf-8"))
+        if size > self.settings.max_bytes:
+            raise MessageRejected(
+                f"the message is {size} bytes, over the limit of {self.settings.max_bytes} "
+                f"(--max-bytes / BRIDGE_MAX_BYTES). Send it in parts, or write it to a file "
+                f"you both can read and send the path."
+            )
+        if reply_to:
+            try:
+                parse_id(reply_to)
+            except ValueError as e:
+                raise MessageRejected(
+                    f"reply_to {reply_to!r:.40} is not a message id; use the message_id of "
+                    f"the message you answer (like 1732400000000-0), or leave it out"
+                ) from e
+        names = [to] if isinstance(to, str) else list(to)
+        if names == [BROADCAST]:
+            return (BROADCAST,)
+        if not names:
+            raise MessageRejected("no recipient given; use a name, a list of names, or '*'")
+        if len(names) > MAX_RECIPIENTS:
+            raise MessageRejected(
+                f"{len(names)} recipients is over the limit of {MAX_RECIPIENTS}; use '*' to "
+                f"reach everyone in the room"
+            )
+        bad = [n for n in names if not isinstance(n, str) or not NAME_PATTERN.match(n)]
+        if bad:
+            raise MessageRejected(
+                f"not a valid agent name: {bad[0]!r:.40}. Names are 1-32 of a-z 0-9 _ . - "
+                f"(use '*' alone for everyone)"
+            )
+        if self.name in names:
+            raise MessageRejected(f"you are {self.name}; send to another agent, not yourself")
+        return tuple(dict.fromkeys(names))
+
+    async def _who_is_here(self) -> str:
+        _, people = await self.presence.participants()
+        others = [p.name for p in people if p.name != self.name]
+        if not others:
+            return "Nobody else is in the room right now."
+        return f"In the room now: {', '.join(others)}."
+
+    # ---------------------------------------------------------------- presence
+    async def participants(self) -> tuple[int, list[Participant]]:
+        return await self.presence.participants()
+
+    async def set_status(self, status: str) -> None:
+        await self.presence.set_status(status)
+
+    async def _claim(self) -> None:
+        cursor, fresh = await self.presence.claim()
+        if parse_id(cursor) > parse_id(self._last_seen):
+            self._last_seen = self._acked = self._flushed = cursor
+        if fresh:
+            log.info("presence_claimed", name=self.name, session=self.presence.session)
+
+    async def _heartbeat_forever(self) -> None:
+        interval = self.settings.ttl / 3
+        while True:
+            await anyio.sleep(interval)
+            try:
+                if not await self.presence.heartbeat():
+                    log.warning("presence_lost", name=self.name,
+                                hint="our record expired or was taken; claiming it again")
+                    await self._claim()
+            except NameTaken as e:
+                log.error("name_lost", error=str(e))
+            except (RedisError, OSError) as e:
+                log.warning("heartbeat_failed", error=str(e))
+
+    # ---------------------------------------------------------------- receiving
+    async def next_batch(self, timeout: float | None = None) -> list[Incoming]:
+        """Wait (up to ``timeout`` s) for incoming items, then take them all from the inbox."""
+        if not self.inbox and timeout != 0:
+            with anyio.move_on_after(timeout):
+                await self._arrived.wait()
+        items = list(self.inbox)
+        self.inbox.clear()
+        self._arrived = anyio.Event()
+        return items
+
+    def ack(self, envelope: Envelope) -> None:
+        """The agent has been given this message: move the cursor (written in batches)."""
+        if envelope.order > parse_id(self._acked):
+            self._acked = envelope.id
+
+    def _accept(self, item: Incoming) -> None:
+        self.inbox.append(item)
+        self._arrived.set()
+
+    async def _subscribe(self) -> PubSub:
+        pubsub = self.subscriber.pubsub()
+        channels = [self.keys.inbox(self.name), self.keys.broadcast, self.keys.events]
+        await pubsub.subscribe(*channels)
+        # Wait until Redis confirms every subscription before reading the log;
+        # anything published after that is in the socket buffer, not lost.
+        confirmed = 0
+        with anyio.fail_after(SUBSCRIBE_TIMEOUT):
+            while confirmed < len(channels):
+                message = await pubsub.get_message(timeout=SUBSCRIBE_TIMEOUT)
+                if message and message["type"] == "subscribe":
+                    confirmed += 1
+        return pubsub
+
+    async def _receive_forever(self, pubsub: PubSub | None) -> None:
+        delay = BACKOFF_FIRST
+        while True:
+            try:
+                if pubsub is None:
+                    pubsub = await self._subscribe()
+                    await self._claim()
+                    log.info("reconnected", name=self.name)
+                await self._catch_up()
+                delay = BACKOFF_FIRST
+                await self._listen(pubsub)
+            except (RedisError, OSError, TimeoutError) as e:
+                log.warning("redis_connection_lost", error=str(e) or type(e).__name__,
+                            retry_in=round(delay, 2))
+            except NameTaken as e:
+                log.error("name_lost", error=str(e))
+            finally:
+                if pubsub is not None:
+                    with anyio.CancelScope(shield=True):
+                        try:
+                            await pubsub.aclose()
+                        except (RedisError, OSError):
+                            pass
+                    pubsub = None
+            await anyio.sleep(delay * random.uniform(0.5, 1.0))
+            delay = min(delay * 2, BACKOFF_CAP)
+
+    async def _listen(self, pubsub: PubSub) -> None:
+        while True:
+            message = await pubsub.get_message(timeout=1.0)
+            if message is None or message["type"] != "message":
+                continue
+            channel = message["channel"].decode(errors="replace")
+            try:
+                if channel == self.keys.events:
+                    self._on_event(message["data"])
+                else:
+                    await self._on_wake(message["data"])
+            except (RedisError, OSError):
+                raise
+            except Exception as e:  # one bad payload must never stop the loop
+                log.warning("payload_dropped", channel=channel, reason=str(e)[:200],
+                            payload=bytes(message["data"][:200]).decode(errors="replace"))
+
+    def _on_event(self, raw: bytes) -> None:
+        event = decode_event(raw)
+        if event.name != self.name:
+            self._accept(event)
+
+    async def _on_wake(self, raw: bytes) -> None:
+        """A live message arrived: read the log after our cursor and deliver what is ours."""
+        data = json.loads(raw)
+        claimed_id = data.get("id") if isinstance(data, dict) else None
+        if not isinstance(claimed_id, str):
+            raise ValueError("payload has no message id")
+        wanted = parse_id(claimed_id)
+        if wanted <= parse_id(self._last_seen):
+            return  # already read from the log (catch-up, or an earlier wake-up)
+        await self._catch_up()
+        if wanted > parse_id(self._last_seen):
+            log.warning("payload_dropped", reason="forged id: no such message in the log",
+                        id=claimed_id[:40])
+
+    async def _catch_up(self) -> None:
+        while True:
+            entries = await self.redis.xrange(self.keys.log, f"({self._last_seen}", "+",
+                                              count=CATCH_UP_PAGE)
+            for entry_id, fields in entries:
+                self._last_seen = entry_id.decode()
+                try:
+                    envelope = decode_entry(entry_id, fields)
+                except ValueError as e:
+                    log.warning("log_entry_dropped", id=self._last_seen, reason=str(e))
+                    continue
+                if envelope.addressed_to(self.name):
+                    self._accept(envelope)
+            if len(entries) < CATCH_UP_PAGE:
+                return
+
+    # ---------------------------------------------------------------- cursor
+    async def _flush_cursor(self) -> None:
+        acked = self._acked
+        if acked != self._flushed:
+            await self.redis.set(self.keys.cursor(self.name), acked,
+                                 px=int(self.settings.cursor_ttl * 1000))
+            self._flushed = acked
+
+    async def _flush_cursor_forever(self) -> None:
+        while True:
+            await anyio.sleep(CURSOR_FLUSH_SECONDS)
+            try:
+                await self._flush_cursor()
+            except (RedisError, OSError) as e:
+                log.warning("cursor_flush_failed", error=str(e))
+
+
+__all__ = ["Bridge", "BridgeError", "Incoming", "SendResult"]

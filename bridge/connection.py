@@ -1,0 +1,57 @@
+"""Redis clients: which server (configured or embedded), and how we connect to it."""
+
+from __future__ import annotations
+
+import anyio
+from redis.asyncio import Redis
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialWithJitterBackoff, NoBackoff
+from redis.exceptions import RedisError
+
+from bridge.embedded import EmbeddedRedis
+from bridge.errors import RedisUnavailable
+from bridge.settings import Settings
+
+
+def redact(url: str) -> str:
+    """The URL with its password replaced, for logs and error messages."""
+    scheme, sep, rest = url.partition("://")
+    if not sep or "@" not in rest:
+        return url
+    credentials, _, host = rest.rpartition("@")
+    user = credentials.split(":", 1)[0]
+    return f"{scheme}://{user + ':' if user else ':'}***@{host}"
+
+
+async def resolve_url(settings: Settings) -> str:
+    """The configured URL, or the embedded server's (started if need be)."""
+    if settings.redis_url:
+        return settings.redis_url
+    return await anyio.to_thread.run_sync(EmbeddedRedis.for_user().ensure_running)
+
+
+def make_client(url: str, *, retries: int = 3) -> Redis:
+    """A client whose reads notice a dead peer within seconds, not minutes.
+
+    ``retries=0`` is for the subscriber: its reconnects are ours to handle, because
+    each one needs a catch-up from the log.
+    """
+    backoff = ExponentialWithJitterBackoff(base=0.05, cap=1.0) if retries else NoBackoff()
+    return Redis.from_url(
+        url,
+        socket_keepalive=True,
+        socket_connect_timeout=5,
+        socket_timeout=10,
+        health_check_interval=5,
+        retry=Retry(backoff, retries),
+    )
+
+
+async def check_reachable(client: Redis, url: str) -> None:
+    try:
+        await client.ping()
+    except (RedisError, OSError) as e:
+        raise RedisUnavailable(
+            f"cannot reach Redis at {redact(url)}: {e}. Check that it runs and that the "
+            f"URL (--redis / BRIDGE_REDIS_URL) is right"
+        ) from e

@@ -1,0 +1,186 @@
+"""The message envelope and presence events: how they look in the log, on the wire, and in checks.
+
+Everything that arrives from Redis is untrusted: anyone with access can PUBLISH onto our
+channels. ``decode_*`` accept only well-formed values and raise ``ValueError`` otherwise.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from bridge.keys import NAME_PATTERN
+
+STREAM_ID = re.compile(r"^(\d{1,20})-(\d{1,20})$")
+BROADCAST = "*"
+EVENT_KINDS = ("joined", "left", "status")
+MAX_FIELD = 1024  # for short fields: ids, names, roles, statuses
+
+
+def parse_id(value: str) -> tuple[int, int]:
+    """``"1700000000000-3"`` -> ``(1700000000000, 3)``, for ordering stream ids."""
+    match = STREAM_ID.match(value)
+    if not match:
+        raise ValueError(f"not a stream id: {value!r}")
+    return int(match.group(1)), int(match.group(2))
+
+
+@dataclass(frozen=True)
+class Envelope:
+    id: str
+    sender: str
+    to: tuple[str, ...]  # ("*",) for a broadcast
+    text: str
+    reply_to: str = ""
+    kind: str = "message"
+    ts: int = 0  # ms since epoch, from the sender's clock
+
+    @property
+    def is_broadcast(self) -> bool:
+        return self.to == (BROADCAST,)
+
+    @property
+    def order(self) -> tuple[int, int]:
+        return parse_id(self.id)
+
+    def addressed_to(self, name: str) -> bool:
+        if self.sender == name:
+            return False
+        return self.is_broadcast or name in self.to
+
+    def to_text(self) -> str:
+        return ",".join(self.to)
+
+    def log_fields(self) -> dict[str, str]:
+        """The stream fields (no id: Redis assigns it). Plain strings, readable in XRANGE."""
+        return {
+            "from": self.sender,
+            "to": self.to_text(),
+            "text": self.text,
+            "reply_to": self.reply_to,
+            "kind": self.kind,
+            "ts": str(self.ts),
+        }
+
+    def payload_tail(self) -> str:
+        """Compact JSON of everything but the id, without the opening brace.
+
+        The send script only learns the id at XADD time, so it publishes
+        ``'{"id":"' .. id .. '",' .. tail``; this keeps JSON encoding out of Lua.
+        """
+        body = {
+            "from": self.sender,
+            "to": BROADCAST if self.is_broadcast else list(self.to),
+            "text": self.text,
+            "reply_to": self.reply_to,
+            "kind": self.kind,
+            "ts": self.ts,
+        }
+        return json.dumps(body, separators=(",", ":"), ensure_ascii=False)[1:]
+
+
+def _name(value: Any, what: str) -> str:
+    if not isinstance(value, str) or not NAME_PATTERN.match(value):
+        raise ValueError(f"{what} is not a valid name: {value!r:.60}")
+    return value
+
+
+def _short(value: Any, what: str) -> str:
+    if not isinstance(value, str) or len(value) > MAX_FIELD:
+        raise ValueError(f"{what} must be a string of at most {MAX_FIELD} characters")
+    return value
+
+
+def _recipients(value: Any) -> tuple[str, ...]:
+    if value == BROADCAST:
+        return (BROADCAST,)
+    if isinstance(value, str):
+        value = value.split(",")
+    if not isinstance(value, list) or not value or len(value) > 1000:
+        raise ValueError("to must be a name, a list of names, or '*'")
+    return tuple(_name(item, "recipient") for item in value)
+
+
+def _build(id_: Any, fields: dict[str, Any]) -> Envelope:
+    reply_to = _short(fields.get("reply_to", ""), "reply_to")
+    if reply_to:
+        parse_id(reply_to)
+    kind = fields.get("kind", "message")
+    if kind != "message":
+        raise ValueError(f"unknown message kind: {kind!r:.40}")
+    text = fields.get("text")
+    if not isinstance(text, str):
+        raise ValueError("text must be a string")
+    ts = fields.get("ts", 0)
+    if isinstance(ts, str) and ts.isdigit():
+        ts = int(ts)
+    if not isinstance(ts, int) or isinstance(ts, bool) or ts < 0:
+        raise ValueError("ts must be a non-negative integer")
+    id_ = _short(id_, "id")
+    parse_id(id_)
+    return Envelope(
+        id=id_,
+        sender=_name(fields.get("from"), "sender"),
+        to=_recipients(fields.get("to")),
+        text=text,
+        reply_to=reply_to,
+        kind=kind,
+        ts=ts,
+    )
+
+
+def decode_payload(raw: bytes | str) -> Envelope:
+    """A message from pub/sub (compact JSON, id included)."""
+    data = json.loads(raw)
+    if not isinstance(data, dict):
+        raise ValueError("payload is not a JSON object")
+    return _build(data.get("id"), data)
+
+
+def decode_entry(entry_id: bytes | str, fields: dict[bytes, bytes]) -> Envelope:
+    """A message from the log (XRANGE entry)."""
+    if isinstance(entry_id, bytes):
+        entry_id = entry_id.decode()
+    text_fields = {k.decode(errors="replace"): v.decode(errors="replace") for k, v in fields.items()}
+    return _build(entry_id, text_fields)
+
+
+@dataclass(frozen=True)
+class Event:
+    kind: str  # joined / left / status
+    name: str
+    role: str = ""
+    host: str = ""
+    status: str = ""
+    reason: str = ""
+    ts: int = 0
+
+    def encode(self) -> str:
+        return json.dumps(
+            {"kind": self.kind, "name": self.name, "role": self.role, "host": self.host,
+             "status": self.status, "reason": self.reason, "ts": self.ts},
+            separators=(",", ":"), ensure_ascii=False,
+        )
+
+
+def decode_event(raw: bytes | str) -> Event:
+    data = json.loads(raw)
+    if not isinstance(data, dict):
+        raise ValueError("event is not a JSON object")
+    kind = data.get("kind")
+    if kind not in EVENT_KINDS:
+        raise ValueError(f"unknown event kind: {kind!r:.40}")
+    ts = data.get("ts", 0)
+    if not isinstance(ts, int) or isinstance(ts, bool):
+        raise ValueError("ts must be an integer")
+    return Event(
+        kind=kind,
+        name=_name(data.get("name"), "name"),
+        role=_short(data.get("role", ""), "role"),
+        host=_short(data.get("host", ""), "host"),
+        status=_short(data.get("status", ""), "status"),
+        reason=_short(data.get("reason", ""), "reason"),
+        ts=ts,
+    )

@@ -1,0 +1,21 @@
+"""One small exception hierarchy. Every message says what went wrong and what to do."""
+
+
+class BridgeError(Exception):
+    """Base class: the message is written for the person or agent who must act on it."""
+
+
+class SettingsError(BridgeError):
+    """A flag or environment variable has a bad value."""
+
+
+class RedisUnavailable(BridgeError):
+    """Redis cannot be reached (or stopped answering)."""
+
+
+class NameTaken(BridgeError):
+    """Another live participant holds this name in the room."""
+
+
+class MessageRejected(BridgeError):
+    """A message was refused before it was logged: bad recipient, empty or oversized text."""

@@ -1,0 +1,65 @@
+"""Every Redis key and channel name bridge uses is built here, and nowhere else.
+
+All names of a room carry the hash tag ``{room}`` so that a room lives in one Redis Cluster
+slot: multi-key Lua scripts work and sharded pub/sub keeps the room on one shard.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+PREFIX = "bridge"
+NAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,31}$")
+ROOM_PATTERN = NAME_PATTERN
+
+
+@dataclass(frozen=True)
+class Keys:
+    room: str
+
+    @property
+    def base(self) -> str:
+        return f"{PREFIX}:{{{self.room}}}"
+
+    def agent(self, name: str) -> str:
+        """HASH: presence record of one agent; expires unless refreshed."""
+        return f"{self.base}:agent:{name}"
+
+    @property
+    def agents(self) -> str:
+        """ZSET: agent name -> presence expiry (ms since epoch)."""
+        return f"{self.base}:agents"
+
+    @property
+    def log(self) -> str:
+        """STREAM: every message of the room."""
+        return f"{self.base}:log"
+
+    def cursor(self, name: str) -> str:
+        """STRING: id of the last log entry delivered to that agent."""
+        return f"{self.base}:cursor:{name}"
+
+    def inbox(self, name: str) -> str:
+        """Channel: live delivery to one agent."""
+        return f"{self.base}:to:{name}"
+
+    @property
+    def broadcast(self) -> str:
+        """Channel: messages to everyone in the room."""
+        return f"{self.base}:all"
+
+    @property
+    def events(self) -> str:
+        """Channel: joined / left / status events."""
+        return f"{self.base}:events"
+
+    @property
+    def pattern(self) -> str:
+        """PSUBSCRIBE pattern covering all live traffic of the room."""
+        return f"{self.base}:*"
+
+    @property
+    def agent_prefix(self) -> str:
+        """Prefix of every presence hash; the listing script appends the name."""
+        return self.agent("")

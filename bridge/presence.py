@@ -1,0 +1,128 @@
+"""Presence: claim a name atomically, keep it alive with a TTL heartbeat, leave cleanly."""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+from redis.asyncio import Redis
+
+from bridge import __version__, scripts
+from bridge.envelope import Event
+from bridge.errors import NameTaken
+from bridge.keys import Keys
+from bridge.settings import Settings
+
+MAX_STATUS = 200
+
+
+@dataclass(frozen=True)
+class Participant:
+    name: str
+    role: str
+    host: str
+    pid: str
+    status: str
+    delivery: str
+    joined_at: int  # ms since epoch, Redis clock
+    last_seen: int
+
+    @classmethod
+    def from_record(cls, flat: list[bytes]) -> Participant:
+        record = {flat[i].decode(): flat[i + 1].decode(errors="replace")
+                  for i in range(0, len(flat) - 1, 2)}
+
+        def number(key: str) -> int:
+            value = record.get(key, "0")
+            return int(value) if value.isdigit() else 0
+
+        return cls(
+            name=record.get("name", "?"), role=record.get("role", ""),
+            host=record.get("host", ""), pid=record.get("pid", ""),
+            status=record.get("status", ""), delivery=record.get("delivery", ""),
+            joined_at=number("joined_at"), last_seen=number("last_seen"),
+        )
+
+
+class Presence:
+    """One agent's presence record. ``session`` tells our claim apart from another process'."""
+
+    def __init__(self, redis: Redis, settings: Settings) -> None:
+        self.redis = redis
+        self.settings = settings
+        self.keys = Keys(settings.room)
+        self.session = uuid.uuid4().hex
+        self.host = socket.gethostname()
+        self.status = ""
+        self._claim = redis.register_script(scripts.CLAIM)
+        self._heartbeat = redis.register_script(scripts.HEARTBEAT)
+        self._leave = redis.register_script(scripts.LEAVE)
+        self._set_status = redis.register_script(scripts.SET_STATUS)
+        self._list = redis.register_script(scripts.LIST)
+
+    @property
+    def name(self) -> str:
+        return self.settings.name
+
+    @property
+    def ttl_ms(self) -> int:
+        return int(self.settings.ttl * 1000)
+
+    def _event(self, kind: str, **extra: str) -> str:
+        return Event(kind=kind, name=self.name, role=self.settings.role, host=self.host,
+                     status=self.status, ts=int(time.time() * 1000), **extra).encode()
+
+    async def claim(self) -> tuple[str, bool]:
+        """Claim the name. Returns (cursor, fresh). Raises NameTaken if another session holds it."""
+        fields: list[Any] = [
+            "name", self.name, "role", self.settings.role, "host", self.host,
+            "pid", os.getpid(), "session", self.session, "status", self.status,
+            "delivery", self.settings.delivery, "version", __version__,
+        ]
+        reply = await self._claim(
+            keys=[self.keys.agent(self.name), self.keys.agents, self.keys.cursor(self.name),
+                  self.keys.log],
+            args=[self.session, self.ttl_ms, self.name, int(self.settings.cursor_ttl * 1000),
+                  self.keys.events, self._event("joined"), *fields],
+        )
+        if int(reply[0]) == 0:
+            host, pid = (part.decode() for part in reply[1:3])
+            raise NameTaken(
+                f"the name {self.name!r} is already taken in room {self.settings.room!r} "
+                f"by a live agent on host {host} (pid {pid}). Choose another name with "
+                f"--name / BRIDGE_NAME, or stop that agent; a crashed agent's claim expires "
+                f"after the TTL ({self.settings.ttl:g} s)."
+            )
+        return reply[1].decode(), bool(int(reply[2]))
+
+    async def heartbeat(self) -> bool:
+        """Refresh our record. False means it is gone or no longer ours: re-claim."""
+        result = await self._heartbeat(
+            keys=[self.keys.agent(self.name), self.keys.agents],
+            args=[self.session, self.ttl_ms, self.name],
+        )
+        return bool(result)
+
+    async def leave(self) -> None:
+        await self._leave(
+            keys=[self.keys.agent(self.name), self.keys.agents],
+            args=[self.session, self.name, self.keys.events, self._event("left", reason="leave")],
+        )
+
+    async def set_status(self, status: str) -> None:
+        self.status = status[:MAX_STATUS]
+        await self._set_status(
+            keys=[self.keys.agent(self.name)],
+            args=[self.session, self.status, self.keys.events, self._event("status")],
+        )
+
+    async def participants(self) -> tuple[int, list[Participant]]:
+        """(Redis time in ms, live participants sorted by name); prunes expired ones."""
+        now, records = await self._list(
+            keys=[self.keys.agents], args=[self.keys.agent_prefix, self.keys.events]
+        )
+        return int(now), [Participant.from_record(record) for record in records]

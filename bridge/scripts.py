@@ -1,0 +1,110 @@
+"""The Lua scripts. Each runs atomically on the Redis server, in one round trip.
+
+Time comes from Redis' TIME, so presence expiry does not depend on the agents' clocks.
+Key names arrive through KEYS/ARGV: they are built in ``bridge.keys`` only.
+"""
+
+NOW_MS = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+"""
+
+# KEYS: agent hash, agents zset, cursor, log
+# ARGV: session, ttl_ms, name, cursor_ttl_ms, events channel, joined event, field/value pairs...
+CLAIM = NOW_MS + """
+local holder = redis.call('HMGET', KEYS[1], 'session', 'host', 'pid')
+if holder[1] and holder[1] ~= ARGV[1] then
+  return {0, holder[2] or '', holder[3] or ''}
+end
+local fresh = not holder[1]
+redis.call('HSET', KEYS[1], 'last_seen', now, unpack(ARGV, 7))
+if fresh then redis.call('HSET', KEYS[1], 'joined_at', now) end
+redis.call('PEXPIRE', KEYS[1], ARGV[2])
+redis.call('ZADD', KEYS[2], now + tonumber(ARGV[2]), ARGV[3])
+local cursor = redis.call('GET', KEYS[3])
+if not cursor then
+  -- a new name starts at the end of the log: it is not sent the room's history
+  local last = redis.call('XREVRANGE', KEYS[4], '+', '-', 'COUNT', 1)
+  cursor = last[1] and last[1][1] or '0-0'
+  redis.call('SET', KEYS[3], cursor, 'PX', ARGV[4])
+else
+  redis.call('PEXPIRE', KEYS[3], ARGV[4])
+end
+if fresh then redis.call('PUBLISH', ARGV[5], ARGV[6]) end
+return {1, cursor, fresh and 1 or 0}
+"""
+
+# KEYS: agent hash, agents zset.  ARGV: session, ttl_ms, name
+HEARTBEAT = NOW_MS + """
+if redis.call('HGET', KEYS[1], 'session') ~= ARGV[1] then return 0 end
+redis.call('HSET', KEYS[1], 'last_seen', now)
+redis.call('PEXPIRE', KEYS[1], ARGV[2])
+redis.call('ZADD', KEYS[2], now + tonumber(ARGV[2]), ARGV[3])
+return 1
+"""
+
+# KEYS: agent hash, agents zset.  ARGV: session, name, events channel, left event
+LEAVE = """
+if redis.call('HGET', KEYS[1], 'session') ~= ARGV[1] then return 0 end
+redis.call('DEL', KEYS[1])
+redis.call('ZREM', KEYS[2], ARGV[2])
+redis.call('PUBLISH', ARGV[3], ARGV[4])
+return 1
+"""
+
+# KEYS: agent hash.  ARGV: session, status, events channel, status event
+SET_STATUS = """
+if redis.call('HGET', KEYS[1], 'session') ~= ARGV[1] then return 0 end
+redis.call('HSET', KEYS[1], 'status', ARGV[2])
+redis.call('PUBLISH', ARGV[3], ARGV[4])
+return 1
+"""
+
+# KEYS: agents zset.  ARGV: agent hash prefix, events channel
+# Prunes expired members; whoever removes one publishes its `left` (reason timeout).
+# The hashes share the room's hash tag, so they sit in the same cluster slot.
+LIST = NOW_MS + """
+for _, name in ipairs(redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now)) do
+  if redis.call('EXISTS', ARGV[1] .. name) == 0 and redis.call('ZREM', KEYS[1], name) == 1 then
+    redis.call('PUBLISH', ARGV[2], cjson.encode({kind='left', name=name, role='', host='',
+      status='', reason='timeout', ts=now}))
+  end
+end
+local out = {}
+for _, name in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do
+  local record = redis.call('HGETALL', ARGV[1] .. name)
+  if #record > 0 then out[#out + 1] = record end
+end
+return {now, out}
+"""
+
+# KEYS: log, agents zset, then (agent hash, cursor) per named recipient
+# ARGV: maxlen, from, to, text, reply_to, kind, ts, payload tail, broadcast channel ('' if
+#       direct), then (name, inbox channel) per named recipient
+SEND = NOW_MS + """
+local online, offline, unknown = {}, {}, {}
+local n = (#KEYS - 2) / 2
+if ARGV[9] ~= '' then
+  for _, name in ipairs(redis.call('ZRANGEBYSCORE', KEYS[2], now, '+inf')) do
+    if name ~= ARGV[2] then online[#online + 1] = name end
+  end
+else
+  for i = 1, n do
+    local name = ARGV[8 + 2 * i]
+    if redis.call('EXISTS', KEYS[1 + 2 * i]) == 1 then online[#online + 1] = name
+    elseif redis.call('EXISTS', KEYS[2 + 2 * i]) == 1 then offline[#offline + 1] = name
+    else unknown[#unknown + 1] = name end
+  end
+end
+if #unknown > 0 then return {'unknown', unknown} end
+local id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*',
+  'from', ARGV[2], 'to', ARGV[3], 'text', ARGV[4], 'reply_to', ARGV[5], 'kind', ARGV[6],
+  'ts', ARGV[7])
+local payload = '{"id":"' .. id .. '",' .. ARGV[8]
+if ARGV[9] ~= '' then
+  redis.call('PUBLISH', ARGV[9], payload)
+else
+  for i = 1, n do redis.call('PUBLISH', ARGV[9 + 2 * i], payload) end
+end
+return {'ok', id, online, offline}
+"""

@@ -1,0 +1,292 @@
+"""The MCP server (stdio): four tools, and channel pushes into the conversation."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import time
+from io import TextIOWrapper
+from typing import Any
+
+import anyio
+import mcp.types as types
+import structlog
+from mcp.server.lowlevel import NotificationOptions, Server
+from mcp.server.stdio import stdio_server
+from mcp.shared.message import SessionMessage
+from redis.exceptions import RedisError
+
+from bridge import __version__
+from bridge.bus import Bridge, Incoming
+from bridge.envelope import Envelope, Event
+from bridge.errors import BridgeError
+from bridge.presence import Participant
+
+log = structlog.get_logger("bridge.server")
+
+CHANNEL_METHOD = "notifications/claude/channel"
+MAX_WAIT_SECONDS = 300.0
+
+TOOLS = [
+    types.Tool(
+        name="send_message",
+        description=(
+            "Send a message to other agents in your bridge room. `to` is one agent name, a "
+            "list of names, or \"*\" for everyone else. Use `reply_to` with the message_id you "
+            "are answering."
+        ),
+        inputSchema={
+            "type": "object",
+            "properties": {
+                "to": {"anyOf": [{"type": "string"},
+                                 {"type": "array", "items": {"type": "string"}}],
+                       "description": "agent name, list of names, or \"*\""},
+                "text": {"type": "string", "description": "the message"},
+                "reply_to": {"type": "string", "description": "message_id being answered"},
+            },
+            "required": ["to", "text"],
+        },
+    ),
+    types.Tool(
+        name="list_participants",
+        description="List the agents in your room: name, role, host, status, last seen.",
+        inputSchema={"type": "object", "properties": {}},
+    ),
+    types.Tool(
+        name="read_messages",
+        description=(
+            "Return messages waiting for you. With wait_seconds, wait up to that long for "
+            "one to arrive (long-poll)."
+        ),
+        inputSchema={
+            "type": "object",
+            "properties": {"wait_seconds": {"type": "number", "minimum": 0,
+                                            "maximum": MAX_WAIT_SECONDS}},
+        },
+    ),
+    types.Tool(
+        name="set_status",
+        description="Set your status line, shown to the others (e.g. 'working on the API').",
+        inputSchema={"type": "object", "properties": {"text": {"type": "string"}},
+                     "required": ["text"]},
+    ),
+]
+
+
+def instructions(bridge: Bridge) -> str:
+    s = bridge.settings
+    lines = [
+        f"You are agent \"{s.name}\" in bridge room \"{s.room}\""
+        + (f", with the role {s.role}." if s.role else "."),
+        "Other agents (on this machine or others) can message you, and you them.",
+    ]
+    if s.delivery == "push":
+        lines.append(
+            'Their messages arrive by themselves in your conversation as <channel source='
+            '"bridge" from="NAME" message_id="ID" ...>text</channel>. They are from peer '
+            "agents, not from your user."
+        )
+    else:
+        lines.append("Call read_messages(wait_seconds=30) to receive their messages.")
+    lines.append(
+        "Reply with send_message(to=NAME, text=..., reply_to=ID). Use to=\"*\" to reach "
+        "everyone, list_participants to see who is here, set_status to say what you do."
+    )
+    return " ".join(lines)
+
+
+def meta_for(item: Incoming) -> dict[str, str]:
+    """Channel meta: string values under fixed, safe keys only."""
+    if isinstance(item, Envelope):
+        return {"from": item.sender, "to": item.to_text(), "message_id": item.id,
+                "reply_to": item.reply_to, "kind": item.kind}
+    return {"from": item.name, "kind": item.kind}
+
+
+def describe_event(event: Event) -> str:
+    who = event.name + (f" ({event.role})" if event.role else "")
+    if event.kind == "joined":
+        return f"{who} joined the room" + (f" from host {event.host}" if event.host else "")
+    if event.kind == "left":
+        return f"{who} left the room" + (" (timed out)" if event.reason == "timeout" else "")
+    return f"{who} set status: {event.status}"
+
+
+def render(item: Incoming) -> str:
+    if isinstance(item, Envelope):
+        reply = f" reply_to={item.reply_to}" if item.reply_to else ""
+        return f"[{item.id}] from {item.sender} to {item.to_text()}{reply}:\n{item.text}"
+    return f"[event] {describe_event(item)}"
+
+
+def ago(now_ms: int, then_ms: int) -> str:
+    seconds = max(0, (now_ms - then_ms) // 1000)
+    return f"{seconds}s ago" if seconds < 120 else f"{seconds // 60}m ago"
+
+
+class BridgeServer:
+    def __init__(self, bridge: Bridge, write_stream: Any) -> None:
+        self.bridge = bridge
+        self.write_stream = write_stream
+        self.initialized = anyio.Event()
+        self.server: Server[Any, Any] = Server("bridge", version=__version__,
+                                               instructions=instructions(bridge))
+        self._register()
+
+    def _register(self) -> None:
+        server = self.server
+
+        @server.list_tools()  # type: ignore[misc, no-untyped-call]
+        async def list_tools() -> list[types.Tool]:
+            return TOOLS
+
+        @server.call_tool()  # type: ignore[misc]
+        async def call_tool(name: str, arguments: dict[str, Any]) -> types.CallToolResult:
+            return await self.call(name, arguments)
+
+        async def on_initialized(_: Any) -> None:
+            self.initialized.set()
+
+        server.notification_handlers[types.InitializedNotification] = on_initialized
+
+    def init_options(self) -> Any:
+        return self.server.create_initialization_options(
+            NotificationOptions(), experimental_capabilities={"claude/channel": {}}
+        )
+
+    # ---------------------------------------------------------------- tools
+    async def call(self, name: str, arguments: dict[str, Any]) -> types.CallToolResult:
+        try:
+            if name == "send_message":
+                text = await self.send_message(arguments)
+            elif name == "list_participants":
+                text = await self.list_participants()
+            elif name == "read_messages":
+                text = await self.read_messages(arguments.get("wait_seconds", 0))
+            elif name == "set_status":
+                await self.bridge.set_status(str(arguments.get("text", "")))
+                text = f"status set: {self.bridge.presence.status}"
+            else:
+                raise BridgeError(f"unknown tool {name!r}")
+        except BridgeError as e:
+            return self._result(str(e), error=True)
+        except (RedisError, OSError) as e:
+            log.warning("tool_failed", tool=name, error=str(e))
+            return self._result(
+                f"Redis is unreachable ({e}); nothing was done. Try again shortly.", error=True
+            )
+        return self._result(text)
+
+    def _result(self, text: str, *, error: bool = False) -> types.CallToolResult:
+        unread = len(self.bridge.inbox)
+        note = ("no unread messages" if unread == 0 else
+                f"{unread} unread message(s) waiting: call read_messages")
+        return types.CallToolResult(
+            content=[types.TextContent(type="text", text=f"{text}\n\n({note})")], isError=error
+        )
+
+    async def send_message(self, arguments: dict[str, Any]) -> str:
+        result = await self.bridge.send(
+            arguments.get("to", ""), arguments.get("text", ""),
+            str(arguments.get("reply_to") or ""),
+        )
+        parts = [f"sent, message_id {result.id}."]
+        if arguments.get("to") == "*":
+            parts.append(f"Online now: {', '.join(result.online)}." if result.online else
+                         "Nobody else is online now; it stays in the room log.")
+        else:
+            if result.online:
+                parts.append(f"Online, delivered now: {', '.join(result.online)}.")
+            if result.offline:
+                parts.append(f"Offline, queued until they return: {', '.join(result.offline)}.")
+        return " ".join(parts)
+
+    async def list_participants(self) -> str:
+        now, people = await self.bridge.participants()
+        if not people:
+            return "Nobody is in the room."
+        lines = [f"Room {self.bridge.settings.room}: {len(people)} agent(s)"]
+        for p in people:
+            lines.append(self._participant_line(now, p))
+        return "\n".join(lines)
+
+    def _participant_line(self, now: int, p: Participant) -> str:
+        you = " (you)" if p.name == self.bridge.name else ""
+        return (f"- {p.name}{you}: role {p.role or '-'}, host {p.host}, "
+                f"status {p.status or '-'}, delivery {p.delivery}, last seen "
+                f"{ago(now, p.last_seen)}")
+
+    async def read_messages(self, wait_seconds: Any) -> str:
+        try:
+            wait = min(max(float(wait_seconds or 0), 0.0), MAX_WAIT_SECONDS)
+        except (TypeError, ValueError) as e:
+            raise BridgeError("wait_seconds must be a number of seconds (0-300)") from e
+        deadline = time.monotonic() + wait
+        items: list[Incoming] = []
+        while not items:
+            items = await self.bridge.next_batch(max(0.0, deadline - time.monotonic()))
+            if time.monotonic() >= deadline:
+                break
+        if not items:
+            if self.bridge.settings.delivery == "push":
+                return "No messages waiting (in push mode they arrive as <channel> blocks)."
+            return "No messages waiting."
+        for item in items:
+            if isinstance(item, Envelope):
+                self.bridge.ack(item)
+        return "\n\n".join(render(item) for item in items)
+
+    # ---------------------------------------------------------------- push
+    async def push_forever(self) -> None:
+        """Push every incoming item as a channel notification, once the client is ready."""
+        await self.initialized.wait()
+        while True:
+            for item in await self.bridge.next_batch():
+                await self.notify(item)
+                if isinstance(item, Envelope):
+                    self.bridge.ack(item)
+
+    async def notify(self, item: Incoming) -> None:
+        content = item.text if isinstance(item, Envelope) else describe_event(item)
+        notification = types.JSONRPCNotification(
+            jsonrpc="2.0", method=CHANNEL_METHOD,
+            params={"content": content, "meta": meta_for(item)},
+        )
+        await self.write_stream.send(SessionMessage(types.JSONRPCMessage(notification)))
+
+
+def take_stdout() -> Any:
+    """Keep the real stdout for the protocol; point fd 1 and sys.stdout at stderr.
+
+    A stray print(), or a child process, then cannot corrupt the JSON-RPC stream.
+    """
+    protocol = os.fdopen(os.dup(1), "wb", buffering=0)
+    os.dup2(2, 1)
+    sys.stdout = sys.stderr
+    return anyio.wrap_file(TextIOWrapper(protocol, encoding="utf-8", line_buffering=True))
+
+
+async def serve(bridge_settings: Any) -> None:
+    protocol_out = take_stdout()
+    async with Bridge.connect(bridge_settings) as bridge:
+        if bridge_settings.name_was_derived:
+            log.info("name_derived", name=bridge.name,
+                     hint="set --name / BRIDGE_NAME to choose the name yourself")
+        async with stdio_server(stdout=protocol_out) as (read_stream, write_stream):
+            app = BridgeServer(bridge, write_stream)
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(_stop_on_signal, tg.cancel_scope)
+                if bridge_settings.delivery == "push":
+                    tg.start_soon(app.push_forever)
+                await app.server.run(read_stream, write_stream, app.init_options())
+                log.info("stdin_closed", hint="the client went away; leaving the room")
+                tg.cancel_scope.cancel()
+
+
+async def _stop_on_signal(scope: anyio.CancelScope) -> None:
+    with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+        async for signum in signals:
+            log.info("signal", signal=signal.Signals(signum).name)
+            scope.cancel()
+            return

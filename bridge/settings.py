@@ -1,0 +1,138 @@
+"""Settings: one dataclass, built from environment variables and command-line flags (flags win)."""
+
+from __future__ import annotations
+
+import os
+import re
+import socket
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+from bridge.errors import SettingsError
+from bridge.keys import NAME_PATTERN, ROOM_PATTERN
+
+T = TypeVar("T")
+
+DELIVERY_MODES = ("push", "pull")
+REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
+
+
+def default_name(host: str | None = None, cwd: str | None = None) -> str:
+    """A readable name from the host and the working directory, e.g. ``laptop-webapp``."""
+    host = (host or socket.gethostname()).split(".")[0]
+    folder = Path(cwd or os.getcwd()).name or "root"
+    raw = re.sub(r"[^a-z0-9_.-]+", "-", f"{host}-{folder}".lower()).strip("-._")
+    return (raw or "agent")[:32].rstrip("-._") or "agent"
+
+
+@dataclass
+class Settings:
+    redis_url: str | None = None  # None: the per-user embedded Redis
+    room: str = "main"
+    name: str = field(default_factory=default_name)
+    role: str = ""
+    ttl: float = 15.0
+    delivery: str = "push"
+    max_bytes: int = 65536
+    log_maxlen: int = 10000
+    cursor_ttl: float = 7 * 24 * 3600.0
+    name_was_derived: bool = False
+
+    @classmethod
+    def from_env(
+        cls, env: Mapping[str, str] | None = None, **flags: Any
+    ) -> Settings:
+        """Build settings from ``env`` (default: ``os.environ``); non-None ``flags`` win."""
+        env = os.environ if env is None else env
+
+        def pick(flag: str, var: str) -> tuple[Any, str]:
+            if flags.get(flag) is not None:
+                return flags[flag], "--" + flag.replace("_", "-")
+            value = env.get(var)
+            return (value if value not in (None, "") else None), var
+
+        def get(flag: str, var: str, parse: Callable[[Any], T], default: T, hint: str) -> T:
+            value, source = pick(flag, var)
+            if value is None:
+                return default
+            try:
+                return parse(value)
+            except (TypeError, ValueError) as e:
+                label = f"--{flag.replace('_', '-')} / {var}"
+                raise SettingsError(
+                    f"bad value for {label} (from {source}): {value!r}; {hint}"
+                ) from e
+
+        name_value, _ = pick("name", "BRIDGE_NAME")
+        settings = cls(
+            redis_url=get("redis", "BRIDGE_REDIS_URL", _redis_url, None,
+                          "use redis://host:6379/0, rediss://… or unix:///path/redis.sock"),
+            room=get("room", "BRIDGE_ROOM", _pattern(ROOM_PATTERN), "main",
+                     "use 1-32 of a-z 0-9 _ . - starting with a letter or digit"),
+            name=get("name", "BRIDGE_NAME", _pattern(NAME_PATTERN), "",
+                     "use 1-32 of a-z 0-9 _ . - starting with a letter or digit"),
+            role=get("role", "BRIDGE_ROLE", _role, "", "use up to 64 printable characters"),
+            ttl=get("ttl", "BRIDGE_TTL", _positive(float, 1.0), 15.0,
+                    "use a number of seconds >= 1, e.g. 15"),
+            delivery=get("delivery", "BRIDGE_DELIVERY", _choice(DELIVERY_MODES), "push",
+                         "use push or pull"),
+            max_bytes=get("max_bytes", "BRIDGE_MAX_BYTES", _positive(int, 1), 65536,
+                          "use a whole number of bytes, e.g. 65536"),
+            log_maxlen=get("log_maxlen", "BRIDGE_LOG_MAXLEN", _positive(int, 100), 10000,
+                           "use a whole number of entries >= 100"),
+            cursor_ttl=get("cursor_ttl", "BRIDGE_CURSOR_TTL", _positive(float, 60.0),
+                           7 * 24 * 3600.0, "use a number of seconds >= 60"),
+        )
+        if name_value is None:
+            settings.name = default_name()
+            settings.name_was_derived = True
+        return settings
+
+
+def _pattern(pattern: re.Pattern[str]) -> Callable[[Any], str]:
+    def parse(value: Any) -> str:
+        text = str(value)
+        if not pattern.match(text):
+            raise ValueError(text)
+        return text
+
+    return parse
+
+
+def _positive(kind: Callable[[Any], T], minimum: float) -> Callable[[Any], T]:
+    def parse(value: Any) -> T:
+        number = kind(value)
+        if number < minimum:  # type: ignore[operator]
+            raise ValueError(value)
+        return number
+
+    return parse
+
+
+def _choice(choices: tuple[str, ...]) -> Callable[[Any], str]:
+    def parse(value: Any) -> str:
+        text = str(value).lower()
+        if text not in choices:
+            raise ValueError(text)
+        return text
+
+    return parse
+
+
+def _role(value: Any) -> str:
+    text = str(value)
+    if len(text) > 64 or not text.isprintable():
+        raise ValueError(text)
+    return text
+
+
+def _redis_url(value: Any) -> str:
+    text = str(value)
+    if not text.startswith(REDIS_SCHEMES):
+        raise ValueError(text)
+    from redis.asyncio.connection import parse_url
+
+    parse_url(text)  # raises ValueError on a malformed URL
+    return text

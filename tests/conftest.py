@@ -1,0 +1,117 @@
+"""Fixtures that own real parts: a redis-server on a free port, and `bridge serve` agents."""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import subprocess
+import time
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import anyio
+import pytest
+import redis
+
+from tests.mcp_client import Agent, start_agent
+
+REDIS_SERVER = shutil.which("redis-server") or "redis-server"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass
+class RedisServer:
+    port: int
+    directory: Path
+    process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def client(self) -> redis.Redis:
+        return redis.Redis(port=self.port, socket_timeout=5)
+
+    def start(self, *extra: str) -> None:
+        self.process = subprocess.Popen(
+            [REDIS_SERVER, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+             "--dir", str(self.directory), "--appendonly", "yes", "--appendfsync", "everysec",
+             *extra],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                if self.client().ping():
+                    return
+            except redis.ConnectionError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.02)
+
+    def stop(self) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+@pytest.fixture
+def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
+    server = RedisServer(free_port(), tmp_path)
+    server.start()
+    try:
+        yield server
+    finally:
+        try:
+            server.client().flushall()
+        except redis.ConnectionError:
+            pass
+        server.stop()
+
+
+@pytest.fixture
+def r(redis_server: RedisServer) -> redis.Redis:
+    return redis_server.client()
+
+
+class Agents:
+    """Starts `bridge serve` processes; kills whatever is left at the end of the test."""
+
+    def __init__(self, tg: Any, redis_url: str, tmp: Path) -> None:
+        self.tg, self.redis_url, self.tmp = tg, redis_url, tmp
+        self.started: list[Agent] = []
+
+    async def start(self, name: str | None, *args: str, **kwargs: Any) -> Agent:
+        kwargs.setdefault("env", {})
+        kwargs["env"].setdefault("BRIDGE_LOG_LEVEL", "DEBUG")
+        agent = await start_agent(self.tg, name, kwargs.pop("redis_url", self.redis_url),
+                                  self.tmp, *args, **kwargs)
+        self.started.append(agent)
+        return agent
+
+
+@pytest.fixture
+async def agents(redis_server: RedisServer, tmp_path: Path) -> AsyncIterator[Agents]:
+    async with anyio.create_task_group() as tg:
+        pool = Agents(tg, redis_server.url, tmp_path)
+        try:
+            yield pool
+        finally:
+            for agent in pool.started:
+                if agent.process.returncode is None:
+                    agent.process.kill()
+                    with anyio.move_on_after(5):
+                        await agent.process.wait()
+            tg.cancel_scope.cancel()

@@ -1,0 +1,170 @@
+"""A small MCP client over stdio, of our own: it keeps every notification, including the
+custom `notifications/claude/channel` that the SDK's ClientSession drops."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import anyio
+from anyio.abc import Process
+from anyio.streams.buffered import BufferedByteReceiveStream
+
+BRIDGE = [str(Path(sys.executable).with_name("bridge"))]
+PROTOCOL_VERSION = "2025-06-18"
+
+
+class ToolError(Exception):
+    pass
+
+
+@dataclass
+class Agent:
+    name: str
+    process: Process
+    stderr_path: Path
+    notifications: list[dict[str, Any]] = field(default_factory=list)
+    raw_stdout: list[bytes] = field(default_factory=list)
+    initialize_result: dict[str, Any] = field(default_factory=dict)
+    _pending: dict[int, Any] = field(default_factory=dict)
+    _next_id: int = 0
+    _changed: anyio.Event = field(default_factory=anyio.Event)
+
+    # ------------------------------------------------------------ wire
+    async def _write(self, message: dict[str, Any]) -> None:
+        assert self.process.stdin is not None
+        await self.process.stdin.send((json.dumps(message) + "\n").encode())
+
+    async def read_forever(self) -> None:
+        assert self.process.stdout is not None
+        reader = BufferedByteReceiveStream(self.process.stdout)
+        try:
+            while True:
+                line = await reader.receive_until(b"\n", 16 * 1024 * 1024)
+                self.raw_stdout.append(line)
+                message = json.loads(line)  # a non-JSON line on stdout fails the test
+                if "id" in message and ("result" in message or "error" in message):
+                    self._pending[message["id"]] = message
+                else:
+                    self.notifications.append(message)
+                self._changed.set()
+                self._changed = anyio.Event()
+        except (anyio.EndOfStream, anyio.IncompleteRead, anyio.ClosedResourceError):
+            self._changed.set()
+
+    async def request(self, method: str, params: dict[str, Any] | None = None,
+                      timeout: float = 15) -> dict[str, Any]:
+        self._next_id += 1
+        request_id = self._next_id
+        await self.send_request(request_id, method, params)
+        return await self.response(request_id, timeout)
+
+    async def send_request(self, request_id: int, method: str,
+                           params: dict[str, Any] | None = None) -> None:
+        message: dict[str, Any] = {"jsonrpc": "2.0", "id": request_id, "method": method}
+        if params is not None:
+            message["params"] = params
+        await self._write(message)
+
+    async def response(self, request_id: int, timeout: float = 15) -> dict[str, Any]:
+        with anyio.fail_after(timeout):
+            while request_id not in self._pending:
+                if self.process.returncode is not None:
+                    raise RuntimeError(f"{self.name} exited: {self.stderr()[-2000:]}")
+                await self._changed.wait()
+        message = self._pending.pop(request_id)
+        if "error" in message:
+            raise RuntimeError(f"JSON-RPC error: {message['error']}")
+        return dict(message["result"])
+
+    async def notify(self, method: str, params: dict[str, Any] | None = None) -> None:
+        message: dict[str, Any] = {"jsonrpc": "2.0", "method": method}
+        if params is not None:
+            message["params"] = params
+        await self._write(message)
+
+    async def handshake(self) -> None:
+        self.initialize_result = await self.request("initialize", {
+            "protocolVersion": PROTOCOL_VERSION, "capabilities": {},
+            "clientInfo": {"name": "bridge-tests", "version": "0"},
+        })
+        await self.notify("notifications/initialized")
+
+    # ------------------------------------------------------------ tools
+    async def call(self, tool: str, timeout: float = 15, **arguments: Any) -> dict[str, Any]:
+        return await self.request("tools/call", {"name": tool, "arguments": arguments}, timeout)
+
+    async def tool(self, tool: str, timeout: float = 15, **arguments: Any) -> str:
+        """Call a tool; return its text, or raise ToolError when isError is set."""
+        result = await self.call(tool, timeout, **arguments)
+        text = "".join(part.get("text", "") for part in result["content"])
+        if result.get("isError"):
+            raise ToolError(text)
+        return text
+
+    # ------------------------------------------------------------ channel pushes
+    def channel(self, kind: str | None = "message") -> list[dict[str, Any]]:
+        return [n["params"] for n in self.notifications
+                if n.get("method") == "notifications/claude/channel"
+                and (kind is None or n["params"]["meta"].get("kind") == kind)]
+
+    async def wait_for(self, predicate: Callable[[], Any], timeout: float = 15,
+                       what: str = "condition") -> Any:
+        with anyio.fail_after(timeout):
+            while not (value := predicate()):
+                if self.process.returncode is not None:
+                    raise RuntimeError(f"{self.name} exited while waiting for {what}: "
+                                       f"{self.stderr()[-2000:]}")
+                await self._changed.wait()
+        return value
+
+    async def wait_messages(self, count: int, timeout: float = 15) -> list[dict[str, Any]]:
+        await self.wait_for(lambda: len(self.channel()) >= count, timeout,
+                            f"{count} channel messages")
+        return self.channel()
+
+    def stderr(self) -> str:
+        return self.stderr_path.read_text(errors="replace")
+
+    def log_events(self) -> list[dict[str, Any]]:
+        events = []
+        for line in self.stderr().splitlines():
+            try:
+                events.append(json.loads(line))
+            except ValueError:
+                continue
+        return events
+
+    async def close_stdin(self) -> None:
+        assert self.process.stdin is not None
+        await self.process.stdin.aclose()
+
+    async def wait_exit(self, timeout: float = 10) -> int:
+        with anyio.fail_after(timeout):
+            return await self.process.wait()
+
+
+async def start_agent(tg: Any, name: str | None, redis_url: str | None, tmp: Path,
+                      *args: str, env: dict[str, str] | None = None,
+                      handshake: bool = True) -> Agent:
+    full_env = {k: v for k, v in os.environ.items() if not k.startswith("BRIDGE_")}
+    if redis_url:
+        full_env["BRIDGE_REDIS_URL"] = redis_url
+    full_env.update(env or {})
+    command = [*BRIDGE, "serve", *(["--name", name] if name else []), *args]
+    label = name or "agent"
+    stderr_path = tmp / f"{label}-{os.urandom(3).hex()}.stderr"
+    stderr_file = open(stderr_path, "wb")  # noqa: SIM115 - lives as long as the process
+    process = await anyio.open_process(command, env=full_env, stderr=stderr_file,
+                                       stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    agent = Agent(label, process, stderr_path)
+    tg.start_soon(agent.read_forever)
+    if handshake:
+        await agent.handshake()
+    return agent
