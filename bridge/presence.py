@@ -63,6 +63,7 @@ class Presence:
         self._leave = redis.register_script(scripts.LEAVE)
         self._set_status = redis.register_script(scripts.SET_STATUS)
         self._list = redis.register_script(scripts.LIST)
+        self._prune = redis.register_script(scripts.PRUNE)
 
     @property
     def name(self) -> str:
@@ -100,11 +101,15 @@ class Presence:
         return reply[1].decode(), bool(int(reply[2]))
 
     async def heartbeat(self) -> bool:
-        """Refresh our record. False means it is gone or no longer ours: re-claim."""
+        """Refresh our record, and prune expired peers.
+
+        False means our record is gone or no longer ours: re-claim.
+        """
         result = await self._heartbeat(
             keys=[self.keys.agent(self.name), self.keys.agents],
             args=[self.session, self.ttl_ms, self.name],
         )
+        await self._prune(keys=[self.keys.agents], args=[self.keys.agent_prefix, self.keys.events])
         return bool(result)
 
     async def leave(self) -> None:

@@ -63,13 +63,19 @@ return 1
 # KEYS: agents zset.  ARGV: agent hash prefix, events channel
 # Prunes expired members; whoever removes one publishes its `left` (reason timeout).
 # The hashes share the room's hash tag, so they sit in the same cluster slot.
-LIST = NOW_MS + """
+_PRUNE = """
 for _, name in ipairs(redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now)) do
   if redis.call('EXISTS', ARGV[1] .. name) == 0 and redis.call('ZREM', KEYS[1], name) == 1 then
     redis.call('PUBLISH', ARGV[2], cjson.encode({kind='left', name=name, role='', host='',
       status='', reason='timeout', ts=now}))
   end
 end
+"""
+
+# Run with every heartbeat, so that a crash is announced within about ttl * 4/3.
+PRUNE = NOW_MS + _PRUNE + "return 0"
+
+LIST = NOW_MS + _PRUNE + """
 local out = {}
 for _, name in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do
   local record = redis.call('HGETALL', ARGV[1] .. name)

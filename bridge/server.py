@@ -6,14 +6,12 @@ import os
 import signal
 import sys
 import time
-from io import TextIOWrapper
 from typing import Any
 
 import anyio
 import mcp.types as types
 import structlog
 from mcp.server.lowlevel import NotificationOptions, Server
-from mcp.server.stdio import stdio_server
 from mcp.shared.message import SessionMessage
 from redis.exceptions import RedisError
 
@@ -22,6 +20,8 @@ from bridge.bus import Bridge, Incoming
 from bridge.envelope import Envelope, Event
 from bridge.errors import BridgeError
 from bridge.presence import Participant
+from bridge.settings import Settings
+from bridge.stdio import WriteStream, pipe_transport
 
 log = structlog.get_logger("bridge.server")
 
@@ -126,7 +126,7 @@ def ago(now_ms: int, then_ms: int) -> str:
 
 
 class BridgeServer:
-    def __init__(self, bridge: Bridge, write_stream: Any) -> None:
+    def __init__(self, bridge: Bridge, write_stream: WriteStream) -> None:
         self.bridge = bridge
         self.write_stream = write_stream
         self.initialized = anyio.Event()
@@ -256,24 +256,27 @@ class BridgeServer:
         await self.write_stream.send(SessionMessage(types.JSONRPCMessage(notification)))
 
 
-def take_stdout() -> Any:
-    """Keep the real stdout for the protocol; point fd 1 and sys.stdout at stderr.
+def take_stdio() -> tuple[int, int]:
+    """Keep stdin/stdout for the protocol; point fd 0 at /dev/null and fd 1 at stderr.
 
     A stray print(), or a child process, then cannot corrupt the JSON-RPC stream.
     """
-    protocol = os.fdopen(os.dup(1), "wb", buffering=0)
+    protocol_in, protocol_out = os.dup(0), os.dup(1)
+    devnull = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(devnull, 0)
+    os.close(devnull)
     os.dup2(2, 1)
     sys.stdout = sys.stderr
-    return anyio.wrap_file(TextIOWrapper(protocol, encoding="utf-8", line_buffering=True))
+    return protocol_in, protocol_out
 
 
-async def serve(bridge_settings: Any) -> None:
-    protocol_out = take_stdout()
+async def serve(bridge_settings: Settings) -> None:
+    protocol_in, protocol_out = take_stdio()
     async with Bridge.connect(bridge_settings) as bridge:
         if bridge_settings.name_was_derived:
             log.info("name_derived", name=bridge.name,
                      hint="set --name / BRIDGE_NAME to choose the name yourself")
-        async with stdio_server(stdout=protocol_out) as (read_stream, write_stream):
+        async with pipe_transport(protocol_in, protocol_out) as (read_stream, write_stream):
             app = BridgeServer(bridge, write_stream)
             async with anyio.create_task_group() as tg:
                 tg.start_soon(_stop_on_signal, tg.cancel_scope)

@@ -35,6 +35,7 @@ class Agent:
     _pending: dict[int, Any] = field(default_factory=dict)
     _next_id: int = 0
     _changed: anyio.Event = field(default_factory=anyio.Event)
+    stdout_closed: bool = False
 
     # ------------------------------------------------------------ wire
     async def _write(self, message: dict[str, Any]) -> None:
@@ -56,6 +57,7 @@ class Agent:
                 self._changed.set()
                 self._changed = anyio.Event()
         except (anyio.EndOfStream, anyio.IncompleteRead, anyio.ClosedResourceError):
+            self.stdout_closed = True
             self._changed.set()
 
     async def request(self, method: str, params: dict[str, Any] | None = None,

@@ -1,0 +1,105 @@
+"""Presence: claim, heartbeat, status, graceful leave, expiry after a crash."""
+
+from __future__ import annotations
+
+import os
+import signal
+
+import pytest
+
+from tests.mcp_client import ToolError
+
+pytestmark = pytest.mark.anyio
+
+
+def events(agent, kind):
+    return [m for m in agent.channel(kind)]
+
+
+async def test_presence_record_and_listing(agents, r):
+    alice = await agents.start("alice", "--role", "manager")
+    await agents.start("bob", "--role", "developer", "--delivery", "pull")
+    record = {k.decode(): v.decode() for k, v in r.hgetall("bridge:{main}:agent:bob").items()}
+    assert record["name"] == "bob" and record["role"] == "developer"
+    assert record["delivery"] == "pull" and record["pid"].isdigit() and record["session"]
+    assert 0 < r.ttl("bridge:{main}:agent:bob") <= 15
+    assert r.zscore("bridge:{main}:agents", "bob") is not None
+
+    listing = await alice.tool("list_participants")
+    assert "alice (you): role manager" in listing
+    assert "- bob: role developer" in listing and "delivery pull" in listing
+    assert "last seen" in listing
+
+
+async def test_joined_status_and_graceful_leave_events(agents, r):
+    alice = await agents.start("alice")
+    bob = await agents.start("bob")
+    [joined] = await alice.wait_for(lambda: events(alice, "joined"))
+    assert joined["meta"]["from"] == "bob" and "bob joined" in joined["content"]
+
+    await bob.tool("set_status", text="writing the API")
+    [status] = await alice.wait_for(lambda: events(alice, "status"))
+    assert "writing the API" in status["content"]
+    assert "status writing the API" in await alice.tool("list_participants")
+
+    await bob.close_stdin()  # the client went away: leave at once, not after the TTL
+    assert await bob.wait_exit() == 0
+    [left] = await alice.wait_for(lambda: events(alice, "left"))
+    assert left["meta"]["from"] == "bob" and "timed out" not in left["content"]
+    assert not r.exists("bridge:{main}:agent:bob")
+    assert r.zscore("bridge:{main}:agents", "bob") is None
+
+
+async def test_sigterm_leaves_gracefully(agents, r):
+    alice = await agents.start("alice")
+    bob = await agents.start("bob")
+    bob.process.send_signal(signal.SIGTERM)
+    assert await bob.wait_exit() == 0
+    await alice.wait_for(lambda: events(alice, "left"))
+    assert not r.exists("bridge:{main}:agent:bob")
+
+
+async def test_crashed_agent_expires_after_ttl(agents, r):
+    alice = await agents.start("alice", "--ttl", "1")
+    bob = await agents.start("bob", "--ttl", "1")
+    bob.process.kill()
+    await bob.wait_exit()
+    # bob's record expires; alice's heartbeat prunes it and announces that bob left
+    [left] = await alice.wait_for(lambda: events(alice, "left"), timeout=10)
+    assert left["meta"]["from"] == "bob" and "timed out" in left["content"]
+    assert not r.exists("bridge:{main}:agent:bob")
+    listing = await alice.tool("list_participants")
+    assert "bob" not in listing and "alice (you)" in listing
+    assert r.exists("bridge:{main}:agent:alice")  # the heartbeat kept alice alive
+
+
+async def test_duplicate_name_is_refused_with_holder(agents):
+    first = await agents.start("alice")
+    second = await agents.start("alice", handshake=False)
+    assert await second.wait_exit() == 1
+    error = second.stderr()
+    assert "already taken" in error and f"pid {first.process.pid}" in error
+    assert os.uname().nodename in error
+    # the first alice is unharmed
+    assert "alice (you)" in await first.tool("list_participants")
+
+
+async def test_name_is_free_again_after_leave(agents):
+    first = await agents.start("alice")
+    await first.close_stdin()
+    await first.wait_exit()
+    second = await agents.start("alice")
+    assert "alice (you)" in await second.tool("list_participants")
+
+
+async def test_derived_name_is_logged(agents):
+    agent = await agents.start(None)
+    [derived] = [e for e in agent.log_events() if e["event"] == "name_derived"]
+    assert derived["name"] in await agent.tool("list_participants")
+
+
+async def test_set_status_without_text_is_allowed_and_empty_listing_is_clear(agents):
+    alice = await agents.start("alice")
+    assert "status set" in await alice.tool("set_status", text="")
+    with pytest.raises(ToolError, match="unknown tool"):
+        await alice.tool("no_such_tool")
