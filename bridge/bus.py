@@ -13,7 +13,7 @@ import random
 import time
 from collections import deque
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass
 from typing import Any
 
@@ -79,7 +79,7 @@ class Bridge:
             try:
                 await bridge._claim()
             except BaseException:
-                await pubsub.aclose()
+                await pubsub.aclose()  # type: ignore[no-untyped-call]
                 raise
             log.info("joined", name=settings.name, room=settings.room, redis=redact(url),
                      delivery=settings.delivery, derived_name=settings.name_was_derived)
@@ -260,11 +260,8 @@ class Bridge:
                 log.error("name_lost", error=str(e))
             finally:
                 if pubsub is not None:
-                    with anyio.CancelScope(shield=True):
-                        try:
-                            await pubsub.aclose()
-                        except (RedisError, OSError):
-                            pass
+                    with anyio.CancelScope(shield=True), suppress(RedisError, OSError):
+                        await pubsub.aclose()  # type: ignore[no-untyped-call]
                     pubsub = None
             await anyio.sleep(delay * random.uniform(0.5, 1.0))
             delay = min(delay * 2, BACKOFF_CAP)
@@ -307,8 +304,9 @@ class Bridge:
 
     async def _catch_up(self) -> None:
         while True:
-            entries = await self.redis.xrange(self.keys.log, f"({self._last_seen}", "+",
-                                              count=CATCH_UP_PAGE)
+            entries: list[tuple[bytes, dict[bytes, bytes]]] = await self.redis.xrange(
+                self.keys.log, f"({self._last_seen}", "+", count=CATCH_UP_PAGE
+            )  # type: ignore[assignment]
             for entry_id, fields in entries:
                 self._last_seen = entry_id.decode()
                 try:

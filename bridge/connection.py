@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import anyio
 from redis.asyncio import Redis
 from redis.asyncio.retry import Retry
@@ -37,9 +39,10 @@ def make_client(url: str, *, retries: int = 3) -> Redis:
     each one needs a catch-up from the log.
     """
     backoff = ExponentialWithJitterBackoff(base=0.05, cap=1.0) if retries else NoBackoff()
+    tcp: dict[str, Any] = {} if url.startswith("unix://") else {"socket_keepalive": True}
     return Redis.from_url(
         url,
-        socket_keepalive=True,
+        **tcp,
         socket_connect_timeout=5,
         socket_timeout=10,
         health_check_interval=5,

@@ -143,7 +143,8 @@ def decode_entry(entry_id: bytes | str, fields: dict[bytes, bytes]) -> Envelope:
     """A message from the log (XRANGE entry)."""
     if isinstance(entry_id, bytes):
         entry_id = entry_id.decode()
-    text_fields = {k.decode(errors="replace"): v.decode(errors="replace") for k, v in fields.items()}
+    text_fields = {key.decode(errors="replace"): value.decode(errors="replace")
+                   for key, value in fields.items()}
     return _build(entry_id, text_fields)
 
 

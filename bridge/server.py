@@ -137,11 +137,11 @@ class BridgeServer:
     def _register(self) -> None:
         server = self.server
 
-        @server.list_tools()  # type: ignore[misc, no-untyped-call]
+        @server.list_tools()  # type: ignore[untyped-decorator, no-untyped-call]
         async def list_tools() -> list[types.Tool]:
             return TOOLS
 
-        @server.call_tool()  # type: ignore[misc]
+        @server.call_tool()  # type: ignore[untyped-decorator]
         async def call_tool(name: str, arguments: dict[str, Any]) -> types.CallToolResult:
             return await self.call(name, arguments)
 

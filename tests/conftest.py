@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import socket
 import subprocess
@@ -74,10 +75,8 @@ def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
     try:
         yield server
     finally:
-        try:
+        with contextlib.suppress(redis.ConnectionError):
             server.client().flushall()
-        except redis.ConnectionError:
-            pass
         server.stop()
 
 

@@ -1,0 +1,70 @@
+"""Settings from flags and environment; bad values get one clear line and a non-zero exit."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from bridge.errors import SettingsError
+from bridge.settings import Settings, default_name
+
+BRIDGE = str(Path(sys.executable).with_name("bridge"))
+
+
+def test_defaults() -> None:
+    settings = Settings.from_env({})
+    assert settings.redis_url is None and settings.room == "main"
+    assert settings.ttl == 15 and settings.delivery == "push" and settings.max_bytes == 65536
+    assert settings.name_was_derived and settings.name == default_name()
+
+
+def test_flags_win_over_environment() -> None:
+    env = {"BRIDGE_ROOM": "blue", "BRIDGE_NAME": "bob", "BRIDGE_TTL": "30",
+           "BRIDGE_DELIVERY": "pull", "BRIDGE_REDIS_URL": "redis://a:6379/0"}
+    settings = Settings.from_env(env, room="red", ttl="5")
+    assert settings.room == "red" and settings.ttl == 5
+    assert settings.name == "bob" and not settings.name_was_derived
+    assert settings.delivery == "pull" and settings.redis_url == "redis://a:6379/0"
+
+
+def test_default_name_is_a_valid_name() -> None:
+    assert default_name("My-Laptop.local", "/home/me/Web App") == "my-laptop-web-app"
+    assert default_name("h", "/") == "h-root"
+    assert len(default_name("x" * 50, "/y" * 3)) <= 32
+
+
+@pytest.mark.parametrize(("flag", "var", "value"), [
+    ("ttl", "BRIDGE_TTL", "soon"),
+    ("ttl", "BRIDGE_TTL", "0"),
+    ("delivery", "BRIDGE_DELIVERY", "email"),
+    ("max_bytes", "BRIDGE_MAX_BYTES", "-1"),
+    ("name", "BRIDGE_NAME", "Alice Smith"),
+    ("room", "BRIDGE_ROOM", "a" * 40),
+    ("redis", "BRIDGE_REDIS_URL", "http://localhost:6379"),
+])
+def test_bad_values_name_flag_and_variable(flag: str, var: str, value: str) -> None:
+    for source in ({"env": {var: value}}, {"env": {}, flag: value}):
+        env = source.pop("env")
+        with pytest.raises(SettingsError) as error:
+            Settings.from_env(env, **source)
+        message = str(error.value)
+        assert f"--{flag.replace('_', '-')}" in message and var in message
+        assert repr(value) in message
+
+
+def test_cli_bad_value_is_one_line_and_non_zero() -> None:
+    result = subprocess.run([BRIDGE, "serve", "--ttl", "soon"], capture_output=True,
+                            text=True, stdin=subprocess.DEVNULL, timeout=30)
+    assert result.returncode != 0
+    assert result.stdout == ""
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "--ttl / BRIDGE_TTL" in lines[0]
+
+
+def test_python_dash_m_works() -> None:
+    result = subprocess.run([sys.executable, "-m", "bridge", "--version"],
+                            capture_output=True, text=True, timeout=30)
+    assert result.returncode == 0 and result.stdout.startswith("bridge ")
