@@ -62,3 +62,33 @@ async def test_unreachable_redis_is_one_clear_line(agents, tmp_path):
     assert last.startswith("bridge: cannot reach Redis at redis://127.0.0.1:1/0")
     assert "BRIDGE_REDIS_URL" in last
     assert agent.raw_stdout == []
+
+
+def test_bridge_redis_runs_in_the_foreground(embedded_dirs):
+    import subprocess
+    import sys
+    import time
+
+    env = {**os.environ, **embedded_dirs}
+    bridge = str(Path(sys.executable).with_name("bridge"))
+    process = subprocess.Popen([bridge, "redis"], env=env, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE)
+    socket_path = Path(embedded_dirs["BRIDGE_RUNTIME_DIR"]) / "redis.sock"
+    try:
+        deadline = time.monotonic() + 10
+        while True:  # wait for the server to answer, with a deadline
+            try:
+                assert redis.Redis(unix_socket_path=str(socket_path)).ping()
+                break
+            except (redis.ConnectionError, FileNotFoundError):
+                assert process.poll() is None, process.stderr.read() if process.stderr else ""
+                assert time.monotonic() < deadline, "bridge redis did not come up"
+                time.sleep(0.02)  # poll interval, bounded by the deadline above
+        # a second one refuses clearly instead of fighting over the socket
+        second = subprocess.run([bridge, "redis"], env=env, capture_output=True, text=True,
+                                timeout=20)
+        assert second.returncode == 1 and "already runs" in second.stderr
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+    assert process.stdout is not None and process.stdout.read() == b""

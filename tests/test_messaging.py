@@ -157,3 +157,18 @@ async def test_stdout_carries_only_json_rpc(agents):
     # and the logs went to stderr, as JSON lines
     events = [e["event"] for e in bob.log_events()]
     assert "joined" in events and "left" in events
+
+
+async def test_pushed_messages_are_not_pushed_again_after_restart(agents):
+    alice = await agents.start("alice")
+    bob = await agents.start("bob")
+    await alice.tool("send_message", to="bob", text="once")
+    await bob.wait_messages(1)
+    await bob.close_stdin()  # a graceful exit flushes the cursor
+    await bob.wait_exit()
+    await alice.tool("send_message", to="bob", text="twice?")
+    bob_again = await agents.start("bob")
+    await bob_again.wait_messages(1)
+    await alice.tool("send_message", to="bob", text="marker")
+    await bob_again.wait_messages(2)
+    assert [m["content"] for m in bob_again.channel()] == ["twice?", "marker"]
