@@ -141,7 +141,9 @@ class BridgeServer:
         async def list_tools() -> list[types.Tool]:
             return TOOLS
 
-        @server.call_tool()  # type: ignore[untyped-decorator]
+        # Arguments are checked by our own code, with errors an agent can act on; the
+        # SDK's jsonschema check re-validates the schema itself on every call.
+        @server.call_tool(validate_input=False)  # type: ignore[untyped-decorator]
         async def call_tool(name: str, arguments: dict[str, Any]) -> types.CallToolResult:
             return await self.call(name, arguments)
 
@@ -165,7 +167,10 @@ class BridgeServer:
             elif name == "read_messages":
                 text = await self.read_messages(arguments.get("wait_seconds", 0))
             elif name == "set_status":
-                await self.bridge.set_status(str(arguments.get("text", "")))
+                status = arguments.get("text", "")
+                if not isinstance(status, str):
+                    raise BridgeError("`text` must be a string")
+                await self.bridge.set_status(status)
                 text = f"status set: {self.bridge.presence.status}"
             else:
                 raise BridgeError(f"unknown tool {name!r}")
@@ -187,10 +192,15 @@ class BridgeServer:
         )
 
     async def send_message(self, arguments: dict[str, Any]) -> str:
-        result = await self.bridge.send(
-            arguments.get("to", ""), arguments.get("text", ""),
-            str(arguments.get("reply_to") or ""),
-        )
+        to, text, reply_to = (arguments.get(key) for key in ("to", "text", "reply_to"))
+        if not (isinstance(to, str) or (isinstance(to, list) and all(
+                isinstance(name, str) for name in to))):
+            raise BridgeError('`to` must be an agent name, a list of names, or "*"')
+        if not isinstance(text, str):
+            raise BridgeError("`text` must be a string")
+        if reply_to is not None and not isinstance(reply_to, str):
+            raise BridgeError("`reply_to` must be a message id string, like 1732400000000-0")
+        result = await self.bridge.send(to, text, reply_to or "")
         parts = [f"sent, message_id {result.id}."]
         if arguments.get("to") == "*":
             parts.append(f"Online now: {', '.join(result.online)}." if result.online else

@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,6 +19,7 @@ from anyio.streams.buffered import BufferedByteReceiveStream
 
 BRIDGE = [str(Path(sys.executable).with_name("bridge"))]
 PROTOCOL_VERSION = "2025-06-18"
+CHANNEL = "notifications/claude/channel"
 
 
 class ToolError(Exception):
@@ -36,6 +38,7 @@ class Agent:
     _next_id: int = 0
     _changed: anyio.Event = field(default_factory=anyio.Event)
     stdout_closed: bool = False
+    message_times: list[float] = field(default_factory=list)  # perf_counter at arrival
 
     # ------------------------------------------------------------ wire
     async def _write(self, message: dict[str, Any]) -> None:
@@ -54,6 +57,9 @@ class Agent:
                     self._pending[message["id"]] = message
                 else:
                     self.notifications.append(message)
+                    if message.get("method") == CHANNEL and \
+                            message["params"]["meta"].get("kind") == "message":
+                        self.message_times.append(time.perf_counter())
                 self._changed.set()
                 self._changed = anyio.Event()
         except (anyio.EndOfStream, anyio.IncompleteRead, anyio.ClosedResourceError):
@@ -113,7 +119,7 @@ class Agent:
     # ------------------------------------------------------------ channel pushes
     def channel(self, kind: str | None = "message") -> list[dict[str, Any]]:
         return [n["params"] for n in self.notifications
-                if n.get("method") == "notifications/claude/channel"
+                if n.get("method") == CHANNEL
                 and (kind is None or n["params"]["meta"].get("kind") == kind)]
 
     async def wait_for(self, predicate: Callable[[], Any], timeout: float = 15,
@@ -127,7 +133,7 @@ class Agent:
         return value
 
     async def wait_messages(self, count: int, timeout: float = 15) -> list[dict[str, Any]]:
-        await self.wait_for(lambda: len(self.channel()) >= count, timeout,
+        await self.wait_for(lambda: len(self.message_times) >= count, timeout,
                             f"{count} channel messages")
         return self.channel()
 

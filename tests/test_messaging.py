@@ -172,3 +172,24 @@ async def test_pushed_messages_are_not_pushed_again_after_restart(agents):
     await alice.tool("send_message", to="bob", text="marker")
     await bob_again.wait_messages(2)
     assert [m["content"] for m in bob_again.channel()] == ["twice?", "marker"]
+
+
+async def test_wrong_argument_types_are_clear_tool_errors(agents):
+    alice = await agents.start("alice")
+    await agents.start("bob")
+    cases = [
+        ({"to": 5, "text": "x"}, "`to` must be"),
+        ({"to": ["bob", 3], "text": "x"}, "`to` must be"),
+        ({"to": "bob"}, "`text` must be a string"),
+        ({"to": "bob", "text": {"a": 1}}, "`text` must be a string"),
+        ({"to": "bob", "text": "x", "reply_to": 12}, "`reply_to` must be"),
+        ({"to": [], "text": "x"}, "no recipient"),
+    ]
+    for arguments, expected in cases:
+        with pytest.raises(ToolError, match=expected):
+            await alice.tool("send_message", **arguments)
+    with pytest.raises(ToolError, match="wait_seconds must be a number"):
+        await alice.tool("read_messages", wait_seconds="soon")
+    with pytest.raises(ToolError, match="`text` must be a string"):
+        await alice.tool("set_status", text=None)
+    assert "sent" in await alice.tool("send_message", to="bob", text="fine")
