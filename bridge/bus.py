@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import random
 import time
+import uuid
 from collections import deque
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager, suppress
@@ -21,12 +22,21 @@ import anyio
 import structlog
 from redis.asyncio import Redis
 from redis.asyncio.client import PubSub
-from redis.exceptions import RedisError
+from redis.exceptions import BusyLoadingError, RedisError, ResponseError
+from redis.exceptions import ConnectionError as RedisConnectionError
 
 from bridge import scripts
 from bridge.connection import check_reachable, make_client, redact, resolve_url
-from bridge.envelope import BROADCAST, Envelope, Event, decode_entry, decode_event, parse_id
-from bridge.errors import BridgeError, MessageRejected, NameTaken
+from bridge.envelope import (
+    BROADCAST,
+    Envelope,
+    Event,
+    Notice,
+    decode_entry,
+    decode_event,
+    parse_id,
+)
+from bridge.errors import BridgeError, MessageRejected, NameTaken, RedisUnavailable
 from bridge.keys import NAME_PATTERN, Keys
 from bridge.presence import Participant, Presence
 from bridge.settings import Settings
@@ -38,8 +48,31 @@ CATCH_UP_PAGE = 500
 CURSOR_FLUSH_SECONDS = 0.5
 BACKOFF_FIRST, BACKOFF_CAP = 0.1, 5.0
 SUBSCRIBE_TIMEOUT = 5.0
+PING_WHEN_QUIET, PONG_TIMEOUT = 3.0, 3.0
 
-Incoming = Envelope | Event
+Incoming = Envelope | Event | Notice
+
+
+@dataclass(frozen=True)
+class Position:
+    """A place in the room log: the entry id, and its sequence number (0 if unknown)."""
+
+    id: str = "0-0"
+    seq: int = 0
+
+    @property
+    def order(self) -> tuple[int, int]:
+        return parse_id(self.id)
+
+    @classmethod
+    def parse(cls, cursor: str) -> Position:
+        """The cursor key holds ``"<id> <seq>"``."""
+        entry_id, _, seq = cursor.partition(" ")
+        parse_id(entry_id)
+        return cls(entry_id, int(seq) if seq.isdigit() else 0)
+
+    def __str__(self) -> str:
+        return f"{self.id} {self.seq}"
 
 
 @dataclass(frozen=True)
@@ -61,9 +94,9 @@ class Bridge:
         self._arrived = anyio.Event()
         self._send_lock = anyio.Lock()
         self._send = redis.register_script(scripts.SEND)
-        self._last_seen = "0-0"  # highest log id accepted into the inbox
-        self._acked = "0-0"  # highest log id delivered to the agent
-        self._flushed = "0-0"  # highest id written to the cursor key
+        self._last_seen = Position()  # the last log entry read (and, if ours, put in the inbox)
+        self._acked = Position()  # the last message delivered to the agent
+        self._flushed = Position()  # what the cursor key holds
 
     # ---------------------------------------------------------------- lifecycle
     @classmethod
@@ -108,20 +141,26 @@ class Bridge:
 
     # ---------------------------------------------------------------- sending
     async def send(self, to: str | list[str], text: str, reply_to: str = "") -> SendResult:
+        """Log and publish one message. Retries through a Redis outage for up to
+        ``send_timeout`` seconds; raises RedisUnavailable if it could not be logged."""
         recipients = self._check_message(to, text, reply_to)
         envelope = Envelope(id="", sender=self.name, to=recipients, text=text,
                             reply_to=reply_to, ts=int(time.time() * 1000))
         named = [] if envelope.is_broadcast else list(recipients)
-        keys = [self.keys.log, self.keys.agents]
-        args: list[Any] = [self.settings.log_maxlen, *envelope.log_fields().values(),
-                           envelope.payload_tail(),
-                           self.keys.broadcast if envelope.is_broadcast else ""]
+        keys = [self.keys.log, self.keys.agents, self.keys.seq,
+                self.keys.sent(self.name, uuid.uuid4().hex)]
+        max_age = self.settings.log_max_age
+        args: list[Any] = [
+            self.settings.log_maxlen, *envelope.log_fields().values(), envelope.payload_tail(),
+            self.keys.broadcast if envelope.is_broadcast else "",
+            int(max_age * 1000) if max_age else "", int(self.settings.send_timeout * 3000),
+        ]
         for name in named:
             keys += [self.keys.agent(name), self.keys.cursor(name)]
             args += [name, self.keys.inbox(name)]
         # One agent's sends reach Redis in the order its calls arrived.
         async with self._send_lock:
-            reply = await self._send(keys=keys, args=args)
+            reply = await self._send_with_retry(keys, args)
         if reply[0] == b"unknown":
             unknown = [n.decode() for n in reply[1]]
             raise MessageRejected(
@@ -134,6 +173,27 @@ class Bridge:
             online=sorted(n.decode() for n in reply[2]),
             offline=sorted(n.decode() for n in reply[3]),
         )
+
+    async def _send_with_retry(self, keys: list[str], args: list[Any]) -> Any:
+        deadline = time.monotonic() + self.settings.send_timeout
+        delay = BACKOFF_FIRST
+        while True:
+            try:
+                with anyio.fail_after(max(0.5, deadline - time.monotonic())):
+                    return await self._send(keys=keys, args=args)
+            except (RedisError, OSError, TimeoutError) as e:
+                if isinstance(e, ResponseError) and not isinstance(e, BusyLoadingError):
+                    raise
+                if time.monotonic() + delay >= deadline:
+                    raise RedisUnavailable(
+                        f"the message was NOT sent: Redis did not answer for "
+                        f"{self.settings.send_timeout:g} s ({e or type(e).__name__}). "
+                        f"Send it again once Redis is back (BRIDGE_SEND_TIMEOUT sets the wait)."
+                    ) from e
+                log.warning("send_retry", error=str(e) or type(e).__name__,
+                            retry_in=round(delay, 2))
+                await anyio.sleep(delay * random.uniform(0.5, 1.0))
+                delay = min(delay * 2, 1.0)
 
     def _check_message(self, to: str | list[str], text: str, reply_to: str) -> tuple[str, ...]:
         if not isinstance(text, str) or not text.strip():
@@ -188,8 +248,9 @@ class Bridge:
         await self.presence.set_status(status)
 
     async def _claim(self) -> None:
-        cursor, fresh = await self.presence.claim()
-        if parse_id(cursor) > parse_id(self._last_seen):
+        cursor_text, fresh = await self.presence.claim()
+        cursor = Position.parse(cursor_text)
+        if cursor.order > self._last_seen.order:
             self._last_seen = self._acked = self._flushed = cursor
         if fresh:
             log.info("presence_claimed", name=self.name, session=self.presence.session)
@@ -221,8 +282,8 @@ class Bridge:
 
     def ack(self, envelope: Envelope) -> None:
         """The agent has been given this message: move the cursor (written in batches)."""
-        if envelope.order > parse_id(self._acked):
-            self._acked = envelope.id
+        if envelope.order > self._acked.order:
+            self._acked = Position(envelope.id, envelope.seq)
 
     def _accept(self, item: Incoming) -> None:
         self.inbox.append(item)
@@ -250,6 +311,7 @@ class Bridge:
                     pubsub = await self._subscribe()
                     await self._claim()
                     log.info("reconnected", name=self.name)
+                await self._report_gap()
                 await self._catch_up()
                 delay = BACKOFF_FIRST
                 await self._listen(pubsub)
@@ -267,9 +329,24 @@ class Bridge:
             delay = min(delay * 2, BACKOFF_CAP)
 
     async def _listen(self, pubsub: PubSub) -> None:
+        # A connection that only reads never notices a dead peer (a cut cable, a laptop
+        # that slept). So when it is quiet we PING, and a missing PONG counts as a disconnect.
+        heard = time.monotonic()
+        pinged = False
         while True:
             message = await pubsub.get_message(timeout=1.0)
-            if message is None or message["type"] != "message":
+            now = time.monotonic()
+            if message is None:
+                if not pinged and now - heard > PING_WHEN_QUIET:
+                    await pubsub.ping()
+                    pinged = True
+                elif pinged and now - heard > PING_WHEN_QUIET + PONG_TIMEOUT:
+                    raise RedisConnectionError(
+                        f"no answer on the subscriber connection for {now - heard:.0f} s"
+                    )
+                continue
+            heard, pinged = now, False
+            if message["type"] != "message":
                 continue
             channel = message["channel"].decode(errors="replace")
             try:
@@ -295,25 +372,47 @@ class Bridge:
         if not isinstance(claimed_id, str):
             raise ValueError("payload has no message id")
         wanted = parse_id(claimed_id)
-        if wanted <= parse_id(self._last_seen):
+        if wanted <= self._last_seen.order:
             return  # already read from the log (catch-up, or an earlier wake-up)
         await self._catch_up()
-        if wanted > parse_id(self._last_seen):
+        if wanted > self._last_seen.order:
             log.warning("payload_dropped", reason="forged id: no such message in the log",
                         id=claimed_id[:40])
+
+    async def _report_gap(self) -> None:
+        """If entries after our cursor were trimmed from the log, say so, once."""
+        first: list[tuple[bytes, dict[bytes, bytes]]] = await self.redis.xrange(
+            self.keys.log, "-", "+", count=1
+        )  # type: ignore[assignment]
+        if not first or parse_id(first[0][0].decode()) <= self._last_seen.order:
+            return
+        first_seq = first[0][1].get(b"seq", b"0")
+        missing = int(first_seq) - 1 - self._last_seen.seq if first_seq.isdigit() else 0
+        if missing <= 0:
+            return
+        limits = f"BRIDGE_LOG_MAXLEN={self.settings.log_maxlen}"
+        if self.settings.log_max_age:
+            limits += f", BRIDGE_LOG_MAX_AGE={self.settings.log_max_age:g} s"
+        log.warning("messages_expired", missing=missing, cursor=str(self._last_seen))
+        self._accept(Notice(
+            f"{missing} message(s) of room {self.settings.room} expired from the log ({limits}) "
+            f"before they could be delivered to you, and were not delivered. Some may have "
+            f"been for you: ask the others to repeat what matters."
+        ))
 
     async def _catch_up(self) -> None:
         while True:
             entries: list[tuple[bytes, dict[bytes, bytes]]] = await self.redis.xrange(
-                self.keys.log, f"({self._last_seen}", "+", count=CATCH_UP_PAGE
+                self.keys.log, f"({self._last_seen.id}", "+", count=CATCH_UP_PAGE
             )  # type: ignore[assignment]
             for entry_id, fields in entries:
-                self._last_seen = entry_id.decode()
                 try:
                     envelope = decode_entry(entry_id, fields)
                 except ValueError as e:
-                    log.warning("log_entry_dropped", id=self._last_seen, reason=str(e))
+                    self._last_seen = Position(entry_id.decode(), self._last_seen.seq)
+                    log.warning("log_entry_dropped", id=self._last_seen.id, reason=str(e))
                     continue
+                self._last_seen = Position(envelope.id, envelope.seq)
                 if envelope.addressed_to(self.name):
                     self._accept(envelope)
             if len(entries) < CATCH_UP_PAGE:
@@ -323,7 +422,7 @@ class Bridge:
     async def _flush_cursor(self) -> None:
         acked = self._acked
         if acked != self._flushed:
-            await self.redis.set(self.keys.cursor(self.name), acked,
+            await self.redis.set(self.keys.cursor(self.name), str(acked),
                                  px=int(self.settings.cursor_ttl * 1000))
             self._flushed = acked
 

@@ -39,13 +39,14 @@ def make_client(url: str, *, retries: int = 3) -> Redis:
     each one needs a catch-up from the log.
     """
     backoff = ExponentialWithJitterBackoff(base=0.05, cap=1.0) if retries else NoBackoff()
+    # redis-py's own health check would swallow the subscriber's PONGs; the bus pings it.
     tcp: dict[str, Any] = {} if url.startswith("unix://") else {"socket_keepalive": True}
     return Redis.from_url(
         url,
         **tcp,
         socket_connect_timeout=5,
         socket_timeout=10,
-        health_check_interval=5,
+        health_check_interval=5 if retries else 0,
         retry=Retry(backoff, retries),
     )
 

@@ -36,6 +36,7 @@ class Envelope:
     reply_to: str = ""
     kind: str = "message"
     ts: int = 0  # ms since epoch, from the sender's clock
+    seq: int = 0  # position in the room's log (counts every message ever logged); 0 if unknown
 
     @property
     def is_broadcast(self) -> bool:
@@ -120,6 +121,8 @@ def _build(id_: Any, fields: dict[str, Any]) -> Envelope:
         raise ValueError("ts must be a non-negative integer")
     id_ = _short(id_, "id")
     parse_id(id_)
+    seq = fields.get("seq", 0)
+    seq = int(seq) if isinstance(seq, str) and seq.isdigit() else 0
     return Envelope(
         id=id_,
         sender=_name(fields.get("from"), "sender"),
@@ -128,6 +131,7 @@ def _build(id_: Any, fields: dict[str, Any]) -> Envelope:
         reply_to=reply_to,
         kind=kind,
         ts=ts,
+        seq=seq,
     )
 
 
@@ -164,6 +168,14 @@ class Event:
              "status": self.status, "reason": self.reason, "ts": self.ts},
             separators=(",", ":"), ensure_ascii=False,
         )
+
+
+@dataclass(frozen=True)
+class Notice:
+    """Something bridge itself tells the agent, such as a gap in what it could deliver."""
+
+    text: str
+    kind: str = "notice"
 
 
 def decode_event(raw: bytes | str) -> Event:

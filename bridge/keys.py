@@ -40,6 +40,15 @@ class Keys:
         """STRING: id of the last log entry delivered to that agent."""
         return f"{self.base}:cursor:{name}"
 
+    @property
+    def seq(self) -> str:
+        """STRING: counter of messages ever logged in the room (each entry's `seq` field)."""
+        return f"{self.base}:seq"
+
+    def sent(self, name: str, nonce: str) -> str:
+        """STRING, short TTL: id of a message already logged under this send attempt."""
+        return f"{self.base}:sent:{name}:{nonce}"
+
     def inbox(self, name: str) -> str:
         """Channel: live delivery to one agent."""
         return f"{self.base}:to:{name}"

@@ -24,8 +24,13 @@ redis.call('ZADD', KEYS[2], now + tonumber(ARGV[2]), ARGV[3])
 local cursor = redis.call('GET', KEYS[3])
 if not cursor then
   -- a new name starts at the end of the log: it is not sent the room's history
+  cursor = '0-0 0'
   local last = redis.call('XREVRANGE', KEYS[4], '+', '-', 'COUNT', 1)
-  cursor = last[1] and last[1][1] or '0-0'
+  if last[1] then
+    local fields, seq = last[1][2], '0'
+    for i = 1, #fields, 2 do if fields[i] == 'seq' then seq = fields[i + 1] end end
+    cursor = last[1][1] .. ' ' .. seq
+  end
   redis.call('SET', KEYS[3], cursor, 'PX', ARGV[4])
 else
   redis.call('PEXPIRE', KEYS[3], ARGV[4])
@@ -84,33 +89,43 @@ end
 return {now, out}
 """
 
-# KEYS: log, agents zset, then (agent hash, cursor) per named recipient
+# KEYS: log, agents zset, seq counter, dedupe key, then (agent hash, cursor) per named recipient
 # ARGV: maxlen, from, to, text, reply_to, kind, ts, payload tail, broadcast channel ('' if
-#       direct), then (name, inbox channel) per named recipient
+#       direct), max age ms ('' for none), dedupe ttl ms, then (name, inbox channel) per named
+#       recipient
+# The dedupe key makes a retried send (after a lost reply) return the first attempt's id
+# instead of logging the message twice.
 SEND = NOW_MS + """
+local prior = redis.call('GET', KEYS[4])
+if prior then return {'ok', prior, {}, {}} end
 local online, offline, unknown = {}, {}, {}
-local n = (#KEYS - 2) / 2
+local n = (#KEYS - 4) / 2
 if ARGV[9] ~= '' then
   for _, name in ipairs(redis.call('ZRANGEBYSCORE', KEYS[2], now, '+inf')) do
     if name ~= ARGV[2] then online[#online + 1] = name end
   end
 else
   for i = 1, n do
-    local name = ARGV[8 + 2 * i]
-    if redis.call('EXISTS', KEYS[1 + 2 * i]) == 1 then online[#online + 1] = name
-    elseif redis.call('EXISTS', KEYS[2 + 2 * i]) == 1 then offline[#offline + 1] = name
+    local name = ARGV[10 + 2 * i]
+    if redis.call('EXISTS', KEYS[3 + 2 * i]) == 1 then online[#online + 1] = name
+    elseif redis.call('EXISTS', KEYS[4 + 2 * i]) == 1 then offline[#offline + 1] = name
     else unknown[#unknown + 1] = name end
   end
 end
 if #unknown > 0 then return {'unknown', unknown} end
+local seq = redis.call('INCR', KEYS[3])
 local id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*',
   'from', ARGV[2], 'to', ARGV[3], 'text', ARGV[4], 'reply_to', ARGV[5], 'kind', ARGV[6],
-  'ts', ARGV[7])
+  'ts', ARGV[7], 'seq', seq)
+if ARGV[10] ~= '' then
+  redis.call('XTRIM', KEYS[1], 'MINID', '~', now - tonumber(ARGV[10]))
+end
+redis.call('SET', KEYS[4], id, 'PX', ARGV[11])
 local payload = '{"id":"' .. id .. '",' .. ARGV[8]
 if ARGV[9] ~= '' then
   redis.call('PUBLISH', ARGV[9], payload)
 else
-  for i = 1, n do redis.call('PUBLISH', ARGV[9 + 2 * i], payload) end
+  for i = 1, n do redis.call('PUBLISH', ARGV[11 + 2 * i], payload) end
 end
 return {'ok', id, online, offline}
 """

@@ -13,11 +13,11 @@ import mcp.types as types
 import structlog
 from mcp.server.lowlevel import NotificationOptions, Server
 from mcp.shared.message import SessionMessage
-from redis.exceptions import RedisError
+from redis.exceptions import RedisError, ResponseError
 
 from bridge import __version__
 from bridge.bus import Bridge, Incoming
-from bridge.envelope import Envelope, Event
+from bridge.envelope import Envelope, Event, Notice
 from bridge.errors import BridgeError
 from bridge.presence import Participant
 from bridge.settings import Settings
@@ -99,8 +99,13 @@ def instructions(bridge: Bridge) -> str:
 def meta_for(item: Incoming) -> dict[str, str]:
     """Channel meta: string values under fixed, safe keys only."""
     if isinstance(item, Envelope):
-        return {"from": item.sender, "to": item.to_text(), "message_id": item.id,
-                "reply_to": item.reply_to, "kind": item.kind}
+        meta = {"from": item.sender, "to": item.to_text(), "message_id": item.id,
+                "kind": item.kind}
+        if item.reply_to:
+            meta["reply_to"] = item.reply_to
+        return meta
+    if isinstance(item, Notice):
+        return {"from": "bridge", "kind": item.kind}
     return {"from": item.name, "kind": item.kind}
 
 
@@ -117,6 +122,8 @@ def render(item: Incoming) -> str:
     if isinstance(item, Envelope):
         reply = f" reply_to={item.reply_to}" if item.reply_to else ""
         return f"[{item.id}] from {item.sender} to {item.to_text()}{reply}:\n{item.text}"
+    if isinstance(item, Notice):
+        return f"[notice] {item.text}"
     return f"[event] {describe_event(item)}"
 
 
@@ -176,10 +183,15 @@ class BridgeServer:
                 raise BridgeError(f"unknown tool {name!r}")
         except BridgeError as e:
             return self._result(str(e), error=True)
+        except ResponseError as e:
+            log.warning("tool_failed", tool=name, error=str(e))
+            return self._result(f"Redis refused the command ({e}); nothing was done.",
+                                error=True)
         except (RedisError, OSError) as e:
             log.warning("tool_failed", tool=name, error=str(e))
             return self._result(
-                f"Redis is unreachable ({e}); nothing was done. Try again shortly.", error=True
+                f"Redis is unreachable ({e or type(e).__name__}); nothing was done. bridge "
+                f"keeps reconnecting; try again shortly.", error=True
             )
         return self._result(text)
 
@@ -258,7 +270,7 @@ class BridgeServer:
                     self.bridge.ack(item)
 
     async def notify(self, item: Incoming) -> None:
-        content = item.text if isinstance(item, Envelope) else describe_event(item)
+        content = item.text if isinstance(item, Envelope | Notice) else describe_event(item)
         notification = types.JSONRPCNotification(
             jsonrpc="2.0", method=CHANNEL_METHOD,
             params={"content": content, "meta": meta_for(item)},

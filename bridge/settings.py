@@ -38,6 +38,8 @@ class Settings:
     max_bytes: int = 65536
     log_maxlen: int = 10000
     cursor_ttl: float = 7 * 24 * 3600.0
+    log_max_age: float = 0.0  # seconds; 0 keeps entries until MAXLEN trims them
+    send_timeout: float = 10.0
     name_was_derived: bool = False
 
     @classmethod
@@ -84,6 +86,10 @@ class Settings:
                            "use a whole number of entries >= 100"),
             cursor_ttl=get("cursor_ttl", "BRIDGE_CURSOR_TTL", _positive(float, 60.0),
                            7 * 24 * 3600.0, "use a number of seconds >= 60"),
+            log_max_age=get("log_max_age", "BRIDGE_LOG_MAX_AGE", _positive(float, 0.0), 0.0,
+                            "use a number of seconds (0: no age limit)"),
+            send_timeout=get("send_timeout", "BRIDGE_SEND_TIMEOUT", _positive(float, 0.1), 10.0,
+                             "use a number of seconds, e.g. 10"),
         )
         if name_value is None:
             settings.name = default_name()

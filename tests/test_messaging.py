@@ -23,7 +23,7 @@ async def test_direct_message_is_pushed_with_meta(agents):
     assert meta["from"] == "alice" and meta["to"] == "bob" and meta["kind"] == "message"
     assert meta["message_id"] in result
     assert all(isinstance(v, str) for v in meta.values())
-    assert set(meta) == {"from", "to", "message_id", "reply_to", "kind"}
+    assert set(meta) == {"from", "to", "message_id", "kind"}  # reply_to only when set
 
 
 async def test_reply_carries_reply_to(agents):
