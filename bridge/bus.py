@@ -133,7 +133,7 @@ class Bridge:
 
     async def _leave(self) -> None:
         try:
-            await self._flush_cursor()
+            await self.flush_cursor()
             await self.presence.leave()
             log.info("left", name=self.name, room=self.settings.room)
         except (RedisError, OSError) as e:
@@ -419,7 +419,8 @@ class Bridge:
                 return
 
     # ---------------------------------------------------------------- cursor
-    async def _flush_cursor(self) -> None:
+    async def flush_cursor(self) -> None:
+        """Write the cursor now, if it moved."""
         acked = self._acked
         if acked != self._flushed:
             await self.redis.set(self.keys.cursor(self.name), str(acked),
@@ -430,7 +431,7 @@ class Bridge:
         while True:
             await anyio.sleep(CURSOR_FLUSH_SECONDS)
             try:
-                await self._flush_cursor()
+                await self.flush_cursor()
             except (RedisError, OSError) as e:
                 log.warning("cursor_flush_failed", error=str(e))
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import sys
@@ -12,7 +13,6 @@ import anyio
 import mcp.types as types
 import structlog
 from mcp.server.lowlevel import NotificationOptions, Server
-from mcp.shared.message import SessionMessage
 from redis.exceptions import RedisError, ResponseError
 
 from bridge import __version__
@@ -21,7 +21,7 @@ from bridge.envelope import Envelope, Event, Notice
 from bridge.errors import BridgeError
 from bridge.presence import Participant
 from bridge.settings import Settings
-from bridge.stdio import WriteStream, pipe_transport
+from bridge.stdio import PipeTransport, pipe_transport
 
 log = structlog.get_logger("bridge.server")
 
@@ -127,15 +127,25 @@ def render(item: Incoming) -> str:
     return f"[event] {describe_event(item)}"
 
 
+def notification_line(item: Incoming) -> bytes:
+    """The JSON-RPC line of one channel push (plain json: no model round trip needed)."""
+    content = item.text if isinstance(item, Envelope | Notice) else describe_event(item)
+    return json.dumps(
+        {"jsonrpc": "2.0", "method": CHANNEL_METHOD,
+         "params": {"content": content, "meta": meta_for(item)}},
+        ensure_ascii=False, separators=(",", ":"),
+    ).encode()
+
+
 def ago(now_ms: int, then_ms: int) -> str:
     seconds = max(0, (now_ms - then_ms) // 1000)
     return f"{seconds}s ago" if seconds < 120 else f"{seconds // 60}m ago"
 
 
 class BridgeServer:
-    def __init__(self, bridge: Bridge, write_stream: WriteStream) -> None:
+    def __init__(self, bridge: Bridge, transport: PipeTransport) -> None:
         self.bridge = bridge
-        self.write_stream = write_stream
+        self.transport = transport
         self.initialized = anyio.Event()
         self.server: Server[Any, Any] = Server("bridge", version=__version__,
                                                instructions=instructions(bridge))
@@ -257,25 +267,27 @@ class BridgeServer:
         for item in items:
             if isinstance(item, Envelope):
                 self.bridge.ack(item)
+        await self.bridge.flush_cursor()
         return "\n\n".join(render(item) for item in items)
 
     # ---------------------------------------------------------------- push
     async def push_forever(self) -> None:
-        """Push every incoming item as a channel notification, once the client is ready."""
+        """Push every incoming item as a channel notification, once the client is ready.
+
+        Each line is in the pipe before its message counts as delivered, and the cursor is
+        written once per batch right after: a crash can then repeat at most the messages of
+        one batch that were pushed in the instant before it.
+        """
         await self.initialized.wait()
         while True:
             for item in await self.bridge.next_batch():
-                await self.notify(item)
+                await self.transport.write_line(notification_line(item))
                 if isinstance(item, Envelope):
                     self.bridge.ack(item)
-
-    async def notify(self, item: Incoming) -> None:
-        content = item.text if isinstance(item, Envelope | Notice) else describe_event(item)
-        notification = types.JSONRPCNotification(
-            jsonrpc="2.0", method=CHANNEL_METHOD,
-            params={"content": content, "meta": meta_for(item)},
-        )
-        await self.write_stream.send(SessionMessage(types.JSONRPCMessage(notification)))
+            try:
+                await self.bridge.flush_cursor()
+            except (RedisError, OSError) as e:  # the periodic flush tries again
+                log.warning("cursor_flush_failed", error=str(e))
 
 
 def take_stdio() -> tuple[int, int]:
@@ -298,13 +310,14 @@ async def serve(bridge_settings: Settings) -> None:
         if bridge_settings.name_was_derived:
             log.info("name_derived", name=bridge.name,
                      hint="set --name / BRIDGE_NAME to choose the name yourself")
-        async with pipe_transport(protocol_in, protocol_out) as (read_stream, write_stream):
-            app = BridgeServer(bridge, write_stream)
+        async with pipe_transport(protocol_in, protocol_out) as transport:
+            app = BridgeServer(bridge, transport)
             async with anyio.create_task_group() as tg:
                 tg.start_soon(_stop_on_signal, tg.cancel_scope)
                 if bridge_settings.delivery == "push":
                     tg.start_soon(app.push_forever)
-                await app.server.run(read_stream, write_stream, app.init_options())
+                await app.server.run(transport.read_stream, transport.write_stream,
+                                     app.init_options())
                 log.info("stdin_closed", hint="the client went away; leaving the room")
                 tg.cancel_scope.cancel()
 

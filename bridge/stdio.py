@@ -26,9 +26,24 @@ ReadStream = MemoryObjectReceiveStream[SessionMessage | Exception]
 WriteStream = MemoryObjectSendStream[SessionMessage]
 
 
+class PipeTransport:
+    """The SDK session's streams, plus a direct line writer for channel pushes."""
+
+    def __init__(self, read_stream: ReadStream, write_stream: WriteStream,
+                 writer: asyncio.StreamWriter) -> None:
+        self.read_stream = read_stream
+        self.write_stream = write_stream
+        self._writer = writer
+
+    async def write_line(self, data: bytes) -> None:
+        """Write one JSON-RPC line. When this returns, the line is in the pipe: a crash
+        after it cannot take it back, so the caller may move its cursor."""
+        self._writer.write(data + b"\n")
+        await self._writer.drain()
+
+
 @asynccontextmanager
-async def pipe_transport(stdin_fd: int, stdout_fd: int) -> AsyncIterator[
-        tuple[ReadStream, WriteStream]]:
+async def pipe_transport(stdin_fd: int, stdout_fd: int) -> AsyncIterator[PipeTransport]:
     loop = asyncio.get_running_loop()
     reader = asyncio.StreamReader(limit=MAX_LINE)
     read_transport, _ = await loop.connect_read_pipe(
@@ -58,7 +73,7 @@ async def pipe_transport(stdin_fd: int, stdout_fd: int) -> AsyncIterator[
         async with outgoing_receive:
             async for session_message in outgoing_receive:
                 data = session_message.message.model_dump_json(by_alias=True, exclude_none=True)
-                writer.write(data.encode() + b"\n")
+                writer.write(data.encode() + b"\n")  # whole lines: writes never interleave
                 await writer.drain()
 
     try:
@@ -66,7 +81,7 @@ async def pipe_transport(stdin_fd: int, stdout_fd: int) -> AsyncIterator[
             tg.start_soon(read_lines)
             tg.start_soon(write_lines)
             try:
-                yield incoming, outgoing
+                yield PipeTransport(incoming, outgoing, writer)
             finally:
                 tg.cancel_scope.cancel()
     finally:
