@@ -46,6 +46,7 @@ log = structlog.get_logger("bridge.bus")
 MAX_RECIPIENTS = 100
 CATCH_UP_PAGE = 500
 CURSOR_FLUSH_SECONDS = 0.5
+CURSOR_WRITE_TIMEOUT = 5.0
 BACKOFF_FIRST, BACKOFF_CAP = 0.1, 5.0
 SUBSCRIBE_TIMEOUT = 5.0
 PING_WHEN_QUIET, PONG_TIMEOUT = 3.0, 3.0
@@ -83,16 +84,19 @@ class SendResult:
 
 
 class Bridge:
-    def __init__(self, settings: Settings, redis: Redis, subscriber: Redis) -> None:
+    def __init__(self, settings: Settings, redis: Redis, subscriber: Redis,
+                 cursor_client: Redis) -> None:
         self.settings = settings
         self.name = settings.name
         self.keys = Keys(settings.room)
         self.redis = redis
         self.subscriber = subscriber
+        self.cursor_client = cursor_client
         self.presence = Presence(redis, settings)
         self.inbox: deque[Incoming] = deque()
         self._arrived = anyio.Event()
         self._send_lock = anyio.Lock()
+        self._flushing = False
         self._send = redis.register_script(scripts.SEND)
         self._last_seen = Position()  # the last log entry read (and, if ours, put in the inbox)
         self._acked = Position()  # the last message delivered to the agent
@@ -105,9 +109,11 @@ class Bridge:
         """Join the room; leave it (and flush the cursor) on exit."""
         url = await resolve_url(settings)
         redis, subscriber = make_client(url), make_client(url, retries=0)
+        # its own connection, so a cursor write goes out at once, not after a pool checkout
+        cursor_client = make_client(url, single_connection=True)
         try:
             await check_reachable(redis, url)
-            bridge = cls(settings, redis, subscriber)
+            bridge = cls(settings, redis, subscriber, cursor_client)
             pubsub = await bridge._subscribe()
             try:
                 await bridge._claim()
@@ -128,8 +134,8 @@ class Bridge:
                         await bridge._leave()
         finally:
             with anyio.CancelScope(shield=True):
-                await redis.aclose()
-                await subscriber.aclose()
+                for client in (redis, subscriber, cursor_client):
+                    await client.aclose()
 
     async def _leave(self) -> None:
         try:
@@ -420,12 +426,39 @@ class Bridge:
 
     # ---------------------------------------------------------------- cursor
     async def flush_cursor(self) -> None:
-        """Write the cursor now, if it moved."""
-        acked = self._acked
-        if acked != self._flushed:
-            await self.redis.set(self.keys.cursor(self.name), str(acked),
-                                 px=int(self.settings.cursor_ttl * 1000))
-            self._flushed = acked
+        """Write the cursor now, if it moved.
+
+        Called right after a push reached the pipe. The SET's bytes must leave before
+        anything else runs (a crash in between repeats the push), so on a live connection
+        the command is packed and written directly: redis-py's full command path takes tens
+        of microseconds and may yield to the event loop first.
+        """
+        # One write at a time, so the cursor never goes back. No lock: acquiring one
+        # would yield to the event loop between the push and this write.
+        if self._flushing:
+            return  # the writer under way loops until the newest position is written
+        self._flushing = True
+        try:
+            while self._acked != self._flushed:
+                acked = self._acked
+                key, value = self.keys.cursor(self.name), str(acked)
+                ttl_ms = int(self.settings.cursor_ttl * 1000)
+                connection = self.cursor_client.connection
+                with anyio.fail_after(CURSOR_WRITE_TIMEOUT):  # the client has no timeout
+                    if connection is not None and connection.is_connected:
+                        try:
+                            await connection.send_packed_command(
+                                connection.pack_command("SET", key, value, "PX", ttl_ms),
+                                check_health=False)
+                            await connection.read_response()
+                        except BaseException:
+                            await connection.disconnect(nowait=True)
+                            raise
+                    else:  # (re)connects, then writes
+                        await self.cursor_client.set(key, value, px=ttl_ms)
+                self._flushed = acked
+        finally:
+            self._flushing = False
 
     async def _flush_cursor_forever(self) -> None:
         while True:

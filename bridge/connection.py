@@ -32,7 +32,7 @@ async def resolve_url(settings: Settings) -> str:
     return await anyio.to_thread.run_sync(EmbeddedRedis.for_user().ensure_running)
 
 
-def make_client(url: str, *, retries: int = 3) -> Redis:
+def make_client(url: str, *, retries: int = 3, single_connection: bool = False) -> Redis:
     """A client whose reads notice a dead peer within seconds, not minutes.
 
     ``retries=0`` is for the subscriber: its reconnects are ours to handle, because
@@ -45,9 +45,12 @@ def make_client(url: str, *, retries: int = 3) -> Redis:
         url,
         **tcp,
         socket_connect_timeout=5,
-        socket_timeout=10,
-        health_check_interval=5 if retries else 0,
+        # redis-py wraps a write in asyncio.wait_for when a socket timeout is set, and
+        # that yields to the event loop before the bytes go out; the cursor writer must not.
+        socket_timeout=None if single_connection else 10,
+        health_check_interval=5 if retries and not single_connection else 0,
         retry=Retry(backoff, retries),
+        single_connection_client=single_connection,
     )
 
 

@@ -9,6 +9,7 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
+import structlog
 from redis.asyncio import Redis
 
 from bridge import __version__, scripts
@@ -18,6 +19,18 @@ from bridge.keys import Keys
 from bridge.settings import Settings
 
 MAX_STATUS = 200
+
+log = structlog.get_logger("bridge.presence")
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, owned by someone else
+        return True
+    return True
 
 
 @dataclass(frozen=True)
@@ -78,18 +91,18 @@ class Presence:
                      status=self.status, ts=int(time.time() * 1000), **extra).encode()
 
     async def claim(self) -> tuple[str, bool]:
-        """Claim the name. Returns (cursor, fresh). Raises NameTaken if another session holds it."""
-        fields: list[Any] = [
-            "name", self.name, "role", self.settings.role, "host", self.host,
-            "pid", os.getpid(), "session", self.session, "status", self.status,
-            "delivery", self.settings.delivery, "version", __version__,
-        ]
-        reply = await self._claim(
-            keys=[self.keys.agent(self.name), self.keys.agents, self.keys.cursor(self.name),
-                  self.keys.log],
-            args=[self.session, self.ttl_ms, self.name, int(self.settings.cursor_ttl * 1000),
-                  self.keys.events, self._event("joined"), *fields],
-        )
+        """Claim the name. Returns (cursor, fresh). Raises NameTaken if another session holds it.
+
+        A claim left by a crashed process on this same host (its pid is gone) is taken over at
+        once, so a restarted agent need not wait for the TTL. Across hosts and containers a
+        pid means nothing, so there the old claim must expire.
+        """
+        reply = await self._try_claim(stale_session="")
+        if int(reply[0]) == 0:
+            host, pid, session = (part.decode() for part in reply[1:4])
+            if host == self.host and pid.isdigit() and not _process_alive(int(pid)):
+                log.info("stale_claim_taken_over", name=self.name, old_pid=pid)
+                reply = await self._try_claim(stale_session=session)
         if int(reply[0]) == 0:
             host, pid = (part.decode() for part in reply[1:3])
             raise NameTaken(
@@ -99,6 +112,19 @@ class Presence:
                 f"after the TTL ({self.settings.ttl:g} s)."
             )
         return reply[1].decode(), bool(int(reply[2]))
+
+    async def _try_claim(self, stale_session: str) -> Any:
+        fields: list[Any] = [
+            "name", self.name, "role", self.settings.role, "host", self.host,
+            "pid", os.getpid(), "session", self.session, "status", self.status,
+            "delivery", self.settings.delivery, "version", __version__,
+        ]
+        return await self._claim(
+            keys=[self.keys.agent(self.name), self.keys.agents, self.keys.cursor(self.name),
+                  self.keys.log],
+            args=[self.session, self.ttl_ms, self.name, int(self.settings.cursor_ttl * 1000),
+                  self.keys.events, self._event("joined"), stale_session, *fields],
+        )
 
     async def heartbeat(self) -> bool:
         """Refresh our record, and prune expired peers.

@@ -10,14 +10,15 @@ local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 """
 
 # KEYS: agent hash, agents zset, cursor, log
-# ARGV: session, ttl_ms, name, cursor_ttl_ms, events channel, joined event, field/value pairs...
+# ARGV: session, ttl_ms, name, cursor_ttl_ms, events channel, joined event, stale session that
+#       may be replaced ('' for none), field/value pairs...
 CLAIM = NOW_MS + """
 local holder = redis.call('HMGET', KEYS[1], 'session', 'host', 'pid')
-if holder[1] and holder[1] ~= ARGV[1] then
-  return {0, holder[2] or '', holder[3] or ''}
+if holder[1] and holder[1] ~= ARGV[1] and holder[1] ~= ARGV[7] then
+  return {0, holder[2] or '', holder[3] or '', holder[1]}
 end
-local fresh = not holder[1]
-redis.call('HSET', KEYS[1], 'last_seen', now, unpack(ARGV, 7))
+local fresh = holder[1] ~= ARGV[1]
+redis.call('HSET', KEYS[1], 'last_seen', now, unpack(ARGV, 8))
 if fresh then redis.call('HSET', KEYS[1], 'joined_at', now) end
 redis.call('PEXPIRE', KEYS[1], ARGV[2])
 redis.call('ZADD', KEYS[2], now + tonumber(ARGV[2]), ARGV[3])

@@ -27,6 +27,7 @@ log = structlog.get_logger("bridge.server")
 
 CHANNEL_METHOD = "notifications/claude/channel"
 MAX_WAIT_SECONDS = 300.0
+PUSH_CHUNK_BYTES = 4096  # PIPE_BUF: a pipe write this small lands whole or not at all
 
 TOOLS = [
     types.Tool(
@@ -274,20 +275,32 @@ class BridgeServer:
     async def push_forever(self) -> None:
         """Push every incoming item as a channel notification, once the client is ready.
 
-        Each line is in the pipe before its message counts as delivered, and the cursor is
-        written once per batch right after: a crash can then repeat at most the messages of
-        one batch that were pushed in the instant before it.
+        A chunk of lines goes into the pipe in one write, and the cursor is written right
+        after, before anything else runs. A crash can then repeat a chunk only if it strikes
+        in the microseconds between the two writes.
         """
         await self.initialized.wait()
         while True:
-            for item in await self.bridge.next_batch():
-                await self.transport.write_line(notification_line(item))
-                if isinstance(item, Envelope):
-                    self.bridge.ack(item)
-            try:
-                await self.bridge.flush_cursor()
-            except (RedisError, OSError) as e:  # the periodic flush tries again
-                log.warning("cursor_flush_failed", error=str(e))
+            batch = await self.bridge.next_batch()
+            while batch:
+                # chunks of at most PIPE_BUF bytes (unless one line is longer): each lands in
+                # the pipe whole or not at all
+                chunk: list[bytes] = []
+                size = 0
+                while batch:
+                    line = notification_line(batch[0])
+                    if chunk and size + len(line) + 1 > PUSH_CHUNK_BYTES:
+                        break
+                    item = batch.pop(0)
+                    chunk.append(line)
+                    size += len(line) + 1
+                    if isinstance(item, Envelope):
+                        self.bridge.ack(item)
+                await self.transport.write_lines(chunk)
+                try:
+                    await self.bridge.flush_cursor()  # nothing may run between these two
+                except (RedisError, OSError) as e:  # the periodic flush tries again
+                    log.warning("cursor_flush_failed", error=str(e) or type(e).__name__)
 
 
 def take_stdio() -> tuple[int, int]:

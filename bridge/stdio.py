@@ -27,19 +27,31 @@ WriteStream = MemoryObjectSendStream[SessionMessage]
 
 
 class PipeTransport:
-    """The SDK session's streams, plus a direct line writer for channel pushes."""
+    """The SDK session's streams, plus a direct line writer for channel pushes.
 
-    def __init__(self, read_stream: ReadStream, write_stream: WriteStream,
-                 writer: asyncio.StreamWriter) -> None:
+    Every byte to stdout goes through ``write_lines``: a plain non-blocking ``os.write``
+    in the calling task, under a lock, so lines never interleave and a push is in the
+    kernel's pipe when the call returns, with no event-loop turn in between.
+    """
+
+    def __init__(self, read_stream: ReadStream, write_stream: WriteStream, fd: int) -> None:
         self.read_stream = read_stream
         self.write_stream = write_stream
-        self._writer = writer
+        self._fd = fd
+        self._lock = anyio.Lock()
 
-    async def write_line(self, data: bytes) -> None:
-        """Write one JSON-RPC line. When this returns, the line is in the pipe: a crash
-        after it cannot take it back, so the caller may move its cursor."""
-        self._writer.write(data + b"\n")
-        await self._writer.drain()
+    async def write_lines(self, lines: list[bytes]) -> None:
+        """Write JSON-RPC lines in one write. When this returns they are in the kernel's
+        pipe: a crash after it cannot take them back, so the caller may move its cursor."""
+        data = memoryview(b"".join(line + b"\n" for line in lines))
+        async with self._lock:
+            while data:
+                try:
+                    written = os.write(self._fd, data)
+                except BlockingIOError:
+                    await anyio.wait_writable(self._fd)
+                    continue
+                data = data[written:]
 
 
 @asynccontextmanager
@@ -49,10 +61,7 @@ async def pipe_transport(stdin_fd: int, stdout_fd: int) -> AsyncIterator[PipeTra
     read_transport, _ = await loop.connect_read_pipe(
         lambda: asyncio.StreamReaderProtocol(reader), os.fdopen(stdin_fd, "rb", buffering=0)
     )
-    write_transport, write_protocol = await loop.connect_write_pipe(
-        asyncio.streams.FlowControlMixin, os.fdopen(stdout_fd, "wb", buffering=0)
-    )
-    writer = asyncio.StreamWriter(write_transport, write_protocol, None, loop)
+    os.set_blocking(stdout_fd, False)
 
     incoming_send, incoming = anyio.create_memory_object_stream[SessionMessage | Exception](64)
     outgoing, outgoing_receive = anyio.create_memory_object_stream[SessionMessage](64)
@@ -69,21 +78,22 @@ async def pipe_transport(stdin_fd: int, stdout_fd: int) -> AsyncIterator[PipeTra
                     continue
                 await incoming_send.send(SessionMessage(message))
 
-    async def write_lines() -> None:
+    transport = PipeTransport(incoming, outgoing, stdout_fd)
+
+    async def write_responses() -> None:
         async with outgoing_receive:
             async for session_message in outgoing_receive:
                 data = session_message.message.model_dump_json(by_alias=True, exclude_none=True)
-                writer.write(data.encode() + b"\n")  # whole lines: writes never interleave
-                await writer.drain()
+                await transport.write_lines([data.encode()])
 
     try:
         async with anyio.create_task_group() as tg:
             tg.start_soon(read_lines)
-            tg.start_soon(write_lines)
+            tg.start_soon(write_responses)
             try:
-                yield PipeTransport(incoming, outgoing, writer)
+                yield transport
             finally:
                 tg.cancel_scope.cancel()
     finally:
         read_transport.close()
-        write_transport.close()
+        os.close(stdout_fd)

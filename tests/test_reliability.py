@@ -1,0 +1,175 @@
+"""Nothing lost, nothing twice: agent restarts, Redis restarts, broken connections, outages."""
+
+from __future__ import annotations
+
+import anyio
+import pytest
+
+from tests.mcp_client import Agent, ToolError
+
+pytestmark = pytest.mark.anyio
+
+SLOW = {"BRIDGE_SEND_TIMEOUT": "30"}
+
+
+async def stream(sender: Agent, to: str, prefix: str, count: int, *, window: int = 16,
+                 on_sent=None) -> None:
+    """Send `count` messages, keeping up to `window` calls in flight; all must succeed."""
+    in_flight: list[int] = []
+    base = 10_000
+    for i in range(count):
+        await sender.send_request(base + i, "tools/call", {
+            "name": "send_message", "arguments": {"to": to, "text": f"{prefix}:{i}"}})
+        in_flight.append(base + i)
+        if len(in_flight) >= window:
+            result = await sender.response(in_flight.pop(0), timeout=60)
+            assert not result.get("isError"), result
+        if on_sent:
+            await on_sent(i + 1)
+    for request_id in in_flight:
+        result = await sender.response(request_id, timeout=60)
+        assert not result.get("isError"), result
+
+
+def check_exactly_once_in_order(received: list[str], senders: dict[str, int],
+                                where: str = "") -> None:
+    assert len(received) == len(set(received)), "duplicates: " + str(
+        sorted({m for m in received if received.count(m) > 1})[:10]) + where
+    for prefix, count in senders.items():
+        mine = [int(m.split(":")[1]) for m in received if m.startswith(prefix + ":")]
+        assert mine == list(range(count)), f"{prefix}: lost or reordered"
+
+
+def contents(*incarnations: Agent) -> list[str]:
+    return [m["content"] for agent in incarnations for m in agent.channel()]
+
+
+async def test_receiver_sigkilled_twice_gets_everything_once(agents):
+    bob = await agents.start("bob")
+    senders = [await agents.start(name, env=dict(SLOW)) for name in ("s1", "s2")]
+    incarnations = [bob]
+    progress = {"s1": 0, "s2": 0}
+    kill_points = [700, 1400]  # messages sent (by both senders), not received: a crash
+    killed = anyio.Event()     # is not timed by bob's own pushes
+
+    restarting = anyio.Lock()
+
+    async def sent_by(name: str, count: int) -> None:
+        progress[name] = count
+        async with restarting:  # one kill and restart at a time
+            if kill_points and sum(progress.values()) >= kill_points[0]:
+                kill_points.pop(0)
+                current = incarnations[-1]
+                current.process.kill()
+                await current.wait_exit()
+                incarnations.append(await agents.start("bob"))
+                if not kill_points:
+                    killed.set()
+
+    async with anyio.create_task_group() as tg:
+        for sender in senders:
+            tg.start_soon(lambda s=sender: stream(
+                s, "bob", s.name, 1000, on_sent=lambda n, s=s: sent_by(s.name, n)))
+    await killed.wait()
+    last = incarnations[-1]
+    await last.wait_for(lambda: len(set(contents(*incarnations))) >= 2000, timeout=60,
+                        what="all 2000 messages")
+    assert len(incarnations) == 3
+    where = " | " + " | ".join(
+        f"#{n}: {len(a.channel())} from {a.channel()[0]['content']} to "
+        f"{a.channel()[-1]['content']}" for n, a in enumerate(incarnations) if a.channel())
+    check_exactly_once_in_order(contents(*incarnations), {"s1": 1000, "s2": 1000}, where)
+
+
+async def test_redis_sigkilled_and_restarted_three_times(agents, redis_server, r):
+    alice = await agents.start("alice", env=dict(SLOW))
+    bob = await agents.start("bob")
+    total = 400
+
+    async def outage(sent: int) -> None:
+        if sent in (100, 200, 300):
+            redis_server.stop()  # SIGKILL
+            redis_server.start()  # same port, same AOF file
+            # presence is back: both agents are listed again
+            listing = await alice.tool("list_participants", timeout=30)
+            assert "alice (you)" in listing and "bob" in listing
+
+    await stream(alice, "bob", "a", total, window=1, on_sent=outage)
+    await bob.wait_messages(total, timeout=60)
+    check_exactly_once_in_order(contents(bob), {"a": total})
+    assert r.exists("bridge:{main}:agent:bob") and r.exists("bridge:{main}:agent:alice")
+    reconnects = [e for e in bob.log_events() if e["event"] == "reconnected"]
+    assert len(reconnects) >= 3
+
+
+async def test_broken_connections_without_killing_redis(agents, r):
+    alice = await agents.start("alice", env=dict(SLOW))
+    bob = await agents.start("bob")
+    total = 300
+
+    async def breakage(sent: int) -> None:
+        if sent in (60, 180):
+            assert r.client_kill_filter(_type="pubsub") >= 1
+        if sent == 120:
+            r.client_pause(1500)
+
+    await stream(alice, "bob", "a", total, window=4, on_sent=breakage)
+    await bob.wait_messages(total, timeout=60)
+    check_exactly_once_in_order(contents(bob), {"a": total})
+    assert any(e["event"] == "reconnected" for e in bob.log_events())
+
+
+async def test_send_during_long_outage_fails_clearly_and_logs_nothing(agents, redis_server, r):
+    alice = await agents.start("alice", env={"BRIDGE_SEND_TIMEOUT": "1.5"})
+    await agents.start("bob")
+    redis_server.stop()
+    with pytest.raises(ToolError) as error:
+        await alice.tool("send_message", to="bob", text="lost in the outage", timeout=30)
+    assert "NOT sent" in str(error.value)
+    with pytest.raises(ToolError, match="unreachable"):
+        await alice.tool("list_participants", timeout=30)
+    redis_server.start()
+    texts = [fields[b"text"] for _, fields in r.xrange("bridge:{main}:log")]
+    assert b"lost in the outage" not in texts  # no phantom success
+
+
+async def test_send_during_short_outage_succeeds_when_redis_returns(agents, redis_server):
+    alice = await agents.start("alice", env=dict(SLOW))
+    bob = await agents.start("bob")
+    redis_server.stop()
+    async with anyio.create_task_group() as tg:
+        await alice.send_request(5, "tools/call", {
+            "name": "send_message", "arguments": {"to": "bob", "text": "patience"}})
+
+        async def bring_back() -> None:
+            # the call is in flight (Redis is down, it cannot have finished); restart
+            with anyio.fail_after(10):
+                while not any(e["event"] == "send_retry" for e in alice.log_events()):
+                    await anyio.sleep(0.05)
+            redis_server.start()
+
+        tg.start_soon(bring_back)
+        result = await alice.response(5, timeout=30)
+    assert not result.get("isError"), result
+    [push] = await bob.wait_messages(1, timeout=30)
+    assert push["content"] == "patience"
+
+
+async def test_expired_cursor_gives_one_notice(agents, r):
+    env = {"BRIDGE_LOG_MAXLEN": "100"}
+    alice = await agents.start("alice", env=dict(env))
+    bob = await agents.start("bob", env=dict(env))
+    await bob.close_stdin()
+    await bob.wait_exit()
+    total = 400
+    await stream(alice, "bob", "a", total, window=8)
+    assert r.xlen("bridge:{main}:log") < total  # the log was trimmed
+
+    bob_again = await agents.start("bob", env=dict(env))
+    [notice] = await bob_again.wait_for(lambda: bob_again.channel("notice"), timeout=15)
+    missing = int(notice["content"].split(" ")[0])
+    assert "expired" in notice["content"] and notice["meta"]["from"] == "bridge"
+    delivered = await bob_again.wait_messages(total - missing)
+    numbers = [int(m["content"].split(":")[1]) for m in delivered]
+    assert numbers == list(range(missing, total))  # the newest ones, in order, no gap after
+    assert len(bob_again.channel("notice")) == 1
