@@ -173,3 +173,19 @@ async def test_expired_cursor_gives_one_notice(agents, r):
     numbers = [int(m["content"].split(":")[1]) for m in delivered]
     assert numbers == list(range(missing, total))  # the newest ones, in order, no gap after
     assert len(bob_again.channel("notice")) == 1
+
+
+async def test_max_age_trims_old_entries(agents, r):
+    env = {"BRIDGE_LOG_MAX_AGE": "1"}
+    alice = await agents.start("alice", env=dict(env))
+    await agents.start("bob", env=dict(env))
+    await stream(alice, "bob", "old", 250, window=8)
+    first_id = r.xrange("bridge:{main}:log", count=1)[0][0]
+    # let the first entries grow older than the 1 s limit (real time must pass here)
+    cutoff = int(first_id.split(b"-")[0]) + 1500
+    with anyio.fail_after(10):
+        while int(r.time()[0]) * 1000 + int(r.time()[1]) // 1000 < cutoff:
+            await anyio.sleep(0.05)
+    await alice.tool("send_message", to="bob", text="new")
+    remaining = r.xrange("bridge:{main}:log", count=1)[0][0]
+    assert remaining != first_id and r.xlen("bridge:{main}:log") < 251
