@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import anyio
 import pytest
 
 pytestmark = pytest.mark.anyio
@@ -50,11 +51,19 @@ async def test_forged_message_with_plausible_id_is_never_delivered(agents, r):
     r.publish("bridge:{main}:to:bob", json.dumps(forged))
     far_future = dict(forged, id="99999999999999-0")
     r.publish("bridge:{main}:all", json.dumps(far_future))
+
+    def forgeries_logged() -> int:
+        return sum("forged id" in e.get("reason", "") for e in bob.log_events()
+                   if e["event"] == "payload_dropped")
+
+    # bob logs both before the next real message exists (stderr is polled, with a deadline)
+    with anyio.fail_after(10):
+        while forgeries_logged() < 2:
+            await anyio.sleep(0.02)
     await alice.tool("send_message", to="bob", text="after the forgery")
     await bob.wait_messages(2)
     assert [m["content"] for m in bob.channel()] == ["real one", "after the forgery"]
-    reasons = [e.get("reason", "") for e in bob.log_events() if e["event"] == "payload_dropped"]
-    assert sum("forged id" in reason for reason in reasons) == 2
+    assert forgeries_logged() == 2
 
 
 async def test_event_markup_arrives_as_plain_text(agents):
