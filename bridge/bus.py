@@ -94,6 +94,7 @@ class Bridge:
         self.cursor_client = cursor_client
         self.presence = Presence(redis, settings)
         self.inbox: deque[Incoming] = deque()
+        self._early: list[dict[str, Any]] = []  # pub/sub messages seen while subscribing
         self._arrived = anyio.Event()
         self._send_lock = anyio.Lock()
         self._flushing = False
@@ -299,14 +300,18 @@ class Bridge:
         pubsub = self.subscriber.pubsub()
         channels = [self.keys.inbox(self.name), self.keys.broadcast, self.keys.events]
         await pubsub.subscribe(*channels)
-        # Wait until Redis confirms every subscription before reading the log;
-        # anything published after that is in the socket buffer, not lost.
+        # Wait until Redis confirms every subscription before reading the log: anything
+        # published after that is either in the log we are about to read or still in the
+        # socket. Messages that arrive meanwhile are kept for _listen.
         confirmed = 0
+        self._early.clear()
         with anyio.fail_after(SUBSCRIBE_TIMEOUT):
             while confirmed < len(channels):
                 message = await pubsub.get_message(timeout=SUBSCRIBE_TIMEOUT)
                 if message and message["type"] == "subscribe":
                     confirmed += 1
+                elif message and message["type"] == "message":
+                    self._early.append(message)
         return pubsub
 
     async def _receive_forever(self, pubsub: PubSub | None) -> None:
@@ -340,7 +345,8 @@ class Bridge:
         heard = time.monotonic()
         pinged = False
         while True:
-            message = await pubsub.get_message(timeout=1.0)
+            message = self._early.pop(0) if self._early else await pubsub.get_message(
+                timeout=1.0)
             now = time.monotonic()
             if message is None:
                 if not pinged and now - heard > PING_WHEN_QUIET:
