@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 ARGS ?=
 
-.PHONY: install test lint serve redis clean
+.PHONY: install test lint serve redis soak clean
 
 install: $(BIN)/bridge
 
@@ -29,6 +29,11 @@ serve: install
 # The shared per-user embedded Redis, in the foreground.
 redis: install
 	$(BIN)/bridge redis
+
+# A bounded soak (default 60 s, 10 agents): agents and redis-server are SIGKILLed and
+# restarted while messages flow; every message is accounted for. `make soak ARGS="--seconds 30"`
+soak: install
+	$(BIN)/python -m bench.soak $(ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache *.egg-info

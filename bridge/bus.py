@@ -322,6 +322,7 @@ class Bridge:
                     pubsub = await self._subscribe()
                     await self._claim()
                     log.info("reconnected", name=self.name)
+                    await self.flush_cursor()  # a write lost with the connection
                 await self._report_gap()
                 await self._catch_up()
                 delay = BACKOFF_FIRST
@@ -467,8 +468,15 @@ class Bridge:
             self._flushing = False
 
     async def _flush_cursor_forever(self) -> None:
+        """A safety net for cursor writes that failed: pushes and reads flush for themselves,
+        so this writes only a position that has stayed unwritten for a whole period (and
+        never races the write that follows a push)."""
+        previous = self._acked
         while True:
             await anyio.sleep(CURSOR_FLUSH_SECONDS)
+            stale, previous = self._acked == previous, self._acked
+            if not stale:
+                continue
             try:
                 await self.flush_cursor()
             except (RedisError, OSError) as e:

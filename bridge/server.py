@@ -287,16 +287,18 @@ class BridgeServer:
                 # the pipe whole or not at all
                 chunk: list[bytes] = []
                 size = 0
+                pushed: list[Incoming] = []
                 while batch:
                     line = notification_line(batch[0])
                     if chunk and size + len(line) + 1 > PUSH_CHUNK_BYTES:
                         break
-                    item = batch.pop(0)
+                    pushed.append(batch.pop(0))
                     chunk.append(line)
                     size += len(line) + 1
+                await self.transport.write_lines(chunk)
+                for item in pushed:  # only now: the cursor must never run ahead of the pipe
                     if isinstance(item, Envelope):
                         self.bridge.ack(item)
-                await self.transport.write_lines(chunk)
                 try:
                     await self.bridge.flush_cursor()  # nothing may run between these two
                 except (RedisError, OSError) as e:  # the periodic flush tries again

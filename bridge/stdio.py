@@ -38,7 +38,7 @@ class PipeTransport:
         self.read_stream = read_stream
         self.write_stream = write_stream
         self._fd = fd
-        self._lock = anyio.Lock()
+        self._lock = anyio.Lock(fast_acquire=True)  # no event-loop turn when it is free
 
     async def write_lines(self, lines: list[bytes]) -> None:
         """Write JSON-RPC lines in one write. When this returns they are in the kernel's
