@@ -27,6 +27,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 
 from bridge import scripts
 from bridge.connection import check_reachable, make_client, redact, resolve_url
+from bridge.cursor import CursorWriter, Position
 from bridge.envelope import (
     BROADCAST,
     Envelope,
@@ -45,35 +46,11 @@ log = structlog.get_logger("bridge.bus")
 
 MAX_RECIPIENTS = 100
 CATCH_UP_PAGE = 500
-CURSOR_FLUSH_SECONDS = 0.5
-CURSOR_WRITE_TIMEOUT = 5.0
 BACKOFF_FIRST, BACKOFF_CAP = 0.1, 5.0
 SUBSCRIBE_TIMEOUT = 5.0
 PING_WHEN_QUIET, PONG_TIMEOUT = 3.0, 3.0
 
 Incoming = Envelope | Event | Notice
-
-
-@dataclass(frozen=True)
-class Position:
-    """A place in the room log: the entry id, and its sequence number (0 if unknown)."""
-
-    id: str = "0-0"
-    seq: int = 0
-
-    @property
-    def order(self) -> tuple[int, int]:
-        return parse_id(self.id)
-
-    @classmethod
-    def parse(cls, cursor: str) -> Position:
-        """The cursor key holds ``"<id> <seq>"``."""
-        entry_id, _, seq = cursor.partition(" ")
-        parse_id(entry_id)
-        return cls(entry_id, int(seq) if seq.isdigit() else 0)
-
-    def __str__(self) -> str:
-        return f"{self.id} {self.seq}"
 
 
 @dataclass(frozen=True)
@@ -91,17 +68,15 @@ class Bridge:
         self.keys = Keys(settings.room)
         self.redis = redis
         self.subscriber = subscriber
-        self.cursor_client = cursor_client
+        self.cursor = CursorWriter(cursor_client, self.keys.cursor(settings.name),
+                                   settings.cursor_ttl)
         self.presence = Presence(redis, settings)
         self.inbox: deque[Incoming] = deque()
         self._early: list[dict[str, Any]] = []  # pub/sub messages seen while subscribing
         self._arrived = anyio.Event()
         self._send_lock = anyio.Lock()
-        self._flushing = False
         self._send = redis.register_script(scripts.SEND)
         self._last_seen = Position()  # the last log entry read (and, if ours, put in the inbox)
-        self._acked = Position()  # the last message delivered to the agent
-        self._flushed = Position()  # what the cursor key holds
 
     # ---------------------------------------------------------------- lifecycle
     @classmethod
@@ -126,7 +101,7 @@ class Bridge:
             async with anyio.create_task_group() as tg:
                 tg.start_soon(bridge._receive_forever, pubsub)
                 tg.start_soon(bridge._heartbeat_forever)
-                tg.start_soon(bridge._flush_cursor_forever)
+                tg.start_soon(bridge.cursor.rescue_forever)
                 try:
                     yield bridge
                 finally:
@@ -258,7 +233,8 @@ class Bridge:
         cursor_text, fresh = await self.presence.claim()
         cursor = Position.parse(cursor_text)
         if cursor.order > self._last_seen.order:
-            self._last_seen = self._acked = self._flushed = cursor
+            self._last_seen = cursor
+            self.cursor.start_at(cursor)
         if fresh:
             log.info("presence_claimed", name=self.name, session=self.presence.session)
 
@@ -289,8 +265,11 @@ class Bridge:
 
     def ack(self, envelope: Envelope) -> None:
         """The agent has been given this message: move the cursor (written in batches)."""
-        if envelope.order > self._acked.order:
-            self._acked = Position(envelope.id, envelope.seq)
+        self.cursor.ack(Position(envelope.id, envelope.seq))
+
+    async def flush_cursor(self) -> None:
+        """Write the cursor now, if it moved (see CursorWriter.flush)."""
+        await self.cursor.flush()
 
     def _accept(self, item: Incoming) -> None:
         self.inbox.append(item)
@@ -432,55 +411,4 @@ class Bridge:
                 return
 
     # ---------------------------------------------------------------- cursor
-    async def flush_cursor(self) -> None:
-        """Write the cursor now, if it moved.
-
-        Called right after a push reached the pipe. The SET's bytes must leave before
-        anything else runs (a crash in between repeats the push), so on a live connection
-        the command is packed and written directly: redis-py's full command path takes tens
-        of microseconds and may yield to the event loop first.
-        """
-        # One write at a time, so the cursor never goes back. No lock: acquiring one
-        # would yield to the event loop between the push and this write.
-        if self._flushing:
-            return  # the writer under way loops until the newest position is written
-        self._flushing = True
-        try:
-            while self._acked != self._flushed:
-                acked = self._acked
-                key, value = self.keys.cursor(self.name), str(acked)
-                ttl_ms = int(self.settings.cursor_ttl * 1000)
-                connection = self.cursor_client.connection
-                with anyio.fail_after(CURSOR_WRITE_TIMEOUT):  # the client has no timeout
-                    if connection is not None and connection.is_connected:
-                        try:
-                            await connection.send_packed_command(
-                                connection.pack_command("SET", key, value, "PX", ttl_ms),
-                                check_health=False)
-                            await connection.read_response()
-                        except BaseException:
-                            await connection.disconnect(nowait=True)
-                            raise
-                    else:  # (re)connects, then writes
-                        await self.cursor_client.set(key, value, px=ttl_ms)
-                self._flushed = acked
-        finally:
-            self._flushing = False
-
-    async def _flush_cursor_forever(self) -> None:
-        """A safety net for cursor writes that failed: pushes and reads flush for themselves,
-        so this writes only a position that has stayed unwritten for a whole period (and
-        never races the write that follows a push)."""
-        previous = self._acked
-        while True:
-            await anyio.sleep(CURSOR_FLUSH_SECONDS)
-            stale, previous = self._acked == previous, self._acked
-            if not stale:
-                continue
-            try:
-                await self.flush_cursor()
-            except (RedisError, OSError) as e:
-                log.warning("cursor_flush_failed", error=str(e))
-
-
 __all__ = ["Bridge", "BridgeError", "Incoming", "SendResult"]
