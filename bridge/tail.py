@@ -1,0 +1,218 @@
+"""`bridge tail`: the room's live traffic, for a person watching (or a pipe).
+
+Messages come from the room log with XREAD BLOCK after the last id printed, so a dropped
+connection or a Redis restart neither loses nor repeats a line: the reader just continues
+from that id once Redis answers again. Joined / left / status events come from the events
+channel (pub/sub); those published while the connection is down are not seen, which is said
+on stderr.
+"""
+
+from __future__ import annotations
+
+import random
+import sys
+import time
+from contextlib import suppress
+from typing import Any, TextIO
+
+import anyio
+import structlog
+from redis.asyncio import Redis
+from redis.asyncio.client import PubSub
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import RedisError
+
+from bridge.connection import check_reachable, make_client, redact, resolve_url
+from bridge.envelope import decode_entry, decode_event, parse_id
+from bridge.errors import SettingsError
+from bridge.human import (
+    Style,
+    color_wanted,
+    envelope_line,
+    envelope_record,
+    event_line,
+    event_record,
+    line_width,
+    parse_since,
+    to_json,
+    until_interrupted,
+)
+from bridge.keys import Keys
+from bridge.ops import redis_now_ms
+from bridge.settings import Settings
+
+log = structlog.get_logger("bridge.tail")
+
+BLOCK_MS = 2000
+PAGE = 500
+BACKOFF_FIRST, BACKOFF_CAP = 0.1, 2.0
+SUBSCRIBE_TIMEOUT = 5.0
+PING_WHEN_QUIET, PONG_TIMEOUT = 3.0, 3.0
+MAX_SEQ = 2**64 - 1
+
+
+class OutputClosed(Exception):
+    """stdout went away (`bridge tail | head`)."""
+
+
+class Follower:
+    def __init__(self, settings: Settings, redis: Redis, subscriber: Redis, *,
+                 as_json: bool, out: TextIO) -> None:
+        self.keys = Keys(settings.room)
+        self.room = settings.room
+        self.redis = redis
+        self.subscriber = subscriber
+        self.as_json = as_json
+        self.out = out
+        self.style = Style(color_wanted(out))
+        self.width = line_width(out)
+        self.last = "0-0"  # the last log id read; XREAD continues after it
+        self.lines = 0
+
+    # -------------------------------------------------------------- start
+    async def position(self, since: str | None) -> None:
+        """Where to start: after the log's current last entry, or at ``--since``."""
+        if since is None:
+            last: Any = await self.redis.xrevrange(self.keys.log, "+", "-", count=1)
+            self.last = last[0][0].decode() if last else "0-0"
+            return
+        try:
+            start, inclusive = parse_since(since, await redis_now_ms(self.redis))
+        except ValueError as e:
+            raise SettingsError(str(e)) from None
+        ms, seq = parse_id(start)
+        if not inclusive:
+            self.last = start
+        elif seq > 0:
+            self.last = f"{ms}-{seq - 1}"
+        else:
+            self.last = f"{ms - 1}-{MAX_SEQ}" if ms > 0 else "0-0"
+
+    async def subscribe(self) -> PubSub:
+        pubsub = self.subscriber.pubsub()
+        try:
+            await pubsub.subscribe(self.keys.events)
+            with anyio.fail_after(SUBSCRIBE_TIMEOUT):
+                while True:
+                    message = await pubsub.get_message(timeout=SUBSCRIBE_TIMEOUT)
+                    if message and message["type"] == "subscribe":
+                        return pubsub
+        except BaseException:
+            with anyio.CancelScope(shield=True):
+                await pubsub.aclose()  # type: ignore[no-untyped-call]
+            raise
+
+    # -------------------------------------------------------------- output
+    def emit(self, line: str) -> None:
+        try:
+            print(line, file=self.out, flush=True)
+        except BrokenPipeError:
+            raise OutputClosed from None
+        self.lines += 1
+
+    # -------------------------------------------------------------- messages
+    async def follow_log(self) -> None:
+        delay, lost_at = BACKOFF_FIRST, 0.0
+        while True:
+            try:
+                reply: Any = await self.redis.xread({self.keys.log: self.last}, count=PAGE,
+                                                    block=BLOCK_MS)
+            except (RedisError, OSError) as e:
+                if not lost_at:
+                    lost_at = time.monotonic()
+                    log.warning("tail_connection_lost", room=self.room,
+                                error=str(e) or type(e).__name__,
+                                hint="retrying; no message will be missed or repeated")
+                else:
+                    log.debug("tail_retry", error=str(e) or type(e).__name__)
+                await anyio.sleep(delay * random.uniform(0.5, 1.0))
+                delay = min(delay * 2, BACKOFF_CAP)
+                continue
+            if lost_at:
+                log.warning("tail_reconnected", room=self.room,
+                            after=f"{time.monotonic() - lost_at:.1f}s",
+                            hint="joined/left/status events during the outage were not seen")
+                delay, lost_at = BACKOFF_FIRST, 0.0
+            for _stream, entries in reply or []:
+                for entry_id, fields in entries:
+                    self.last = entry_id.decode()
+                    try:
+                        envelope = decode_entry(entry_id, fields)
+                    except ValueError as e:
+                        log.debug("log_entry_skipped", id=self.last, reason=str(e))
+                        continue
+                    self.emit(to_json(envelope_record(envelope)) if self.as_json
+                              else envelope_line(envelope, self.style, self.width))
+
+    # -------------------------------------------------------------- events
+    async def follow_events(self, pubsub: PubSub | None) -> None:
+        delay = BACKOFF_FIRST
+        while True:
+            try:
+                if pubsub is None:
+                    pubsub = await self.subscribe()
+                    log.debug("tail_events_resubscribed", room=self.room)
+                delay = BACKOFF_FIRST
+                await self._listen(pubsub)
+            except (RedisError, OSError, TimeoutError) as e:
+                log.debug("tail_events_lost", error=str(e) or type(e).__name__)
+            finally:
+                if pubsub is not None:
+                    with anyio.CancelScope(shield=True), suppress(RedisError, OSError):
+                        await pubsub.aclose()  # type: ignore[no-untyped-call]
+                    pubsub = None
+            await anyio.sleep(delay * random.uniform(0.5, 1.0))
+            delay = min(delay * 2, BACKOFF_CAP)
+
+    async def _listen(self, pubsub: PubSub) -> None:
+        # A connection that only reads never notices a dead peer: ping it when quiet.
+        heard, pinged = time.monotonic(), False
+        while True:
+            message = await pubsub.get_message(timeout=1.0)
+            now = time.monotonic()
+            if message is None:
+                if not pinged and now - heard > PING_WHEN_QUIET:
+                    await pubsub.ping()
+                    pinged = True
+                elif pinged and now - heard > PING_WHEN_QUIET + PONG_TIMEOUT:
+                    raise RedisConnectionError("no answer on the events connection")
+                continue
+            heard, pinged = now, False
+            if message["type"] != "message":
+                continue
+            try:
+                event = decode_event(message["data"])
+            except ValueError as e:  # anyone may PUBLISH here: skip what is not an event
+                log.debug("event_skipped", reason=str(e)[:200])
+                continue
+            self.emit(to_json(event_record(event)) if self.as_json
+                      else event_line(event, self.style, self.width))
+
+
+async def tail(settings: Settings, *, since: str | None, as_json: bool,
+               out: TextIO = sys.stdout, err: TextIO = sys.stderr) -> int:
+    url = await resolve_url(settings)
+    # no retries inside the client: every reconnect is ours, and is reported once
+    redis, subscriber = make_client(url, retries=0), make_client(url, retries=0)
+    try:
+        await check_reachable(redis, url)
+        follower = Follower(settings, redis, subscriber, as_json=as_json, out=out)
+        pubsub = await follower.subscribe()
+        await follower.position(since)
+        log.info("tail_started", room=settings.room, redis=redact(url), after=follower.last)
+        if color_wanted(err):
+            print(Style(True).dim(f"following room {settings.room} on {redact(url)} "
+                                  f"(Ctrl-C to stop)"), file=err)
+
+        async def follow() -> None:
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(follower.follow_events, pubsub)
+                tg.start_soon(follower.follow_log)
+
+        await until_interrupted(follow)
+    finally:
+        with anyio.CancelScope(shield=True):
+            for client in (redis, subscriber):
+                await client.aclose()
+    return 0
+
