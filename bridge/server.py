@@ -295,10 +295,10 @@ class BridgeServer:
                     pushed.append(batch.pop(0))
                     chunk.append(line)
                     size += len(line) + 1
+                last = next((i for i in reversed(pushed) if isinstance(i, Envelope)), None)
                 await self.transport.write_lines(chunk)
-                for item in pushed:  # only now: the cursor must never run ahead of the pipe
-                    if isinstance(item, Envelope):
-                        self.bridge.ack(item)
+                if last is not None:  # only now: the cursor must never run ahead of the pipe
+                    self.bridge.ack(last)
                 try:
                     await self.bridge.flush_cursor()  # nothing may run between these two
                 except (RedisError, OSError) as e:  # the periodic flush tries again
