@@ -181,7 +181,9 @@ def _run_operator(args: argparse.Namespace) -> int:
         settings = Settings.from_env(**flags)
     except BridgeError as e:
         if args.command == "doctor":  # the URL check is the doctor's first line
-            return ops.Doctor(Settings()).bad_settings(e)
+            from bridge.doctor import Doctor
+
+            return Doctor(Settings()).bad_settings(e)
         raise
     if args.command == "who":
         return anyio.run(lambda: ops.who(settings, as_json=args.json, all_rooms=args.all_rooms))
@@ -190,7 +192,9 @@ def _run_operator(args: argparse.Namespace) -> int:
             settings, sender=args.sender, recipient=args.recipient, since=args.since,
             limit=args.limit, as_json=args.json))
     if args.command == "doctor":
-        return anyio.run(ops.doctor, settings)
+        from bridge.doctor import doctor
+
+        return anyio.run(doctor, settings)
     if args.command == "send":
         text = ops.read_text(args.text)
         return anyio.run(lambda: ops.send(

@@ -1,0 +1,308 @@
+"""`bridge doctor`: checks, one line each, with a fix for each failure."""
+
+from __future__ import annotations
+
+import os
+import re
+import sys
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, TextIO
+
+import anyio
+from redis.asyncio import Redis
+from redis.exceptions import RedisError, ResponseError
+
+from bridge.connection import make_client, redact, resolve_url
+from bridge.errors import BridgeError
+from bridge.human import Style, color_wanted
+from bridge.keys import PREFIX, Keys
+from bridge.ops import redis_now_ms
+from bridge.presence import Presence
+from bridge.settings import Settings
+
+MIN_VERSION = (6, 2)  # exclusive XRANGE bounds, XTRIM MINID
+CHANNEL_KILLERS = ("DISABLE_TELEMETRY", "DO_NOT_TRACK", "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC")
+
+
+@dataclass
+class Check:
+    status: str  # ok / warn / fail / skip / info
+    what: str
+    fix: str = ""
+
+
+class Doctor:
+    """Runs the checks in order, printing each line as it is known."""
+
+    LABELS = {"ok": "ok  ", "warn": "warn", "fail": "FAIL", "skip": "skip", "info": "info"}
+
+    # Everything bridge runs, directly or inside its Lua scripts (the ACL applies to both);
+    # (command, arguments) with the room's real key and channel names.
+    @staticmethod
+    def commands(keys: Keys, name: str) -> list[list[str]]:
+        agent, cursor = keys.agent(name), keys.cursor(name)
+        sha = "0" * 40
+        return [
+            ["PING"], ["TIME"], ["SCRIPT", "LOAD", "return 1"],
+            ["EVALSHA", sha, "2", agent, keys.agents],
+            ["HSET", agent, "name", name], ["HMGET", agent, "session"], ["HGET", agent, "session"],
+            ["HGETALL", agent], ["PEXPIRE", agent, "1000"], ["DEL", agent], ["EXISTS", agent],
+            ["ZADD", keys.agents, "1", name], ["ZRANGE", keys.agents, "0", "-1"],
+            ["ZRANGEBYSCORE", keys.agents, "-inf", "+inf"], ["ZREM", keys.agents, name],
+            ["SET", cursor, "0-0 0"], ["GET", cursor], ["INCR", keys.seq],
+            ["SET", keys.sent(name, "0"), "0-0"], ["GET", keys.sent(name, "0")],
+            ["XADD", keys.log, "*", "from", name], ["XRANGE", keys.log, "-", "+"],
+            ["XREVRANGE", keys.log, "+", "-"], ["XTRIM", keys.log, "MAXLEN", "~", "100"],
+            ["XLEN", keys.log], ["XREAD", "STREAMS", keys.log, "0-0"],
+            ["PUBLISH", keys.events, "{}"], ["PUBLISH", keys.broadcast, "{}"],
+            ["PUBLISH", keys.inbox(name), "{}"],
+            ["SUBSCRIBE", keys.inbox(name), keys.broadcast, keys.events],
+        ]
+
+    def __init__(self, settings: Settings, out: TextIO = sys.stdout,
+                 env: dict[str, str] | None = None) -> None:
+        self.settings = settings
+        self.out = out
+        self.env = dict(os.environ if env is None else env)
+        self.style = Style(color_wanted(out))
+        self.failed = False
+
+    def report(self, check: Check) -> None:
+        colour: Callable[[str], str] = {
+            "ok": self.style.green, "warn": self.style.yellow, "fail": self.style.red,
+        }.get(check.status, self.style.dim)
+        line = f"{colour(self.LABELS[check.status])}  {check.what}"
+        if check.fix:
+            line += f"\n        fix: {check.fix}"
+        print(line, file=self.out, flush=True)
+        self.failed = self.failed or check.status == "fail"
+
+    async def run(self) -> int:
+        for var in CHANNEL_KILLERS:
+            if self.env.get(var):
+                self.report(Check(
+                    "warn", f"{var} is set: it switches Claude Code channels off, so pushed "
+                            f"messages would never show",
+                    f"unset {var} for Claude Code, or run the agents with --delivery pull "
+                    f"(they then call read_messages)"))
+        url = await self._url()
+        if url is None:
+            return 1
+        client = make_client(url, retries=0)
+        try:
+            if await self._reachable(client, url):
+                version: tuple[int, ...] = ()
+                checks: list[tuple[str, Callable[[], Awaitable[Any]]]] = [
+                    ("server version", lambda: self._version(client)),
+                    ("ACL", lambda: self._acl(client, version)),
+                    ("AOF", lambda: self._persistence(client)),
+                    ("clock", lambda: self._clock(client)),
+                    ("room", lambda: self._room(client)),
+                ]
+                for what, check in checks:
+                    try:
+                        result = await check()
+                    except ResponseError as e:
+                        self.report(Check("skip", f"{what}: Redis refused the check ({e})"))
+                        continue
+                    except (RedisError, OSError) as e:
+                        self.report(Check("fail", f"{what}: Redis stopped answering "
+                                                  f"({e or type(e).__name__})",
+                                          "check the network and Redis' log, then run "
+                                          "bridge doctor again"))
+                        break
+                    if what == "server version":
+                        version = result
+        finally:
+            with anyio.CancelScope(shield=True):
+                await client.aclose()
+        return 1 if self.failed else 0
+
+    def bad_settings(self, error: BridgeError) -> int:
+        self.report(Check("fail", str(error),
+                          "redis://[:PASSWORD@]HOST[:PORT][/DB], rediss://… (TLS) or "
+                          "unix:///path/redis.sock; a room is 1-32 of a-z 0-9 _ . -"))
+        return 1
+
+    async def _url(self) -> str | None:
+        if self.settings.redis_url:
+            self.report(Check("ok", f"Redis URL parses: {redact(self.settings.redis_url)}"))
+            return self.settings.redis_url
+        try:
+            url = await resolve_url(self.settings)
+        except BridgeError as e:
+            self.report(Check("fail", f"embedded Redis: {e}",
+                              "set --redis / BRIDGE_REDIS_URL to a running Redis"))
+            return None
+        self.report(Check("ok", f"no --redis / BRIDGE_REDIS_URL: the embedded Redis at {url}"))
+        return url
+
+    async def _reachable(self, client: Redis, url: str) -> bool:
+        try:
+            await client.ping()  # connects (and authenticates)
+            rtts = []
+            for _ in range(5):
+                start = time.perf_counter()
+                await client.ping()
+                rtts.append((time.perf_counter() - start) * 1000)
+        except (RedisError, OSError) as e:
+            self.report(Check(
+                "fail", f"Redis at {redact(url)} cannot be reached: {e or type(e).__name__}",
+                "start Redis, or fix the host, port, password or TLS scheme in --redis / "
+                "BRIDGE_REDIS_URL (redis://:PASSWORD@HOST:6379/0)"))
+            return False
+        rtts.sort()
+        status = "ok" if rtts[2] < 50 else "warn"
+        self.report(Check(status, f"Redis reachable: round trip {rtts[2]:.2f} ms "
+                                  f"(median of 5 PINGs; min {rtts[0]:.2f} ms)",
+                          "" if status == "ok" else "a slow link: every send waits one round "
+                                                    "trip; put Redis closer to the agents"))
+        return True
+
+    async def _version(self, client: Redis) -> tuple[int, ...]:
+        try:
+            info = await client.info("server")
+        except ResponseError as e:
+            self.report(Check("skip", f"server version unknown: INFO is not allowed ({e})"))
+            return ()
+        text = str(info.get("redis_version", "0"))
+        version = tuple(int(part) for part in text.split(".")[:3] if part.isdigit())
+        server = str(info.get("server_name", "redis"))
+        features = [
+            f"sharded pub/sub {'yes' if version >= (7, 0) else 'no (Redis >= 7.0)'}",
+            f"hash-field TTL {'yes' if version >= (7, 4) else 'no (Redis >= 7.4)'}",
+        ]
+        if version < MIN_VERSION:
+            self.report(Check(
+                "fail", f"{server} {text}: bridge needs Redis 6.2 or newer",
+                "upgrade Redis (exclusive XRANGE ranges and XTRIM MINID came in 6.2)"))
+        else:
+            self.report(Check("ok", f"{server} {text}; " + ", ".join(features)))
+        return version
+
+    async def _acl(self, client: Redis, version: tuple[int, ...]) -> None:
+        if version and version < (6, 0):
+            self.report(Check("skip", "ACL: Redis before 6.0 has no ACLs"))
+            return
+        try:
+            user = (await client.execute_command(  # type: ignore[no-untyped-call]
+                "ACL", "WHOAMI")).decode()
+        except ResponseError as e:
+            self.report(Check("skip", f"ACL: cannot ask who we are ({e})"))
+            return
+        if version and version < (7, 0):
+            self.report(Check("skip", f"ACL: user {user}; checking its permissions needs "
+                                      f"ACL DRYRUN (Redis >= 7.0)"))
+            return
+        keys = Keys(self.settings.room)
+        name = self.settings.name or "agent"
+        commands: set[str] = set()
+        denied_keys: set[str] = set()
+        denied_channels: set[str] = set()
+        other: set[str] = set()
+        checked = self.commands(keys, name)
+        for command in checked:
+            try:
+                reply = await client.execute_command(  # type: ignore[no-untyped-call]
+                    "ACL", "DRYRUN", user, *command)
+            except ResponseError as e:
+                if "dryrun" in str(e).lower():
+                    self.report(Check("skip", f"ACL: user {user} may not run ACL DRYRUN, so "
+                                              f"its permissions cannot be checked ({e})"))
+                    return
+                reply = str(e)
+            text = reply.decode() if isinstance(reply, bytes) else str(reply)
+            if text == "OK":
+                continue
+            quoted = re.search(r"'([^']*)' (command|key|channel)", text)
+            if quoted is None:
+                other.add(text)
+            else:
+                {"command": commands, "key": denied_keys,
+                 "channel": denied_channels}[quoted.group(2)].add(quoted.group(1))
+        if not (commands or denied_keys or denied_channels or other):
+            self.report(Check("ok", f"ACL: user {user} may run every command bridge uses "
+                                    f"({len(checked)} checked) on the keys and channels of "
+                                    f"room {self.settings.room}"))
+            return
+        problems, fix = [], [f"ACL SETUSER {user}"]
+        pattern = f"{PREFIX}:{{{self.settings.room}}}:*"
+        if commands:
+            problems.append("may not run " + ", ".join(sorted(commands)))
+            fix += [f"+{command}" for command in sorted(commands)]
+        if denied_keys:
+            problems.append("may not access keys " + ", ".join(sorted(denied_keys)))
+            fix.append(f"'~{pattern}'")
+        if denied_channels:
+            problems.append("may not use channels " + ", ".join(sorted(denied_channels)))
+            fix.append(f"'&{pattern}'")
+        problems += sorted(other)
+        self.report(Check("fail", f"ACL: user {user} " + "; ".join(problems),
+                          " ".join(fix)))
+
+    async def _persistence(self, client: Redis) -> None:
+        enabled: bool | None = None
+        fsync = ""
+        try:
+            info = await client.info("persistence")
+            if "aof_enabled" in info:
+                enabled = bool(int(info["aof_enabled"]))
+        except ResponseError:
+            pass
+        try:
+            config = await client.config_get("append*")
+            if enabled is None and "appendonly" in config:
+                enabled = config["appendonly"] == "yes"
+            fsync = str(config.get("appendfsync", ""))
+        except ResponseError as e:
+            if enabled is None:
+                self.report(Check("skip", f"AOF: unknown; neither INFO persistence nor CONFIG "
+                                          f"GET is allowed ({e})"))
+                return
+        fix = ("CONFIG SET appendonly yes (and appendonly yes, appendfsync everysec in "
+               "redis.conf, or --appendonly yes)")
+        if not enabled:
+            self.report(Check("warn", "AOF persistence is off: a Redis restart loses the room "
+                                      "log, cursors and queued messages", fix))
+        elif fsync == "no":
+            self.report(Check("warn", "AOF persistence is on, with appendfsync no: a power "
+                                      "loss can lose the last ~30 s of messages",
+                              "CONFIG SET appendfsync everysec"))
+        else:
+            how = f", appendfsync {fsync}" if fsync else ""
+            self.report(Check("ok", f"AOF persistence is on{how}: messages survive a Redis "
+                                    f"restart"))
+
+    async def _clock(self, client: Redis) -> None:
+        before = time.time()
+        server = await redis_now_ms(client)
+        after = time.time()
+        skew_ms = (before + after) / 2 * 1000 - server
+        text = f"clock skew against Redis TIME: {skew_ms:+.0f} ms"
+        if abs(skew_ms) > 2000:
+            self.report(Check(
+                "warn", text + " (message times shown use the sender's clock; presence and "
+                               "ids use Redis')", "run NTP on this host and Redis' host "
+                                                  "(timedatectl set-ntp true)"))
+        else:
+            self.report(Check("ok", text))
+
+    async def _room(self, client: Redis) -> None:
+        keys = Keys(self.settings.room)
+        try:
+            _, people = await Presence(client, self.settings).participants()
+            messages = int(await client.xlen(keys.log))
+        except ResponseError as e:
+            self.report(Check("fail", f"room {self.settings.room}: cannot list it ({e})",
+                              "see the ACL line above"))
+            return
+        names = ", ".join(p.name for p in people) or "nobody"
+        self.report(Check("info", f"room {self.settings.room}: {len(people)} agent(s) "
+                                  f"({names}), {messages} message(s) in the log"))
+
+
+async def doctor(settings: Settings, out: TextIO = sys.stdout) -> int:
+    return await Doctor(settings, out).run()
+
