@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 ARGS ?=
 
-.PHONY: install test lint serve redis soak clean
+.PHONY: install test lint serve redis soak bench clean
 
 install: $(BIN)/bridge
 
@@ -34,6 +34,13 @@ redis: install
 # restarted while messages flow; every message is accounted for. `make soak ARGS="--seconds 30"`
 soak: install
 	$(BIN)/python -m bench.soak $(ARGS)
+
+# Benchmarks (issue 5): latency, throughput, fan-out, presence scale, start-up, catch-up, with
+# the raw redis-py floor in the same run. Full run < 5 min; `make bench ARGS=--quick` ~30 s;
+# `ARGS=--profile` adds py-spy of the throughput run. Writes bench/results/latest.json,
+# docs/benchmarks.md and docs/benchmarks-*.png.
+bench: install
+	BENCH_COMMAND="make bench$(if $(ARGS), ARGS='$(ARGS)')" $(BIN)/python -m bench $(ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache *.egg-info
