@@ -11,25 +11,22 @@ from __future__ import annotations
 import json
 import random
 import time
-import uuid
 from collections import deque
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager, suppress
-from dataclasses import dataclass
 from typing import Any
 
 import anyio
 import structlog
 from redis.asyncio import Redis
 from redis.asyncio.client import PubSub
-from redis.exceptions import BusyLoadingError, RedisError, ResponseError
 from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import RedisError
 
 from bridge import scripts
 from bridge.connection import check_reachable, make_client, redact, resolve_url
 from bridge.cursor import CursorWriter, Position
 from bridge.envelope import (
-    BROADCAST,
     Envelope,
     Event,
     Notice,
@@ -37,27 +34,20 @@ from bridge.envelope import (
     decode_event,
     parse_id,
 )
-from bridge.errors import BridgeError, MessageRejected, NameTaken, RedisUnavailable
-from bridge.keys import NAME_PATTERN, Keys
+from bridge.errors import BridgeError, MessageRejected, NameTaken
+from bridge.keys import Keys
+from bridge.outgoing import SendResult, call_with_retry, check_message, send_arguments
 from bridge.presence import Participant, Presence
 from bridge.settings import Settings
 
 log = structlog.get_logger("bridge.bus")
 
-MAX_RECIPIENTS = 100
 CATCH_UP_PAGE = 500
 BACKOFF_FIRST, BACKOFF_CAP = 0.1, 5.0
 SUBSCRIBE_TIMEOUT = 5.0
 PING_WHEN_QUIET, PONG_TIMEOUT = 3.0, 3.0
 
 Incoming = Envelope | Event | Notice
-
-
-@dataclass(frozen=True)
-class SendResult:
-    id: str
-    online: list[str]
-    offline: list[str]
 
 
 class Bridge:
@@ -125,24 +115,13 @@ class Bridge:
     async def send(self, to: str | list[str], text: str, reply_to: str = "") -> SendResult:
         """Log and publish one message. Retries through a Redis outage for up to
         ``send_timeout`` seconds; raises RedisUnavailable if it could not be logged."""
-        recipients = self._check_message(to, text, reply_to)
+        recipients = check_message(self.settings, to, text, reply_to)
         envelope = Envelope(id="", sender=self.name, to=recipients, text=text,
                             reply_to=reply_to, ts=int(time.time() * 1000))
-        named = [] if envelope.is_broadcast else list(recipients)
-        keys = [self.keys.log, self.keys.agents, self.keys.seq,
-                self.keys.sent(self.name, uuid.uuid4().hex)]
-        max_age = self.settings.log_max_age
-        args: list[Any] = [
-            self.settings.log_maxlen, *envelope.log_fields().values(), envelope.payload_tail(),
-            self.keys.broadcast if envelope.is_broadcast else "",
-            int(max_age * 1000) if max_age else "", int(self.settings.send_timeout * 3000),
-        ]
-        for name in named:
-            keys += [self.keys.agent(name), self.keys.cursor(name)]
-            args += [name, self.keys.inbox(name)]
+        keys, args = send_arguments(self.settings, envelope)
         # One agent's sends reach Redis in the order its calls arrived.
         async with self._send_lock:
-            reply = await self._send_with_retry(keys, args)
+            reply = await call_with_retry(self._send, keys, args, self.settings.send_timeout)
         if reply[0] == b"unknown":
             unknown = [n.decode() for n in reply[1]]
             raise MessageRejected(
@@ -155,65 +134,6 @@ class Bridge:
             online=sorted(n.decode() for n in reply[2]),
             offline=sorted(n.decode() for n in reply[3]),
         )
-
-    async def _send_with_retry(self, keys: list[str], args: list[Any]) -> Any:
-        deadline = time.monotonic() + self.settings.send_timeout
-        delay = BACKOFF_FIRST
-        while True:
-            try:
-                with anyio.fail_after(max(0.5, deadline - time.monotonic())):
-                    return await self._send(keys=keys, args=args)
-            except (RedisError, OSError, TimeoutError) as e:
-                if isinstance(e, ResponseError) and not isinstance(e, BusyLoadingError):
-                    raise
-                if time.monotonic() + delay >= deadline:
-                    raise RedisUnavailable(
-                        f"the message was NOT sent: Redis did not answer for "
-                        f"{self.settings.send_timeout:g} s ({e or type(e).__name__}). "
-                        f"Send it again once Redis is back (BRIDGE_SEND_TIMEOUT sets the wait)."
-                    ) from e
-                log.warning("send_retry", error=str(e) or type(e).__name__,
-                            retry_in=round(delay, 2))
-                await anyio.sleep(delay * random.uniform(0.5, 1.0))
-                delay = min(delay * 2, 1.0)
-
-    def _check_message(self, to: str | list[str], text: str, reply_to: str) -> tuple[str, ...]:
-        if not isinstance(text, str) or not text.strip():
-            raise MessageRejected("the message text is empty; write something to send")
-        size = len(text.encode("utf-8"))
-        if size > self.settings.max_bytes:
-            raise MessageRejected(
-                f"the message is {size} bytes, over the limit of {self.settings.max_bytes} "
-                f"(--max-bytes / BRIDGE_MAX_BYTES). Send it in parts, or write it to a file "
-                f"you both can read and send the path."
-            )
-        if reply_to:
-            try:
-                parse_id(reply_to)
-            except ValueError as e:
-                raise MessageRejected(
-                    f"reply_to {reply_to!r:.40} is not a message id; use the message_id of "
-                    f"the message you answer (like 1732400000000-0), or leave it out"
-                ) from e
-        names = [to] if isinstance(to, str) else list(to)
-        if names == [BROADCAST]:
-            return (BROADCAST,)
-        if not names:
-            raise MessageRejected("no recipient given; use a name, a list of names, or '*'")
-        if len(names) > MAX_RECIPIENTS:
-            raise MessageRejected(
-                f"{len(names)} recipients is over the limit of {MAX_RECIPIENTS}; use '*' to "
-                f"reach everyone in the room"
-            )
-        bad = [n for n in names if not isinstance(n, str) or not NAME_PATTERN.match(n)]
-        if bad:
-            raise MessageRejected(
-                f"not a valid agent name: {bad[0]!r:.40}. Names are 1-32 of a-z 0-9 _ . - "
-                f"(use '*' alone for everyone)"
-            )
-        if self.name in names:
-            raise MessageRejected(f"you are {self.name}; send to another agent, not yourself")
-        return tuple(dict.fromkeys(names))
 
     async def _who_is_here(self) -> str:
         _, people = await self.presence.participants()

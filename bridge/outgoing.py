@@ -1,0 +1,117 @@
+"""The send path's pure parts: checking a message, building the send script's arguments,
+and retrying it through an outage."""
+
+from __future__ import annotations
+
+import random
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+import anyio
+import structlog
+from redis.commands.core import AsyncScript
+from redis.exceptions import BusyLoadingError, RedisError, ResponseError
+
+from bridge.envelope import BROADCAST, Envelope, parse_id
+from bridge.errors import MessageRejected, RedisUnavailable
+from bridge.keys import NAME_PATTERN, Keys
+from bridge.settings import Settings
+
+log = structlog.get_logger("bridge.outgoing")
+
+MAX_RECIPIENTS = 100
+RETRY_FIRST, RETRY_CAP = 0.1, 1.0
+
+
+@dataclass(frozen=True)
+class SendResult:
+    id: str
+    online: list[str]
+    offline: list[str]
+
+
+def send_arguments(settings: Settings, envelope: Envelope) -> tuple[list[str], list[Any]]:
+    """KEYS and ARGV of scripts.SEND for this envelope."""
+    keys = Keys(settings.room)
+    names = [] if envelope.is_broadcast else list(envelope.to)
+    script_keys = [keys.log, keys.agents, keys.seq, keys.sent(envelope.sender, uuid.uuid4().hex)]
+    max_age = settings.log_max_age
+    args: list[Any] = [
+        settings.log_maxlen, *envelope.log_fields().values(), envelope.payload_tail(),
+        keys.broadcast if envelope.is_broadcast else "",
+        int(max_age * 1000) if max_age else "", int(settings.send_timeout * 3000),
+    ]
+    for name in names:
+        script_keys += [keys.agent(name), keys.cursor(name)]
+        args += [name, keys.inbox(name)]
+    return script_keys, args
+
+
+async def call_with_retry(script: AsyncScript, keys: list[str], args: list[Any],
+                          timeout: float) -> Any:
+    """Run the send script, retrying through a Redis outage for up to ``timeout`` seconds.
+
+    Safe to repeat: the script's dedupe key returns the first attempt's id.
+    """
+    deadline = time.monotonic() + timeout
+    delay = RETRY_FIRST
+    while True:
+        try:
+            with anyio.fail_after(max(0.5, deadline - time.monotonic())):
+                return await script(keys=keys, args=args)
+        except (RedisError, OSError, TimeoutError) as e:
+            if isinstance(e, ResponseError) and not isinstance(e, BusyLoadingError):
+                raise
+            if time.monotonic() + delay >= deadline:
+                raise RedisUnavailable(
+                    f"the message was NOT sent: Redis did not answer for "
+                    f"{timeout:g} s ({e or type(e).__name__}). "
+                    f"Send it again once Redis is back (BRIDGE_SEND_TIMEOUT sets the wait)."
+                ) from e
+            log.warning("send_retry", error=str(e) or type(e).__name__,
+                        retry_in=round(delay, 2))
+            await anyio.sleep(delay * random.uniform(0.5, 1.0))
+            delay = min(delay * 2, RETRY_CAP)
+
+
+def check_message(settings: Settings, to: str | list[str], text: str,
+                  reply_to: str) -> tuple[str, ...]:
+    """The recipients, de-duplicated; or MessageRejected with what to do instead."""
+    if not isinstance(text, str) or not text.strip():
+        raise MessageRejected("the message text is empty; write something to send")
+    size = len(text.encode("utf-8"))
+    if size > settings.max_bytes:
+        raise MessageRejected(
+            f"the message is {size} bytes, over the limit of {settings.max_bytes} "
+            f"(--max-bytes / BRIDGE_MAX_BYTES). Send it in parts, or write it to a file "
+            f"you both can read and send the path."
+        )
+    if reply_to:
+        try:
+            parse_id(reply_to)
+        except ValueError as e:
+            raise MessageRejected(
+                f"reply_to {reply_to!r:.40} is not a message id; use the message_id of "
+                f"the message you answer (like 1732400000000-0), or leave it out"
+            ) from e
+    names = [to] if isinstance(to, str) else list(to)
+    if names == [BROADCAST]:
+        return (BROADCAST,)
+    if not names:
+        raise MessageRejected("no recipient given; use a name, a list of names, or '*'")
+    if len(names) > MAX_RECIPIENTS:
+        raise MessageRejected(
+            f"{len(names)} recipients is over the limit of {MAX_RECIPIENTS}; use '*' to "
+            f"reach everyone in the room"
+        )
+    bad = [n for n in names if not isinstance(n, str) or not NAME_PATTERN.match(n)]
+    if bad:
+        raise MessageRejected(
+            f"not a valid agent name: {bad[0]!r:.40}. Names are 1-32 of a-z 0-9 _ . - "
+            f"(use '*' alone for everyone)"
+        )
+    if settings.name in names:
+        raise MessageRejected(f"you are {settings.name}; send to another agent, not yourself")
+    return tuple(dict.fromkeys(names))
