@@ -9,18 +9,16 @@ missed on pub/sub is picked up by the next read, and nothing is delivered twice.
 from __future__ import annotations
 
 import json
-import random
 import time
 from collections import deque
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager, suppress
+from contextlib import asynccontextmanager
 from typing import Any
 
 import anyio
 import structlog
 from redis.asyncio import Redis
 from redis.asyncio.client import PubSub
-from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 
 from bridge import scripts
@@ -39,13 +37,13 @@ from bridge.keys import Keys
 from bridge.outgoing import SendResult, call_with_retry, check_message, send_arguments
 from bridge.presence import Participant, Presence
 from bridge.settings import Settings
+from bridge.subscriber import Backoff, close_quietly, published
 
 log = structlog.get_logger("bridge.bus")
 
 CATCH_UP_PAGE = 500
 BACKOFF_FIRST, BACKOFF_CAP = 0.1, 5.0
 SUBSCRIBE_TIMEOUT = 5.0
-PING_WHEN_QUIET, PONG_TIMEOUT = 3.0, 3.0
 
 Incoming = Envelope | Event | Notice
 
@@ -214,7 +212,7 @@ class Bridge:
         return pubsub
 
     async def _receive_forever(self, pubsub: PubSub | None) -> None:
-        delay = BACKOFF_FIRST
+        backoff = Backoff(BACKOFF_FIRST, BACKOFF_CAP)
         while True:
             try:
                 if pubsub is None:
@@ -224,42 +222,21 @@ class Bridge:
                     await self.flush_cursor()  # a write lost with the connection
                 await self._report_gap()
                 await self._catch_up()
-                delay = BACKOFF_FIRST
+                backoff.reset()
                 await self._listen(pubsub)
             except (RedisError, OSError, TimeoutError) as e:
                 log.warning("redis_connection_lost", error=str(e) or type(e).__name__,
-                            retry_in=round(delay, 2))
+                            retry_in=round(backoff.delay, 2))
             except NameTaken as e:
                 log.error("name_lost", error=str(e))
             finally:
                 if pubsub is not None:
-                    with anyio.CancelScope(shield=True), suppress(RedisError, OSError):
-                        await pubsub.aclose()  # type: ignore[no-untyped-call]
+                    await close_quietly(pubsub)
                     pubsub = None
-            await anyio.sleep(delay * random.uniform(0.5, 1.0))
-            delay = min(delay * 2, BACKOFF_CAP)
+            await backoff.wait()
 
     async def _listen(self, pubsub: PubSub) -> None:
-        # A connection that only reads never notices a dead peer (a cut cable, a laptop
-        # that slept). So when it is quiet we PING, and a missing PONG counts as a disconnect.
-        heard = time.monotonic()
-        pinged = False
-        while True:
-            message = self._early.pop(0) if self._early else await pubsub.get_message(
-                timeout=1.0)
-            now = time.monotonic()
-            if message is None:
-                if not pinged and now - heard > PING_WHEN_QUIET:
-                    await pubsub.ping()
-                    pinged = True
-                elif pinged and now - heard > PING_WHEN_QUIET + PONG_TIMEOUT:
-                    raise RedisConnectionError(
-                        f"no answer on the subscriber connection for {now - heard:.0f} s"
-                    )
-                continue
-            heard, pinged = now, False
-            if message["type"] != "message":
-                continue
+        async for message in published(pubsub, self._early):
             channel = message["channel"].decode(errors="replace")
             try:
                 if channel == self.keys.events:

@@ -9,17 +9,14 @@ on stderr.
 
 from __future__ import annotations
 
-import random
 import sys
 import time
-from contextlib import suppress
 from typing import Any, TextIO
 
 import anyio
 import structlog
 from redis.asyncio import Redis
 from redis.asyncio.client import PubSub
-from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 
 from bridge.connection import check_reachable, make_client, redact, resolve_url
@@ -40,6 +37,7 @@ from bridge.human import (
 from bridge.keys import Keys
 from bridge.ops import redis_now_ms
 from bridge.settings import Settings
+from bridge.subscriber import Backoff, close_quietly, published
 
 log = structlog.get_logger("bridge.tail")
 
@@ -47,7 +45,6 @@ BLOCK_MS = 2000
 PAGE = 500
 BACKOFF_FIRST, BACKOFF_CAP = 0.1, 2.0
 SUBSCRIBE_TIMEOUT = 5.0
-PING_WHEN_QUIET, PONG_TIMEOUT = 3.0, 3.0
 MAX_SEQ = 2**64 - 1
 
 
@@ -112,7 +109,7 @@ class Follower:
 
     # -------------------------------------------------------------- messages
     async def follow_log(self) -> None:
-        delay, lost_at = BACKOFF_FIRST, 0.0
+        backoff, lost_at = Backoff(BACKOFF_FIRST, BACKOFF_CAP), 0.0
         while True:
             try:
                 reply: Any = await self.redis.xread({self.keys.log: self.last}, count=PAGE,
@@ -125,14 +122,14 @@ class Follower:
                                 hint="retrying; no message will be missed or repeated")
                 else:
                     log.debug("tail_retry", error=str(e) or type(e).__name__)
-                await anyio.sleep(delay * random.uniform(0.5, 1.0))
-                delay = min(delay * 2, BACKOFF_CAP)
+                await backoff.wait()
                 continue
             if lost_at:
                 log.warning("tail_reconnected", room=self.room,
                             after=f"{time.monotonic() - lost_at:.1f}s",
                             hint="joined/left/status events during the outage were not seen")
-                delay, lost_at = BACKOFF_FIRST, 0.0
+                backoff.reset()
+                lost_at = 0.0
             for _stream, entries in reply or []:
                 for entry_id, fields in entries:
                     self.last = entry_id.decode()
@@ -146,40 +143,24 @@ class Follower:
 
     # -------------------------------------------------------------- events
     async def follow_events(self, pubsub: PubSub | None) -> None:
-        delay = BACKOFF_FIRST
+        backoff = Backoff(BACKOFF_FIRST, BACKOFF_CAP)
         while True:
             try:
                 if pubsub is None:
                     pubsub = await self.subscribe()
                     log.debug("tail_events_resubscribed", room=self.room)
-                delay = BACKOFF_FIRST
+                backoff.reset()
                 await self._listen(pubsub)
             except (RedisError, OSError, TimeoutError) as e:
                 log.debug("tail_events_lost", error=str(e) or type(e).__name__)
             finally:
                 if pubsub is not None:
-                    with anyio.CancelScope(shield=True), suppress(RedisError, OSError):
-                        await pubsub.aclose()  # type: ignore[no-untyped-call]
+                    await close_quietly(pubsub)
                     pubsub = None
-            await anyio.sleep(delay * random.uniform(0.5, 1.0))
-            delay = min(delay * 2, BACKOFF_CAP)
+            await backoff.wait()
 
     async def _listen(self, pubsub: PubSub) -> None:
-        # A connection that only reads never notices a dead peer: ping it when quiet.
-        heard, pinged = time.monotonic(), False
-        while True:
-            message = await pubsub.get_message(timeout=1.0)
-            now = time.monotonic()
-            if message is None:
-                if not pinged and now - heard > PING_WHEN_QUIET:
-                    await pubsub.ping()
-                    pinged = True
-                elif pinged and now - heard > PING_WHEN_QUIET + PONG_TIMEOUT:
-                    raise RedisConnectionError("no answer on the events connection")
-                continue
-            heard, pinged = now, False
-            if message["type"] != "message":
-                continue
+        async for message in published(pubsub):
             try:
                 event = decode_event(message["data"])
             except ValueError as e:  # anyone may PUBLISH here: skip what is not an event

@@ -1,0 +1,61 @@
+"""What every pub/sub reader of bridge needs: liveness pings, a quiet close, and backoff."""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import AsyncIterator
+from contextlib import suppress
+from typing import Any
+
+import anyio
+from redis.asyncio.client import PubSub
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import RedisError
+
+PING_WHEN_QUIET, PONG_TIMEOUT = 3.0, 3.0
+
+
+async def published(pubsub: PubSub, pending: list[dict[str, Any]] | None = None
+                    ) -> AsyncIterator[dict[str, Any]]:
+    """Yield the `message`s of a subscription: first ``pending`` ones, then live ones.
+
+    A connection that only reads never notices a dead peer (a cut cable, a laptop that
+    slept). So when it is quiet we PING, and a missing PONG raises a ConnectionError.
+    """
+    heard, pinged = time.monotonic(), False
+    while True:
+        message = pending.pop(0) if pending else await pubsub.get_message(timeout=1.0)
+        now = time.monotonic()
+        if message is None:
+            if not pinged and now - heard > PING_WHEN_QUIET:
+                await pubsub.ping()
+                pinged = True
+            elif pinged and now - heard > PING_WHEN_QUIET + PONG_TIMEOUT:
+                raise RedisConnectionError(
+                    f"no answer on the subscriber connection for {now - heard:.0f} s")
+            continue
+        heard, pinged = now, False
+        if message["type"] == "message":
+            yield message
+
+
+async def close_quietly(pubsub: PubSub) -> None:
+    """Close a subscription that may already be broken, even while being cancelled."""
+    with anyio.CancelScope(shield=True), suppress(RedisError, OSError):
+        await pubsub.aclose()  # type: ignore[no-untyped-call]
+
+
+class Backoff:
+    """Capped exponential backoff with jitter, for reconnect loops."""
+
+    def __init__(self, first: float, cap: float) -> None:
+        self.first, self.cap = first, cap
+        self.delay = first
+
+    def reset(self) -> None:
+        self.delay = self.first
+
+    async def wait(self) -> None:
+        await anyio.sleep(self.delay * random.uniform(0.5, 1.0))
+        self.delay = min(self.delay * 2, self.cap)
