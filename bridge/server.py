@@ -10,9 +10,7 @@ import time
 from typing import Any
 
 import anyio
-import mcp.types as types
 import structlog
-from mcp.server.lowlevel import NotificationOptions, Server
 from redis.exceptions import RedisError, ResponseError
 
 from bridge import __version__
@@ -20,6 +18,7 @@ from bridge.bus import Bridge, Incoming
 from bridge.envelope import Envelope, Event, Notice
 from bridge.errors import BridgeError
 from bridge.presence import Participant
+from bridge.protocol import ServerInfo, Session
 from bridge.settings import Settings
 from bridge.stdio import PipeTransport, pipe_transport
 
@@ -29,15 +28,15 @@ CHANNEL_METHOD = "notifications/claude/channel"
 MAX_WAIT_SECONDS = 300.0
 PUSH_CHUNK_BYTES = 4096  # PIPE_BUF: a pipe write this small lands whole or not at all
 
-TOOLS = [
-    types.Tool(
-        name="send_message",
-        description=(
+TOOLS: list[dict[str, Any]] = [
+    {
+        "name": "send_message",
+        "description": (
             "Send a message to other agents in your bridge room. `to` is one agent name, a "
             "list of names, or \"*\" for everyone else. Use `reply_to` with the message_id you "
             "are answering."
         ),
-        inputSchema={
+        "inputSchema": {
             "type": "object",
             "properties": {
                 "to": {"anyOf": [{"type": "string"},
@@ -48,30 +47,30 @@ TOOLS = [
             },
             "required": ["to", "text"],
         },
-    ),
-    types.Tool(
-        name="list_participants",
-        description="List the agents in your room: name, role, host, status, last seen.",
-        inputSchema={"type": "object", "properties": {}},
-    ),
-    types.Tool(
-        name="read_messages",
-        description=(
+    },
+    {
+        "name": "list_participants",
+        "description": "List the agents in your room: name, role, host, status, last seen.",
+        "inputSchema": {"type": "object", "properties": {}},
+    },
+    {
+        "name": "read_messages",
+        "description": (
             "Return messages waiting for you. With wait_seconds, wait up to that long for "
             "one to arrive (long-poll)."
         ),
-        inputSchema={
+        "inputSchema": {
             "type": "object",
             "properties": {"wait_seconds": {"type": "number", "minimum": 0,
                                             "maximum": MAX_WAIT_SECONDS}},
         },
-    ),
-    types.Tool(
-        name="set_status",
-        description="Set your status line, shown to the others (e.g. 'working on the API').",
-        inputSchema={"type": "object", "properties": {"text": {"type": "string"}},
-                     "required": ["text"]},
-    ),
+    },
+    {
+        "name": "set_status",
+        "description": "Set your status line, shown to the others (e.g. 'working on the API').",
+        "inputSchema": {"type": "object", "properties": {"text": {"type": "string"}},
+                        "required": ["text"]},
+    },
 ]
 
 
@@ -147,36 +146,13 @@ class BridgeServer:
     def __init__(self, bridge: Bridge, transport: PipeTransport) -> None:
         self.bridge = bridge
         self.transport = transport
-        self.initialized = anyio.Event()
-        self.server: Server[Any, Any] = Server("bridge", version=__version__,
-                                               instructions=instructions(bridge))
-        self._register()
-
-    def _register(self) -> None:
-        server = self.server
-
-        @server.list_tools()  # type: ignore[untyped-decorator, no-untyped-call]
-        async def list_tools() -> list[types.Tool]:
-            return TOOLS
-
-        # Arguments are checked by our own code, with errors an agent can act on; the
-        # SDK's jsonschema check re-validates the schema itself on every call.
-        @server.call_tool(validate_input=False)  # type: ignore[untyped-decorator]
-        async def call_tool(name: str, arguments: dict[str, Any]) -> types.CallToolResult:
-            return await self.call(name, arguments)
-
-        async def on_initialized(_: Any) -> None:
-            self.initialized.set()
-
-        server.notification_handlers[types.InitializedNotification] = on_initialized
-
-    def init_options(self) -> Any:
-        return self.server.create_initialization_options(
-            NotificationOptions(), experimental_capabilities={"claude/channel": {}}
-        )
+        info = ServerInfo(name="bridge", version=__version__, instructions=instructions(bridge),
+                          tools=TOOLS, experimental={"claude/channel": {}})
+        self.session = Session(info, self.call, transport.write_lines)
 
     # ---------------------------------------------------------------- tools
-    async def call(self, name: str, arguments: dict[str, Any]) -> types.CallToolResult:
+    async def call(self, name: str, arguments: dict[str, Any]) -> tuple[str, bool]:
+        """Run one tool; returns the result text and whether it is an error."""
         try:
             if name == "send_message":
                 text = await self.send_message(arguments)
@@ -206,13 +182,11 @@ class BridgeServer:
             )
         return self._result(text)
 
-    def _result(self, text: str, *, error: bool = False) -> types.CallToolResult:
+    def _result(self, text: str, *, error: bool = False) -> tuple[str, bool]:
         unread = len(self.bridge.inbox)
         note = ("no unread messages" if unread == 0 else
                 f"{unread} unread message(s) waiting: call read_messages")
-        return types.CallToolResult(
-            content=[types.TextContent(type="text", text=f"{text}\n\n({note})")], isError=error
-        )
+        return f"{text}\n\n({note})", error
 
     async def send_message(self, arguments: dict[str, Any]) -> str:
         to, text, reply_to = (arguments.get(key) for key in ("to", "text", "reply_to"))
@@ -279,7 +253,7 @@ class BridgeServer:
         after, before anything else runs. A crash can then repeat a chunk only if it strikes
         in the microseconds between the two writes.
         """
-        await self.initialized.wait()
+        await self.session.initialized.wait()
         while True:
             batch = await self.bridge.next_batch()
             while batch:
@@ -331,8 +305,7 @@ async def serve(bridge_settings: Settings) -> None:
                 tg.start_soon(_stop_on_signal, tg.cancel_scope)
                 if bridge_settings.delivery == "push":
                     tg.start_soon(app.push_forever)
-                await app.server.run(transport.read_stream, transport.write_stream,
-                                     app.init_options())
+                await app.session.serve(transport.read_line)
                 log.info("stdin_closed", hint="the client went away; leaving the room")
                 tg.cancel_scope.cancel()
 
