@@ -8,7 +8,7 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -160,12 +160,13 @@ class Agent:
 
 async def start_agent(tg: Any, name: str | None, redis_url: str | None, tmp: Path,
                       *args: str, env: dict[str, str] | None = None,
-                      handshake: bool = True) -> Agent:
+                      handshake: bool = True, prefix: Sequence[str] = ()) -> Agent:
+    """``prefix`` runs the server through another command, e.g. `ip netns exec NS`."""
     full_env = {k: v for k, v in os.environ.items() if not k.startswith("BRIDGE_")}
     if redis_url:
         full_env["BRIDGE_REDIS_URL"] = redis_url
     full_env.update(env or {})
-    command = [*BRIDGE, "serve", *(["--name", name] if name else []), *args]
+    command = [*prefix, *BRIDGE, "serve", *(["--name", name] if name else []), *args]
     label = name or "agent"
     stderr_path = tmp / f"{label}-{os.urandom(3).hex()}.stderr"
     stderr_file = open(stderr_path, "wb")  # noqa: SIM115 - lives as long as the process
