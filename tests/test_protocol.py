@@ -120,8 +120,8 @@ async def test_bad_json_rpc_gets_errors_and_serving_goes_on(agents: Agents) -> N
 
 async def test_a_cancelled_request_takes_nothing(agents: Agents) -> None:
     """A long-poll the client cancels must not swallow the message that arrives next."""
-    bob = await agents.start("bob", "--delivery", "pull")
     alice = await agents.start("alice")
+    bob = await agents.start("bob", "--delivery", "pull")  # after alice: no join event waits
     await bob.send_request(100, "tools/call",
                            {"name": "read_messages", "arguments": {"wait_seconds": 60}})
     await bob.notify("notifications/cancelled", {"requestId": 100, "reason": "user"})

@@ -1,0 +1,85 @@
+"""CPU time per message, in each process on the path: A's server, B's server, redis-server.
+
+    .venv/bin/python -m bench.cpu [--count 5000] [--window 32]
+
+Wall-clock figures swing with whatever else the machine runs; CPU time per message barely
+does, so this is the figure to watch while cutting per-message work. A sends `count`
+messages to B with `window` tool calls in flight; every one must arrive, in order.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+import anyio
+
+from bench.common import free_port
+from bench.scenarios import check_delivery, send_windowed, wait_count
+from tests.mcp_client import start_agent
+
+TICK = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / TICK  # utime + stime
+
+
+async def measure(url: str, redis_pid: int, count: int, window: int, tmp: Path) -> None:
+    env = {"BRIDGE_LOG_LEVEL": "WARNING"}
+    async with anyio.create_task_group() as tg:
+        alice = await start_agent(tg, "alice", url, tmp, env=env)
+        bob = await start_agent(tg, "bob", url, tmp, env=env)
+        await send_windowed(alice, "bob", [f"w{i}" for i in range(200)], window)
+        await wait_count(bob, 200, 30)
+        pids = {"A (sender)": alice.process.pid, "B (receiver)": bob.process.pid,
+                "redis-server": redis_pid}
+        before = {k: cpu_seconds(p) for k, p in pids.items()}
+        started = time.perf_counter()
+        texts = [f"t{i}" for i in range(count)]
+        sent, errors, _ = await send_windowed(alice, "bob", texts, window)
+        await wait_count(bob, 200 + sent, 120)
+        seconds = time.perf_counter() - started
+        after = {k: cpu_seconds(p) for k, p in pids.items()}
+        delivery = check_delivery(bob, "alice", texts)
+        print(f"{sent} messages, window {window}: {sent / seconds:.0f} msg/s wall, "
+              f"lost {delivery['lost']}, dup {delivery['duplicates']}, "
+              f"order {'kept' if delivery['order_ok'] else 'BROKEN'}, errors {len(errors)}")
+        for k in pids:
+            print(f"  {k:13s} {1e6 * (after[k] - before[k]) / sent:7.1f} µs CPU per message")
+        for agent in (alice, bob):
+            await agent.close_stdin()
+            await agent.wait_exit()
+        tg.cancel_scope.cancel()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--count", type=int, default=5000)
+    parser.add_argument("--window", type=int, default=32)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        port = free_port()
+        server = subprocess.Popen(
+            [shutil.which("redis-server") or "redis-server", "--port", str(port),
+             "--save", "", "--appendonly", "no", "--dir", tmp], stdout=subprocess.DEVNULL)
+        try:
+            deadline = time.monotonic() + 10
+            while subprocess.run(["redis-cli", "-p", str(port), "ping"],
+                                 capture_output=True).stdout.strip() != b"PONG":
+                assert time.monotonic() < deadline, "redis-server did not start"
+                time.sleep(0.02)
+            anyio.run(measure, f"redis://127.0.0.1:{port}/0", server.pid, args.count,
+                      args.window, Path(tmp))
+        finally:
+            server.kill()
+
+
+if __name__ == "__main__":
+    main()

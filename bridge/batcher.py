@@ -1,0 +1,132 @@
+"""Group commit for the send script: the sends that queue up while one round trip is under way
+go out together, in one pipeline, in the order their calls arrived.
+
+One agent's sends must reach Redis in call order. Waiting for each reply before writing the
+next command keeps that order but caps a sender at one message per round trip. Commands on
+one connection run in the order they are written, so a pipeline keeps the order too, and
+the round trip is shared by the whole batch. A lone send is still a batch of one: no delay.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import anyio
+import structlog
+from redis.asyncio import Redis
+from redis.exceptions import BusyLoadingError, NoScriptError, RedisError, ResponseError
+
+from bridge.errors import RedisUnavailable
+
+log = structlog.get_logger("bridge.batcher")
+
+MAX_BATCH = 64
+RETRY_FIRST, RETRY_CAP = 0.1, 1.0
+
+
+@dataclass
+class Pending:
+    keys: list[str]
+    args: list[Any]
+    wake: anyio.Event = field(default_factory=anyio.Event)  # settled, or its turn to lead
+    settled: bool = False
+    reply: Any = None
+    error: BaseException | None = None
+
+    def settle(self, reply: Any = None, error: BaseException | None = None) -> None:
+        self.reply, self.error, self.settled = reply, error, True
+        self.wake.set()
+
+
+class ScriptBatcher:
+    """Runs one Lua script for many callers, batching the calls that overlap.
+
+    No task of its own: a caller that finds nothing under way leads, running batches from
+    the front of the queue until its own call is done (shielded, so a cancelled caller
+    cannot strand the others), then hands the lead to the first caller still waiting.
+    One leader at a time, so batches go out one after another, in order.
+    """
+
+    def __init__(self, redis: Redis, source: str, timeout: float) -> None:
+        self.redis = redis
+        self.source = source
+        self.timeout = timeout
+        self._sha: str | None = None
+        self._queue: list[Pending] = []
+        self._leading = False
+
+    async def call(self, keys: list[str], args: list[Any]) -> Any:
+        """The script's reply. Retries through an outage for up to ``timeout`` seconds
+        (the script must be safe to repeat), then raises RedisUnavailable."""
+        pending = Pending(keys, args)
+        self._queue.append(pending)
+        if self._leading:
+            await pending.wake.wait()
+        else:
+            self._leading = True
+        if not pending.settled:  # our turn to lead
+            try:
+                with anyio.CancelScope(shield=True):
+                    while not pending.settled:
+                        batch = self._queue[:MAX_BATCH]
+                        del self._queue[:MAX_BATCH]
+                        await self._run(batch)
+            finally:
+                if self._queue:
+                    self._queue[0].wake.set()  # the lead passes on; _leading stays set
+                else:
+                    self._leading = False
+        if pending.error is not None:
+            raise pending.error
+        return pending.reply
+
+    async def _run(self, batch: list[Pending]) -> None:
+        try:
+            replies = await self._with_retry(batch)
+        except BaseException as e:  # every caller in the batch hears of it; none hangs
+            for pending in batch:
+                pending.settle(error=e)
+            if not isinstance(e, Exception):
+                raise
+            return
+        for pending, reply in zip(batch, replies, strict=True):
+            pending.settle(reply, reply if isinstance(reply, Exception) else None)
+
+    async def _with_retry(self, batch: list[Pending]) -> list[Any]:
+        deadline = time.monotonic() + self.timeout
+        delay = RETRY_FIRST
+        while True:
+            try:
+                with anyio.fail_after(max(0.5, deadline - time.monotonic())):
+                    return await self._execute(batch)
+            except (RedisError, OSError, TimeoutError) as e:
+                if isinstance(e, ResponseError) and not isinstance(e, BusyLoadingError):
+                    raise
+                if time.monotonic() + delay >= deadline:
+                    raise RedisUnavailable(
+                        f"the message was NOT sent: Redis did not answer for "
+                        f"{self.timeout:g} s ({e or type(e).__name__}). "
+                        f"Send it again once Redis is back (BRIDGE_SEND_TIMEOUT sets the wait)."
+                    ) from e
+                log.warning("send_retry", error=str(e) or type(e).__name__,
+                            retry_in=round(delay, 2), batch=len(batch))
+                await anyio.sleep(delay * random.uniform(0.5, 1.0))
+                delay = min(delay * 2, RETRY_CAP)
+
+    async def _execute(self, batch: list[Pending]) -> list[Any]:
+        for _ in range(2):
+            if self._sha is None:
+                self._sha = await self.redis.script_load(self.source)
+            pipe = self.redis.pipeline(transaction=False)
+            for pending in batch:
+                pipe.evalsha(self._sha, len(pending.keys), *pending.keys, *pending.args)
+            replies: list[Any] = await pipe.execute(raise_on_error=False)
+            if not any(isinstance(reply, NoScriptError) for reply in replies):
+                return replies
+            # Redis lost its script cache (a restart): those calls did not run. Load the
+            # script and run the batch again; a call that did run returns its first reply.
+            self._sha = None
+        raise RedisUnavailable("the send script could not be loaded into Redis; try again")
