@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 ARGS ?=
 
-.PHONY: install test lint serve redis soak bench clean
+.PHONY: install test lint serve redis team soak bench clean
 
 install: $(BIN)/bridge
 
@@ -29,6 +29,12 @@ serve: install
 # The shared per-user embedded Redis, in the foreground.
 redis: install
 	$(BIN)/bridge redis
+
+# A team on one machine: tmux with one Claude Code per agent and `bridge tail` (README).
+# `make team AGENTS="carol:manager alice:developer bob:developer" ARGS="--room demo"`
+AGENTS ?= carol:manager alice:developer bob:developer
+team: install
+	$(BIN)/bridge team $(AGENTS) $(ARGS)
 
 # A bounded soak (default 60 s, 10 agents): agents and redis-server are SIGKILLed and
 # restarted while messages flow; every message is accounted for. `make soak ARGS="--seconds 30"`

@@ -22,6 +22,7 @@ from redis.asyncio.client import PubSub
 from redis.exceptions import RedisError
 
 from bridge import scripts
+from bridge.batcher import ScriptBatcher
 from bridge.connection import check_reachable, make_client, redact, resolve_url
 from bridge.cursor import CursorWriter, Position
 from bridge.envelope import (
@@ -34,9 +35,15 @@ from bridge.envelope import (
 )
 from bridge.errors import BridgeError, MessageRejected, NameTaken
 from bridge.keys import Keys
-from bridge.outgoing import SendResult, call_with_retry, check_message, send_arguments
+from bridge.outgoing import (
+    SendResult,
+    check_message,
+    rate_limited,
+    send_arguments,
+)
 from bridge.presence import Participant, Presence
 from bridge.settings import Settings
+from bridge.signing import DROP_HINTS, Gate
 from bridge.subscriber import Backoff, close_quietly, published
 
 log = structlog.get_logger("bridge.bus")
@@ -62,14 +69,17 @@ class Bridge:
         self.inbox: deque[Incoming] = deque()
         self._early: list[dict[str, Any]] = []  # pub/sub messages seen while subscribing
         self._arrived = anyio.Event()
-        self._send_lock = anyio.Lock()
-        self._send = redis.register_script(scripts.SEND)
+        self._sends = ScriptBatcher(redis, scripts.SEND, settings.send_timeout)
         self._last_seen = Position()  # the last log entry read (and, if ours, put in the inbox)
+        self.gate = Gate(settings)  # what of the log we deliver: size, signature, replays
+        self.signer = self.gate.signer
+        self._primed = False
 
     # ---------------------------------------------------------------- lifecycle
     @classmethod
     @asynccontextmanager
-    async def connect(cls, settings: Settings) -> AsyncIterator[Bridge]:
+    async def connect(cls, settings: Settings, *,
+                      warn_unverified: bool = True) -> AsyncIterator[Bridge]:
         """Join the room; leave it (and flush the cursor) on exit."""
         url = await resolve_url(settings)
         redis, subscriber = make_client(url), make_client(url, retries=0)
@@ -85,7 +95,13 @@ class Bridge:
                 await pubsub.aclose()  # type: ignore[no-untyped-call]
                 raise
             log.info("joined", name=settings.name, room=settings.room, redis=redact(url),
-                     delivery=settings.delivery, derived_name=settings.name_was_derived)
+                     delivery=settings.delivery, derived_name=settings.name_was_derived,
+                     signed=bridge.signer is not None)
+            if bridge.signer is None and warn_unverified:
+                log.warning("sender_names_unverified",
+                            hint="without a room secret anyone who can write to this Redis "
+                                 "can send messages under any name; set BRIDGE_SECRET or "
+                                 "BRIDGE_SECRET_FILE (the same on every agent of the room)")
             async with anyio.create_task_group() as tg:
                 tg.start_soon(bridge._receive_forever, pubsub)
                 tg.start_soon(bridge._heartbeat_forever)
@@ -116,10 +132,11 @@ class Bridge:
         recipients = check_message(self.settings, to, text, reply_to)
         envelope = Envelope(id="", sender=self.name, to=recipients, text=text,
                             reply_to=reply_to, ts=int(time.time() * 1000))
+        if self.signer:
+            envelope = self.signer.sign(envelope)
         keys, args = send_arguments(self.settings, envelope)
-        # One agent's sends reach Redis in the order its calls arrived.
-        async with self._send_lock:
-            reply = await call_with_retry(self._send, keys, args, self.settings.send_timeout)
+        # One agent's sends reach Redis in the order its calls arrived (see batcher.py).
+        reply = await self._sends.call(keys, args)
         if reply[0] == b"unknown":
             unknown = [n.decode() for n in reply[1]]
             raise MessageRejected(
@@ -127,6 +144,8 @@ class Bridge:
                 f"room {self.settings.room!r}. {await self._who_is_here()} "
                 f"Nothing was sent; check the name with list_participants and send again."
             )
+        if reply[0] == b"rate":
+            raise rate_limited(self.settings, reply[1])
         return SendResult(
             id=reply[1].decode(),
             online=sorted(n.decode() for n in reply[2]),
@@ -153,6 +172,9 @@ class Bridge:
         if cursor.order > self._last_seen.order:
             self._last_seen = cursor
             self.cursor.start_at(cursor)
+        if not self._primed:
+            await self.gate.remember_before(self.redis, self.keys.log, cursor)
+            self._primed = True
         if fresh:
             log.info("presence_claimed", name=self.name, session=self.presence.session)
 
@@ -299,11 +321,18 @@ class Bridge:
                     envelope = decode_entry(entry_id, fields)
                 except ValueError as e:
                     self._last_seen = Position(entry_id.decode(), self._last_seen.seq)
-                    log.warning("log_entry_dropped", id=self._last_seen.id, reason=str(e))
+                    log.warning("envelope_dropped", reason="malformed", id=self._last_seen.id,
+                                detail=str(e)[:200])
                     continue
                 self._last_seen = Position(envelope.id, envelope.seq)
-                if envelope.addressed_to(self.name):
-                    self._accept(envelope)
+                if not envelope.addressed_to(self.name):
+                    continue
+                reason = self.gate.problem(envelope)
+                if reason:
+                    log.warning("envelope_dropped", reason=reason, id=envelope.id,
+                                sender=envelope.sender, hint=DROP_HINTS[reason])
+                    continue
+                self._accept(envelope)
             if len(entries) < CATCH_UP_PAGE:
                 return
 

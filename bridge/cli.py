@@ -42,6 +42,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     sub.add_parser("redis", help="run the embedded per-user Redis in the foreground")
     _operator_commands(sub)
+    from bridge import team
+
+    team.add_parser(sub)
     return parser
 
 
@@ -114,6 +117,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         # a person is reading: only warnings and errors, unless BRIDGE_LOG_LEVEL says otherwise
         logs.configure(os.environ.get("BRIDGE_LOG_LEVEL") or "WARNING")
         return _operator(args)
+    if args.command == "team":
+        from bridge import team
+
+        logs.configure(os.environ.get("BRIDGE_LOG_LEVEL") or "WARNING")
+        return team.main(args)
     logs.configure()
     if args.command is None:
         parser.print_help(sys.stderr)

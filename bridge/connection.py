@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import anyio
@@ -16,13 +17,18 @@ from bridge.settings import Settings
 
 
 def redact(url: str) -> str:
-    """The URL with its password replaced, for logs and error messages."""
+    """The URL with its password replaced, for logs and error messages: the one before the
+    ``@`` and a ``password=`` query parameter (redis-py takes both)."""
+    url = _QUERY_PASSWORD.sub(r"\1***", url)
     scheme, sep, rest = url.partition("://")
     if not sep or "@" not in rest:
         return url
     credentials, _, host = rest.rpartition("@")
     user = credentials.split(":", 1)[0]
     return f"{scheme}://{user + ':' if user else ':'}***@{host}"
+
+
+_QUERY_PASSWORD = re.compile(r"([?&]password=)[^&#]*", re.IGNORECASE)
 
 
 async def resolve_url(settings: Settings) -> str:

@@ -13,10 +13,13 @@ from typing import Any
 
 from bridge.keys import NAME_PATTERN
 
-STREAM_ID = re.compile(r"^(\d{1,20})-(\d{1,20})$")
+# [0-9] and \Z, not \d and $: \d takes any Unicode digit, $ a trailing newline
+STREAM_ID = re.compile(r"^([0-9]{1,20})-([0-9]{1,20})\Z")
 BROADCAST = "*"
 EVENT_KINDS = ("joined", "left", "status")
 MAX_FIELD = 1024  # for short fields: ids, names, roles, statuses
+MAX_RECIPIENTS = 1000  # more than any sender may name (BRIDGE_MAX_RECIPIENTS is lower)
+MAX_TS = 2**53  # ms since the epoch; far beyond any clock, and exact in JSON everywhere
 
 
 def parse_id(value: str) -> tuple[int, int]:
@@ -37,6 +40,7 @@ class Envelope:
     kind: str = "message"
     ts: int = 0  # ms since epoch, from the sender's clock
     seq: int = 0  # position in the room's log (counts every message ever logged); 0 if unknown
+    sig: str = ""  # "v1:<nonce>:<hmac>" when the room has a secret (bridge.signing)
 
     @property
     def is_broadcast(self) -> bool:
@@ -55,7 +59,8 @@ class Envelope:
         return ",".join(self.to)
 
     def log_fields(self) -> dict[str, str]:
-        """The stream fields (no id: Redis assigns it). Plain strings, readable in XRANGE."""
+        """The stream fields (no id: Redis assigns it). Plain strings, readable in XRANGE.
+        ``sig`` is "" when signing is off; the send script then leaves the field out."""
         return {
             "from": self.sender,
             "to": self.to_text(),
@@ -63,6 +68,7 @@ class Envelope:
             "reply_to": self.reply_to,
             "kind": self.kind,
             "ts": str(self.ts),
+            "sig": self.sig,
         }
 
     def payload_tail(self) -> str:
@@ -70,6 +76,7 @@ class Envelope:
 
         The send script only learns the id at XADD time, so it publishes
         ``'{"id":"' .. id .. '",' .. tail``; this keeps JSON encoding out of Lua.
+        The payload is only a wake-up (receivers read the log), so ``sig`` is not in it.
         """
         body = {
             "from": self.sender,
@@ -99,7 +106,7 @@ def _recipients(value: Any) -> tuple[str, ...]:
         return (BROADCAST,)
     if isinstance(value, str):
         value = value.split(",")
-    if not isinstance(value, list) or not value or len(value) > 1000:
+    if not isinstance(value, list) or not value or len(value) > MAX_RECIPIENTS:
         raise ValueError("to must be a name, a list of names, or '*'")
     return tuple(_name(item, "recipient") for item in value)
 
@@ -115,14 +122,15 @@ def _build(id_: Any, fields: dict[str, Any]) -> Envelope:
     if not isinstance(text, str):
         raise ValueError("text must be a string")
     ts = fields.get("ts", 0)
-    if isinstance(ts, str) and ts.isdigit():
+    if isinstance(ts, str) and _digits(ts):
         ts = int(ts)
-    if not isinstance(ts, int) or isinstance(ts, bool) or ts < 0:
-        raise ValueError("ts must be a non-negative integer")
+    if not isinstance(ts, int) or isinstance(ts, bool) or not 0 <= ts <= MAX_TS:
+        raise ValueError("ts must be an integer number of ms since the epoch")
     id_ = _short(id_, "id")
     parse_id(id_)
     seq = fields.get("seq", 0)
-    seq = int(seq) if isinstance(seq, str) and seq.isdigit() else 0
+    seq = int(seq) if isinstance(seq, str) and _digits(seq) else 0
+    sig = _short(fields.get("sig", ""), "sig")
     return Envelope(
         id=id_,
         sender=_name(fields.get("from"), "sender"),
@@ -132,15 +140,29 @@ def _build(id_: Any, fields: dict[str, Any]) -> Envelope:
         kind=kind,
         ts=ts,
         seq=seq,
+        sig=sig,
     )
+
+
+def _digits(text: str) -> bool:
+    """ASCII digits only, and few enough for int() (str.isdigit also takes '²' and '٣')."""
+    return 0 < len(text) <= 20 and text.isascii() and text.isdigit()
 
 
 def decode_payload(raw: bytes | str) -> Envelope:
     """A message from pub/sub (compact JSON, id included)."""
-    data = json.loads(raw)
+    data = _json(raw)
     if not isinstance(data, dict):
         raise ValueError("payload is not a JSON object")
     return _build(data.get("id"), data)
+
+
+def _json(raw: bytes | str) -> Any:
+    """json.loads, with every way it can fail on hostile input turned into ValueError."""
+    try:
+        return json.loads(raw)
+    except RecursionError as e:  # "[[[[…" nested deeper than the parser's stack
+        raise ValueError("payload is nested too deeply") from e
 
 
 def decode_entry(entry_id: bytes | str, fields: dict[bytes, bytes]) -> Envelope:
@@ -179,15 +201,15 @@ class Notice:
 
 
 def decode_event(raw: bytes | str) -> Event:
-    data = json.loads(raw)
+    data = _json(raw)
     if not isinstance(data, dict):
         raise ValueError("event is not a JSON object")
     kind = data.get("kind")
     if kind not in EVENT_KINDS:
         raise ValueError(f"unknown event kind: {kind!r:.40}")
     ts = data.get("ts", 0)
-    if not isinstance(ts, int) or isinstance(ts, bool):
-        raise ValueError("ts must be an integer")
+    if not isinstance(ts, int) or isinstance(ts, bool) or not 0 <= ts <= MAX_TS:
+        raise ValueError("ts must be an integer number of ms since the epoch")
     return Event(
         kind=kind,
         name=_name(data.get("name"), "name"),

@@ -10,7 +10,8 @@ import re
 from dataclasses import dataclass
 
 PREFIX = "bridge"
-NAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,31}$")
+# \Z, not $: "$" also matches before a trailing newline, and "bob\n" is not a name
+NAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,31}\Z")
 ROOM_PATTERN = NAME_PATTERN
 
 
@@ -48,6 +49,10 @@ class Keys:
     def sent(self, name: str, nonce: str) -> str:
         """STRING, short TTL: id of a message already logged under this send attempt."""
         return f"{self.base}:sent:{name}:{nonce}"
+
+    def rate(self, name: str) -> str:
+        """HASH, expires when full again: the sender's token bucket (tokens, at ms)."""
+        return f"{self.base}:rate:{name}"
 
     def inbox(self, name: str) -> str:
         """Channel: live delivery to one agent."""

@@ -36,8 +36,11 @@ from bridge.human import (
 from bridge.keys import PREFIX, ROOM_PATTERN, Keys
 from bridge.presence import Participant, Presence
 from bridge.settings import Settings
+from bridge.signing import Signer, make_signer
 
 PAGE = 500
+MARKERS = {"unsigned": "[unsigned]", "bad_signature": "[forged]", "replay": "[replayed]",
+           "duplicate": "[duplicate]"}
 
 
 @asynccontextmanager
@@ -205,10 +208,29 @@ async def history(settings: Settings, *, sender: str | None, recipient: str | No
         raise BridgeError(f"no messages in the log of room {settings.room!r}"
                           + (" match " + " ".join(filters) if filters else ""))
     style, width = Style(color_wanted(out)), line_width(out)
+    signer = make_signer(settings.secret, settings.room, settings.replay_window)
     for envelope in envelopes:
-        print(to_json(envelope_record(envelope)) if as_json
-              else envelope_line(envelope, style, width), file=out)
+        print(_shown(envelope, signer, style, width, as_json), file=out)
     return 0
+
+
+def _shown(envelope: Envelope, signer: Signer | None, style: Style, width: int | None,
+           as_json: bool) -> str:
+    """One history line; with a room secret, what fails the check is marked, not hidden
+    (the operator should see that someone wrote to the log), and --json says ``verified``."""
+    problem = signer.problem(envelope) if signer else None
+    if as_json:
+        record = envelope_record(envelope)
+        if signer:
+            record["verified"] = problem is None
+            if problem:
+                record["problem"] = problem
+        return to_json(record)
+    if not problem:
+        return envelope_line(envelope, style, width)
+    marker = MARKERS[problem]
+    cut = None if width is None else max(20, width - len(marker) - 1)
+    return f"{style.red(marker)} {envelope_line(envelope, style, cut)}"
 
 
 # ------------------------------------------------------------------ send --as
@@ -225,7 +247,8 @@ async def send(settings: Settings, to: str, text: str, *, reply_to: str, wait: b
     style, width = Style(color_wanted(out)), line_width(out)
     received = 0
 
-    async with Bridge.connect(settings) as bridge:
+    # an operator's one-off send: the unverified-names warning is for agents' logs
+    async with Bridge.connect(settings, warn_unverified=False) as bridge:
         result = await bridge.send(recipients, text, reply_to=reply_to)
         if as_json:
             print(to_json({"sent": result.id, "online": result.online,

@@ -21,7 +21,6 @@ from bridge.settings import Settings
 
 log = structlog.get_logger("bridge.outgoing")
 
-MAX_RECIPIENTS = 100
 RETRY_FIRST, RETRY_CAP = 0.1, 1.0
 
 
@@ -36,12 +35,16 @@ def send_arguments(settings: Settings, envelope: Envelope) -> tuple[list[str], l
     """KEYS and ARGV of scripts.SEND for this envelope."""
     keys = Keys(settings.room)
     names = [] if envelope.is_broadcast else list(envelope.to)
-    script_keys = [keys.log, keys.agents, keys.seq, keys.sent(envelope.sender, uuid.uuid4().hex)]
+    script_keys = [keys.log, keys.agents, keys.seq, keys.sent(envelope.sender, uuid.uuid4().hex),
+                   keys.rate(envelope.sender)]
     max_age = settings.log_max_age
+    fields = envelope.log_fields()
+    sig = fields.pop("sig")
     args: list[Any] = [
-        settings.log_maxlen, *envelope.log_fields().values(), envelope.payload_tail(),
+        settings.log_maxlen, *fields.values(), envelope.payload_tail(),
         keys.broadcast if envelope.is_broadcast else "",
         int(max_age * 1000) if max_age else "", int(settings.send_timeout * 3000),
+        sig, repr(settings.rate), settings.burst,
     ]
     for name in names:
         script_keys += [keys.agent(name), keys.cursor(name)]
@@ -81,7 +84,13 @@ def check_message(settings: Settings, to: str | list[str], text: str,
     """The recipients, de-duplicated; or MessageRejected with what to do instead."""
     if not isinstance(text, str) or not text.strip():
         raise MessageRejected("the message text is empty; write something to send")
-    size = len(text.encode("utf-8"))
+    try:
+        size = len(text.encode("utf-8"))
+    except UnicodeEncodeError as e:  # a lone surrogate ("\ud800") survives JSON, not UTF-8
+        raise MessageRejected(
+            f"the message text is not valid Unicode (a lone surrogate at character "
+            f"{e.start}); send plain UTF-8 text"
+        ) from e
     if size > settings.max_bytes:
         raise MessageRejected(
             f"the message is {size} bytes, over the limit of {settings.max_bytes} "
@@ -101,10 +110,11 @@ def check_message(settings: Settings, to: str | list[str], text: str,
         return (BROADCAST,)
     if not names:
         raise MessageRejected("no recipient given; use a name, a list of names, or '*'")
-    if len(names) > MAX_RECIPIENTS:
+    if len(names) > settings.max_recipients:
         raise MessageRejected(
-            f"{len(names)} recipients is over the limit of {MAX_RECIPIENTS}; use '*' to "
-            f"reach everyone in the room"
+            f"{len(names)} recipients is over the limit of {settings.max_recipients} "
+            f"(BRIDGE_MAX_RECIPIENTS); use '*' to reach everyone in the room, or send it "
+            f"in several messages"
         )
     bad = [n for n in names if not isinstance(n, str) or not NAME_PATTERN.match(n)]
     if bad:
@@ -115,3 +125,13 @@ def check_message(settings: Settings, to: str | list[str], text: str,
     if settings.name in names:
         raise MessageRejected(f"you are {settings.name}; send to another agent, not yourself")
     return tuple(dict.fromkeys(names))
+
+
+def rate_limited(settings: Settings, retry_ms: bytes) -> MessageRejected:
+    """The error for a send the rate limit refused (nothing was logged)."""
+    retry = max(int(retry_ms), 1) / 1000
+    return MessageRejected(
+        f"rate limit: {settings.name} may send {settings.rate:g} messages per second, in "
+        f"bursts of up to {settings.burst} (BRIDGE_RATE / BRIDGE_BURST). This message was "
+        f"NOT sent; send it again in {retry:.3g} s or later."
+    )

@@ -90,34 +90,56 @@ end
 return {now, out}
 """
 
-# KEYS: log, agents zset, seq counter, dedupe key, then (agent hash, cursor) per named recipient
+# KEYS: log, agents zset, seq counter, dedupe key, sender's rate bucket, then (agent hash,
+#       cursor) per named recipient
 # ARGV: maxlen, from, to, text, reply_to, kind, ts, payload tail, broadcast channel ('' if
-#       direct), max age ms ('' for none), dedupe ttl ms, then (name, inbox channel) per named
+#       direct), max age ms ('' for none), dedupe ttl ms, sig ('' when signing is off),
+#       rate (messages/s, '0' for no limit), burst, then (name, inbox channel) per named
 #       recipient
 # The dedupe key makes a retried send (after a lost reply) return the first attempt's id
 # instead of logging the message twice.
+# The rate limit is a token bucket per sender name kept here, in Redis, rather than in the
+# sender's process: it then holds across every process that sends under that name (a shell
+# loop of `bridge send --as`, a restarted agent) and runs on Redis' clock. It is refused
+# before anything is written, and a refused send takes no token.
 SEND = NOW_MS + """
 local prior = redis.call('GET', KEYS[4])
 if prior then return {'ok', prior, {}, {}} end
 local online, offline, unknown = {}, {}, {}
-local n = (#KEYS - 4) / 2
+local n = (#KEYS - 5) / 2
 if ARGV[9] ~= '' then
   for _, name in ipairs(redis.call('ZRANGEBYSCORE', KEYS[2], now, '+inf')) do
     if name ~= ARGV[2] then online[#online + 1] = name end
   end
 else
   for i = 1, n do
-    local name = ARGV[10 + 2 * i]
-    if redis.call('EXISTS', KEYS[3 + 2 * i]) == 1 then online[#online + 1] = name
-    elseif redis.call('EXISTS', KEYS[4 + 2 * i]) == 1 then offline[#offline + 1] = name
+    local name = ARGV[13 + 2 * i]
+    if redis.call('EXISTS', KEYS[4 + 2 * i]) == 1 then online[#online + 1] = name
+    elseif redis.call('EXISTS', KEYS[5 + 2 * i]) == 1 then offline[#offline + 1] = name
     else unknown[#unknown + 1] = name end
   end
 end
 if #unknown > 0 then return {'unknown', unknown} end
+local rate, burst = tonumber(ARGV[13]), tonumber(ARGV[14])
+if rate > 0 then
+  local bucket = redis.call('HMGET', KEYS[5], 'tokens', 'at')
+  local tokens, at = tonumber(bucket[1]) or burst, tonumber(bucket[2]) or now
+  tokens = math.min(burst, tokens + math.max(0, now - at) * rate / 1000)
+  if tokens < 1 then
+    return {'rate', tostring(math.ceil((1 - tokens) * 1000 / rate))}
+  end
+  redis.call('HSET', KEYS[5], 'tokens', tostring(tokens - 1), 'at', now)
+  -- kept only until the bucket would be full again: an idle sender leaves nothing behind
+  redis.call('PEXPIRE', KEYS[5], math.ceil(burst * 1000 / rate) + 1000)
+end
 local seq = redis.call('INCR', KEYS[3])
-local id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*',
-  'from', ARGV[2], 'to', ARGV[3], 'text', ARGV[4], 'reply_to', ARGV[5], 'kind', ARGV[6],
-  'ts', ARGV[7], 'seq', seq)
+local fields = {'from', ARGV[2], 'to', ARGV[3], 'text', ARGV[4], 'reply_to', ARGV[5],
+  'kind', ARGV[6], 'ts', ARGV[7], 'seq', seq}
+if ARGV[12] ~= '' then
+  fields[#fields + 1] = 'sig'
+  fields[#fields + 1] = ARGV[12]
+end
+local id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*', unpack(fields))
 if ARGV[10] ~= '' then
   redis.call('XTRIM', KEYS[1], 'MINID', '~', now - tonumber(ARGV[10]))
 end
@@ -126,7 +148,7 @@ local payload = '{"id":"' .. id .. '",' .. ARGV[8]
 if ARGV[9] ~= '' then
   redis.call('PUBLISH', ARGV[9], payload)
 else
-  for i = 1, n do redis.call('PUBLISH', ARGV[11 + 2 * i], payload) end
+  for i = 1, n do redis.call('PUBLISH', ARGV[14 + 2 * i], payload) end
 end
 return {'ok', id, online, offline}
 """

@@ -40,6 +40,11 @@ class Settings:
     cursor_ttl: float = 7 * 24 * 3600.0
     log_max_age: float = 0.0  # seconds; 0 keeps entries until MAXLEN trims them
     send_timeout: float = 10.0
+    secret: str = field(default="", repr=False)  # the room secret: never logged or shown
+    replay_window: float = 300.0  # seconds between a message's signed time and its log entry
+    max_recipients: int = 64
+    rate: float = 5000.0  # messages/s per sender name (0: no limit); generous: a runaway guard
+    burst: int = 5000
     name_was_derived: bool = False
 
     @classmethod
@@ -63,8 +68,9 @@ class Settings:
                 return parse(value)
             except (TypeError, ValueError) as e:
                 label = f"--{flag.replace('_', '-')} / {var}"
+                shown = _redacted(value) if var == "BRIDGE_REDIS_URL" else value
                 raise SettingsError(
-                    f"bad value for {label} (from {source}): {value!r}; {hint}"
+                    f"bad value for {label} (from {source}): {shown!r}; {hint}"
                 ) from e
 
         name_value, _ = pick("name", "BRIDGE_NAME")
@@ -90,7 +96,17 @@ class Settings:
                             "use a number of seconds (0: no age limit)"),
             send_timeout=get("send_timeout", "BRIDGE_SEND_TIMEOUT", _positive(float, 0.1), 10.0,
                              "use a number of seconds, e.g. 10"),
+            replay_window=get("replay_window", "BRIDGE_REPLAY_WINDOW", _positive(float, 1.0),
+                              300.0, "use a number of seconds >= 1, e.g. 300"),
+            max_recipients=get("max_recipients", "BRIDGE_MAX_RECIPIENTS", _int_range(1, 1000),
+                               64, "use a whole number from 1 to 1000"),
+            rate=get("rate", "BRIDGE_RATE", _positive(float, 0.0), 5000.0,
+                     "use messages per second per sender, e.g. 5000 (0: no limit)"),
+            burst=get("burst", "BRIDGE_BURST", _positive(int, 1), 5000,
+                      "use a whole number of messages >= 1, e.g. 5000"),
         )
+        file_value, file_source = pick("secret_file", "BRIDGE_SECRET_FILE")
+        settings.secret = _secret(file_value, file_source, env.get("BRIDGE_SECRET") or "")
         if name_value is None:
             settings.name = default_name()
             settings.name_was_derived = True
@@ -115,6 +131,52 @@ def _positive(kind: Callable[[Any], T], minimum: float) -> Callable[[Any], T]:
         return number
 
     return parse
+
+
+def _int_range(low: int, high: int) -> Callable[[Any], int]:
+    def parse(value: Any) -> int:
+        number = int(value)
+        if not low <= number <= high:
+            raise ValueError(value)
+        return number
+
+    return parse
+
+
+MIN_SECRET = 16
+
+
+def _secret(path: Any, source: str, inline: str) -> str:
+    """The room secret from --secret-file / BRIDGE_SECRET_FILE or BRIDGE_SECRET. Errors never
+    repeat the secret itself."""
+    label = "--secret-file / BRIDGE_SECRET_FILE"
+    if path is not None and inline and source == "BRIDGE_SECRET_FILE":
+        raise SettingsError("both BRIDGE_SECRET and BRIDGE_SECRET_FILE are set; set only one")
+    secret = inline
+    if path is not None:
+        try:
+            secret = Path(str(path)).read_text(encoding="utf-8").rstrip("\r\n")
+        except (OSError, UnicodeDecodeError) as e:
+            reason = e.strerror if isinstance(e, OSError) else "not UTF-8 text"
+            raise SettingsError(
+                f"cannot read the secret file {path} ({label}, from {source}): {reason}; "
+                f"create it with e.g. `openssl rand -hex 32 > {path}`, readable by this user"
+            ) from e
+        if not secret:
+            raise SettingsError(f"the secret file {path} ({label}, from {source}) is empty; "
+                                f"put the room secret in it, e.g. `openssl rand -hex 32`")
+    if secret and len(secret) < MIN_SECRET:
+        raise SettingsError(
+            f"the room secret (BRIDGE_SECRET / BRIDGE_SECRET_FILE) is {len(secret)} "
+            f"characters; use at least {MIN_SECRET}, e.g. the output of `openssl rand -hex 32`"
+        )
+    return secret
+
+
+def _redacted(url: Any) -> str:
+    from bridge.connection import redact  # connection imports settings
+
+    return redact(str(url))
 
 
 def _choice(choices: tuple[str, ...]) -> Callable[[Any], str]:

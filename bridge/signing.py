@@ -1,0 +1,165 @@
+"""Signed envelopes: an HMAC-SHA256, keyed by the room secret, over a message's canonical fields.
+
+Anyone who can write to Redis can put an entry in the room log that claims any sender. With a
+secret (BRIDGE_SECRET / BRIDGE_SECRET_FILE) every envelope carries ``sig`` and receivers drop
+what is unsigned, forged, replayed later, or a copy of one already seen.
+
+The MAC covers the room, the sender, the sorted recipients, the text, reply_to, the kind, the
+sender's timestamp and a random nonce; not the stream id or seq, which Redis assigns at XADD.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import secrets
+from collections import OrderedDict
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from redis.asyncio import Redis
+
+from bridge.cursor import Position
+from bridge.envelope import Envelope, decode_entry, parse_id
+from bridge.settings import Settings
+
+VERSION = "v1"
+NONCE_HEX = 16
+MAC_HEX = 64
+# How many signatures are remembered to spot exact copies: a copy must land within the
+# window of its signed time, so ~2 windows of traffic suffice; this bounds the memory.
+MAX_REMEMBERED = 100_000
+
+# the reasons a received envelope is dropped (logged as envelope_dropped reason=...)
+UNSIGNED, BAD_SIGNATURE, REPLAY, DUPLICATE = "unsigned", "bad_signature", "replay", "duplicate"
+TOO_LARGE = "too_large"
+DROP_HINTS = {
+    "malformed": "not a well-formed message: written to Redis by hand, or by another program",
+    UNSIGNED: "no signature: sent without the room secret, or written to Redis by hand",
+    BAD_SIGNATURE: "the signature does not match: forged or altered, or the sender uses "
+                   "another secret (BRIDGE_SECRET must be the same on every agent)",
+    REPLAY: "signed time and log time differ by more than BRIDGE_REPLAY_WINDOW: a copy "
+            "added again later, or a sender whose clock is off (bridge doctor checks it)",
+    DUPLICATE: "an exact copy of a message already delivered",
+    TOO_LARGE: "text over our BRIDGE_MAX_BYTES: use the same limit on every agent",
+}
+PAGE = 500
+
+
+def canonical(room: str, envelope: Envelope, nonce: str) -> bytes:
+    """One byte string per message content: JSON of a fixed list, so no field can bleed into
+    the next (a text that contains a separator still encodes differently)."""
+    recipients = sorted(envelope.to)
+    fields = [VERSION, room, envelope.sender, recipients, envelope.text, envelope.reply_to,
+              envelope.kind, envelope.ts, nonce]
+    # surrogatepass: a text with a lone surrogate must not crash the check, only fail it
+    return json.dumps(fields, ensure_ascii=False, separators=(",", ":")).encode(
+        "utf-8", "surrogatepass")
+
+
+@dataclass
+class Signer:
+    """Signs outgoing envelopes and checks incoming ones for one room."""
+
+    secret: bytes = field(repr=False)
+    room: str
+    window_ms: int
+    _seen: OrderedDict[str, int] = field(default_factory=OrderedDict, repr=False)
+
+    def mac(self, envelope: Envelope, nonce: str) -> str:
+        return hmac.new(self.secret, canonical(self.room, envelope, nonce),
+                        hashlib.sha256).hexdigest()
+
+    def sign(self, envelope: Envelope) -> Envelope:
+        nonce = secrets.token_hex(NONCE_HEX // 2)
+        return replace(envelope, sig=f"{VERSION}:{nonce}:{self.mac(envelope, nonce)}")
+
+    def problem(self, envelope: Envelope) -> str | None:
+        """Why this envelope read from the log must not be delivered, or None if it is good.
+
+        The replay check compares the signed time with the log entry's id (Redis' clock at
+        XADD): a copy re-added later gets a new id, far from its signed time, while an old
+        entry read back at catch-up keeps its original id and passes.
+        """
+        reason = self.authentic(envelope)
+        if reason:
+            return reason
+        entry_ms = parse_id(envelope.id)[0]
+        if abs(entry_ms - envelope.ts) > self.window_ms:
+            return REPLAY
+        if envelope.sig in self._seen:
+            return DUPLICATE
+        self.remember(envelope)
+        return None
+
+    def authentic(self, envelope: Envelope) -> str | None:
+        """UNSIGNED or BAD_SIGNATURE, or None when the MAC is right (no replay check)."""
+        if not envelope.sig:
+            return UNSIGNED
+        version, _, rest = envelope.sig.partition(":")
+        nonce, _, mac = rest.partition(":")
+        if version != VERSION or len(nonce) != NONCE_HEX or len(mac) != MAC_HEX:
+            return BAD_SIGNATURE
+        if not hmac.compare_digest(mac.encode("ascii", "replace"),
+                                   self.mac(envelope, nonce).encode()):
+            return BAD_SIGNATURE
+        return None
+
+    def remember(self, envelope: Envelope) -> None:
+        """Note a good envelope's signature, so that an exact copy is caught as a DUPLICATE."""
+        entry_ms = parse_id(envelope.id)[0]
+        self._seen[envelope.sig] = entry_ms
+        # forget what no copy can match any more (a copy must be within the window of the
+        # signed time), and never hold more than MAX_REMEMBERED
+        horizon = entry_ms - 2 * self.window_ms
+        while self._seen and (len(self._seen) > MAX_REMEMBERED
+                              or next(iter(self._seen.values())) < horizon):
+            self._seen.popitem(last=False)
+
+
+def make_signer(secret: str, room: str, window_seconds: float) -> Signer | None:
+    """The room's signer, or None when no secret is configured (nothing is verified)."""
+    if not secret:
+        return None
+    return Signer(secret.encode("utf-8"), room, int(window_seconds * 1000))
+
+
+class Gate:
+    """What a receiver lets through from the log, beyond being well-formed: the text within
+    its own size limit and, with a secret, a good signature that is no replay."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.max_bytes = settings.max_bytes
+        self.name = settings.name
+        self.signer = make_signer(settings.secret, settings.room, settings.replay_window)
+
+    def problem(self, envelope: Envelope) -> str | None:
+        """Why this entry addressed to us must not be delivered (None: deliver it).
+
+        The receive loop checks only entries addressed to it: an HMAC per entry of the whole
+        room would be wasted, and a forged entry cannot be re-addressed (the recipients are
+        signed)."""
+        if len(envelope.text.encode("utf-8", "surrogatepass")) > self.max_bytes:
+            return TOO_LARGE  # written past a sender's check (raw XADD, a bigger limit)
+        return self.signer.problem(envelope) if self.signer else None
+
+    async def remember_before(self, redis: Redis, log_key: str, cursor: Position) -> None:
+        """Note the signatures of what we had before the cursor, as far back as a copy of it
+        could still pass the replay window, so that a copy added again after a restart is
+        caught as a duplicate too."""
+        if self.signer is None or cursor.order == (0, 0):
+            return
+        low = f"{max(0, cursor.order[0] - 2 * self.signer.window_ms)}-0"
+        while True:
+            page: Any = await redis.xrange(log_key, low, cursor.id, count=PAGE)
+            for entry_id, fields in page:
+                try:
+                    envelope = decode_entry(entry_id, fields)
+                except ValueError:
+                    continue
+                if envelope.addressed_to(self.name) and not self.signer.authentic(envelope):
+                    self.signer.remember(envelope)
+            if len(page) < PAGE:
+                return
+            low = f"({page[-1][0].decode()}"

@@ -1,0 +1,156 @@
+"""The real Claude Code CLI for tests: the pinned npm package, installed once into
+<repo>/.cache/claude, and the throwaway HOME and environment the shared harness
+(`../shared/tools/cc_harness`) gives it. Used by test_real_client.py and test_team.py.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+CLAUDE_CODE_VERSION = "2.1.328"
+CLAUDE_CODE_PACKAGE = "@anthropic-ai/claude-code"
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = REPO.parent / "shared"
+HARNESS_DIR = SHARED / "tools" / "cc_harness"
+FAKE_API = HARNESS_DIR / "fake_api.py"
+CACHE = REPO / ".cache" / "claude"
+# The venv's own `bridge` script; no resolve(): the venv's bin is the python's sibling.
+BRIDGE = Path(sys.executable).with_name("bridge")
+
+# What the harness sets for every Claude Code: no telemetry, no auto-update, no marketplace
+# downloads, no error reports, no nonessential traffic (see the harness README).
+QUIET_ENV = {
+    "DISABLE_TELEMETRY": "1",
+    "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1",
+    "CLAUDE_CODE_DISABLE_OFFICIAL_MARKETPLACE_AUTOINSTALL": "1",
+    "DISABLE_AUTOUPDATER": "1",
+    "DISABLE_ERROR_REPORTING": "1",
+    "CLAUDE_CODE_GB_DISK_CACHE_WHEN_TELEMETRY_OFF": "1",
+}
+FAKE_API_KEY = "sk-ant-api03-fake-harness-key-0000000000"
+
+NPM_INSTALL_TIMEOUT = 600
+CLAUDE_CMD_TIMEOUT = 90
+
+
+def tail(text: str, lines: int = 60) -> str:
+    return "\n".join(text.rstrip().splitlines()[-lines:])
+
+
+def read_tail(path: Path, lines: int = 60) -> str:
+    try:
+        return tail(path.read_text(errors="replace"), lines)
+    except OSError as e:
+        return f"<cannot read {path}: {e}>"
+
+
+# --------------------------------------------------------------------------- the CLI
+
+
+def installed_version(prefix: Path) -> str | None:
+    manifest = prefix / "node_modules" / "@anthropic-ai" / "claude-code" / "package.json"
+    if not (prefix / "node_modules" / ".bin" / "claude").exists():
+        return None
+    try:
+        return str(json.loads(manifest.read_text())["version"])
+    except (OSError, ValueError, KeyError):
+        return None
+
+
+def ensure_claude(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The pinned Claude Code CLI, installed into <repo>/.cache/claude unless already there.
+
+    For a session-scoped fixture; skips the test when npm is missing.
+    """
+    npm = shutil.which("npm")
+    if npm is None:
+        reason = "npm is not installed: cannot install the real Claude Code CLI"
+        print(f"\nSKIP (real Claude Code): {reason}", file=sys.stderr)
+        pytest.skip(reason)
+    CACHE.mkdir(parents=True, exist_ok=True)
+    with open(CACHE / ".install.lock", "w") as lock:  # other pytest sessions may install too
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        have = installed_version(CACHE)
+        if have != CLAUDE_CODE_VERSION:
+            print(f"\ninstalling {CLAUDE_CODE_PACKAGE}@{CLAUDE_CODE_VERSION} into {CACHE} "
+                  f"(found {have or 'nothing'}) ...", file=sys.stderr, flush=True)
+            started = time.monotonic()
+            cmd = [npm, "install", "--prefix", str(CACHE), "--no-audit", "--no-fund",
+                   "--save-exact", f"{CLAUDE_CODE_PACKAGE}@{CLAUDE_CODE_VERSION}"]
+            try:
+                done = subprocess.run(cmd, capture_output=True, text=True,
+                                      timeout=NPM_INSTALL_TIMEOUT, stdin=subprocess.DEVNULL)
+            except subprocess.TimeoutExpired as e:
+                pytest.fail(f"`{' '.join(cmd)}` timed out after {NPM_INSTALL_TIMEOUT}s:\n"
+                            f"{tail(str(e.stdout or '') + str(e.stderr or ''))}")
+            if done.returncode != 0 or installed_version(CACHE) != CLAUDE_CODE_VERSION:
+                pytest.fail(f"`{' '.join(cmd)}` failed (exit {done.returncode}; installed "
+                            f"version now {installed_version(CACHE)}):\n"
+                            f"{tail(done.stdout + done.stderr)}")
+            print(f"installed in {time.monotonic() - started:.0f}s", file=sys.stderr)
+    claude = CACHE / "node_modules" / ".bin" / "claude"
+    version = subprocess.run([str(claude), "--version"], capture_output=True, text=True,
+                             timeout=CLAUDE_CMD_TIMEOUT,
+                             env=minimal_env(tmp_path_factory.mktemp("claude-home")),
+                             stdin=subprocess.DEVNULL)
+    assert CLAUDE_CODE_VERSION in version.stdout, (
+        f"{claude} --version: exit {version.returncode}\n{version.stdout}{version.stderr}")
+    return claude
+
+
+def require_tmux() -> str:
+    found = shutil.which("tmux")
+    if found is None:
+        pytest.fail("tmux is not installed; the real Claude Code must run interactively for "
+                    "channels, and the harness drives it in tmux (apt-get install -y tmux)")
+    return found
+
+
+def minimal_env(home: Path) -> dict[str, str]:
+    """What the harness gives Claude Code: a throwaway HOME, PATH, and the quiet switches.
+
+    ANTHROPIC_BASE_URL points at the discard port, so nothing can reach a real API.
+    """
+    return {
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        "HOME": str(home),
+        "TERM": "dumb",
+        "LANG": "C.UTF-8",
+        "USER": os.environ.get("USER", "root"),
+        "ANTHROPIC_API_KEY": FAKE_API_KEY,
+        "ANTHROPIC_BASE_URL": "http://127.0.0.1:9",
+        **QUIET_ENV,
+    }
+
+
+def seed_home(home: Path, work: Path, *, channels: bool = False) -> None:
+    """A ~/.claude.json that skips onboarding and trusts the work dir, like the harness's.
+
+    ``channels``: also cache the GrowthBook flag that gates channels (``tengu_harbor``); with
+    telemetry off, Claude Code reads it from there only with
+    CLAUDE_CODE_GB_DISK_CACHE_WHEN_TELEMETRY_OFF=1 (in QUIET_ENV).
+    """
+    home.mkdir(parents=True, exist_ok=True)
+    work.mkdir(parents=True, exist_ok=True)
+    config = {
+        "hasCompletedOnboarding": True,
+        "lastOnboardingVersion": CLAUDE_CODE_VERSION,
+        "theme": "dark",
+        "numStartups": 1,
+        "customApiKeyResponses": {"approved": [FAKE_API_KEY[-20:]], "rejected": []},
+        "projects": {str(work): {"hasTrustDialogAccepted": True, "allowedTools": [],
+                                 "hasCompletedProjectOnboarding": True}},
+    }
+    if channels:
+        config["cachedGrowthBookFeatures"] = {"tengu_harbor": True}
+    (home / ".claude.json").write_text(json.dumps(config, indent=1))

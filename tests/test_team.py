@@ -1,0 +1,505 @@
+"""`bridge team`: a tmux session with one Claude Code per agent plus `bridge tail`.
+
+The fast tests drive the real CLI as a subprocess: `--dry-run` output, bad input, and a real
+tmux session whose panes run a stand-in executable that records how it was started. The end
+to end test starts three real interactive Claude Codes (the npm package, pinned) with
+`bridge team`, all pointed at one scripted fake Messages API by ANTHROPIC_BASE_URL; the
+scripted manager asks both developers to agree on an endpoint, and both developers'
+conversations must receive that message as a bridge channel block.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import shlex
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+import pytest
+
+from tests.claude_code import (
+    FAKE_API,
+    NPM_INSTALL_TIMEOUT,
+    ensure_claude,
+    minimal_env,
+    read_tail,
+    require_tmux,
+    seed_home,
+)
+
+BRIDGE = str(Path(sys.executable).with_name("bridge"))
+PROMPTS = Path(__file__).resolve().parents[1] / "bridge" / "prompts"
+TEAM = ["carol:manager", "alice:developer", "bob:developer"]
+T = TypeVar("T")
+
+
+@pytest.fixture(scope="session")
+def claude_bin(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return ensure_claude(tmp_path_factory)
+
+
+@pytest.fixture(scope="session")
+def tmux() -> str:
+    return require_tmux()
+
+
+def clean_env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("BRIDGE_", "TMUX")) and k not in (
+               "DISABLE_TELEMETRY", "DO_NOT_TRACK", "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC")}
+    env.update(extra)
+    return env
+
+
+def team(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([BRIDGE, "team", *args], env=env or clean_env(), capture_output=True,
+                          text=True, timeout=60, stdin=subprocess.DEVNULL)
+
+
+def wait_until(what: str, check: Callable[[], T | None], timeout: float,
+               diagnose: Callable[[], str] = lambda: "") -> T:
+    """Poll `check` until it returns something truthy; fail with `diagnose()` at the deadline."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = check()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout:.0f}s waiting for {what}\n{diagnose()}")
+        time.sleep(0.25)
+
+
+def dry_run_commands(stdout: str) -> list[list[str]]:
+    return [shlex.split(line) for line in stdout.splitlines() if not line.startswith("#")]
+
+
+def claude_commands(commands: list[list[str]], claude: str) -> dict[str, list[str]]:
+    """Agent name -> the Claude Code argv inside each tmux command."""
+    found = {}
+    for command in commands:
+        if claude in command:
+            argv = command[command.index(claude):]
+            argv = argv[:argv.index(";")] if ";" in argv else argv
+            found[argv[argv.index("--name") + 1]] = argv
+    return found
+
+
+def flag(argv: list[str], name: str) -> str:
+    return argv[argv.index(name) + 1]
+
+
+# --------------------------------------------------------------------------- dry run, bad input
+
+
+def test_dry_run_prints_one_claude_per_agent_and_a_tail(tmp_path: Path) -> None:
+    claude = tmp_path / "bin" / "claude"
+    claude.parent.mkdir()
+    claude.write_text("#!/bin/sh\nexit 0\n")
+    claude.chmod(0o755)
+    work = tmp_path / "work"
+    work.mkdir()
+    session = f"bt-dry-{os.getpid()}"
+    args = ["--dry-run", "--room", "demo", "--session", session, "--claude", str(claude),
+            "--workdir", str(work)]
+    result = team(*args, *TEAM)
+    assert result.returncode == 0, result.stderr
+    assert result.stderr == ""
+    commands = dry_run_commands(result.stdout)
+    assert all(Path(c[0]).name == "tmux" and c[1:3] == ["-L", session] for c in commands)
+    assert commands[0][commands[0].index("new-session"):][:5] == [
+        "new-session", "-d", "-s", session, "-n"]
+    assert commands[-1][3:] == ["attach-session", "-t", session]
+
+    agents = claude_commands(commands, str(claude))
+    assert list(agents) == ["carol", "alice", "bob"]  # in the order given; carol opens
+    for spec in TEAM:
+        name, role = spec.split(":")
+        argv = agents[name]
+        server = json.loads(flag(argv, "--mcp-config"))["mcpServers"]["bridge"]
+        assert server["command"] == BRIDGE
+        assert server["args"] == ["serve", "--name", name, "--role", role, "--room", "demo"]
+        assert "env" not in server  # BRIDGE_REDIS_URL etc. come from the environment
+        assert "--strict-mcp-config" in argv
+        assert flag(argv, "--dangerously-load-development-channels") == "server:bridge"
+        assert flag(argv, "--allowedTools") == "mcp__bridge"
+        prompt = Path(flag(argv, "--append-system-prompt-file"))
+        assert prompt == PROMPTS / f"{role}.md" and prompt.is_file()
+        identity = flag(argv, "--append-system-prompt")
+        assert identity.startswith(f"You are {name}, the {role}, in bridge room demo.")
+        assert "carol (manager), alice (developer), bob (developer)" in identity
+    # every pane runs in the work dir and is labelled with its agent
+    panes = [c for c in commands if "new-session" in c or "split-window" in c]
+    assert len(panes) == 4
+    assert all(flag(c, "-c") == str(work) for c in panes)
+    labels = [flag(c, "@bridge_agent") for c in panes]
+    assert labels == ["carol", "alice", "bob", "tail"]
+    tail = panes[-1]
+    assert tail[tail.index(BRIDGE):tail.index(";")] == [BRIDGE, "tail", "--room", "demo"]
+
+    # the same team given as one --agents string (what `make team AGENTS=...` passes)
+    again = team(*args, "--agents", " ".join(TEAM))
+    assert again.returncode == 0 and again.stdout == result.stdout
+    # a dry run starts nothing
+    assert subprocess.run(["tmux", "-L", session, "has-session"], capture_output=True,
+                          check=False).returncode != 0
+
+
+def test_dry_run_warns_when_telemetry_switches_channels_off() -> None:
+    result = team("--dry-run", "a:developer", env=clean_env(DISABLE_TELEMETRY="1",
+                                                              DO_NOT_TRACK="1"))
+    assert result.returncode == 0
+    assert result.stderr.startswith("bridge: warning: DISABLE_TELEMETRY and DO_NOT_TRACK are "
+                                    "set: Claude Code then switches channels off")
+
+
+def test_a_prompt_dir_adds_and_overrides_roles(tmp_path: Path) -> None:
+    (tmp_path / "tester.md").write_text("# Your role: tester\n")
+    (tmp_path / "developer.md").write_text("# Your role: developer, our way\n")
+    result = team("--dry-run", "--claude", "/bin/sh", "--prompt-dir", str(tmp_path),
+                  "dana:tester", "alice:developer", "carol:manager")
+    assert result.returncode == 0, result.stderr
+    agents = claude_commands(dry_run_commands(result.stdout), "/bin/sh")
+    assert flag(agents["dana"], "--append-system-prompt-file") == str(tmp_path / "tester.md")
+    assert flag(agents["alice"], "--append-system-prompt-file") == str(tmp_path / "developer.md")
+    assert flag(agents["carol"], "--append-system-prompt-file") == str(PROMPTS / "manager.md")
+
+
+@pytest.mark.parametrize(("args", "needles"), [
+    (["alice"], ["bad agent 'alice'", "NAME:ROLE"]),
+    (["alice:"], ["bad agent 'alice:'", "NAME:ROLE"]),
+    (["Alice:developer"], ["bad agent name 'Alice'", "a-z 0-9"]),
+    (["alice:dev/../x"], ["bad role"]),
+    (["alice:developer", "alice:manager"], ["'alice' is named twice"]),
+    (["dana:tester"], ["no prompt for role 'tester' (agent dana)", "--prompt-dir",
+                       "developer, manager"]),
+    ([], ["no agents", "NAME:ROLE"]),
+    (["--session", "a:b", "alice:developer"], ["bad --session 'a:b'"]),
+    (["--room", "Bad Room", "alice:developer"], ["--room", "BRIDGE_ROOM"]),
+    (["--prompt-dir", "/nonexistent/prompts", "alice:developer"], ["is not a directory"]),
+    (["--workdir", "/nonexistent/work", "alice:developer"], ["is not a directory"]),
+])
+def test_bad_input_is_one_clear_line(args: list[str], needles: list[str]) -> None:
+    for mode in (["--dry-run"], ["--no-attach"]):
+        result = team(*mode, *args)
+        assert result.returncode == 1, (mode, result.stdout, result.stderr)
+        lines = result.stderr.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("bridge: "), result.stderr
+        for needle in needles:
+            assert needle in lines[0], lines[0]
+        assert result.stdout == ""
+
+
+def test_missing_claude_is_a_clear_error_and_starts_nothing(tmux: str) -> None:
+    session = f"bt-noclaude-{os.getpid()}"
+    path = os.pathsep.join(p for p in os.environ.get("PATH", "").split(os.pathsep)
+                           if p and not (Path(p) / "claude").exists())
+    no_claude = team("--no-attach", "--session", session, *TEAM, env=clean_env(PATH=path))
+    assert no_claude.returncode == 1
+    assert no_claude.stderr.startswith("bridge: Claude Code (`claude`) is not on PATH: install "
+                                       "it"), no_claude.stderr
+    assert "--claude PATH" in no_claude.stderr
+    wrong = team("--no-attach", "--session", session, "--claude", "/nonexistent/claude", *TEAM)
+    assert wrong.returncode == 1
+    assert wrong.stderr.strip() == ("bridge: --claude /nonexistent/claude: no such executable; "
+                                    "give the path of the Claude Code CLI (`which claude` "
+                                    "shows it)")
+    assert subprocess.run([tmux, "-L", session, "has-session"], capture_output=True,
+                          check=False).returncode != 0
+
+
+# --------------------------------------------------------------------------- a real tmux session
+
+
+@dataclass
+class TmuxTeam:
+    """A `bridge team` session on its own tmux socket, with a private embedded Redis."""
+
+    session: str
+    runtime: Path
+    env: dict[str, str]
+    started: list[subprocess.Popen[bytes]] = field(default_factory=list)
+
+    def tmux(self, *args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(["tmux", "-L", self.session, *args], capture_output=True,
+                              text=True, timeout=30, check=False, stdin=subprocess.DEVNULL)
+
+    def panes(self) -> dict[str, tuple[str, bool]]:
+        """Label -> (pane id, dead)."""
+        listed = self.tmux("list-panes", "-t", f"{self.session}:team", "-F",
+                           "#{pane_id}\t#{@bridge_agent}\t#{pane_dead}")
+        rows = [line.split("\t") for line in listed.stdout.splitlines()]
+        return {label: (pane, dead == "1") for pane, label, dead in rows}
+
+    def screen(self, pane: str) -> str:
+        return self.tmux("capture-pane", "-p", "-J", "-t", pane).stdout
+
+    def screens(self) -> str:
+        return "\n".join(f"--- pane {label} (dead={dead}) ---\n{self.screen(pane).rstrip()}"
+                         for label, (pane, dead) in self.panes().items())
+
+    def who(self, room: str) -> set[str]:
+        result = subprocess.run([BRIDGE, "who", "--json", "--room", room], env=self.env,
+                                capture_output=True, text=True, timeout=30, check=False)
+        if result.returncode != 0:
+            return set()
+        return {agent["name"] for agent in json.loads(result.stdout)["agents"]}
+
+    def stop(self) -> None:
+        self.tmux("kill-server")
+        for process in self.started:
+            if process.poll() is None:
+                process.terminate()
+                process.wait(10)
+        # the embedded Redis that the agents and the tail pane started, by its pid file
+        with contextlib.suppress(OSError, ValueError):
+            os.kill(int((self.runtime / "redis.pid").read_text()), signal.SIGTERM)
+        shutil.rmtree(self.runtime, ignore_errors=True)
+
+
+@pytest.fixture
+def tmux_team(tmux: str, tmp_path: Path) -> Iterator[TmuxTeam]:
+    # a short runtime dir: the embedded Redis's unix socket path must fit in 108 bytes
+    runtime = Path(tempfile.mkdtemp(prefix="bt-", dir="/tmp"))
+    env = clean_env(BRIDGE_RUNTIME_DIR=str(runtime), BRIDGE_DATA_DIR=str(tmp_path / "data"))
+    handle = TmuxTeam(f"bt-{os.getpid()}-{tmp_path.name[-12:]}".replace(".", "-"), runtime, env)
+    try:
+        yield handle
+    finally:
+        handle.stop()
+
+
+def test_panes_run_each_agent_with_the_environment_passed_through(
+    tmux_team: TmuxTeam, tmp_path: Path
+) -> None:
+    # A stand-in for Claude Code records its argv, environment and folder, then waits.
+    records = tmp_path / "records"
+    records.mkdir()
+    standin = tmp_path / "claude-standin"
+    standin.write_text(f"""#!{sys.executable}
+import json, os, sys, time
+name = sys.argv[sys.argv.index("--name") + 1]
+path = os.path.join(os.environ["STANDIN_RECORDS"], name + ".json")
+with open(path + ".tmp", "w") as f:
+    json.dump({{"argv": sys.argv[1:], "env": dict(os.environ), "cwd": os.getcwd()}}, f)
+os.replace(path + ".tmp", path)
+time.sleep(600)
+""")
+    standin.chmod(0o755)
+    work = tmp_path / "work"
+    work.mkdir()
+    tmux_team.env |= {"STANDIN_RECORDS": str(records),
+                      "ANTHROPIC_BASE_URL": "http://127.0.0.1:9/passed-through"}
+    args = ["--no-attach", "--room", "panes", "--session", tmux_team.session, "--claude",
+            str(standin), "--workdir", str(work), *TEAM]
+    started = team(*args, env=tmux_team.env)
+    assert started.returncode == 0, started.stderr
+    assert f"tmux -L {tmux_team.session} attach-session -t {tmux_team.session}" in started.stdout
+
+    def recorded() -> dict[str, Any] | None:
+        found = {p.stem: json.loads(p.read_text()) for p in records.glob("*.json")}
+        return found if len(found) == 3 else None
+
+    seen = wait_until("the three agents' panes to start", recorded, 30, tmux_team.screens)
+    for spec in TEAM:
+        name, role = spec.split(":")
+        record = seen[name]
+        assert record["cwd"] == str(work)
+        assert record["env"]["ANTHROPIC_BASE_URL"] == "http://127.0.0.1:9/passed-through"
+        assert record["env"]["BRIDGE_RUNTIME_DIR"] == str(tmux_team.runtime)
+        argv = record["argv"]
+        server = json.loads(flag(argv, "--mcp-config"))["mcpServers"]["bridge"]
+        assert server["args"] == ["serve", "--name", name, "--role", role, "--room", "panes"]
+        assert flag(argv, "--append-system-prompt-file") == str(PROMPTS / f"{role}.md")
+
+    panes = tmux_team.panes()
+    assert sorted(panes) == ["alice", "bob", "carol", "tail"]
+    assert not any(dead for _, dead in panes.values()), tmux_team.screens()
+    # the tail pane follows the room on the same (embedded) Redis the agents would use
+    wait_until("bridge tail to follow room panes",
+               lambda: "following room panes on unix://" + str(tmux_team.runtime)
+               in tmux_team.screen(panes["tail"][0]), 30, tmux_team.screens)
+
+    # a second team on the same session is refused, and the first one is left alone
+    again = team(*args, env=tmux_team.env)
+    assert again.returncode == 1
+    assert again.stderr.startswith(f"bridge: a team already runs in tmux session "
+                                   f"{tmux_team.session}: watch it with"), again.stderr
+    assert tmux_team.panes() == panes
+
+
+# --------------------------------------------------------------------------- end to end
+
+KICKOFF = "KICKOFF-TEAM-E2E: build a todo app, a backend and a frontend"
+ASK = ("alice (backend) and bob (frontend): before you write code, agree between you on "
+       "GET /api/todos: the response JSON shape, status codes, and the CORS origin. "
+       "TOKEN-7F3A")
+CHANNEL_RE = re.compile(r'<channel source="bridge"([^>]*)>\s*(.*?)\s*</channel>', re.S)
+ATTR_RE = re.compile(r'([A-Za-z_][A-Za-z0-9_]*)="([^"]*)"')
+IDENTITY_RE = re.compile(r"You are ([a-z0-9_.-]+), the ([a-z0-9_.-]+), in bridge room e2e\.")
+DIALOGS = {  # screen text -> keys, as the shared harness answers them (run_channel_check.py)
+    "I am using this for local development": ["Enter"],
+    "Yes, I trust this folder": ["Enter"],
+    "Detected a custom API key": ["Up", "Enter"],
+}
+READY_RE = re.compile(r"^\s*❯\s*$", re.M)  # the empty input prompt
+
+
+def script() -> dict[str, Any]:
+    """The fake model: the manager, given the kickoff, messages both developers; the rest
+    of the time everyone answers "OK"."""
+    return {"default_reply": "OK", "side_reply": "OK", "rules": [
+        {"id": "assign", "when": {"last_user_contains": "KICKOFF-TEAM-E2E",
+                                  "body_contains": "You are carol, the manager"},
+         "reply": [{"type": "tool_use", "name": "mcp__bridge__send_message",
+                    "input": {"to": ["alice", "bob"], "text": ASK}}]},
+    ]}
+
+
+def requests(log: Path) -> list[dict[str, Any]]:
+    if not log.exists():
+        return []
+    found = []
+    for line in log.read_text(errors="replace").splitlines():
+        with contextlib.suppress(ValueError):
+            record = json.loads(line)
+            if isinstance(record.get("body"), dict) and "messages" in record["body"]:
+                found.append(record)
+    return found
+
+
+def conversations(log: Path) -> dict[str, list[dict[str, Any]]]:
+    """Agent name (from its system prompt) -> the requests its Claude Code sent."""
+    by_agent: dict[str, list[dict[str, Any]]] = {}
+    for record in requests(log):
+        match = IDENTITY_RE.search(json.dumps(record["body"].get("system"), ensure_ascii=False))
+        if match:
+            by_agent.setdefault(match.group(1), []).append(record)
+    return by_agent
+
+
+def channels(record: dict[str, Any]) -> list[tuple[dict[str, str], str]]:
+    """(attributes, text) of every bridge channel block in the request's user/system turns."""
+    found = []
+    for message in record["body"]["messages"]:
+        if message.get("role") not in ("user", "system"):
+            continue
+        content = message.get("content")
+        blocks = [content] if isinstance(content, str) else [
+            b.get("text", "") for b in content or [] if isinstance(b, dict)]
+        for text in blocks:
+            found += [(dict(ATTR_RE.findall(m.group(1))), m.group(2))
+                      for m in CHANNEL_RE.finditer(text)]
+    return found
+
+
+def the_ask(records: list[dict[str, Any]]) -> dict[str, str] | None:
+    """The attributes of carol's message in this conversation, once it is there."""
+    return next((attrs for record in records for attrs, text in channels(record)
+                 if attrs.get("from") == "carol" and attrs.get("kind") == "message"
+                 and attrs.get("message_id") and ASK in text), None)
+
+
+def tool_results(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [block for record in records for message in record["body"]["messages"]
+            if message.get("role") == "user" and isinstance(message.get("content"), list)
+            for block in message["content"]
+            if isinstance(block, dict) and block.get("type") == "tool_result"]
+
+
+@pytest.mark.timeout(NPM_INSTALL_TIMEOUT + 600)
+def test_a_scripted_manager_reaches_both_developers_through_bridge_team(
+    claude_bin: Path, tmux_team: TmuxTeam, tmp_path: Path
+) -> None:
+    home, work = tmp_path / "home", tmp_path / "work"
+    seed_home(home, work, channels=True)
+    (tmp_path / "turns.json").write_text(json.dumps(script(), indent=1))
+    log, port_file = tmp_path / "requests.jsonl", tmp_path / "api.port"
+    api_out = open(tmp_path / "fake_api.out", "w")  # noqa: SIM115 (closed with the process)
+    tmux_team.started.append(subprocess.Popen(
+        [sys.executable, str(FAKE_API), "--port", "0", "--port-file", str(port_file), "--log",
+         str(log), "--script", str(tmp_path / "turns.json")],
+        stdout=api_out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL))
+    port = wait_until("the fake Messages API", lambda: port_file.exists()
+                      and port_file.read_text().strip(), 20,
+                      lambda: read_tail(tmp_path / "fake_api.out"))
+    # The harness's environment (throwaway HOME, channels flag cached, no telemetry), with the
+    # fake API as the model: bridge team must hand it to every pane.
+    tmux_team.env = minimal_env(home) | {
+        "ANTHROPIC_BASE_URL": f"http://127.0.0.1:{port}",
+        "BRIDGE_RUNTIME_DIR": tmux_team.env["BRIDGE_RUNTIME_DIR"],
+        "BRIDGE_DATA_DIR": tmux_team.env["BRIDGE_DATA_DIR"],
+    }
+
+    def diagnose() -> str:
+        agents = {name: len(records) for name, records in conversations(log).items()}
+        return (f"requests per agent: {agents}\n{tmux_team.screens()}\n--- last requests ---\n"
+                f"{read_tail(log, 3)[-3000:]}")
+
+    started = team("--no-attach", "--room", "e2e", "--session", tmux_team.session,
+                   "--claude", str(claude_bin), "--workdir", str(work), *TEAM,
+                   env=tmux_team.env)
+    assert started.returncode == 0, started.stderr
+    # the harness's quiet switches include DISABLE_TELEMETRY: the user is warned
+    assert "bridge: warning: DISABLE_TELEMETRY" in started.stderr
+
+    # Answer each Claude Code's start-up dialogs as a person would, until all three sit at an
+    # empty prompt and all three bridges are in the room.
+    pressed: dict[tuple[str, str], float] = {}
+
+    def ready() -> bool:
+        panes = tmux_team.panes()
+        if any(dead for _, dead in panes.values()):
+            pytest.fail(f"a pane died\n{diagnose()}")
+        waiting = False
+        for name in ("carol", "alice", "bob"):
+            pane = panes[name][0]
+            screen = tmux_team.screen(pane)
+            dialog = next((text for text in DIALOGS if text in screen), None)
+            if dialog:
+                waiting = True
+                if time.monotonic() - pressed.get((name, dialog), 0) > 3:
+                    pressed[(name, dialog)] = time.monotonic()
+                    for key in DIALOGS[dialog]:
+                        tmux_team.tmux("send-keys", "-t", pane, key)
+            elif not READY_RE.search(screen):
+                waiting = True
+        return not waiting and tmux_team.who("e2e") == {"carol", "alice", "bob"}
+
+    wait_until("three Claude Codes ready, with their bridges in room e2e", ready, 240, diagnose)
+    carol = tmux_team.panes()["carol"][0]
+    tmux_team.tmux("send-keys", "-t", carol, "-l", KICKOFF)
+    tmux_team.tmux("send-keys", "-t", carol, "Enter")
+
+    def both_got_it() -> dict[str, list[dict[str, Any]]] | None:
+        seen = conversations(log)
+        return seen if all(the_ask(seen.get(name, [])) for name in ("alice", "bob")) else None
+
+    seen = wait_until("alice's and bob's conversations to receive carol's message", both_got_it,
+                      180, diagnose)
+    # Each conversation is the right agent's: its role prompt and its identity, from bridge
+    # team, are in its system prompt.
+    for name, role in (("carol", "manager"), ("alice", "developer"), ("bob", "developer")):
+        system = json.dumps(seen[name][-1]["body"]["system"], ensure_ascii=False)
+        assert f"# Your role: {role}" in system, f"{name}: no {role} prompt\n{diagnose()}"
+    # One message, not two: both developers saw the id that the manager's send returned.
+    ids = {the_ask(seen[name])["message_id"] for name in ("alice", "bob")}  # type: ignore[index]
+    assert len(ids) == 1, ids
+    results = wait_until("the manager's send_message result", lambda: tool_results(
+        conversations(log).get("carol", [])), 60, diagnose)
+    assert not results[0].get("is_error"), results
+    assert ids.pop() in json.dumps(results[0]["content"]), results
+    # and the tail pane showed it to the people watching (cut to the pane's width)
+    tail = tmux_team.panes()["tail"][0]
+    wait_until("the tail pane to show carol's message",
+               lambda: f"carol → alice,bob  {ASK[:40]}" in tmux_team.screen(tail), 30, diagnose)
