@@ -48,5 +48,49 @@ soak: install
 bench: install
 	BENCH_COMMAND="make bench$(if $(ARGS), ARGS='$(ARGS)')" $(BIN)/python -m bench $(ARGS)
 
+# --- Docker, across machines (README: "Run a team across machines") ---
+# Settings from make's command line or the environment: REDIS_URL, ROOM, AGENTS="NAME:ROLE ...",
+# for up-redis REDIS_PASSWORD or REDIS_ACL_FILE; optional files (host paths) CLAUDE_CREDENTIALS,
+# BRIDGE_SECRET_FILE, BRIDGE_TLS_CA/CERT/KEY, PROMPT_DIR. deploy/compose_agents.py checks them
+# before anything starts. DRY_RUN=1 prints the compose commands instead of running them.
+.PHONY: up up-redis down logs who tail attach
+COMPOSE ?= $(shell docker compose version >/dev/null 2>&1 && echo "docker compose" || echo docker-compose)
+PROJECT ?= bridge
+ROOM ?= main
+HOST_NAME ?= $(shell hostname -s 2>/dev/null)
+GENERATED ?= deploy/.generated
+DEPLOY = ROOM='$(ROOM)' HOST_NAME='$(HOST_NAME)' $(PYTHON) deploy/compose_agents.py
+DC = $(COMPOSE) -p $(PROJECT) -f docker-compose.yml
+GENERATED_FILES = $(foreach f,$(wildcard $(GENERATED)/*.yml),-f $(f))
+# the agents named on the command line or in the environment (team's default list is not)
+DEPLOY_AGENTS = $(if $(filter file,$(origin AGENTS)),,$(AGENTS))
+# print a compose command, then run it unless DRY_RUN is set
+run = echo "$(1)" && $(if $(DRY_RUN),:,$(1))
+
+up:
+	@services="$$(AGENTS='$(DEPLOY_AGENTS)' $(DEPLOY) agents $(GENERATED)/agents.yml)" && \
+	$(call run,$(DC) -f $(GENERATED)/agents.yml --profile agents up -d --build $$services)
+
+up-redis:
+	@$(DEPLOY) redis $(GENERATED)/redis.yml && \
+	$(call run,$(DC) -f $(GENERATED)/redis.yml --profile redis up -d redis)
+
+down:
+	@$(call run,$(DC) $(GENERATED_FILES) --profile agents --profile redis --profile tools down --remove-orphans)
+
+logs:
+	@$(call run,$(DC) $(GENERATED_FILES) --profile agents --profile redis logs -f --tail=200$(if $(NAME), agent-$(NAME)))
+
+who:
+	@$(DEPLOY) room && $(call run,$(DC) --profile tools run --rm tail who $(ARGS))
+
+tail:
+	@$(DEPLOY) room && $(call run,$(DC) --profile tools run --rm tail tail $(ARGS))
+
+# `make attach NAME=alice`: the agent's tmux session (detach with Ctrl-b d)
+attach:
+	@service="$$($(DEPLOY) service '$(NAME)' $(GENERATED)/agents.yml)" && \
+	$(call run,$(DC) $(GENERATED_FILES) --profile agents exec $$service tmux -L bridge attach -t agent)
+
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache *.egg-info
