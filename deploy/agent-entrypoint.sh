@@ -1,0 +1,110 @@
+#!/usr/bin/env bash
+# The agent container: an interactive Claude Code with bridge as its channel, inside tmux.
+# Channels reach only an interactive Claude Code (../shared/CHANNELS.md), so `claude -p` is
+# no option; tmux gives it a terminal, and `make attach NAME=...` lets a person look in.
+#
+#   agent-entrypoint.sh            start the session and stay up while it runs (the default)
+#   agent-entrypoint.sh --session  what runs inside tmux: Claude Code itself
+set -euo pipefail
+
+DEPLOY_DIR=${BRIDGE_DEPLOY_DIR:-/opt/bridge/deploy}
+PROMPT_DIR=${BRIDGE_PROMPT_DIR:-/opt/bridge/prompts}
+RUN_DIR=${BRIDGE_RUN_DIR:-/tmp/bridge-agent}   # tmpfs: the rendered config holds the URL
+WORKDIR=${BRIDGE_WORKDIR:-/workspace}
+SESSION=agent
+# a dedicated tmux server: its panes get this environment, and stopping it touches nothing else
+TMUX_SOCKET=${BRIDGE_TMUX_SOCKET:-bridge}
+tmux() { command tmux -L "$TMUX_SOCKET" "$@"; }
+DIALOG_SECONDS=${BRIDGE_DIALOG_SECONDS:-120}
+
+die() { echo "agent-entrypoint: $*" >&2; exit 64; }
+
+session() {
+  cd "$WORKDIR"
+  local status=0
+  # CLAUDE_ARGS is split on purpose: extra flags, e.g. "--permission-mode acceptEdits"
+  # shellcheck disable=SC2086
+  claude --mcp-config "$RUN_DIR/mcp.json" --strict-mcp-config \
+    --dangerously-load-development-channels server:bridge \
+    --allowedTools mcp__bridge \
+    --append-system-prompt "$(cat "$RUN_DIR/prompt.md")" \
+    ${CLAUDE_ARGS:-} ${AGENT_TASK:+"$AGENT_TASK"} || status=$?
+  echo "$status" > "$RUN_DIR/claude.status"
+  tmux wait-for -S "$SESSION-done"
+}
+
+# Answer the dialogs a fresh start shows (the harness's list, Claude Code 2.1.328), then
+# stop watching: from then on the screen belongs to the agent and to whoever attaches.
+accept_dialogs() {
+  local deadline=$((SECONDS + DIALOG_SECONDS)) screen channels_ok=0
+  while [ $SECONDS -lt $deadline ] && tmux has-session -t "$SESSION" 2>/dev/null; do
+    screen=$(tmux capture-pane -p -t "$SESSION" 2>/dev/null || true)
+    if grep -q "I am using this for local development" <<<"$screen"; then
+      tmux send-keys -t "$SESSION" Enter; channels_ok=1; sleep 2
+    elif grep -qE "Yes, I trust this folder|Do you trust the files" <<<"$screen"; then
+      tmux send-keys -t "$SESSION" Enter; sleep 2
+    elif grep -q "Detected a custom API key" <<<"$screen"; then
+      tmux send-keys -t "$SESSION" Up; tmux send-keys -t "$SESSION" Enter; sleep 2
+    elif grep -q "Choose the text style" <<<"$screen"; then
+      tmux send-keys -t "$SESSION" Enter; sleep 2
+    elif [ $channels_ok = 1 ] && grep -q "❯" <<<"$screen"; then
+      echo "agent-entrypoint: Claude Code is up with the bridge channel; make attach NAME=$BRIDGE_NAME to watch"
+      return 0
+    else
+      sleep 0.5
+    fi
+  done
+  echo "agent-entrypoint: no ready prompt after ${DIALOG_SECONDS}s (a login or a new dialog?); make attach NAME=$BRIDGE_NAME to see the screen" >&2
+}
+
+if [ "${1:-}" = "--session" ]; then
+  session
+  exit 0
+fi
+
+[ -n "${BRIDGE_NAME:-}" ] || die "BRIDGE_NAME is not set; start agents with make up AGENTS='alice:developer ...'"
+[ -n "${BRIDGE_REDIS_URL:-}" ] || die "BRIDGE_REDIS_URL is not set; give make up REDIS_URL=redis://:PASSWORD@HOST:6379/0 (a container has no embedded Redis)"
+BRIDGE_ROLE=${BRIDGE_ROLE:-developer}
+export BRIDGE_ROLE
+prompt="$PROMPT_DIR/$BRIDGE_ROLE.md"
+if [ ! -r "$prompt" ]; then
+  die "no prompt for role '$BRIDGE_ROLE' in $PROMPT_DIR; roles: $(cd "$PROMPT_DIR" 2>/dev/null && ls ./*.md 2>/dev/null | sed 's|^\./||; s|\.md$||' | tr '\n' ' ')"
+fi
+for var in DISABLE_TELEMETRY DO_NOT_TRACK CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC; do
+  if [ -n "${!var:-}" ]; then
+    echo "agent-entrypoint: WARNING $var is set: Claude Code switches channels off with it, so messages will not be pushed; unset it" >&2
+  fi
+done
+if [ -z "${ANTHROPIC_API_KEY:-}" ] && [ ! -r /run/claude/credentials.json ] && [ ! -s "$HOME/.claude/.credentials.json" ]; then
+  echo "agent-entrypoint: no ANTHROPIC_API_KEY and no login: make attach NAME=$BRIDGE_NAME and log in (/login); the login is kept in the home volume" >&2
+fi
+
+mkdir -p "$RUN_DIR" "$HOME/.claude"
+chmod 700 "$RUN_DIR"
+BRIDGE_BIN=$(command -v bridge) || die "bridge is not on PATH"
+export BRIDGE_BIN
+python3 "$DEPLOY_DIR/render.py" "$DEPLOY_DIR/mcp.json" "$RUN_DIR/mcp.json"
+python3 "$DEPLOY_DIR/render.py" "$prompt" "$RUN_DIR/prompt.md"
+python3 "$DEPLOY_DIR/claude_home.py" "$HOME" "$WORKDIR"
+if [ -r /run/claude/credentials.json ]; then
+  # a copy: Claude Code rewrites the file when it refreshes the token, the mount is read-only
+  install -m 600 /run/claude/credentials.json "$HOME/.claude/.credentials.json"
+fi
+
+# One line per check in the container log (the URL's password is redacted); not fatal:
+# bridge serve waits and reconnects while Redis is away.
+bridge doctor || echo "agent-entrypoint: bridge doctor found a problem (above); starting anyway" >&2
+
+rm -f "$RUN_DIR/claude.status"
+tmux new-session -d -s "$SESSION" -x 200 -y 50 "$0 --session"
+echo "agent-entrypoint: $BRIDGE_NAME ($BRIDGE_ROLE) started in room ${BRIDGE_ROOM:-main}"
+
+stop() { tmux kill-server 2>/dev/null || true; }
+trap stop TERM INT
+accept_dialogs &
+tmux wait-for "$SESSION-done" &
+wait $! || true
+stop
+status=$(cat "$RUN_DIR/claude.status" 2>/dev/null || echo 0)
+echo "agent-entrypoint: Claude Code exited with status $status"
+exit "$status"

@@ -1,0 +1,269 @@
+#!/usr/bin/env python3
+"""Check the deploy settings and write the compose override files that `make up` uses.
+
+Compose has no per-instance environment for `scale`, so each agent named in AGENTS becomes
+its own service, `agent-NAME`, that extends the `agent` template of docker-compose.yml with
+its name, role, volumes and mounted files. Standard library only: it runs on a host that
+has nothing but Python, make and Docker. Settings come from the environment (the Makefile
+exports them), so a password never shows on a command line.
+
+    compose_agents.py agents OUT   AGENTS, ROOM, REDIS_URL (+ optional files): writes OUT,
+                                   prints the service names
+    compose_agents.py room         checks REDIS_URL and ROOM (who, tail)
+    compose_agents.py redis OUT    checks REDIS_PASSWORD or REDIS_ACL_FILE: writes OUT
+    compose_agents.py service NAME FILE  prints agent NAME's service (FILE: from agents)
+
+A bad or missing value exits 2 with one line that says what to do; nothing has started yet.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlsplit
+
+ROOT = Path(__file__).resolve().parent.parent
+COMPOSE_FILE = ROOT / "docker-compose.yml"
+PROMPTS = ROOT / "deploy" / "prompts"
+# the same rule as bridge/keys.py NAME_PATTERN (tests/test_deploy.py checks they agree)
+NAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,31}\Z")
+NAME_HINT = "1-32 of a-z 0-9 _ . - starting with a letter or digit"
+# safe unquoted in a URL and in redis.conf
+PASSWORD_PATTERN = re.compile(r"^[A-Za-z0-9._~-]{16,}\Z")
+EXAMPLE_URL = "redis://:PASSWORD@hostA:6379/0"
+LOCAL_HOSTS = {"localhost", "127.0.0.1", "::1", "0.0.0.0"}
+# host files the agents may get, read-only: variable -> path inside the container
+MOUNTED_FILES = {
+    "CLAUDE_CREDENTIALS": "/run/claude/credentials.json",
+    "BRIDGE_SECRET_FILE": "/run/bridge/secret",
+    "BRIDGE_TLS_CA": "/run/bridge/tls/ca.pem",
+    "BRIDGE_TLS_CERT": "/run/bridge/tls/cert.pem",
+    "BRIDGE_TLS_KEY": "/run/bridge/tls/key.pem",
+}
+CUSTOM_PROMPTS = "/opt/bridge/custom-prompts"
+UID = 10001  # the agent image's user
+
+
+class DeployError(Exception):
+    pass
+
+
+@dataclass(frozen=True)
+class Agent:
+    name: str
+    role: str
+
+    @property
+    def service(self) -> str:
+        return f"agent-{self.name}"
+
+
+def check_room(env: Mapping[str, str]) -> str:
+    room = env.get("ROOM", "")
+    if not room:
+        raise DeployError("ROOM is empty: give the room the team shares, e.g. ROOM=main "
+                          "(the same on every host)")
+    if not NAME_PATTERN.match(room):
+        raise DeployError(f"bad ROOM {room!r}: use {NAME_HINT}, e.g. ROOM=main")
+    return room
+
+
+def check_url(env: Mapping[str, str]) -> str:
+    url = env.get("REDIS_URL", "")
+    if not url:
+        raise DeployError(f"REDIS_URL is not set: give the Redis that every host shares, e.g. "
+                          f"REDIS_URL={EXAMPLE_URL} (make up-redis on host A starts one)")
+    parts = urlsplit(url)
+    if parts.scheme not in ("redis", "rediss"):
+        raise DeployError(f"bad REDIS_URL (scheme {parts.scheme or 'missing'!r}): a container "
+                          f"reaches Redis over the network; write {EXAMPLE_URL}, or rediss:// "
+                          f"for TLS")
+    try:
+        host, port = parts.hostname, parts.port
+    except ValueError as e:
+        raise DeployError(f"bad REDIS_URL: the port is not a number ({e}); write "
+                          f"{EXAMPLE_URL}") from e
+    if not host:
+        raise DeployError(f"bad REDIS_URL: no host; write {EXAMPLE_URL}")
+    if host in LOCAL_HOSTS:
+        raise DeployError(f"bad REDIS_URL: {host} inside a container is the container itself; "
+                          f"use redis (the make up-redis service on this host) or this host's "
+                          f"name or address, e.g. redis://:PASSWORD@redis:{port or 6379}/0")
+    if parts.path not in ("", "/") and not re.fullmatch(r"/\d+", parts.path):
+        raise DeployError(f"bad REDIS_URL: the path {parts.path!r} must be a database number, "
+                          f"e.g. /0")
+    if not parts.password:
+        print("compose_agents: warning: REDIS_URL has no password; anyone who reaches that "
+              "Redis can read and send messages (see README: Run a team across machines)",
+              file=sys.stderr)
+    return url
+
+
+def prompt_dirs(env: Mapping[str, str]) -> list[Path]:
+    custom = env.get("PROMPT_DIR", "")
+    if custom and not Path(custom).is_dir():
+        raise DeployError(f"PROMPT_DIR {custom} is not a directory: give the folder that holds "
+                          f"ROLE.md files")
+    return ([Path(custom).resolve()] if custom else []) + [PROMPTS]
+
+
+def parse_agents(env: Mapping[str, str]) -> list[Agent]:
+    spec = env.get("AGENTS", "")
+    words = spec.replace(",", " ").split()
+    if not words:
+        raise DeployError('AGENTS is empty: name the agents to run on this host as NAME:ROLE, '
+                          'e.g. AGENTS="alice:developer bob:developer"')
+    roles = sorted({p.stem for d in prompt_dirs(env) for p in d.glob("*.md")})
+    agents: list[Agent] = []
+    for word in words:
+        name, colon, role = word.partition(":")
+        if not colon or not name or not role:
+            raise DeployError(f"bad agent {word!r} in AGENTS: write NAME:ROLE, e.g. "
+                              f"alice:developer")
+        if not NAME_PATTERN.match(name):
+            raise DeployError(f"bad agent name {name!r} in AGENTS: use {NAME_HINT}")
+        if any(agent.name == name for agent in agents):
+            raise DeployError(f"agent {name!r} is named twice in AGENTS: every agent needs its "
+                              f"own name")
+        if role not in roles:
+            raise DeployError(f"no prompt for role {role!r} (agent {name}): use one of "
+                              f"{', '.join(roles)}, or put {role}.md in a folder given as "
+                              f"PROMPT_DIR")
+        agents.append(Agent(name, role))
+    return agents
+
+
+def mounted_files(env: Mapping[str, str]) -> dict[str, str]:
+    """Host path -> container path, for each file variable that is set."""
+    mounts = {}
+    for var, target in MOUNTED_FILES.items():
+        path = env.get(var, "")
+        if not path:
+            continue
+        if not os.path.isfile(path):
+            raise DeployError(f"{var}={path} is not a file: give the path of the file on this "
+                              f"host, or leave {var} unset")
+        if os.stat(path).st_uid != UID and not os.stat(path).st_mode & 0o004:
+            print(f"compose_agents: warning: {path} ({var}) is not readable by the agents' "
+                  f"uid {UID}: chown {UID} it (keep mode 600), or the agents cannot read it",
+                  file=sys.stderr)
+        mounts[str(Path(path).resolve())] = target
+    return mounts
+
+
+def hostname(env: Mapping[str, str], agent: Agent) -> str:
+    """`<machine>-<name>`: bridge who shows the machine, and names stay unique on it."""
+    machine = re.sub(r"[^a-z0-9-]+", "-", env.get("HOST_NAME", "").lower()).strip("-")
+    suffix = re.sub(r"[^a-z0-9-]+", "-", agent.name).strip("-") or "agent"
+    if not machine:
+        return suffix[:63]
+    return f"{machine[:62 - len(suffix)].rstrip('-')}-{suffix}"
+
+
+def agents_override(env: Mapping[str, str]) -> tuple[dict[str, object], list[Agent]]:
+    check_url(env)
+    check_room(env)
+    agents = parse_agents(env)
+    mounts = mounted_files(env)
+    custom = env.get("PROMPT_DIR", "")
+    services: dict[str, object] = {}
+    volumes: dict[str, object] = {}
+    for agent in agents:
+        environment = {"BRIDGE_NAME": agent.name, "BRIDGE_ROLE": agent.role}
+        binds = [f"{agent.service}-workspace:/workspace", f"{agent.service}-home:/home/agent"]
+        for host_path, target in mounts.items():
+            binds.append(f"{host_path}:{target}:ro")
+            var = next(v for v, t in MOUNTED_FILES.items() if t == target)
+            if var != "CLAUDE_CREDENTIALS":
+                environment[var] = target
+        if custom:
+            binds.append(f"{Path(custom).resolve()}:{CUSTOM_PROMPTS}:ro")
+            environment["BRIDGE_PROMPT_DIR"] = CUSTOM_PROMPTS
+        services[agent.service] = {
+            "extends": {"file": str(COMPOSE_FILE), "service": "agent"},
+            "profiles": ["agents"],
+            "hostname": hostname(env, agent),
+            "environment": environment,
+            "volumes": binds,
+            "labels": {"bridge.agent": agent.name, "bridge.role": agent.role},
+        }
+        volumes[f"{agent.service}-workspace"] = {}
+        volumes[f"{agent.service}-home"] = {}
+    return {"services": services, "volumes": volumes}, agents
+
+
+def redis_override(env: Mapping[str, str]) -> dict[str, object]:
+    password, acl = env.get("REDIS_PASSWORD", ""), env.get("REDIS_ACL_FILE", "")
+    if password and acl:
+        raise DeployError("both REDIS_PASSWORD and REDIS_ACL_FILE are set: set only one")
+    if acl:
+        if not os.path.isfile(acl):
+            raise DeployError(f"REDIS_ACL_FILE={acl} is not a file: give the path of a Redis "
+                              f"ACL file (bridge acl --room ROOM --agent NAME prints a rule)")
+        return {"services": {"redis": {
+            "labels": {"bridge.auth": "acl"},
+            "volumes": [f"{Path(acl).resolve()}:/run/redis/users.acl:ro"]}}}
+    if not password:
+        raise DeployError("REDIS_PASSWORD is not set: Redis on a shared network needs one; "
+                          "e.g. make up-redis REDIS_PASSWORD=$(openssl rand -hex 24), or give "
+                          "REDIS_ACL_FILE")
+    if not PASSWORD_PATTERN.match(password):
+        raise DeployError("bad REDIS_PASSWORD: use at least 16 of A-Z a-z 0-9 . _ ~ - (it goes "
+                          "into REDIS_URL unescaped), e.g. $(openssl rand -hex 24)")
+    return {"services": {"redis": {"labels": {"bridge.auth": "password"}}}}
+
+
+def service(name: str, generated: str) -> str:
+    """The service of agent NAME, which `make up` must have started on this host."""
+    if not name:
+        raise DeployError("NAME is not set: say which agent, e.g. make attach NAME=alice")
+    if not NAME_PATTERN.match(name):
+        raise DeployError(f"bad NAME {name!r}: use {NAME_HINT}")
+    try:
+        here = json.loads(Path(generated).read_text(encoding="utf-8").split("\n", 1)[1])
+    except (OSError, ValueError, IndexError):
+        raise DeployError("no agents were started on this host: run make up first") from None
+    names = [s.removeprefix("agent-") for s in here.get("services", {})]
+    if name not in names:
+        raise DeployError(f"no agent {name!r} on this host; here: {', '.join(names) or 'none'}")
+    return Agent(name, "").service
+
+
+def write(path: str, data: Mapping[str, object]) -> None:
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    # JSON is YAML: no quoting rules of our own to get wrong
+    text = ("# generated by deploy/compose_agents.py for make; do not edit\n"
+            + json.dumps(data, indent=2) + "\n")
+    Path(path).write_text(text, encoding="utf-8")
+
+
+def main(argv: list[str], env: Mapping[str, str]) -> int:
+    command, *args = argv or ["help"]
+    try:
+        if command == "agents" and len(args) == 1:
+            data, agents = agents_override(env)
+            write(args[0], data)
+            print(" ".join(agent.service for agent in agents))
+        elif command == "room" and not args:
+            check_url(env)
+            check_room(env)
+        elif command == "redis" and len(args) == 1:
+            write(args[0], redis_override(env))
+        elif command == "service" and len(args) == 2:
+            print(service(args[0], args[1]))
+        else:
+            print(__doc__, file=sys.stderr)
+            return 2
+    except DeployError as e:
+        print(f"make: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:], os.environ))

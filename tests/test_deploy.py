@@ -1,0 +1,461 @@
+"""The Docker deployment (issue 7) and its hygiene (issue 6), checked without a Docker engine.
+
+The compose files are validated by the real `docker-compose config` (Debian's 1.29.2,
+installed by .ci/run) with every profile; the Makefile's targets run in DRY_RUN mode, which
+does every check and writes the generated file but prints the compose command instead of
+running it; the Dockerfile is parsed and audited; the scripts the image runs (template
+rendering, Claude Code's first-run settings, the Redis start script) run here for real.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+
+from bridge.keys import NAME_PATTERN
+from tests.conftest import REDIS_SERVER, free_port
+
+ROOT = Path(__file__).resolve().parent.parent
+DEPLOY = ROOT / "deploy"
+sys.path.insert(0, str(DEPLOY))
+import claude_home  # noqa: E402
+import compose_agents  # noqa: E402
+import render  # noqa: E402
+
+PASSWORD = "0123456789abcdef0123456789abcdef"
+URL = f"redis://:{PASSWORD}@hosta:6379/0"
+# Claude Code switches channels off with any of these (../shared/CHANNELS.md), and channels
+# need the first-party API (the harness README's gate 3): none may be set by the deployment.
+CHANNEL_KILLERS = {"DISABLE_TELEMETRY", "DO_NOT_TRACK", "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC",
+                   "CLAUDE_CODE_USE_BEDROCK", "CLAUDE_CODE_USE_VERTEX", "CLAUDE_CODE_USE_FOUNDRY"}
+SECRET_NAME = re.compile(r"KEY|SECRET|PASSWORD|PASS|TOKEN|CREDENTIAL", re.IGNORECASE)
+COMPOSE = shutil.which("docker-compose")
+needs_compose = pytest.mark.skipif(COMPOSE is None, reason="docker-compose is not installed "
+                                   "(.ci/run installs Debian's docker-compose)")
+
+
+def make(target: str, tmp_path: Path, **variables: str) -> subprocess.CompletedProcess[str]:
+    """`make TARGET DRY_RUN=1 ...` with a clean environment: only what the test gives."""
+    env = {"PATH": os.environ["PATH"], "HOME": str(tmp_path)}
+    args = [f"{k}={v}" for k, v in variables.items()]
+    return subprocess.run(["make", "--no-print-directory", "-C", str(ROOT), target, "DRY_RUN=1",
+                           f"GENERATED={tmp_path}/generated", "COMPOSE=docker-compose",
+                           "HOST_NAME=hostb", *args],
+                          env=env, capture_output=True, text=True, timeout=60)
+
+
+def compose_config(tmp_path: Path, *files: Path, **env: str) -> dict[str, Any]:
+    """`docker-compose config` with every profile, parsed (with the YAML of compose's own
+    Python: the project's venv has no YAML parser)."""
+    assert COMPOSE is not None
+    args = [COMPOSE, "-p", "bridge", "-f", str(ROOT / "docker-compose.yml")]
+    for file in files:
+        args += ["-f", str(file)]
+    for profile in ("redis", "agents", "tools", "template"):
+        args += ["--profile", profile]
+    full_env = {"PATH": os.environ["PATH"], "HOME": str(tmp_path), **env}
+    out = subprocess.run([*args, "config"], env=full_env, capture_output=True, text=True,
+                         timeout=60, cwd=ROOT)
+    assert out.returncode == 0, out.stderr
+    python = Path(COMPOSE).read_text(errors="replace").splitlines()[0].removeprefix("#!").split()
+    parsed = subprocess.run(
+        [*python, "-c", "import json, sys, yaml; json.dump(yaml.safe_load(sys.stdin), sys.stdout)"],
+        input=out.stdout, capture_output=True, text=True, timeout=60, check=True)
+    config: dict[str, Any] = json.loads(parsed.stdout)
+    return config
+
+
+def dockerfile() -> list[tuple[str, str]]:
+    """(INSTRUCTION, arguments) of deploy/Dockerfile, continuation lines joined."""
+    text = re.sub(r"\\\n", " ", (DEPLOY / "Dockerfile").read_text())
+    out = []
+    for line in text.splitlines():
+        line = line.strip()
+        if line and not line.startswith("#"):
+            word, _, rest = line.partition(" ")
+            out.append((word.upper(), rest.strip()))
+    return out
+
+
+# --- make up: AGENTS -> services ---
+
+@needs_compose
+def test_up_turns_agents_into_one_service_each(tmp_path: Path) -> None:
+    result = make("up", tmp_path, REDIS_URL=URL, ROOM="team1",
+                  AGENTS="alice:developer bob:developer carol:manager")
+    assert result.returncode == 0, result.stderr
+    command = result.stdout.strip()
+    assert command == (f"docker-compose -p bridge -f docker-compose.yml -f {tmp_path}/generated/"
+                       f"agents.yml --profile agents up -d --build agent-alice agent-bob "
+                       f"agent-carol")
+    assert PASSWORD not in result.stdout + result.stderr  # the URL travels in the environment
+
+    services = compose_config(tmp_path, tmp_path / "generated" / "agents.yml",
+                              REDIS_URL=URL, ROOM="team1")["services"]
+    for name, role in (("alice", "developer"), ("bob", "developer"), ("carol", "manager")):
+        service = services[f"agent-{name}"]
+        assert service["environment"]["BRIDGE_NAME"] == name
+        assert service["environment"]["BRIDGE_ROLE"] == role
+        assert service["environment"]["BRIDGE_ROOM"] == "team1"
+        assert service["environment"]["BRIDGE_REDIS_URL"] == URL
+        assert service["hostname"] == f"hostb-{name}"
+        assert "agents" in service["profiles"]
+        assert sorted(v.split(":")[:2] for v in service["volumes"]) == [
+            [f"agent-{name}-home", "/home/agent"], [f"agent-{name}-workspace", "/workspace"]]
+        assert "mcp__bridge" not in json.dumps(service)  # the command line is the image's
+    # the template itself is never started by make up
+    assert services["agent"]["profiles"] == ["template"]
+
+
+@needs_compose
+def test_up_mounts_the_optional_files_read_only(tmp_path: Path) -> None:
+    files = {}
+    for var in ("BRIDGE_SECRET_FILE", "BRIDGE_TLS_CA", "CLAUDE_CREDENTIALS"):
+        files[var] = tmp_path / var.lower()
+        files[var].write_text("x")
+        files[var].chmod(0o644)
+    prompts = tmp_path / "prompts"
+    prompts.mkdir()
+    (prompts / "tester.md").write_text("# Your role: tester\n")
+    result = make("up", tmp_path, REDIS_URL=URL, AGENTS="tina:tester",
+                  PROMPT_DIR=str(prompts), **{k: str(v) for k, v in files.items()})
+    assert result.returncode == 0, result.stderr
+    service = compose_config(tmp_path, tmp_path / "generated" / "agents.yml",
+                             REDIS_URL=URL)["services"]["agent-tina"]
+    volumes = set(service["volumes"])
+    assert f"{files['BRIDGE_SECRET_FILE']}:/run/bridge/secret:ro" in volumes
+    assert f"{files['BRIDGE_TLS_CA']}:/run/bridge/tls/ca.pem:ro" in volumes
+    assert f"{files['CLAUDE_CREDENTIALS']}:/run/claude/credentials.json:ro" in volumes
+    assert f"{prompts}:/opt/bridge/custom-prompts:ro" in volumes
+    env = service["environment"]
+    assert env["BRIDGE_SECRET_FILE"] == "/run/bridge/secret"
+    assert env["BRIDGE_TLS_CA"] == "/run/bridge/tls/ca.pem"
+    assert env["BRIDGE_PROMPT_DIR"] == "/opt/bridge/custom-prompts"
+    assert "CLAUDE_CREDENTIALS" not in env  # the entrypoint copies the file; not a bridge setting
+
+
+@pytest.mark.parametrize(("variables", "message"), [
+    ({"AGENTS": "alice:developer"}, "REDIS_URL is not set"),
+    ({"REDIS_URL": URL}, "AGENTS is empty"),
+    ({"REDIS_URL": URL, "AGENTS": " "}, "AGENTS is empty"),
+    ({"REDIS_URL": URL, "AGENTS": "alice:developer", "ROOM": ""}, "ROOM is empty"),
+    ({"REDIS_URL": URL, "AGENTS": "alice:developer", "ROOM": "Team One"}, "bad ROOM"),
+    ({"REDIS_URL": URL, "AGENTS": "alice"}, "write NAME:ROLE"),
+    ({"REDIS_URL": URL, "AGENTS": "Alice:developer"}, "bad agent name 'Alice'"),
+    ({"REDIS_URL": URL, "AGENTS": "alice:developer alice:manager"}, "named twice"),
+    ({"REDIS_URL": URL, "AGENTS": "alice:tester"}, "no prompt for role 'tester'"),
+    ({"REDIS_URL": "redis://:pw@localhost:6379/0", "AGENTS": "a:developer"},
+     "inside a container is the container itself"),
+    ({"REDIS_URL": "unix:///tmp/r.sock", "AGENTS": "a:developer"}, "bad REDIS_URL (scheme"),
+    ({"REDIS_URL": "redis://:pw@hosta:63x9/0", "AGENTS": "a:developer"}, "port is not a number"),
+    ({"REDIS_URL": "redis://:pw@hosta:6379/zero", "AGENTS": "a:developer"}, "database number"),
+    ({"REDIS_URL": URL, "AGENTS": "a:developer", "BRIDGE_TLS_CA": "/nonexistent/ca.pem"},
+     "BRIDGE_TLS_CA=/nonexistent/ca.pem is not a file"),
+])
+def test_up_stops_on_bad_settings_before_anything_starts(
+        tmp_path: Path, variables: dict[str, str], message: str) -> None:
+    result = make("up", tmp_path, **variables)
+    assert result.returncode != 0
+    assert message in result.stderr
+    assert "docker-compose" not in result.stdout  # no compose command was even printed
+    assert not (tmp_path / "generated" / "agents.yml").exists()
+
+
+def test_the_team_targets_default_agents_do_not_count_for_up(tmp_path: Path) -> None:
+    """The Makefile has a default AGENTS for `make team`; `make up` must not start it."""
+    result = make("up", tmp_path, REDIS_URL=URL)
+    assert result.returncode != 0
+    assert "AGENTS is empty" in result.stderr
+
+
+def test_a_url_without_password_is_a_warning(tmp_path: Path) -> None:
+    result = make("up", tmp_path, REDIS_URL="redis://hosta:6379/0", AGENTS="a:developer")
+    assert result.returncode == 0, result.stderr
+    assert "REDIS_URL has no password" in result.stderr
+
+
+# --- the other targets ---
+
+@needs_compose
+def test_up_redis_needs_a_strong_password_or_an_acl_file(tmp_path: Path) -> None:
+    missing = make("up-redis", tmp_path)
+    assert missing.returncode != 0 and "REDIS_PASSWORD is not set" in missing.stderr
+    weak = make("up-redis", tmp_path, REDIS_PASSWORD="secret")
+    assert weak.returncode != 0 and "bad REDIS_PASSWORD" in weak.stderr
+    assert "secret" not in weak.stderr.replace("bad REDIS_PASSWORD", "")
+
+    ok = make("up-redis", tmp_path, REDIS_PASSWORD=PASSWORD)
+    assert ok.returncode == 0, ok.stderr
+    assert ok.stdout.strip().endswith("--profile redis up -d redis")
+    assert PASSWORD not in ok.stdout + (tmp_path / "generated" / "redis.yml").read_text()
+
+    acl = tmp_path / "users.acl"
+    acl.write_text("user default off\n")
+    result = make("up-redis", tmp_path, REDIS_ACL_FILE=str(acl))
+    assert result.returncode == 0, result.stderr
+    redis_service = compose_config(tmp_path, tmp_path / "generated" / "redis.yml")["services"]
+    assert f"{acl}:/run/redis/users.acl:ro" in redis_service["redis"]["volumes"]
+    both = make("up-redis", tmp_path, REDIS_ACL_FILE=str(acl), REDIS_PASSWORD=PASSWORD)
+    assert both.returncode != 0 and "set only one" in both.stderr
+
+
+def test_who_tail_attach_logs_down(tmp_path: Path) -> None:
+    assert make("who", tmp_path).returncode != 0
+    who = make("who", tmp_path, REDIS_URL=URL)
+    assert who.stdout.strip() == ("docker-compose -p bridge -f docker-compose.yml --profile tools "
+                                  "run --rm tail who")
+    tail = make("tail", tmp_path, REDIS_URL=URL, ARGS="--since 10m")
+    assert tail.stdout.strip().endswith("run --rm tail tail --since 10m")
+
+    not_up = make("attach", tmp_path, NAME="alice")
+    assert not_up.returncode != 0 and "run make up first" in not_up.stderr
+    assert make("up", tmp_path, REDIS_URL=URL, AGENTS="alice:developer").returncode == 0
+    attach = make("attach", tmp_path, NAME="alice")
+    assert attach.returncode == 0, attach.stderr
+    assert attach.stdout.strip().endswith("exec agent-alice tmux -L bridge attach -t agent")
+    other = make("attach", tmp_path, NAME="bob")
+    assert other.returncode != 0 and "no agent 'bob' on this host; here: alice" in other.stderr
+    unnamed = make("attach", tmp_path)
+    assert unnamed.returncode != 0 and "NAME is not set" in unnamed.stderr
+
+    logs = make("logs", tmp_path, NAME="alice")
+    assert logs.stdout.strip().endswith("logs -f --tail=200 agent-alice")
+    down = make("down", tmp_path)
+    assert "--profile agents --profile redis --profile tools down" in down.stdout
+
+
+@pytest.mark.parametrize("name", ["alice", "a", "0x", "a.b_c-d", "a" * 32, "a" * 33, "Alice",
+                                  "-a", "_a", "a b", "a\n", "", "al/ice", "ali:ce"])
+def test_names_follow_bridge_rules(name: str) -> None:
+    assert bool(compose_agents.NAME_PATTERN.match(name)) == bool(NAME_PATTERN.match(name))
+
+
+# --- hygiene (issue 6): the image and the compose services ---
+
+@needs_compose
+def test_every_service_is_hardened(tmp_path: Path) -> None:
+    assert make("up", tmp_path, REDIS_URL=URL, AGENTS="alice:developer carol:manager",
+                BRIDGE_SECRET_FILE=str(DEPLOY / "mcp.json")).returncode == 0
+    services = compose_config(tmp_path, tmp_path / "generated" / "agents.yml",
+                              REDIS_URL=URL)["services"]
+    assert set(services) == {"redis", "agent", "tail", "agent-alice", "agent-carol"}
+    for name, service in services.items():
+        assert service["cap_drop"] == ["ALL"], name
+        assert "cap_add" not in service, name
+        assert service["read_only"] is True, name
+        assert "no-new-privileges:true" in service["security_opt"], name
+        assert any(t.split(":")[0] == "/tmp" for t in service["tmpfs"]), name
+        assert not service.get("privileged"), name
+        assert service.get("network_mode") != "host", name
+        env = service.get("environment") or {}
+        assert not CHANNEL_KILLERS & set(env), name
+        for key, value in env.items():
+            # secrets only pass through from the host (null here, the host has none set)
+            if SECRET_NAME.search(key) and not key.endswith("_FILE"):
+                assert value in (None, ""), (name, key)
+    # the agents run as the image's user; redis as its own, not root
+    assert "user" not in services["agent-alice"]
+    assert services["redis"]["user"] == "999:999"
+
+
+@needs_compose
+def test_host_secrets_pass_through_but_are_not_written_down(tmp_path: Path) -> None:
+    key = "sk-ant-api03-test-" + "x" * 20
+    assert make("up", tmp_path, REDIS_URL=URL, AGENTS="alice:developer").returncode == 0
+    services = compose_config(tmp_path, tmp_path / "generated" / "agents.yml",
+                              REDIS_URL=URL, ANTHROPIC_API_KEY=key)["services"]
+    assert services["agent-alice"]["environment"]["ANTHROPIC_API_KEY"] == key
+    for path in (ROOT / "docker-compose.yml", tmp_path / "generated" / "agents.yml"):
+        assert PASSWORD not in path.read_text() and key not in path.read_text()
+
+
+def test_dockerfile_hygiene() -> None:
+    instructions = dockerfile()
+    froms = [args for word, args in instructions if word == "FROM"]
+    assert len(froms) >= 3  # builder stages keep pip, npm and the sources out of the image
+    users = [args for word, args in instructions if word == "USER"]
+    assert users and re.fullmatch(r"[1-9]\d*:[1-9]\d*", users[-1]), users
+    assert users[-1].split(":")[0] == "10001" == str(compose_agents.UID)
+    final = instructions[max(i for i, (w, _) in enumerate(instructions) if w == "FROM"):]
+    assert any(w == "USER" for w, _ in final)  # the final stage itself drops root
+    for word, args in instructions:
+        if word in ("ENV", "ARG"):
+            names = re.findall(r"([A-Za-z_][A-Za-z0-9_]*)=", args) or [args.split()[0]]
+            for name in names:
+                assert not SECRET_NAME.search(name), (word, args)
+                assert name not in CHANNEL_KILLERS, (word, args)
+        assert "sk-ant-" not in args
+        if word in ("COPY", "ADD") and "--from" not in args:
+            sources = args.split()[:-1]
+            assert all(not s.startswith((".env", ".git", ".venv", ".cache")) for s in sources)
+    assert ("ARG", "CLAUDE_CODE_VERSION=2.1.328") in instructions
+    health = [args for word, args in instructions if word == "HEALTHCHECK"]
+    assert len(health) == 1 and "bridge doctor" in health[0]
+    entry = [args for word, args in instructions if word == "ENTRYPOINT"]
+    assert json.loads(entry[-1]) == ["tini", "--", "/opt/bridge/deploy/agent-entrypoint.sh"]
+    # every file the image copies in exists (the build context is the repository root)
+    for word, args in instructions:
+        if word == "COPY" and "--from" not in args:
+            for source in args.split()[:-1]:
+                assert (ROOT / source).exists(), source
+
+
+def test_dockerignore_keeps_secrets_and_bulk_out() -> None:
+    lines = (ROOT / ".dockerignore").read_text().splitlines()
+    ignored = {line.strip().rstrip("/") for line in lines if line.strip()[:1] not in ("", "#")}
+    assert {".env", ".venv", ".cache", ".git", "deploy/.generated"} <= ignored
+
+
+# --- templates and the scripts the image runs ---
+
+def test_mcp_json_renders_with_json_escaping() -> None:
+    env = {"BRIDGE_REDIS_URL": URL, "BRIDGE_NAME": "alice", "BRIDGE_ROOM": 'we"ird\\room',
+           "BRIDGE_BIN": "/usr/local/bin/bridge"}
+    config = json.loads(render.render_file(str(DEPLOY / "mcp.json"), env))
+    server = config["mcpServers"]["bridge"]
+    assert server["command"] == "/usr/local/bin/bridge" and server["args"] == ["serve"]
+    assert server["env"] == {"BRIDGE_REDIS_URL": URL, "BRIDGE_ROOM": 'we"ird\\room',
+                             "BRIDGE_NAME": "alice", "BRIDGE_ROLE": "developer",
+                             "BRIDGE_DELIVERY": "push"}
+    with pytest.raises(render.RenderError, match="unset: BRIDGE_NAME, BRIDGE_REDIS_URL"):
+        render.render_file(str(DEPLOY / "mcp.json"), {})
+
+
+@pytest.mark.parametrize("role", ["manager", "developer"])
+def test_role_prompts_render(role: str, tmp_path: Path) -> None:
+    source = DEPLOY / "prompts" / f"{role}.md"
+    out = tmp_path / "prompt.md"
+    result = subprocess.run([sys.executable, str(DEPLOY / "render.py"), str(source), str(out)],
+                            env={"BRIDGE_NAME": "alice"}, capture_output=True, text=True,
+                            timeout=30)
+    assert result.returncode == 0, result.stderr
+    text = out.read_text()
+    assert text.startswith(f"# Your role: {role}") and "${" not in text
+    assert out.stat().st_mode & 0o777 == 0o600
+    assert render.render("you are ${BRIDGE_NAME} in ${BRIDGE_ROOM:-main}",
+                         {"BRIDGE_NAME": "alice"}) == "you are alice in main"
+
+
+def test_claude_home_keeps_settings_and_skips_first_run_dialogs(tmp_path: Path) -> None:
+    (tmp_path / ".claude.json").write_text(json.dumps({"theme": "light", "oauthAccount": {"x": 1},
+                                                       "numStartups": 7}))
+    key = "sk-ant-api03-" + "k" * 30 + "LAST20CHARSOFTHEKEY!"
+    result = subprocess.run([sys.executable, str(DEPLOY / "claude_home.py"), str(tmp_path),
+                             "/workspace"], env={"ANTHROPIC_API_KEY": key},
+                            capture_output=True, text=True, timeout=30)
+    assert result.returncode == 0, result.stderr
+    config = json.loads((tmp_path / ".claude.json").read_text())
+    assert config["theme"] == "light" and config["oauthAccount"] == {"x": 1}
+    assert config["hasCompletedOnboarding"] is True
+    assert config["projects"]["/workspace"]["hasTrustDialogAccepted"] is True
+    assert config["customApiKeyResponses"]["approved"] == [key[-20:]]
+    assert "cachedGrowthBookFeatures" not in config  # channels are the account's business
+    assert (tmp_path / ".claude.json").stat().st_mode & 0o777 == 0o600
+    again = claude_home.seed(config, "/workspace", key)
+    assert again["customApiKeyResponses"]["approved"] == [key[-20:]]
+
+
+def entrypoint(env: dict[str, str], tmp_path: Path) -> subprocess.CompletedProcess[str]:
+    base = {"PATH": os.environ["PATH"], "HOME": str(tmp_path),
+            "BRIDGE_DEPLOY_DIR": str(DEPLOY), "BRIDGE_RUN_DIR": str(tmp_path / "run")}
+    return subprocess.run(["bash", str(DEPLOY / "agent-entrypoint.sh")], env={**base, **env},
+                          capture_output=True, text=True, timeout=60)
+
+
+def test_entrypoint_refuses_missing_settings(tmp_path: Path) -> None:
+    no_name = entrypoint({"BRIDGE_REDIS_URL": URL}, tmp_path)
+    assert no_name.returncode == 64 and "BRIDGE_NAME is not set" in no_name.stderr
+    no_url = entrypoint({"BRIDGE_NAME": "alice"}, tmp_path)
+    assert no_url.returncode == 64 and "BRIDGE_REDIS_URL is not set" in no_url.stderr
+    bad_role = entrypoint({"BRIDGE_NAME": "alice", "BRIDGE_REDIS_URL": URL,
+                           "BRIDGE_ROLE": "tester", "BRIDGE_PROMPT_DIR": str(DEPLOY / "prompts")},
+                          tmp_path)
+    assert bad_role.returncode == 64
+    assert "no prompt for role 'tester'" in bad_role.stderr
+    assert "developer" in bad_role.stderr and "manager" in bad_role.stderr
+    assert not (tmp_path / "run").exists()  # stopped before writing anything
+
+
+# --- the Redis service's start script, against a real redis-server ---
+
+def start_redis(tmp_path: Path, env: dict[str, str]) -> tuple[subprocess.Popen[str], int]:
+    port = free_port()
+    data = tmp_path / "data"
+    data.mkdir(exist_ok=True)
+    process = subprocess.Popen(
+        ["sh", str(DEPLOY / "redis-start.sh"), "--bind", "127.0.0.1", "--save", ""],
+        env={"PATH": f"{Path(REDIS_SERVER).parent}:{os.environ['PATH']}",
+             "REDIS_CONF": str(tmp_path / "redis.conf"), "REDIS_DATA": str(data),
+             "REDIS_PORT": str(port), "REDIS_ACL": str(tmp_path / "users.acl"), **env},
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    return process, port
+
+
+def wait_ping(client: redis.Redis, process: subprocess.Popen[str]) -> None:
+    deadline = time.monotonic() + 20
+    while True:
+        try:
+            client.ping()
+            return
+        except redis.ConnectionError:
+            assert process.poll() is None, process.stdout.read() if process.stdout else ""
+            assert time.monotonic() < deadline, "redis-start.sh: Redis did not come up"
+            time.sleep(0.05)
+
+
+def test_redis_start_needs_a_password(tmp_path: Path) -> None:
+    process, _ = start_redis(tmp_path, {})
+    out, _ = process.communicate(timeout=30)
+    assert process.returncode == 64 and "set REDIS_PASSWORD" in out
+
+
+def test_redis_start_requires_the_password_keeps_aof_and_hides_it(tmp_path: Path) -> None:
+    process, port = start_redis(tmp_path, {"REDIS_PASSWORD": PASSWORD})
+    try:
+        wait_ping(redis.Redis(port=port, password=PASSWORD, socket_timeout=5), process)
+        with pytest.raises(redis.AuthenticationError):
+            redis.Redis(port=port, socket_timeout=5).set("k", "v")
+        client = redis.Redis(port=port, password=PASSWORD, socket_timeout=5)
+        assert client.config_get("appendonly") == {"appendonly": "yes"}
+        assert client.config_get("appendfsync") == {"appendfsync": "everysec"}
+        cmdline = Path(f"/proc/{process.pid}/cmdline").read_bytes()
+        environ = Path(f"/proc/{process.pid}/environ").read_bytes()
+        assert PASSWORD.encode() not in cmdline and PASSWORD.encode() not in environ
+        # what the agents' healthcheck runs, against this Redis
+        doctor = subprocess.run(
+            [str(ROOT / ".venv" / "bin" / "bridge"), "doctor", "--redis",
+             f"redis://:{PASSWORD}@127.0.0.1:{port}/0"],
+            capture_output=True, text=True, timeout=60)
+        assert doctor.returncode == 0, doctor.stdout + doctor.stderr
+        assert "AOF persistence is on" in doctor.stdout
+        assert PASSWORD not in doctor.stdout + doctor.stderr
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+
+
+def test_redis_start_with_an_acl_file(tmp_path: Path) -> None:
+    (tmp_path / "users.acl").write_text(
+        "user default off\nuser alice on >alicepassword1234 ~bridge:{main}:* &bridge:{main}:* "
+        "+@all\n")
+    process, port = start_redis(tmp_path, {})
+    try:
+        client = redis.Redis(port=port, username="alice", password="alicepassword1234",
+                             socket_timeout=5)
+        wait_ping(client, process)
+        assert client.set("bridge:{main}:x", "1")
+        with pytest.raises(redis.ResponseError, match="no permissions"):
+            client.set("other", "1")
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
