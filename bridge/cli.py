@@ -39,6 +39,16 @@ def build_parser() -> argparse.ArgumentParser:
                                           "(read_messages) (env BRIDGE_DELIVERY; default push)")
     serve.add_argument("--max-bytes", dest="max_bytes",
                        help="largest message text in bytes (env BRIDGE_MAX_BYTES; default 65536)")
+    serve.add_argument("--secret-file", dest="secret_file", metavar="PATH",
+                       help="file holding the room secret; messages are then signed and "
+                            "checked (env BRIDGE_SECRET_FILE, or the secret in BRIDGE_SECRET)")
+    serve.add_argument("--max-recipients", dest="max_recipients",
+                       help="most names in one message's `to` (env BRIDGE_MAX_RECIPIENTS; "
+                            "default 64)")
+    serve.add_argument("--rate", help="messages per second this agent may send, 0 for no "
+                                      "limit (env BRIDGE_RATE; default 5000)")
+    serve.add_argument("--burst", help="messages this agent may send at once before --rate "
+                                       "applies (env BRIDGE_BURST; default 5000)")
 
     sub.add_parser("redis", help="run the embedded per-user Redis in the foreground")
     _operator_commands(sub)
@@ -219,7 +229,8 @@ def _serve(args: argparse.Namespace) -> int:
     from bridge.server import serve
 
     flags = {key: getattr(args, key, None)
-             for key in ("redis", "room", "name", "role", "ttl", "delivery", "max_bytes")}
+             for key in ("redis", "room", "name", "role", "ttl", "delivery", "max_bytes",
+                         "secret_file", "max_recipients", "rate", "burst")}
     settings = Settings.from_env(**flags)
     anyio.run(serve, settings)
     return 0
