@@ -10,7 +10,6 @@ messages to B with `window` tool calls in flight; every one must arrive, in orde
 from __future__ import annotations
 
 import argparse
-import os
 import shutil
 import signal
 import subprocess
@@ -22,15 +21,14 @@ from pathlib import Path
 import anyio
 
 from bench.common import free_port
-from bench.scenarios import check_delivery, send_windowed, summarise_profile, wait_count
+from bench.scenarios import (
+    check_delivery,
+    cpu_seconds,
+    send_windowed,
+    summarise_profile,
+    wait_count,
+)
 from tests.mcp_client import start_agent
-
-TICK = os.sysconf("SC_CLK_TCK")
-
-
-def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
-    return (int(fields[11]) + int(fields[12])) / TICK  # utime + stime
 
 
 async def measure(url: str, redis_pid: int, count: int, window: int, tmp: Path,

@@ -144,6 +144,12 @@ def markdown(results: dict[str, Any], plots: list[str]) -> str:
             f"returned at {tput['calls_per_s']:,.0f}/s); lost {tput['lost']}, duplicates "
             f"{tput['duplicates']}, per-sender order {'kept' if tput['order_ok'] else 'BROKEN'}"
             f" (checked).")
+        cpu = tput.get("cpu_us_per_message")
+        if cpu:
+            out.append("- 2. CPU time per message during that run (from /proc, so it holds "
+                       "on a busy machine): " + ", ".join(
+                           f"{ {'A': 'sender A', 'B': 'receiver B'}.get(who, who)} {us:.0f} µs"
+                           for who, us in cpu.items()) + ".")
     for n, f in sorted(_sized(s.get("fanout")).items(), key=lambda kv: int(kv[0])):
         out.append(f"- 3. Fan-out to {n}: lost {f['lost']}; starting the new agents "
                    f"concurrently took {f['start_all_s']:.1f} s.")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -211,6 +212,15 @@ async def latency(ctx: Context) -> dict[str, Any]:
 
 
 # --------------------------------------------------------------------------- 2. throughput
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far (0 when it is gone)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def summarise_profile(path: Path, seconds: float, rate: int) -> dict[str, Any]:
     """Top self (leaf) and inclusive frames of a py-spy raw (collapsed stacks) file."""
     own: Counter[str] = Counter()
@@ -263,22 +273,31 @@ async def throughput(ctx: Context) -> dict[str, Any]:
         await bob.wait_messages(20, timeout=10)
         base = len(bob.message_times)
         texts = [f"t{i}" for i in range(size.throughput)]
+        pids = {"A": alice.process.pid, "B": bob.process.pid,
+                "redis": ctx.redis.process.pid if ctx.redis.process else 0}
+        cpu_before = {who: cpu_seconds(pid) for who, pid in pids.items()}
         started = time.perf_counter()
         sent, errors, call_ms = await send_windowed(alice, "tbob", texts, size.window)
         calls_done = time.perf_counter()
         complete = await wait_count(bob, base + sent, timeout=60 + sent / 200)
+        # CPU time per message holds on a busy machine, where msg/s does not
+        cpu_us = {who: round(1e6 * (cpu_seconds(pid) - cpu_before[who]) / max(sent, 1), 1)
+                  for who, pid in pids.items()}
         last = bob.message_times[-1] if len(bob.message_times) > base else calls_done
         seconds = last - started
         delivery = check_delivery(bob, "talice", texts)
         result = {"messages": sent, "window": size.window, "seconds": seconds,
                   "msg_per_s": delivery["delivered"] / seconds, "errors": errors[:5],
                   "calls_per_s": sent / (calls_done - started), "complete": complete,
+                  "cpu_us_per_message": cpu_us,
                   "tool_call_ms": summary(call_ms), **delivery}
         print(f"  {sent} messages, window {size.window}: {result['msg_per_s']:.0f} msg/s "
               f"delivered to B (calls returned at {result['calls_per_s']:.0f}/s); "
               f"lost {delivery['lost']}, duplicates {delivery['duplicates']}, "
               f"order {'kept' if delivery['order_ok'] else 'BROKEN'}")
         print(line("tool call (in flight)", result["tool_call_ms"]))
+        print("  CPU per message: " + ", ".join(f"{who} {us:.0f} µs" for who, us in
+                                                  cpu_us.items()))
         if ctx.profile:
             result["profile"] = await profile_pass(ctx, alice, bob)
         await ctx.procs.stop_agents([alice, bob])
