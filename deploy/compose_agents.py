@@ -7,8 +7,8 @@ its name, role, volumes and mounted files. Standard library only: it runs on a h
 has nothing but Python, make and Docker. Settings come from the environment (the Makefile
 exports them), so a password never shows on a command line.
 
-    compose_agents.py agents OUT   AGENTS, ROOM, REDIS_URL (+ optional files): writes OUT,
-                                   prints the service names
+    compose_agents.py agents OUT   AGENTS, ROOM, REDIS_URL or REDIS_URL_<NAME> per agent (+
+                                   optional files): writes OUT, prints the service names
     compose_agents.py room         checks REDIS_URL and ROOM (who, tail)
     compose_agents.py redis OUT    checks REDIS_PASSWORD or REDIS_ACL_FILE: writes OUT
     compose_agents.py service NAME FILE  prints agent NAME's service (FILE: from agents)
@@ -73,32 +73,37 @@ def check_room(env: Mapping[str, str]) -> str:
     return room
 
 
-def check_url(env: Mapping[str, str]) -> str:
-    url = env.get("REDIS_URL", "")
+def url_var(agent: Agent) -> str:
+    """REDIS_URL_ALICE: one agent's own URL (its own ACL user), instead of REDIS_URL."""
+    return "REDIS_URL_" + re.sub(r"[^A-Z0-9]", "_", agent.name.upper())
+
+
+def check_url(env: Mapping[str, str], var: str = "REDIS_URL") -> str:
+    url = env.get(var, "")
     if not url:
         raise DeployError(f"REDIS_URL is not set: give the Redis that every host shares, e.g. "
                           f"REDIS_URL={EXAMPLE_URL} (make up-redis on host A starts one)")
     parts = urlsplit(url)
     if parts.scheme not in ("redis", "rediss"):
-        raise DeployError(f"bad REDIS_URL (scheme {parts.scheme or 'missing'!r}): a container "
+        raise DeployError(f"bad {var} (scheme {parts.scheme or 'missing'!r}): a container "
                           f"reaches Redis over the network; write {EXAMPLE_URL}, or rediss:// "
                           f"for TLS")
     try:
         host, port = parts.hostname, parts.port
     except ValueError as e:
-        raise DeployError(f"bad REDIS_URL: the port is not a number ({e}); write "
+        raise DeployError(f"bad {var}: the port is not a number ({e}); write "
                           f"{EXAMPLE_URL}") from e
     if not host:
-        raise DeployError(f"bad REDIS_URL: no host; write {EXAMPLE_URL}")
+        raise DeployError(f"bad {var}: no host; write {EXAMPLE_URL}")
     if host in LOCAL_HOSTS:
-        raise DeployError(f"bad REDIS_URL: {host} inside a container is the container itself; "
+        raise DeployError(f"bad {var}: {host} inside a container is the container itself; "
                           f"use redis (the make up-redis service on this host) or this host's "
                           f"name or address, e.g. redis://:PASSWORD@redis:{port or 6379}/0")
     if parts.path not in ("", "/") and not re.fullmatch(r"/\d+", parts.path):
-        raise DeployError(f"bad REDIS_URL: the path {parts.path!r} must be a database number, "
+        raise DeployError(f"bad {var}: the path {parts.path!r} must be a database number, "
                           f"e.g. /0")
     if not parts.password:
-        print("compose_agents: warning: REDIS_URL has no password; anyone who reaches that "
+        print(f"compose_agents: warning: {var} has no password; anyone who reaches that "
               "Redis can read and send messages (see README: Run a team across machines)",
               file=sys.stderr)
     return url
@@ -166,15 +171,22 @@ def hostname(env: Mapping[str, str], agent: Agent) -> str:
 
 
 def agents_override(env: Mapping[str, str]) -> tuple[dict[str, object], list[Agent]]:
-    check_url(env)
     check_room(env)
     agents = parse_agents(env)
+    own_url = {agent.name: url_var(agent) for agent in agents if env.get(url_var(agent))}
+    for var in own_url.values():
+        check_url(env, var)
+    if len(own_url) < len(agents):
+        check_url(env)
     mounts = mounted_files(env)
     custom = env.get("PROMPT_DIR", "")
     services: dict[str, object] = {}
     volumes: dict[str, object] = {}
     for agent in agents:
         environment = {"BRIDGE_NAME": agent.name, "BRIDGE_ROLE": agent.role}
+        if agent.name in own_url:
+            # compose fills it in from the environment: no password is written to the file
+            environment["BRIDGE_REDIS_URL"] = f"${{{own_url[agent.name]}}}"
         binds = [f"{agent.service}-workspace:/workspace", f"{agent.service}-home:/home/agent"]
         for host_path, target in mounts.items():
             binds.append(f"{host_path}:{target}:ro")

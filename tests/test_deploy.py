@@ -144,6 +144,21 @@ def test_up_mounts_the_optional_files_read_only(tmp_path: Path) -> None:
     assert "CLAUDE_CREDENTIALS" not in env  # the entrypoint copies the file; not a bridge setting
 
 
+@needs_compose
+def test_an_agent_can_have_its_own_url_for_its_own_acl_user(tmp_path: Path) -> None:
+    own = "redis://alice:alicepassword1234@hosta:6379/0"
+    result = make("up", tmp_path, AGENTS="alice:developer", REDIS_URL_ALICE=own)
+    assert result.returncode == 0, result.stderr  # no REDIS_URL needed: every agent has one
+    generated = tmp_path / "generated" / "agents.yml"
+    assert "alicepassword1234" not in generated.read_text()
+    services = compose_config(tmp_path, generated, REDIS_URL_ALICE=own)["services"]
+    assert services["agent-alice"]["environment"]["BRIDGE_REDIS_URL"] == own
+    mixed = make("up", tmp_path, AGENTS="alice:developer bob:developer", REDIS_URL_ALICE=own)
+    assert mixed.returncode != 0 and "REDIS_URL is not set" in mixed.stderr  # bob has none
+    bad = make("up", tmp_path, AGENTS="alice:developer", REDIS_URL_ALICE="redis://localhost/0")
+    assert bad.returncode != 0 and "bad REDIS_URL_ALICE" in bad.stderr
+
+
 @pytest.mark.parametrize(("variables", "message"), [
     ({"AGENTS": "alice:developer"}, "REDIS_URL is not set"),
     ({"REDIS_URL": URL}, "AGENTS is empty"),
