@@ -165,7 +165,7 @@ class Team:
             "-c", str(self.workdir), *self.claude_command(first),
             *self._pane(first.name, first.role))]
         panes = [(m.name, m.role, self.claude_command(m)) for m in others]
-        panes.append(("tail", "bridge tail", self.tail_command()))
+        panes.append(("tail", f"room {self.room}", self.tail_command()))
         for label, role, command in panes:
             commands.append(self._tmux(
                 "split-window", "-t", window, "-c", str(self.workdir), *command,
@@ -181,7 +181,8 @@ class Team:
         return self._tmux("kill-server")
 
     def is_running(self) -> bool:
-        done = subprocess.run(self._tmux("has-session", "-t", self.session),
+        # any session on our socket: panes of a running tmux server get its old environment
+        done = subprocess.run(self._tmux("list-sessions"),
                               stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                               stderr=subprocess.DEVNULL, timeout=TMUX_TIMEOUT, check=False)
         return done.returncode == 0

@@ -218,6 +218,22 @@ def test_missing_claude_is_a_clear_error_and_starts_nothing(tmux: str) -> None:
                           check=False).returncode != 0
 
 
+def test_the_readme_team_commands_are_valid() -> None:
+    readme = (PROMPTS.parents[1] / "README.md").read_text()
+    section = readme[readme.index("## A team on one machine"):readme.index("## Settings")]
+    commands = [shlex.split(line) for line in section.splitlines()
+                if line.startswith("bridge team ")]
+    assert commands, "no `bridge team` command in the README's section"
+    for command in commands:
+        result = team(*command[2:], "--dry-run")
+        assert result.returncode == 0, (command, result.stderr)
+        # the session the README tells people to attach to and to kill
+        assert dry_run_commands(result.stdout)[-1][1:] == [
+            "-L", "bridge-main", "attach-session", "-t", "bridge-main"]
+    assert "`tmux -L bridge-main attach -t bridge-main`" in section
+    assert "`tmux -L bridge-main kill-server`" in section
+
+
 # --------------------------------------------------------------------------- a real tmux session
 
 
