@@ -4,8 +4,9 @@ The fast tests drive the real CLI as a subprocess: `--dry-run` output, bad input
 tmux session whose panes run a stand-in executable that records how it was started. The end
 to end test starts three real interactive Claude Codes (the npm package, pinned) with
 `bridge team`, all pointed at one scripted fake Messages API by ANTHROPIC_BASE_URL; the
-scripted manager asks both developers to agree on an endpoint, and both developers'
-conversations must receive that message as a bridge channel block.
+scripted manager asks both developers to agree on an endpoint, both developers'
+conversations must receive that message as a bridge channel block, and the developers'
+proposal and confirmation must reach each other and the manager.
 """
 
 from __future__ import annotations
@@ -371,14 +372,28 @@ DIALOGS = {  # screen text -> keys, as the shared harness answers them (run_chan
 READY_RE = re.compile(r"^\s*❯\s*$", re.M)  # the empty input prompt
 
 
+PROPOSAL = "PROPOSAL: GET /api/todos -> 200 [{id, title, done}], CORS origin localhost:5173"
+AGREED = "CONTRACT AGREED: GET /api/todos -> 200 [{id, title, done}], CORS localhost:5173"
+
+
 def script() -> dict[str, Any]:
-    """The fake model: the manager, given the kickoff, messages both developers; the rest
-    of the time everyone answers "OK"."""
+    """The fake model, told apart by the identity bridge team puts in each system prompt: the
+    manager, given the kickoff, messages both developers; alice, given that, proposes the
+    contract to bob; bob confirms it to alice and the manager. Otherwise everyone says OK."""
+    def send(to: str | list[str], text: str) -> list[dict[str, Any]]:
+        return [{"type": "tool_use", "name": "mcp__bridge__send_message",
+                 "input": {"to": to, "text": text}}]
+
     return {"default_reply": "OK", "side_reply": "OK", "rules": [
         {"id": "assign", "when": {"last_user_contains": "KICKOFF-TEAM-E2E",
                                   "body_contains": "You are carol, the manager"},
-         "reply": [{"type": "tool_use", "name": "mcp__bridge__send_message",
-                    "input": {"to": ["alice", "bob"], "text": ASK}}]},
+         "reply": send(["alice", "bob"], ASK)},
+        {"id": "propose", "when": {"last_user_contains": "TOKEN-7F3A",
+                                   "body_contains": "You are alice, the developer"},
+         "reply": send("bob", PROPOSAL)},
+        {"id": "agree", "when": {"last_user_contains": "PROPOSAL:",
+                                 "body_contains": "You are bob, the developer"},
+         "reply": send(["alice", "carol"], AGREED)},
     ]}
 
 
@@ -419,11 +434,15 @@ def channels(record: dict[str, Any]) -> list[tuple[dict[str, str], str]]:
     return found
 
 
+def received(records: list[dict[str, Any]], sender: str, text: str) -> dict[str, str] | None:
+    """The attributes of `sender`'s message `text` in this conversation, once it is there."""
+    return next((attrs for record in records for attrs, content in channels(record)
+                 if attrs.get("from") == sender and attrs.get("kind") == "message"
+                 and attrs.get("message_id") and text in content), None)
+
+
 def the_ask(records: list[dict[str, Any]]) -> dict[str, str] | None:
-    """The attributes of carol's message in this conversation, once it is there."""
-    return next((attrs for record in records for attrs, text in channels(record)
-                 if attrs.get("from") == "carol" and attrs.get("kind") == "message"
-                 and attrs.get("message_id") and ASK in text), None)
+    return received(records, "carol", ASK)
 
 
 def tool_results(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -519,3 +538,14 @@ def test_a_scripted_manager_reaches_both_developers_through_bridge_team(
     tail = tmux_team.panes()["tail"][0]
     wait_until("the tail pane to show carol's message",
                lambda: f"carol → alice,bob  {ASK[:40]}" in tmux_team.screen(tail), 30, diagnose)
+
+    # The developers settle the contract peer to peer: alice's proposal reaches bob, and bob's
+    # confirmation reaches alice and the manager.
+    def settled() -> bool:
+        seen = conversations(log)
+        return bool(received(seen.get("bob", []), "alice", PROPOSAL)
+                    and received(seen.get("alice", []), "bob", AGREED)
+                    and received(seen.get("carol", []), "bob", AGREED))
+
+    wait_until("alice's proposal at bob, and bob's CONTRACT AGREED at alice and carol",
+               settled, 120, diagnose)
