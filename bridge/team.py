@@ -28,8 +28,6 @@ from bridge.keys import NAME_PATTERN
 PROMPTS = Path(__file__).resolve().with_name("prompts")
 SESSION_PATTERN = re.compile(r"^[A-Za-z0-9_-]{1,64}$")  # tmux forbids ':' and '.' in targets
 WINDOW = "team"
-# Claude Code switches channels off when any of these is set (../shared/CHANNELS.md).
-CHANNEL_KILLERS = ("DISABLE_TELEMETRY", "DO_NOT_TRACK", "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC")
 NAME_HINT = "use 1-32 of a-z 0-9 _ . - starting with a letter or digit"
 TMUX_TIMEOUT = 30.0
 
@@ -219,8 +217,8 @@ def build(
                             f"another one")
     tmux = shutil.which("tmux")
     if tmux is None and not dry_run:
-        raise BridgeError("tmux is not installed; bridge team runs the agents in tmux "
-                          "(apt install tmux, brew install tmux)")
+        raise BridgeError("tmux is not installed; bridge team runs the agents in tmux 3.0 "
+                          "or newer (apt install tmux, brew install tmux)")
     if dry_run:  # show the commands even where Claude Code is not installed yet
         found = shutil.which(claude or "claude")
         executable = str(Path(found).absolute()) if found else (claude or "claude")
@@ -231,6 +229,8 @@ def build(
 
 
 def channel_warning(env: Mapping[str, str]) -> str | None:
+    from bridge.doctor import CHANNEL_KILLERS  # (not at import: `bridge serve` starts fast)
+
     found = [var for var in CHANNEL_KILLERS if env.get(var)]
     if not found:
         return None
@@ -255,8 +255,9 @@ def run(team: Team, *, dry_run: bool, attach: bool | None, out: TextIO = sys.std
     print(f"team started in room {team.room}: {who}, and bridge tail\n"
           f"  watch: {shlex.join(team.attach_command())}\n"
           f"  stop:  {shlex.join(team.stop_command())}\n"
-          f"Each Claude Code asks once to confirm loading the development channel: press "
-          f"Enter in each pane. Then give the manager its task.", file=out, flush=True)
+          f"Each Claude Code asks once to confirm loading the development channel (and, in "
+          f"a new folder, whether you trust it): press Enter in each pane. Then give the "
+          f"manager its task.", file=out, flush=True)
     if attach is None:
         attach = sys.stdin.isatty() and out.isatty()
     if attach:
