@@ -219,6 +219,25 @@ def test_missing_claude_is_a_clear_error_and_starts_nothing(tmux: str) -> None:
                           check=False).returncode != 0
 
 
+def test_the_role_prompts_state_the_protocol() -> None:
+    # deploy/prompts (used by the Docker images) is the same folder, through a symlink
+    deploy = PROMPTS.parents[1] / "deploy" / "prompts"
+    assert deploy.is_symlink() and deploy.resolve() == PROMPTS
+    manager = (PROMPTS / "manager.md").read_text()
+    developer = (PROMPTS / "developer.md").read_text()
+    for text in (manager, developer):
+        for needle in ('<channel source="bridge"', "send_message", "list_participants",
+                       "CONTRACT AGREED:", "DONE:", 'kind="joined"'):
+            assert needle in text, needle
+    assert "set_status" in manager and "set_status" in developer
+    # the manager assigns by name and has the developers agree before they code
+    assert 'to=["alice", "bob"]' in manager and "**before** they write code" in manager
+    # the developers settle every detail of the contract with each other first
+    for needle in ("before you write code", "endpoint paths", "JSON shapes", "status codes",
+                   "CORS", "peer"):
+        assert needle in developer, needle
+
+
 def test_the_readme_team_commands_are_valid() -> None:
     readme = (PROMPTS.parents[1] / "README.md").read_text()
     section = readme[readme.index("## A team on one machine"):readme.index("## Settings")]
