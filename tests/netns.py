@@ -137,12 +137,21 @@ class Network:
     def port(host: str) -> str:
         return f"p-{host}"[:15]  # interface names are at most 15 characters
 
-    def cut(self, host: str) -> None:
-        """Pull the host's cable: its switch port goes down."""
-        ip("-n", self.switch, "link", "set", self.port(host), "down")
+    def _link(self, host: str, where: str) -> list[str]:
+        if where == "cable":
+            return ["-n", self.switch, "link", "set", self.port(host)]
+        if where == "interface":
+            return ["-n", self.namespace(host), "link", "set", "eth0"]
+        raise ValueError(f"cut where? {where!r}: 'cable' or 'interface'")
 
-    def restore(self, host: str) -> None:
-        ip("-n", self.switch, "link", "set", self.port(host), "up")
+    def cut(self, host: str, where: str = "cable") -> None:
+        """Cut the host off. ``cable``: its switch port goes down, and packets both ways
+        vanish with no error. ``interface``: its own eth0 goes down, so the host's sends
+        fail at once (no route) while Redis' packets to it still vanish."""
+        ip(*self._link(host, where), "down")
+
+    def restore(self, host: str, where: str = "cable") -> None:
+        ip(*self._link(host, where), "up")
 
     def exec_prefix(self, host: str) -> list[str]:
         """The command prefix that runs a program on ``host``, with ``host`` as its hostname
