@@ -18,6 +18,7 @@ import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 PREFIX = "br-"
 SUBNET = "10.213.0"  # private; in the test's namespaces only
@@ -62,19 +63,22 @@ def destroy(namespace: str) -> None:
         ip("netns", "del", namespace)
 
 
+def running(pid: int) -> bool:
+    """Whether the process lives. A killed run whose parent has not reaped it yet is a
+    zombie, which os.kill(pid, 0) still finds: read its state instead."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rpartition(")")[2].split()[0] not in ("Z", "X")  # after "pid (comm)"
+
+
 def remove_leftovers() -> list[str]:
     """Delete the namespaces of earlier runs whose process is gone (a crash, a kill -9)."""
     removed = []
     for namespace in namespaces():
         match = LEFTOVER.match(namespace)
-        if not match or int(match.group(1)) == os.getpid():
-            continue
-        try:
-            os.kill(int(match.group(1)), 0)
-            continue  # a run in progress
-        except ProcessLookupError:
-            pass
-        except PermissionError:
+        if not match or int(match.group(1)) == os.getpid() or running(int(match.group(1))):
             continue
         destroy(namespace)
         removed.append(namespace)
