@@ -474,3 +474,117 @@ def test_redis_start_with_an_acl_file(tmp_path: Path) -> None:
     finally:
         process.terminate()
         process.wait(timeout=30)
+
+
+# --- the agent container's entrypoint, end to end, with the real Claude Code (no Docker) ---
+
+@pytest.fixture(scope="module")
+def claude_bin(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from tests.claude_code import ensure_claude, require_tmux
+
+    require_tmux()
+    return ensure_claude(tmp_path_factory)
+
+
+def wait_until(what: str, check: Any, timeout: float, diagnose: Any = None) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        got = check()
+        if got:
+            return got
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout:.0f}s waiting for {what}"
+                        + (f"\n{diagnose()}" if diagnose else ""))
+        time.sleep(0.2)
+
+
+def test_entrypoint_runs_claude_code_with_the_channel_and_the_role_prompt(
+        claude_bin: Path, redis_server: Any, tmp_path: Path) -> None:
+    """What an agent container runs, outside Docker: the entrypoint renders mcp.json and the
+    prompt, starts Claude Code in tmux, gets it past the channels dialog, and the agent then
+    answers a message pushed to it through bridge; SIGTERM makes it leave the room."""
+    from tests.claude_code import FAKE_API, FAKE_API_KEY, QUIET_ENV, read_tail
+
+    turns = tmp_path / "turns.json"
+    turns.write_text(json.dumps({"default_reply": "OK", "side_reply": "OK", "rules": [
+        {"id": "answer", "when": {"last_user_contains": "HELLO-FROM-BOSS"},
+         "reply": [{"type": "tool_use", "name": "mcp__bridge__send_message",
+                    "input": {"to": "boss", "text": "PONG-FROM-ALICE"}}]}]}))
+    port_file, requests = tmp_path / "api.port", tmp_path / "requests.jsonl"
+    api = subprocess.Popen([sys.executable, str(FAKE_API), "--port", "0", "--port-file",
+                            str(port_file), "--log", str(requests), "--script", str(turns)],
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    home, work, log = tmp_path / "home", tmp_path / "workspace", tmp_path / "entrypoint.log"
+    home.mkdir()
+    work.mkdir()
+    # Offline there is no GrowthBook to switch channels on: cache the flag, as the harness
+    # does (test only; the entrypoint itself seeds no flag)
+    (home / ".claude.json").write_text(json.dumps({"cachedGrowthBookFeatures":
+                                                   {"tengu_harbor": True}}))
+    socket_name = f"bridge-test-{os.getpid()}"
+    env = {
+        "PATH": f"{claude_bin.parent}:{ROOT / '.venv' / 'bin'}:{os.environ['PATH']}",
+        "HOME": str(home), "LANG": "C.UTF-8", "TERM": "xterm-256color",
+        "ANTHROPIC_API_KEY": FAKE_API_KEY, **QUIET_ENV,
+        "BRIDGE_NAME": "alice", "BRIDGE_ROLE": "developer", "BRIDGE_ROOM": "deploy",
+        "BRIDGE_REDIS_URL": redis_server.url, "BRIDGE_DEPLOY_DIR": str(DEPLOY),
+        "BRIDGE_PROMPT_DIR": str(DEPLOY / "prompts"), "BRIDGE_RUN_DIR": str(tmp_path / "run"),
+        "BRIDGE_WORKDIR": str(work), "BRIDGE_TMUX_SOCKET": socket_name,
+    }
+    client = redis_server.client()
+    agent = None
+    try:
+        port = wait_until("the fake API", lambda: port_file.exists() and port_file.read_text(),
+                          30)
+        env["ANTHROPIC_BASE_URL"] = f"http://127.0.0.1:{port}"
+        with open(log, "w") as out:
+            agent = subprocess.Popen(["bash", str(DEPLOY / "agent-entrypoint.sh")], env=env,
+                                     stdout=out, stderr=subprocess.STDOUT)
+
+        def screen() -> str:
+            shot = subprocess.run(["tmux", "-L", socket_name, "capture-pane", "-p", "-t",
+                                   "agent"], capture_output=True, text=True, timeout=10)
+            return f"entrypoint log:\n{read_tail(log)}\nscreen:\n{shot.stdout}"
+
+        wait_until("Claude Code past its dialogs",
+                   lambda: "Claude Code is up with the bridge channel" in log.read_text(),
+                   120, screen)
+        record = wait_until("alice in the room",
+                            lambda: client.hgetall("bridge:{deploy}:agent:alice"), 60, screen)
+        assert record[b"role"] == b"developer"
+        text = log.read_text()
+        assert "WARNING DISABLE_TELEMETRY is set" in text  # the harness needs it; users are told
+        assert FAKE_API_KEY not in text and "Redis reachable" in text  # bridge doctor ran
+
+        boss = subprocess.run(
+            [str(ROOT / ".venv" / "bin" / "bridge"), "send", "--as", "boss", "--redis",
+             redis_server.url, "--room", "deploy", "alice", "HELLO-FROM-BOSS"],
+            capture_output=True, text=True, timeout=60)
+        assert boss.returncode == 0, boss.stderr
+
+        def answered() -> bool:
+            entries = client.xrange("bridge:{deploy}:log")
+            return any(f[b"from"] == b"alice" and f[b"to"] == b"boss"
+                       and f[b"text"] == b"PONG-FROM-ALICE" for _, f in entries)
+
+        wait_until("alice's answer in the room log", answered, 90, screen)
+
+        bodies = [json.loads(line)["body"] for line in requests.read_text().splitlines()]
+        system = json.dumps([b.get("system") for b in bodies if b])
+        assert "Your role: developer" in system  # the role prompt reached the model
+        channel = json.dumps([b.get("messages") for b in bodies if b])
+        assert '<channel source=\\"bridge\\" from=\\"boss\\"' in channel.replace("\\\\", "\\")
+
+        agent.terminate()  # what docker stop sends (through tini)
+        assert agent.wait(timeout=60) == 0, read_tail(log)
+        wait_until("alice to leave the room",
+                   lambda: not client.exists("bridge:{deploy}:agent:alice"), 30, screen)
+        assert subprocess.run(["tmux", "-L", socket_name, "has-session"],
+                              capture_output=True).returncode != 0
+    finally:
+        if agent is not None and agent.poll() is None:
+            agent.kill()
+            agent.wait(timeout=30)
+        subprocess.run(["tmux", "-L", socket_name, "kill-server"], capture_output=True)
+        api.terminate()
+        api.wait(timeout=30)
