@@ -10,7 +10,8 @@ exports them), so a password never shows on a command line.
     compose_agents.py agents OUT   AGENTS, ROOM, REDIS_URL or REDIS_URL_<NAME> per agent (+
                                    optional files): writes OUT, prints the service names
     compose_agents.py room         checks REDIS_URL and ROOM (who, tail)
-    compose_agents.py redis OUT    checks REDIS_PASSWORD or REDIS_ACL_FILE: writes OUT
+    compose_agents.py redis OUT    checks REDIS_PASSWORD or REDIS_ACL_FILE (+ REDIS_TLS_*):
+                                   writes OUT
     compose_agents.py service NAME FILE  prints agent NAME's service (FILE: from agents)
 
 A bad or missing value exits 2 with one line that says what to do; nothing has started yet.
@@ -47,6 +48,7 @@ MOUNTED_FILES = {
 }
 CUSTOM_PROMPTS = "/opt/bridge/custom-prompts"
 UID = 10001  # the agent image's user
+REDIS_UID = 999  # the redis image's user
 
 
 class DeployError(Exception):
@@ -153,12 +155,16 @@ def mounted_files(env: Mapping[str, str]) -> dict[str, str]:
         if not os.path.isfile(path):
             raise DeployError(f"{var}={path} is not a file: give the path of the file on this "
                               f"host, or leave {var} unset")
-        if os.stat(path).st_uid != UID and not os.stat(path).st_mode & 0o004:
-            print(f"compose_agents: warning: {path} ({var}) is not readable by the agents' "
-                  f"uid {UID}: chown {UID} it (keep mode 600), or the agents cannot read it",
-                  file=sys.stderr)
+        warn_unreadable(path, var, UID)
         mounts[str(Path(path).resolve())] = target
     return mounts
+
+
+def warn_unreadable(path: str, var: str, uid: int) -> None:
+    if os.stat(path).st_uid != uid and not os.stat(path).st_mode & 0o004:
+        print(f"compose_agents: warning: {path} ({var}) is not readable by the container's "
+              f"uid {uid}: chown {uid} it (keep mode 600), or the container cannot read it",
+              file=sys.stderr)
 
 
 def hostname(env: Mapping[str, str], agent: Agent) -> str:
@@ -213,21 +219,47 @@ def redis_override(env: Mapping[str, str]) -> dict[str, object]:
     password, acl = env.get("REDIS_PASSWORD", ""), env.get("REDIS_ACL_FILE", "")
     if password and acl:
         raise DeployError("both REDIS_PASSWORD and REDIS_ACL_FILE are set: set only one")
+    service: dict[str, object] = {"labels": {"bridge.auth": "acl" if acl else "password"}}
+    mounts = redis_tls(env)
     if acl:
         if not os.path.isfile(acl):
             raise DeployError(f"REDIS_ACL_FILE={acl} is not a file: give the path of a Redis "
-                              f"ACL file (bridge acl --room ROOM --agent NAME prints a rule)")
-        return {"services": {"redis": {
-            "labels": {"bridge.auth": "acl"},
-            "volumes": [f"{Path(acl).resolve()}:/run/redis/users.acl:ro"]}}}
-    if not password:
+                              f"ACL file (bridge acl --format file prints its lines)")
+        users = Path(acl).read_text(encoding="utf-8", errors="replace").split("\n")
+        if not any(line.split()[:2] == ["user", "default"] for line in users):
+            raise DeployError(f"REDIS_ACL_FILE={acl} has no 'user default' line, so Redis "
+                              f"would let anyone in as the default user: add 'user default off'")
+        mounts[str(Path(acl).resolve())] = "/run/redis/users.acl"
+    elif not password:
         raise DeployError("REDIS_PASSWORD is not set: Redis on a shared network needs one; "
-                          "e.g. make up-redis REDIS_PASSWORD=$(openssl rand -hex 24), or give "
+                          "e.g. export REDIS_PASSWORD=$(openssl rand -hex 24), or give "
                           "REDIS_ACL_FILE")
-    if not PASSWORD_PATTERN.match(password):
+    elif not PASSWORD_PATTERN.match(password):
         raise DeployError("bad REDIS_PASSWORD: use at least 16 of A-Z a-z 0-9 . _ ~ - (it goes "
                           "into REDIS_URL unescaped), e.g. $(openssl rand -hex 24)")
-    return {"services": {"redis": {"labels": {"bridge.auth": "password"}}}}
+    if mounts:
+        service["volumes"] = [f"{host}:{target}:ro" for host, target in mounts.items()]
+    return {"services": {"redis": service}}
+
+
+def redis_tls(env: Mapping[str, str]) -> dict[str, str]:
+    """REDIS_TLS_CERT and REDIS_TLS_KEY (and REDIS_TLS_CA to require client certificates)."""
+    files = {var: env.get(var, "") for var in ("REDIS_TLS_CERT", "REDIS_TLS_KEY", "REDIS_TLS_CA")}
+    if bool(files["REDIS_TLS_CERT"]) != bool(files["REDIS_TLS_KEY"]):
+        raise DeployError("give both REDIS_TLS_CERT and REDIS_TLS_KEY (the server's certificate "
+                          "and key, PEM), or neither")
+    if files["REDIS_TLS_CA"] and not files["REDIS_TLS_CERT"]:
+        raise DeployError("REDIS_TLS_CA needs REDIS_TLS_CERT and REDIS_TLS_KEY too")
+    mounts = {}
+    for var, path in files.items():
+        if not path:
+            continue
+        if not os.path.isfile(path):
+            raise DeployError(f"{var}={path} is not a file: give a PEM file on this host")
+        warn_unreadable(path, var, REDIS_UID)
+        name = var.removeprefix("REDIS_TLS_").lower()
+        mounts[str(Path(path).resolve())] = f"/run/redis/tls/{name}.pem"
+    return mounts
 
 
 def service(name: str, generated: str) -> str:

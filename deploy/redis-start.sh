@@ -1,10 +1,12 @@
 #!/bin/sh
-# The team's Redis (docker-compose.yml, profile redis): AOF on, and a password or an ACL file.
-# The password goes into a config file on tmpfs, not onto the command line, where `ps` and
-# `docker inspect` of the process would show it.
+# The team's Redis (docker-compose.yml, profile redis): AOF on, a password or an ACL file, and
+# TLS when a certificate is mounted. The password goes into a config file on tmpfs, not onto
+# the command line, where `ps` and `docker inspect` would show it.
 set -eu
 CONF=${REDIS_CONF:-/tmp/bridge-redis.conf}
 ACL=${REDIS_ACL:-/run/redis/users.acl}
+TLS=${REDIS_TLS_DIR:-/run/redis/tls}
+PORT=${REDIS_PORT:-6379}
 umask 077
 if [ -f "$ACL" ]; then
   printf 'aclfile %s\n' "$ACL" > "$CONF"
@@ -16,5 +18,16 @@ else
 fi
 unset REDIS_PASSWORD
 # everysec: a killed Redis loses nothing, a power cut at most a second (README: Durability)
-exec redis-server "$CONF" --appendonly yes --appendfsync everysec \
-  --dir "${REDIS_DATA:-/data}" --port "${REDIS_PORT:-6379}" "$@"
+printf 'appendonly yes\nappendfsync everysec\ndir %s\n' "${REDIS_DATA:-/data}" >> "$CONF"
+if [ -f "$TLS/cert.pem" ]; then
+  # TLS only: the plain port is closed, agents use rediss://
+  printf 'port 0\ntls-port %s\ntls-cert-file %s\ntls-key-file %s\n' "$PORT" "$TLS/cert.pem" "$TLS/key.pem" >> "$CONF"
+  if [ -f "$TLS/ca.pem" ]; then
+    printf 'tls-ca-cert-file %s\ntls-auth-clients yes\n' "$TLS/ca.pem" >> "$CONF"
+  else
+    printf 'tls-auth-clients no\n' >> "$CONF"
+  fi
+else
+  printf 'port %s\n' "$PORT" >> "$CONF"
+fi
+exec redis-server "$CONF" "$@"

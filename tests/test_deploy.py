@@ -222,6 +222,27 @@ def test_up_redis_needs_a_strong_password_or_an_acl_file(tmp_path: Path) -> None
     assert f"{acl}:/run/redis/users.acl:ro" in redis_service["redis"]["volumes"]
     both = make("up-redis", tmp_path, REDIS_ACL_FILE=str(acl), REDIS_PASSWORD=PASSWORD)
     assert both.returncode != 0 and "set only one" in both.stderr
+    open_default = tmp_path / "open.acl"
+    open_default.write_text("user bridge-main-alice on >pw ~* +@all\n")
+    result = make("up-redis", tmp_path, REDIS_ACL_FILE=str(open_default))
+    assert result.returncode != 0 and "add 'user default off'" in result.stderr
+
+
+@needs_compose
+def test_up_redis_with_tls(tmp_path: Path) -> None:
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    cert.write_text("x")
+    key.write_text("x")
+    half = make("up-redis", tmp_path, REDIS_PASSWORD=PASSWORD, REDIS_TLS_CERT=str(cert))
+    assert half.returncode != 0 and "give both REDIS_TLS_CERT and REDIS_TLS_KEY" in half.stderr
+    ok = make("up-redis", tmp_path, REDIS_PASSWORD=PASSWORD, REDIS_TLS_CERT=str(cert),
+              REDIS_TLS_KEY=str(key))
+    assert ok.returncode == 0, ok.stderr
+    assert "not readable by the container's uid 999" not in ok.stderr  # 0644 here
+    volumes = compose_config(tmp_path, tmp_path / "generated" / "redis.yml")["services"][
+        "redis"]["volumes"]
+    assert f"{cert}:/run/redis/tls/cert.pem:ro" in volumes
+    assert f"{key}:/run/redis/tls/key.pem:ro" in volumes
 
 
 def test_who_tail_attach_logs_down(tmp_path: Path) -> None:
@@ -411,7 +432,8 @@ def start_redis(tmp_path: Path, env: dict[str, str]) -> tuple[subprocess.Popen[s
         ["sh", str(DEPLOY / "redis-start.sh"), "--bind", "127.0.0.1", "--save", ""],
         env={"PATH": f"{Path(REDIS_SERVER).parent}:{os.environ['PATH']}",
              "REDIS_CONF": str(tmp_path / "redis.conf"), "REDIS_DATA": str(data),
-             "REDIS_PORT": str(port), "REDIS_ACL": str(tmp_path / "users.acl"), **env},
+             "REDIS_PORT": str(port), "REDIS_ACL": str(tmp_path / "users.acl"),
+             "REDIS_TLS_DIR": str(tmp_path / "tls"), **env},
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     return process, port
 
@@ -588,3 +610,24 @@ def test_entrypoint_runs_claude_code_with_the_channel_and_the_role_prompt(
         subprocess.run(["tmux", "-L", socket_name, "kill-server"], capture_output=True)
         api.terminate()
         api.wait(timeout=30)
+
+
+@pytest.mark.skipif(shutil.which("openssl") is None, reason="openssl is not installed")
+def test_redis_start_with_tls_closes_the_plain_port(tmp_path: Path) -> None:
+    tls = tmp_path / "tls"
+    tls.mkdir()
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+                    "-keyout", str(tls / "key.pem"), "-out", str(tls / "cert.pem"),
+                    "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"],
+                   check=True, capture_output=True, timeout=60)
+    process, port = start_redis(tmp_path, {"REDIS_PASSWORD": PASSWORD})
+    try:
+        client = redis.Redis(host="127.0.0.1", port=port, password=PASSWORD, ssl=True,
+                             ssl_ca_certs=str(tls / "cert.pem"), socket_timeout=5)
+        wait_ping(client, process)
+        assert client.config_get("appendonly") == {"appendonly": "yes"}
+        with pytest.raises(redis.ConnectionError):
+            redis.Redis(port=port, password=PASSWORD, socket_timeout=5).ping()
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
