@@ -193,3 +193,23 @@ async def test_wrong_argument_types_are_clear_tool_errors(agents):
     with pytest.raises(ToolError, match="`text` must be a string"):
         await alice.tool("set_status", text=None)
     assert "sent" in await alice.tool("send_message", to="bob", text="fine")
+
+
+async def test_hostile_tool_arguments_are_clear_tool_errors(agents, r):
+    """Names that only look valid, text that is not Unicode, and over-long lists: refused
+    with what to do, nothing logged, and the server keeps serving."""
+    alice = await agents.start("alice")
+    await agents.start("bob")
+    cases = [
+        ({"to": "bob\n", "text": "x"}, "not a valid agent name"),  # "$" would have let it by
+        ({"to": ["bob", "bob\n"], "text": "x"}, "not a valid agent name"),
+        ({"to": "bob", "text": "half a pair \ud800"}, "not valid Unicode"),
+        ({"to": "bob", "text": "x", "reply_to": "1-0\n"}, "not a message id"),
+        ({"to": "bob", "text": "x", "reply_to": "١٧٣٢-٠"}, "not a message id"),
+        ({"to": [f"n{i}" for i in range(65)], "text": "x"}, "65 recipients is over the limit"),
+    ]
+    for arguments, expected in cases:
+        with pytest.raises(ToolError, match=expected):
+            await alice.tool("send_message", **arguments)
+    assert r.xlen("bridge:{main}:log") == 0
+    assert "sent" in await alice.tool("send_message", to="bob", text="fine")
