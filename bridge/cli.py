@@ -20,6 +20,17 @@ def _room_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--redis", metavar="URL",
                         help="Redis URL (env BRIDGE_REDIS_URL; default: the embedded Redis)")
     parser.add_argument("--room", help="room name (env BRIDGE_ROOM; default main)")
+    parser.add_argument("--tls-ca", dest="tls_ca", metavar="PEM",
+                        help="rediss://: the CA that signed the server's certificate "
+                             "(env BRIDGE_TLS_CA; default: the system's CAs)")
+    parser.add_argument("--tls-cert", dest="tls_cert", metavar="PEM",
+                        help="rediss://: client certificate, if the server asks for one "
+                             "(env BRIDGE_TLS_CERT)")
+    parser.add_argument("--tls-key", dest="tls_key", metavar="PEM",
+                        help="rediss://: the client certificate's key (env BRIDGE_TLS_KEY)")
+
+
+TLS_FLAGS = ("tls_ca", "tls_cert", "tls_key")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -51,6 +62,9 @@ def build_parser() -> argparse.ArgumentParser:
                                        "applies (env BRIDGE_BURST; default 5000)")
 
     sub.add_parser("redis", help="run the embedded per-user Redis in the foreground")
+    from bridge import acl
+
+    acl.add_parser(sub)
     _operator_commands(sub)
     from bridge import team
 
@@ -139,6 +153,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "serve":
             return _serve(args)
+        if args.command == "acl":
+            from bridge import acl
+
+            return acl.main(args)
         if args.command == "redis":
             from bridge.embedded import EmbeddedRedis
 
@@ -192,7 +210,7 @@ def _run_operator(args: argparse.Namespace) -> int:
 
     from bridge import ops
 
-    flags = {"redis": args.redis, "room": args.room}
+    flags = {"redis": args.redis, "room": args.room} | {k: getattr(args, k) for k in TLS_FLAGS}
     if args.command == "send":
         flags |= {"name": args.name, "role": args.role}
     try:
@@ -230,7 +248,7 @@ def _serve(args: argparse.Namespace) -> int:
 
     flags = {key: getattr(args, key, None)
              for key in ("redis", "room", "name", "role", "ttl", "delivery", "max_bytes",
-                         "secret_file", "max_recipients", "rate", "burst")}
+                         "secret_file", "max_recipients", "rate", "burst", *TLS_FLAGS)}
     settings = Settings.from_env(**flags)
     anyio.run(serve, settings)
     return 0

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import re
+import ssl
 from typing import Any
+from urllib.parse import parse_qs, urlencode, urlsplit
 
 import anyio
 from redis.asyncio import Redis
@@ -13,6 +15,7 @@ from redis.exceptions import RedisError
 
 from bridge.embedded import EmbeddedRedis
 from bridge.errors import RedisUnavailable
+from bridge.quickwrite import use_quick_writes
 from bridge.settings import Settings
 
 
@@ -34,8 +37,22 @@ _QUERY_PASSWORD = re.compile(r"([?&]password=)[^&#]*", re.IGNORECASE)
 async def resolve_url(settings: Settings) -> str:
     """The configured URL, or the embedded server's (started if need be)."""
     if settings.redis_url:
-        return settings.redis_url
+        return with_tls(settings.redis_url, settings)
     return await anyio.to_thread.run_sync(EmbeddedRedis.for_user().ensure_running)
+
+
+# redis-py hands unknown query arguments of a URL to its connection class, so the TLS files
+# ride in the URL and every client built from resolve_url's answer (serve, CLI, doctor) uses
+# them. redis-py verifies the server's certificate and host name by default.
+_TLS_QUERY = (("tls_ca", "ssl_ca_certs"), ("tls_cert", "ssl_certfile"), ("tls_key", "ssl_keyfile"))
+
+
+def with_tls(url: str, settings: Settings) -> str:
+    pairs = [(arg, getattr(settings, field)) for field, arg in _TLS_QUERY
+             if getattr(settings, field)]
+    if not pairs:
+        return url
+    return url + ("&" if "?" in url else "?") + urlencode(pairs, safe="/")
 
 
 def make_client(url: str, *, retries: int = 3, single_connection: bool = False) -> Redis:
@@ -47,7 +64,7 @@ def make_client(url: str, *, retries: int = 3, single_connection: bool = False) 
     backoff = ExponentialWithJitterBackoff(base=0.05, cap=1.0) if retries else NoBackoff()
     # redis-py's own health check would swallow the subscriber's PONGs; the bus pings it.
     tcp: dict[str, Any] = {} if url.startswith("unix://") else {"socket_keepalive": True}
-    return Redis.from_url(
+    return use_quick_writes(Redis.from_url(
         url,
         **tcp,
         socket_connect_timeout=5,
@@ -57,14 +74,70 @@ def make_client(url: str, *, retries: int = 3, single_connection: bool = False) 
         health_check_interval=5 if retries and not single_connection else 0,
         retry=Retry(backoff, retries),
         single_connection_client=single_connection,
-    )
+    ))
 
 
 async def check_reachable(client: Redis, url: str) -> None:
     try:
         await client.ping()
     except (RedisError, OSError) as e:
-        raise RedisUnavailable(
-            f"cannot reach Redis at {redact(url)}: {e}. Check that it runs and that the "
-            f"URL (--redis / BRIDGE_REDIS_URL) is right"
-        ) from e
+        raise RedisUnavailable(unreachable(e, url)) from e
+
+
+def unreachable(error: BaseException, url: str) -> str:
+    """What went wrong connecting, and what to do; TLS failures get advice of their own."""
+    return tls_failure(error, url) or (
+        f"cannot reach Redis at {shown(url)}: {error}. Check that it runs and that the "
+        f"URL (--redis / BRIDGE_REDIS_URL) is right")
+
+
+def shown(url: str) -> str:
+    """The URL as the user wrote it: redacted, without the TLS files that with_tls added."""
+    base, _, query = url.partition("?")
+    kept = [(k, v) for k, vs in parse_qs(query).items() for v in vs
+            if k not in {arg for _, arg in _TLS_QUERY}]
+    return redact(base + ("?" + urlencode(kept, safe="/") if kept else ""))
+
+
+def tls_failure(error: BaseException, url: str) -> str | None:
+    cause = error.__cause__ or error.__context__
+    text = f"{error} {cause!r}"
+    parts = urlsplit(url)
+    where = f"{parts.hostname}:{parts.port or 6379}"
+    given = parse_qs(parts.query)
+    dropped = "reset by peer" in text or "closed by server" in text.lower()
+    if parts.scheme != "rediss":
+        if dropped:
+            return (f"cannot reach Redis at {shown(url)}: {error}. If that port takes only "
+                    f"TLS, use rediss://{where} (and --tls-ca / BRIDGE_TLS_CA)")
+        return None
+    failed = f"TLS handshake with {where} failed"
+    if isinstance(cause, ssl.SSLCertVerificationError):
+        reason = cause.verify_message or str(cause.reason)
+        if "mismatch" in reason:
+            fix = ("connect to a host name or address that the server's certificate names "
+                   "(its subjectAltName)")
+        elif "ssl_ca_certs" in given:
+            fix = ("--tls-ca / BRIDGE_TLS_CA is not the CA that signed the server's "
+                   "certificate: set it to the one that did")
+        else:
+            fix = ("set --tls-ca / BRIDGE_TLS_CA to the CA certificate that signed the "
+                   "server's certificate")
+        return f"{failed}: certificate verify failed: {reason}; {fix}"
+    if "CERTIFICATE_REQUIRED" in text or (dropped and "ssl_certfile" not in given):
+        return (f"{failed}: the server asks for a client certificate and we sent none; set "
+                f"--tls-cert / BRIDGE_TLS_CERT and --tls-key / BRIDGE_TLS_KEY")
+    if any(alert in text for alert in ("UNKNOWN_CA", "BAD_CERTIFICATE", "CERTIFICATE_UNKNOWN",
+                                       "DECRYPT_ERROR")) or dropped:
+        return (f"{failed}: the server refused our client certificate ({error}); use one "
+                f"signed by a CA that the server trusts (its tls-ca-cert-file)")
+    if any(sign in text for sign in ("WRONG_VERSION_NUMBER", "PACKET_LENGTH_TOO_LONG",
+                                     "record layer failure")):
+        return (f"{failed}: the server does not speak TLS on that port; use its TLS port "
+                f"(redis-server --tls-port), or redis:// if it has no TLS")
+    if isinstance(cause, ssl.SSLError):
+        return f"{failed}: {cause.reason or cause}; check the certificates and the port"
+    if "Timeout connecting" in text:
+        return (f"{failed}: no answer to the TLS handshake; if that port does not take TLS, "
+                f"use redis://{where}, or the server's --tls-port")
+    return None

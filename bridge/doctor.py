@@ -14,7 +14,8 @@ import anyio
 from redis.asyncio import Redis
 from redis.exceptions import RedisError, ResponseError
 
-from bridge.connection import make_client, redact, resolve_url
+from bridge.acl import excess_rights
+from bridge.connection import make_client, redact, resolve_url, tls_failure, with_tls
 from bridge.errors import BridgeError
 from bridge.human import Style, color_wanted
 from bridge.keys import PREFIX, Keys
@@ -68,6 +69,8 @@ class Doctor:
         self.env = dict(os.environ if env is None else env)
         self.style = Style(color_wanted(out))
         self.failed = False
+        self.user = ""  # the ACL user we are, once known
+        self.dryrun = False  # whether it may ask ACL DRYRUN about itself
 
     def report(self, check: Check) -> None:
         colour: Callable[[str], str] = {
@@ -93,10 +96,12 @@ class Doctor:
         client = make_client(url, retries=0)
         try:
             if await self._reachable(client, url):
+                await self._tls(client, url)
                 version: tuple[int, ...] = ()
                 checks: list[tuple[str, Callable[[], Awaitable[Any]]]] = [
                     ("server version", lambda: self._version(client)),
                     ("ACL", lambda: self._acl(client, version)),
+                    ("ACL rights", lambda: self._least_privilege(client)),
                     ("AOF", lambda: self._persistence(client)),
                     ("clock", lambda: self._clock(client)),
                     ("room", lambda: self._room(client)),
@@ -129,7 +134,7 @@ class Doctor:
     async def _url(self) -> str | None:
         if self.settings.redis_url:
             self.report(Check("ok", f"Redis URL parses: {redact(self.settings.redis_url)}"))
-            return self.settings.redis_url
+            return with_tls(self.settings.redis_url, self.settings)
         try:
             url = await resolve_url(self.settings)
         except BridgeError as e:
@@ -148,8 +153,13 @@ class Doctor:
                 await client.ping()
                 rtts.append((time.perf_counter() - start) * 1000)
         except (RedisError, OSError) as e:
+            tls = tls_failure(e, url)
+            if tls:
+                self.report(Check("fail", tls.partition("; ")[0], tls.partition("; ")[2]))
+                return False
             self.report(Check(
-                "fail", f"Redis at {redact(url)} cannot be reached: {e or type(e).__name__}",
+                "fail", f"Redis at {redact(url.partition('?')[0])} cannot be reached: "
+                        f"{e or type(e).__name__}",
                 "start Redis, or fix the host, port, password or TLS scheme in --redis / "
                 "BRIDGE_REDIS_URL (redis://:PASSWORD@HOST:6379/0)"))
             return False
@@ -189,9 +199,9 @@ class Doctor:
         try:
             user = (await client.execute_command(  # type: ignore[no-untyped-call]
                 "ACL", "WHOAMI")).decode()
-        except ResponseError as e:
-            self.report(Check("skip", f"ACL: cannot ask who we are ({e})"))
-            return
+        except ResponseError:  # a least-privilege user may not ask: the URL says who it is
+            user = client.connection_pool.connection_kwargs.get("username") or "default"
+        self.user = user
         if version and version < (7, 0):
             self.report(Check("skip", f"ACL: user {user}; checking its permissions needs "
                                       f"ACL DRYRUN (Redis >= 7.0)"))
@@ -209,10 +219,13 @@ class Doctor:
                     "ACL", "DRYRUN", user, *command)
             except ResponseError as e:
                 if "dryrun" in str(e).lower():
-                    self.report(Check("skip", f"ACL: user {user} may not run ACL DRYRUN, so "
-                                              f"its permissions cannot be checked ({e})"))
+                    self.report(Check("skip", f"ACL: user {user} may not run ACL DRYRUN (a "
+                                              f"least-privilege user may not), so whether it "
+                                              f"may run every command bridge uses cannot be "
+                                              f"checked"))
                     return
                 reply = str(e)
+            self.dryrun = True
             text = reply.decode() if isinstance(reply, bytes) else str(reply)
             if text == "OK":
                 continue
@@ -241,6 +254,42 @@ class Doctor:
         problems += sorted(other)
         self.report(Check("fail", f"ACL: user {user} " + "; ".join(problems),
                           " ".join(fix)))
+
+    async def _least_privilege(self, client: Redis) -> None:
+        """A warning, not a failure: bridge works, but a leaked URL could do more harm."""
+        if not self.user:
+            return
+        room = self.settings.room
+        rights = await excess_rights(client, self.user, room, dryrun=self.dryrun)
+        if rights.excess:
+            self.report(Check(
+                "warn", f"ACL rights: user {self.user} can do more than bridge needs: "
+                        + ", ".join(rights.excess),
+                f"give each agent a least-privilege user: bridge acl --room {room} --agent "
+                f"NAME | redis-cli (as an admin), then the agent's URL it prints"))
+            return
+        unchecked = (f"; not checked without ACL DRYRUN: {', '.join(rights.unchecked)}"
+                     if rights.unchecked else "")
+        self.report(Check("ok", f"ACL rights: user {self.user} has none beyond bridge's: "
+                                f"refused {', '.join(rights.refused)}{unchecked}"))
+
+    async def _tls(self, client: Redis, url: str) -> None:
+        if not url.startswith("rediss://"):
+            return
+        details = ""
+        connection = await client.connection_pool.get_connection()  # type: ignore[no-untyped-call]
+        try:  # the live connection's TLS session (a private attribute: absent, we say less)
+            writer = getattr(connection, "_writer", None)
+            session = writer.get_extra_info("ssl_object") if writer else None
+            if session is not None:
+                details = f"{session.version()}, {session.cipher()[0]}; "
+        finally:
+            await client.connection_pool.release(connection)
+        ca = self.settings.tls_ca or "the system's CAs"
+        cert = (f"; client certificate {self.settings.tls_cert}" if self.settings.tls_cert
+                else "; no client certificate")
+        self.report(Check("ok", f"TLS: {details}server certificate and host name verified "
+                                f"against {ca}{cert}"))
 
     async def _persistence(self, client: Redis) -> None:
         enabled: bool | None = None

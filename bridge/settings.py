@@ -45,6 +45,9 @@ class Settings:
     max_recipients: int = 64
     rate: float = 5000.0  # messages/s per sender name (0: no limit); generous: a runaway guard
     burst: int = 5000
+    tls_ca: str = ""  # PEM: the CA that signed the server's certificate (rediss://)
+    tls_cert: str = ""  # PEM: our client certificate, for servers that ask for one (mTLS)
+    tls_key: str = ""  # PEM: its private key (if not in tls_cert's file)
     name_was_derived: bool = False
 
     @classmethod
@@ -104,7 +107,14 @@ class Settings:
                      "use messages per second per sender, e.g. 5000 (0: no limit)"),
             burst=get("burst", "BRIDGE_BURST", _positive(int, 1), 5000,
                       "use a whole number of messages >= 1, e.g. 5000"),
+            tls_ca=get("tls_ca", "BRIDGE_TLS_CA", _readable_file, "",
+                       "use the path of a readable PEM file (the CA certificate)"),
+            tls_cert=get("tls_cert", "BRIDGE_TLS_CERT", _readable_file, "",
+                         "use the path of a readable PEM file (the client certificate)"),
+            tls_key=get("tls_key", "BRIDGE_TLS_KEY", _readable_file, "",
+                        "use the path of a readable PEM file (the client certificate's key)"),
         )
+        _check_tls(settings)
         file_value, file_source = pick("secret_file", "BRIDGE_SECRET_FILE")
         settings.secret = _secret(file_value, file_source, env.get("BRIDGE_SECRET") or "")
         if name_value is None:
@@ -204,3 +214,27 @@ def _redis_url(value: Any) -> str:
 
     parse_url(text)  # raises ValueError on a malformed URL
     return text
+
+
+def _readable_file(value: Any) -> str:
+    path = Path(str(value)).expanduser()
+    try:
+        with path.open("rb"):
+            pass
+    except OSError as e:  # missing, unreadable, a directory: the caller names flag and value
+        raise ValueError(str(value)) from e
+    return str(path)
+
+
+def _check_tls(settings: Settings) -> None:
+    """TLS files only make sense with a rediss:// URL, and a key only with its certificate."""
+    given = [flag for flag, value in (("--tls-ca / BRIDGE_TLS_CA", settings.tls_ca),
+                                      ("--tls-cert / BRIDGE_TLS_CERT", settings.tls_cert),
+                                      ("--tls-key / BRIDGE_TLS_KEY", settings.tls_key)) if value]
+    if given and not (settings.redis_url or "").startswith("rediss://"):
+        raise SettingsError(
+            f"{', '.join(given)} set, but the Redis URL is not rediss://; use "
+            f"--redis / BRIDGE_REDIS_URL rediss://HOST:PORT/0 (TLS), or unset them")
+    if settings.tls_key and not settings.tls_cert:
+        raise SettingsError("--tls-key / BRIDGE_TLS_KEY is set without --tls-cert / "
+                            "BRIDGE_TLS_CERT; set both (the client certificate and its key)")

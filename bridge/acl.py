@@ -1,0 +1,192 @@
+"""Least-privilege Redis users: `bridge acl` prints the rule, and the doctor checks a user for
+rights beyond it.
+
+The rule is per room: every command bridge runs on a room's keys declares the keys of the
+agents it names (the send script checks the recipients' presence and cursor keys), and Redis
+asks read *and* write access for every key passed to a script. So alice's user can write to
+any key of her room; what it cannot do is touch another room, or run anything bridge does not.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import re
+import secrets
+import sys
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import quote, urlsplit, urlunsplit
+
+from redis.asyncio import Redis
+from redis.exceptions import RedisError, ResponseError
+
+from bridge.errors import SettingsError
+from bridge.keys import NAME_PATTERN, PREFIX, Keys
+from bridge.settings import Settings
+
+# Everything `bridge serve`, `who`, `tail`, `history` and `send --as` run, directly or inside
+# the Lua scripts (Redis checks script calls against the user too), and nothing else.
+# Not here: CLIENT SETINFO, which redis-py sends on connect and whose refusal it ignores (the
+# subcommand only exists from Redis 7.2, and naming it would make older servers refuse the
+# whole rule); SCAN, for `who --all-rooms`, which would list every room.
+COMMANDS = (
+    "ping", "select",  # the connection; SELECT for a /N database in the URL
+    "evalsha", "script|load",  # the scripts: run by hash, loaded when the server lacks them
+    "time", "exists", "del", "pexpire", "get", "set", "incr",
+    "hget", "hmget", "hset", "hgetall",
+    "zadd", "zrem", "zrange", "zrangebyscore",
+    "xadd", "xtrim", "xrange", "xrevrange", "xread", "xlen",
+    "publish", "subscribe", "unsubscribe",
+)
+PASSWORD = re.compile(r"^[!#-&(-\[\]-~]{1,256}$")  # printable ASCII, no space, quote or \
+SAFE_WORD = re.compile(r"^[A-Za-z0-9@+_.:/-]+$")  # needs no quotes in redis-cli or a shell
+
+
+@dataclass(frozen=True)
+class AclUser:
+    room: str
+    agent: str
+    password: str
+
+    @property
+    def name(self) -> str:
+        return f"{PREFIX}-{self.room}-{self.agent}"
+
+    def rules(self, *, hashed: bool = False) -> list[str]:
+        pattern = Keys(self.room).pattern  # bridge:{room}:* covers every key and channel
+        secret = ("#" + hashlib.sha256(self.password.encode()).hexdigest() if hashed
+                  else ">" + self.password)
+        # reset: no earlier rights survive; resetchannels again, because on Redis 6.2 reset
+        # grants every channel (acl-pubsub-default allchannels)
+        return ["reset", "on", secret, "resetchannels", f"~{pattern}", f"&{pattern}", "-@all",
+                *(f"+{command}" for command in COMMANDS)]
+
+    def command(self) -> str:
+        """The ACL SETUSER line, for redis-cli's prompt, its stdin, or a shell after it."""
+        words = ["ACL", "SETUSER", self.name, *self.rules()]
+        return " ".join(word if SAFE_WORD.match(word) else f"'{word}'" for word in words)
+
+    def file_line(self) -> str:
+        """A line for a users.acl file (aclfile), with the password's SHA-256, not itself."""
+        return " ".join(["user", self.name, *self.rules(hashed=True)])
+
+    def url(self, base: str | None) -> str:
+        """The agent's BRIDGE_REDIS_URL: base's scheme, host, port and database."""
+        parts = urlsplit(base if base and not base.startswith("unix://")
+                         else "redis://HOST:6379/0")
+        host = parts.netloc.rpartition("@")[2]
+        credentials = f"{quote(self.name, safe='')}:{quote(self.password, safe='')}"
+        return urlunsplit(parts._replace(netloc=f"{credentials}@{host}"))
+
+
+def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    acl = sub.add_parser(
+        "acl", help="print the Redis ACL rule for one agent's least-privilege user",
+        description="Print the ACL SETUSER line (or, with --format file, a users.acl line) "
+                    "for user bridge-ROOM-AGENT: only room ROOM's keys and channels, only the "
+                    "commands bridge runs. Run it as a Redis admin (e.g. pipe it into "
+                    "redis-cli); the agent's URL is printed on stderr.")
+    acl.add_argument("--agent", required=True, metavar="NAME", help="the agent's name")
+    acl.add_argument("--room", help="room name (env BRIDGE_ROOM; default main)")
+    acl.add_argument("--password", help="the user's password (default: a new random one)")
+    acl.add_argument("--format", choices=("command", "file"), default="command",
+                     help="command: ACL SETUSER for redis-cli (default); file: a users.acl line")
+    acl.add_argument("--redis", metavar="URL",
+                     help="the Redis the agent uses: its host and port go into the URL shown "
+                          "(env BRIDGE_REDIS_URL)")
+
+
+def main(args: argparse.Namespace) -> int:
+    settings = Settings.from_env(redis=args.redis, room=args.room)
+    if not NAME_PATTERN.match(args.agent):
+        raise SettingsError(f"bad value for --agent: {args.agent!r}; use 1-32 of a-z 0-9 _ . - "
+                            f"starting with a letter or digit")
+    password = args.password if args.password is not None else secrets.token_urlsafe(24)
+    if not PASSWORD.match(password):
+        raise SettingsError("bad value for --password: use printable ASCII without spaces, "
+                            "quotes or backslashes (or leave it out for a random one)")
+    user = AclUser(settings.room, args.agent, password)
+    print(user.command() if args.format == "command" else user.file_line())
+    create = ("pipe this line into redis-cli as an admin (bridge acl ... | redis-cli -u URL)"
+              if args.format == "command" else "add this line to the aclfile, then ACL LOAD")
+    print(f"# user {user.name}: room {settings.room}'s keys and channels only, and only the "
+          f"commands bridge runs (Redis 6.2 or newer)\n# {create}\n# agent {args.agent}: "
+          f"BRIDGE_REDIS_URL='{user.url(settings.redis_url)}'", file=sys.stderr)
+    return 0
+
+
+# ---------------------------------------------------------------- checking a user's rights
+def probe_room(room: str) -> Keys:
+    """A room other than ours, for asking whether the user may touch other rooms."""
+    return Keys("doctor-probe" if room != "doctor-probe" else "doctor-probe-2")
+
+
+def probes(room: str) -> list[tuple[str, list[str]]]:
+    """(what, command): rights bridge never needs. Only ever run through ACL DRYRUN."""
+    other = probe_room(room)
+    return [("FLUSHALL", ["FLUSHALL"]), ("FLUSHDB", ["FLUSHDB"]),
+            ("CONFIG", ["CONFIG", "GET", "maxmemory"]), ("KEYS", ["KEYS", "*"]),
+            ("MONITOR", ["MONITOR"]), ("ACL SETUSER", ["ACL", "SETUSER", "x"]),
+            (f"other rooms' keys ({other.base}:…)", ["XLEN", other.log]),
+            (f"other rooms' channels ({other.base}:…)", ["PUBLISH", other.events, "x"])]
+
+
+@dataclass
+class Rights:
+    excess: list[str]  # what the user may do and bridge never needs
+    refused: list[str]
+    unchecked: list[str]
+
+
+async def excess_rights(client: Redis, user: str, room: str, *, dryrun: bool) -> Rights:
+    """Which of `probes` the user may do: by ACL DRYRUN if it may run it; otherwise by
+    running the few probes that are harmless when allowed (CONFIG GET, MONITOR on a throwaway
+    connection, a read of another room's key, SUBSCRIBE on a throwaway connection)."""
+    rights = Rights([], [], [])
+    if dryrun:
+        for what, command in probes(room):
+            reply = await client.execute_command(  # type: ignore[no-untyped-call]
+                "ACL", "DRYRUN", user, *command)
+            allowed = (reply.decode() if isinstance(reply, bytes) else str(reply)) == "OK"
+            (rights.excess if allowed else rights.refused).append(what)
+        return rights
+    other = probe_room(room)
+    checks: dict[str, Callable[[Redis], Awaitable[Any]]] = {
+        "CONFIG": _config, "MONITOR": _monitor,
+        f"other rooms' keys ({other.base}:…)": lambda c: c.exists(other.log),
+        f"other rooms' channels ({other.base}:…)": lambda c: _subscribe(c, other.events)}
+    for what, _ in probes(room):
+        if what not in checks:
+            rights.unchecked.append(what)
+            continue
+        try:
+            await checks[what](client)
+        except ResponseError:  # NOPERM, or a command renamed away: either way, not allowed
+            rights.refused.append(what)
+        else:
+            rights.excess.append(what)
+    return rights
+
+
+async def _config(client: Redis) -> None:
+    await client.config_get("maxmemory")
+
+
+async def _monitor(client: Redis) -> None:
+    async with client.monitor():  # raises if refused; leaving it closes the connection
+        pass
+
+
+async def _subscribe(client: Redis, channel: str) -> None:
+    pubsub = client.pubsub()
+    try:
+        await pubsub.subscribe(channel)
+        # the refusal comes back as the reply to SUBSCRIBE
+        while (message := await pubsub.get_message(timeout=5)) is not None:
+            if message.get("type") == "subscribe":
+                return
+        raise RedisError(f"no reply to SUBSCRIBE {channel}")
+    finally:
+        await pubsub.aclose()  # type: ignore[no-untyped-call]
