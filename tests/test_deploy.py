@@ -631,3 +631,39 @@ def test_redis_start_with_tls_closes_the_plain_port(tmp_path: Path) -> None:
     finally:
         process.terminate()
         process.wait(timeout=30)
+
+
+def test_the_readme_acl_recipe_gives_each_agent_a_working_user(tmp_path: Path) -> None:
+    """README: `bridge acl --format file` lines plus `user default off`, served by the Redis
+    service's start script; the URL bridge acl prints for alice passes bridge doctor."""
+    bridge = str(ROOT / ".venv" / "bin" / "bridge")
+    port = free_port()
+    acl = tmp_path / "users.acl"
+    acl.write_text("user default off\n")
+    urls = {}
+    for agent in ("alice", "ops"):
+        made = subprocess.run([bridge, "acl", "--room", "main", "--agent", agent, "--redis",
+                               f"redis://127.0.0.1:{port}/0", "--format", "file"],
+                              capture_output=True, text=True, timeout=60, check=True)
+        with acl.open("a") as f:
+            f.write(made.stdout)
+        urls[agent] = re.search(r"BRIDGE_REDIS_URL='([^']+)'", made.stderr).group(1)  # type: ignore[union-attr]
+    process = subprocess.Popen(
+        ["sh", str(DEPLOY / "redis-start.sh"), "--bind", "127.0.0.1", "--save", ""],
+        env={"PATH": f"{Path(REDIS_SERVER).parent}:{os.environ['PATH']}",
+             "REDIS_CONF": str(tmp_path / "redis.conf"), "REDIS_DATA": str(tmp_path),
+             "REDIS_PORT": str(port), "REDIS_ACL": str(acl),
+             "REDIS_TLS_DIR": str(tmp_path / "tls")},
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        wait_ping(redis.Redis.from_url(urls["alice"], socket_timeout=5), process)
+        with pytest.raises(redis.AuthenticationError):
+            redis.Redis(port=port, socket_timeout=5).set("bridge:{main}:x", "1")
+        doctor = subprocess.run([bridge, "doctor", "--redis", urls["alice"], "--room", "main"],
+                                capture_output=True, text=True, timeout=60,
+                                env={**os.environ, "BRIDGE_NAME": "alice"})
+        assert doctor.returncode == 0, doctor.stdout + doctor.stderr
+        assert "may run every command bridge uses" in doctor.stdout
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
