@@ -43,7 +43,7 @@ from bridge.outgoing import (
 )
 from bridge.presence import Participant, Presence
 from bridge.settings import Settings
-from bridge.signing import DROP_HINTS, Gate
+from bridge.signing import Gate
 from bridge.subscriber import Backoff, close_quietly, published
 
 log = structlog.get_logger("bridge.bus")
@@ -97,11 +97,8 @@ class Bridge:
             log.info("joined", name=settings.name, room=settings.room, redis=redact(url),
                      delivery=settings.delivery, derived_name=settings.name_was_derived,
                      signed=bridge.signer is not None)
-            if bridge.signer is None and warn_unverified:
-                log.warning("sender_names_unverified",
-                            hint="without a room secret anyone who can write to this Redis "
-                                 "can send messages under any name; set BRIDGE_SECRET or "
-                                 "BRIDGE_SECRET_FILE (the same on every agent of the room)")
+            if warn_unverified:
+                bridge.gate.warn_if_unsigned()
             async with anyio.create_task_group() as tg:
                 tg.start_soon(bridge._receive_forever, pubsub)
                 tg.start_soon(bridge._heartbeat_forever)
@@ -321,18 +318,11 @@ class Bridge:
                     envelope = decode_entry(entry_id, fields)
                 except ValueError as e:
                     self._last_seen = Position(entry_id.decode(), self._last_seen.seq)
-                    log.warning("envelope_dropped", reason="malformed", id=self._last_seen.id,
-                                detail=str(e)[:200])
+                    self.gate.dropped(self._last_seen.id, "malformed", detail=str(e)[:200])
                     continue
                 self._last_seen = Position(envelope.id, envelope.seq)
-                if not envelope.addressed_to(self.name):
-                    continue
-                reason = self.gate.problem(envelope)
-                if reason:
-                    log.warning("envelope_dropped", reason=reason, id=envelope.id,
-                                sender=envelope.sender, hint=DROP_HINTS[reason])
-                    continue
-                self._accept(envelope)
+                if self.gate.admits(envelope):
+                    self._accept(envelope)
             if len(entries) < CATCH_UP_PAGE:
                 return
 

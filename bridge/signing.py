@@ -18,11 +18,14 @@ from collections import OrderedDict
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+import structlog
 from redis.asyncio import Redis
 
 from bridge.cursor import Position
 from bridge.envelope import Envelope, decode_entry, parse_id
 from bridge.settings import Settings
+
+log = structlog.get_logger("bridge.signing")
 
 VERSION = "v1"
 NONCE_HEX = 16
@@ -133,6 +136,27 @@ class Gate:
         self.max_bytes = settings.max_bytes
         self.name = settings.name
         self.signer = make_signer(settings.secret, settings.room, settings.replay_window)
+
+    def warn_if_unsigned(self) -> None:
+        if self.signer is None:
+            log.warning("sender_names_unverified",
+                        hint="without a room secret anyone who can write to this Redis can "
+                             "send messages under any name; set BRIDGE_SECRET or "
+                             "BRIDGE_SECRET_FILE (the same on every agent of the room)")
+
+    def admits(self, envelope: Envelope) -> bool:
+        """Whether to deliver this well-formed log entry to us; a refusal is logged."""
+        if not envelope.addressed_to(self.name):
+            return False
+        reason = self.problem(envelope)
+        if reason:
+            self.dropped(envelope.id, reason, sender=envelope.sender)
+        return reason is None
+
+    @staticmethod
+    def dropped(entry_id: str, reason: str, **details: str) -> None:
+        log.warning("envelope_dropped", reason=reason, id=entry_id, hint=DROP_HINTS[reason],
+                    **details)
 
     def problem(self, envelope: Envelope) -> str | None:
         """Why this entry addressed to us must not be delivered (None: deliver it).
