@@ -28,7 +28,7 @@ session() {
     --dangerously-load-development-channels server:bridge \
     --allowedTools mcp__bridge \
     --append-system-prompt "$(cat "$RUN_DIR/prompt.md")" \
-    ${CLAUDE_ARGS:-} ${AGENT_TASK:+"$AGENT_TASK"} || status=$?
+    ${CLAUDE_ARGS:-} || status=$?
   echo "$status" > "$RUN_DIR/claude.status"
   tmux wait-for -S "$SESSION-done"
 }
