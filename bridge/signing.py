@@ -14,6 +14,7 @@ import hashlib
 import hmac
 import json
 import secrets
+import time
 from collections import OrderedDict
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -48,6 +49,8 @@ DROP_HINTS = {
     TOO_LARGE: "text over our BRIDGE_MAX_BYTES: use the same limit on every agent",
 }
 PAGE = 500
+# a writer flooding the log with forgeries must not flood every agent's log file with it too
+DROP_LOG_MAX, DROP_LOG_WINDOW = 100, 60.0  # drop lines per reason per window
 
 
 def canonical(room: str, envelope: Envelope, nonce: str) -> bytes:
@@ -136,6 +139,7 @@ class Gate:
         self.max_bytes = settings.max_bytes
         self.name = settings.name
         self.signer = make_signer(settings.secret, settings.room, settings.replay_window)
+        self._drops: dict[str, tuple[float, int]] = {}  # reason -> (window start, count)
 
     def warn_if_unsigned(self) -> None:
         if self.signer is None:
@@ -153,10 +157,26 @@ class Gate:
             self.dropped(envelope.id, reason, sender=envelope.sender)
         return reason is None
 
-    @staticmethod
-    def dropped(entry_id: str, reason: str, **details: str) -> None:
-        log.warning("envelope_dropped", reason=reason, id=entry_id, hint=DROP_HINTS[reason],
-                    **details)
+    def dropped(self, entry_id: str, reason: str, **details: str) -> None:
+        """Log a drop: one line each, up to DROP_LOG_MAX per reason per DROP_LOG_WINDOW, then
+        one line that says the rest of the window's drops are only counted."""
+        now = time.monotonic()
+        start, count = self._drops.get(reason, (now, 0))
+        if now - start >= DROP_LOG_WINDOW:
+            if count > DROP_LOG_MAX:
+                log.warning("envelope_drops_counted", reason=reason,
+                            count=count - DROP_LOG_MAX, seconds=round(now - start))
+            start, count = now, 0
+        count += 1
+        self._drops[reason] = (start, count)
+        if count <= DROP_LOG_MAX:
+            log.warning("envelope_dropped", reason=reason, id=entry_id, hint=DROP_HINTS[reason],
+                        **details)
+        elif count == DROP_LOG_MAX + 1:
+            log.warning("envelope_drops_throttled", reason=reason, id=entry_id,
+                        hint=f"over {DROP_LOG_MAX} drops for {reason} in "
+                             f"{DROP_LOG_WINDOW:g} s: someone is writing to this room's Redis; "
+                             f"further drops are counted, not logged one by one")
 
     def problem(self, envelope: Envelope) -> str | None:
         """Why this entry addressed to us must not be delivered (None: deliver it).

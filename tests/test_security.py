@@ -22,7 +22,7 @@ import redis
 from bridge.envelope import Envelope
 from bridge.errors import SettingsError
 from bridge.settings import Settings
-from bridge.signing import Signer
+from bridge.signing import DROP_LOG_MAX, Signer
 from tests.conftest import REDIS_SERVER, free_port
 from tests.mcp_client import ToolError
 
@@ -359,6 +359,38 @@ async def test_a_flood_from_one_agent_does_not_hold_up_the_others(agents, r):
     print(f"\nflood: mallory {accepted} accepted / {len(refused)} refused in {elapsed:.2f} s; "
           f"alice -> bob send-to-push p50 {quiet[25]:.1f} ms quiet, {flooded[50]:.1f} ms "
           f"under the flood (max {quiet[-1]:.1f} / {flooded[-1]:.1f} ms)")
+
+
+async def test_a_raw_flood_of_forgeries_is_dropped_and_logged_in_bounds(agents, r):
+    """A writer with Redis access skips the send script (and its rate limit) and floods the
+    log with broadcast forgeries. In a signed room they are dropped, alice's messages to bob
+    all arrive in order, and bob's log holds at most DROP_LOG_MAX lines of it."""
+    alice = await agents.start("alice", env=dict(SIGNED))
+    bob = await agents.start("bob", env=dict(SIGNED))
+    flood, ts = 3000, str(now_ms())
+
+    def raw_flood() -> None:
+        client = redis.Redis(port=r.connection_pool.connection_kwargs["port"])
+        for start in range(0, flood, 100):
+            pipe = client.pipeline(transaction=False)
+            for i in range(start, start + 100):
+                pipe.xadd(LOG, {"from": "alice", "to": "*", "text": f"forged {i}",
+                                "reply_to": "", "kind": "message", "ts": ts})
+                pipe.publish("bridge:{main}:all", json.dumps({"id": f"{i}-0"}))
+            pipe.execute()
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(anyio.to_thread.run_sync, raw_flood)
+        for i in range(50):
+            await alice.tool("send_message", to="bob", text=f"alice {i}")
+    await alice.tool("send_message", to="bob", text="last")  # after the whole flood
+    await bob.wait_for(lambda: bob.channel() and bob.channel()[-1]["content"] == "last",
+                       timeout=60, what="alice's last message")
+    assert [m["content"] for m in bob.channel()] == [f"alice {i}" for i in range(50)] + ["last"]
+    events = bob.log_events()
+    assert len([e for e in events if e["event"] == "envelope_dropped"]) == DROP_LOG_MAX
+    [throttled] = [e for e in events if e["event"] == "envelope_drops_throttled"]
+    assert throttled["reason"] == "unsigned"
 
 
 async def test_receiver_drops_text_over_its_own_limit(agents):
