@@ -96,9 +96,9 @@ class Doctor:
         client = make_client(url, retries=0)
         try:
             if await self._reachable(client, url):
-                await self._tls(client, url)
                 version: tuple[int, ...] = ()
                 checks: list[tuple[str, Callable[[], Awaitable[Any]]]] = [
+                    ("TLS", lambda: self._tls(client, url)),
                     ("server version", lambda: self._version(client)),
                     ("ACL", lambda: self._acl(client, version)),
                     ("ACL rights", lambda: self._least_privilege(client)),
@@ -219,10 +219,10 @@ class Doctor:
                     "ACL", "DRYRUN", user, *command)
             except ResponseError as e:
                 if "dryrun" in str(e).lower():
-                    self.report(Check("skip", f"ACL: user {user} may not run ACL DRYRUN (a "
-                                              f"least-privilege user may not), so whether it "
-                                              f"may run every command bridge uses cannot be "
-                                              f"checked"))
+                    self.report(Check("skip", f"ACL: user {user} may not run ACL DRYRUN (nor "
+                                              f"may those that bridge acl makes), so whether "
+                                              f"it may run every command bridge uses cannot "
+                                              f"be checked"))
                     return
                 reply = str(e)
             self.dryrun = True
