@@ -40,6 +40,32 @@ COMMANDS = (
     "xadd", "xtrim", "xrange", "xrevrange", "xread", "xlen",
     "publish", "subscribe", "unsubscribe",
 )
+
+
+def used_commands(keys: Keys, name: str) -> list[list[str]]:
+    """Everything bridge runs, directly or inside its Lua scripts, as (command, arguments)
+    with the room's real key and channel names: for ACL DRYRUN."""
+    agent, cursor, rate = keys.agent(name), keys.cursor(name), keys.rate(name)
+    sha = "0" * 40
+    return [
+        ["PING"], ["TIME"], ["SCRIPT", "LOAD", "return 1"],
+        ["EVALSHA", sha, "2", agent, keys.agents],
+        ["HSET", agent, "name", name], ["HMGET", agent, "session"], ["HGET", agent, "session"],
+        ["HGETALL", agent], ["PEXPIRE", agent, "1000"], ["DEL", agent], ["EXISTS", agent],
+        ["ZADD", keys.agents, "1", name], ["ZRANGE", keys.agents, "0", "-1"],
+        ["ZRANGEBYSCORE", keys.agents, "-inf", "+inf"], ["ZREM", keys.agents, name],
+        ["SET", cursor, "0-0 0"], ["GET", cursor], ["INCR", keys.seq],
+        ["SET", keys.sent(name, "0"), "0-0"], ["GET", keys.sent(name, "0")],
+        ["HMGET", rate, "tokens"], ["HSET", rate, "tokens", "1"], ["PEXPIRE", rate, "1000"],
+        ["XADD", keys.log, "*", "from", name], ["XRANGE", keys.log, "-", "+"],
+        ["XREVRANGE", keys.log, "+", "-"], ["XTRIM", keys.log, "MAXLEN", "~", "100"],
+        ["XLEN", keys.log], ["XREAD", "STREAMS", keys.log, "0-0"],
+        ["PUBLISH", keys.events, "{}"], ["PUBLISH", keys.broadcast, "{}"],
+        ["PUBLISH", keys.inbox(name), "{}"],
+        ["SUBSCRIBE", keys.inbox(name), keys.broadcast, keys.events],
+    ]
+
+
 PASSWORD = re.compile(r"^[!#-&(-\[\]-~]{1,256}$")  # printable ASCII, no space, quote or \
 SAFE_WORD = re.compile(r"^[A-Za-z0-9@+_.:/-]+$")  # needs no quotes in redis-cli or a shell
 

@@ -14,7 +14,7 @@ import anyio
 from redis.asyncio import Redis
 from redis.exceptions import RedisError, ResponseError
 
-from bridge.acl import excess_rights
+from bridge.acl import excess_rights, used_commands
 from bridge.connection import make_client, redact, resolve_url, tls_failure, with_tls
 from bridge.errors import BridgeError
 from bridge.human import Style, color_wanted
@@ -39,28 +39,7 @@ class Doctor:
 
     LABELS = {"ok": "ok  ", "warn": "warn", "fail": "FAIL", "skip": "skip", "info": "info"}
 
-    # Everything bridge runs, directly or inside its Lua scripts (the ACL applies to both);
-    # (command, arguments) with the room's real key and channel names.
-    @staticmethod
-    def commands(keys: Keys, name: str) -> list[list[str]]:
-        agent, cursor = keys.agent(name), keys.cursor(name)
-        sha = "0" * 40
-        return [
-            ["PING"], ["TIME"], ["SCRIPT", "LOAD", "return 1"],
-            ["EVALSHA", sha, "2", agent, keys.agents],
-            ["HSET", agent, "name", name], ["HMGET", agent, "session"], ["HGET", agent, "session"],
-            ["HGETALL", agent], ["PEXPIRE", agent, "1000"], ["DEL", agent], ["EXISTS", agent],
-            ["ZADD", keys.agents, "1", name], ["ZRANGE", keys.agents, "0", "-1"],
-            ["ZRANGEBYSCORE", keys.agents, "-inf", "+inf"], ["ZREM", keys.agents, name],
-            ["SET", cursor, "0-0 0"], ["GET", cursor], ["INCR", keys.seq],
-            ["SET", keys.sent(name, "0"), "0-0"], ["GET", keys.sent(name, "0")],
-            ["XADD", keys.log, "*", "from", name], ["XRANGE", keys.log, "-", "+"],
-            ["XREVRANGE", keys.log, "+", "-"], ["XTRIM", keys.log, "MAXLEN", "~", "100"],
-            ["XLEN", keys.log], ["XREAD", "STREAMS", keys.log, "0-0"],
-            ["PUBLISH", keys.events, "{}"], ["PUBLISH", keys.broadcast, "{}"],
-            ["PUBLISH", keys.inbox(name), "{}"],
-            ["SUBSCRIBE", keys.inbox(name), keys.broadcast, keys.events],
-        ]
+    commands = staticmethod(used_commands)  # what the ACL check asks ACL DRYRUN about
 
     def __init__(self, settings: Settings, out: TextIO = sys.stdout,
                  env: dict[str, str] | None = None) -> None:

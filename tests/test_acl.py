@@ -12,6 +12,8 @@ import pytest
 import redis
 from redis.exceptions import NoPermissionError, ResponseError
 
+from bridge import scripts
+from bridge.acl import COMMANDS
 from bridge.doctor import Doctor
 from bridge.keys import Keys
 from tests.conftest import RedisServer, free_port
@@ -179,6 +181,16 @@ async def test_acl_file_line_loads_into_redis(tmp_path: Path):
             assert file_user[field] == command_user[field], field
     finally:
         server.stop()
+
+
+def test_the_rule_allows_every_command_the_scripts_call():
+    # a command added to a Lua script must be added to the rule, or agents under it break
+    source = " ".join(value for value in vars(scripts).values() if isinstance(value, str))
+    called = {name.lower() for name in re.findall(r"redis\.call\('([A-Za-z]+)'", source)}
+    assert called and called <= set(COMMANDS), called - set(COMMANDS)
+    used = {command[0].lower() + ("|load" if command[0] == "SCRIPT" else "")
+            for command in Doctor.commands(Keys("main"), "alice")}
+    assert used <= set(COMMANDS), used - set(COMMANDS)
 
 
 async def test_acl_refuses_bad_input_with_one_line():
