@@ -17,7 +17,7 @@ import sys
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import quote, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
 
 from redis.asyncio import Redis
 from redis.exceptions import RedisError, ResponseError
@@ -104,7 +104,10 @@ class AclUser:
                          else "redis://HOST:6379/0")
         host = parts.netloc.rpartition("@")[2]
         credentials = f"{quote(self.name, safe='')}:{quote(self.password, safe='')}"
-        return urlunsplit(parts._replace(netloc=f"{credentials}@{host}"))
+        # the admin's own credentials, if the URL carries them, are not the agent's
+        query = urlencode([(k, v) for k, v in parse_qsl(parts.query)
+                           if k.lower() not in ("username", "password")])
+        return urlunsplit(parts._replace(netloc=f"{credentials}@{host}", query=query))
 
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

@@ -193,6 +193,15 @@ def test_the_rule_allows_every_command_the_scripts_call():
     assert used <= set(COMMANDS), used - set(COMMANDS)
 
 
+async def test_acl_url_carries_the_agents_credentials_only():
+    result = await bridge("acl", "--agent", "alice", "--password", "Agent-pw-1",
+                          "--redis", "rediss://admin:Admin-pw-9@hostA:6380/2?password=Admin-pw-9")
+    assert result.returncode == 0, result.stderr
+    [url] = re.findall(r"BRIDGE_REDIS_URL='([^']+)'", result.stderr)
+    assert url == "rediss://bridge-main-alice:Agent-pw-1@hostA:6380/2"
+    assert "Admin-pw-9" not in result.stdout + result.stderr
+
+
 async def test_acl_refuses_bad_input_with_one_line():
     for args, needle in [(["--agent", "Alice"], "--agent"),
                          (["--agent", "alice", "--room", "no room"], "--room / BRIDGE_ROOM"),
