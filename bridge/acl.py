@@ -34,10 +34,10 @@ from bridge.settings import Settings
 COMMANDS = (
     "ping", "select",  # the connection; SELECT for a /N database in the URL
     "evalsha", "script|load",  # the scripts: run by hash, loaded when the server lacks them
-    "time", "exists", "del", "pexpire", "get", "set", "incr",
+    "time", "exists", "del", "pexpire", "get", "set", "incr", "decr",
     "hget", "hmget", "hset", "hgetall",
     "zadd", "zrem", "zrange", "zrangebyscore",
-    "xadd", "xtrim", "xrange", "xrevrange", "xread", "xlen",
+    "xadd", "xdel", "xtrim", "xrange", "xrevrange", "xread", "xlen",
     "publish", "subscribe", "unsubscribe",
 )
 
@@ -54,10 +54,11 @@ def used_commands(keys: Keys, name: str) -> list[list[str]]:
         ["HGETALL", agent], ["PEXPIRE", agent, "1000"], ["DEL", agent], ["EXISTS", agent],
         ["ZADD", keys.agents, "1", name], ["ZRANGE", keys.agents, "0", "-1"],
         ["ZRANGEBYSCORE", keys.agents, "-inf", "+inf"], ["ZREM", keys.agents, name],
-        ["SET", cursor, "0-0 0"], ["GET", cursor], ["INCR", keys.seq],
+        ["SET", cursor, "0-0 0"], ["GET", cursor], ["INCR", keys.seq], ["DECR", keys.seq],
         ["SET", keys.sent(name, "0"), "0-0"], ["GET", keys.sent(name, "0")],
         ["HMGET", rate, "tokens"], ["HSET", rate, "tokens", "1"], ["PEXPIRE", rate, "1000"],
-        ["XADD", keys.log, "*", "from", name], ["XRANGE", keys.log, "-", "+"],
+        ["XADD", keys.log, "*", "from", name], ["XDEL", keys.log, "0-1"],
+        ["XRANGE", keys.log, "-", "+"],
         ["XREVRANGE", keys.log, "+", "-"], ["XTRIM", keys.log, "MAXLEN", "~", "100"],
         ["XLEN", keys.log], ["XREAD", "STREAMS", keys.log, "0-0"],
         ["PUBLISH", keys.events, "{}"], ["PUBLISH", keys.broadcast, "{}"],
