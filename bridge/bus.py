@@ -38,6 +38,7 @@ from bridge.keys import Keys
 from bridge.outgoing import (
     SendResult,
     check_message,
+    future_log,
     rate_limited,
     send_arguments,
 )
@@ -143,6 +144,8 @@ class Bridge:
             )
         if reply[0] == b"rate":
             raise rate_limited(self.settings, reply[1])
+        if reply[0] == b"future":
+            raise future_log(self.settings, reply[1])
         return SendResult(
             id=reply[1].decode(),
             online=sorted(n.decode() for n in reply[2]),

@@ -45,6 +45,7 @@ def send_arguments(settings: Settings, envelope: Envelope) -> tuple[list[str], l
         keys.broadcast if envelope.is_broadcast else "",
         int(max_age * 1000) if max_age else "", int(settings.send_timeout * 3000),
         sig, repr(settings.rate), settings.burst,
+        int(settings.replay_window * 1000) if sig else "",
     ]
     for name in names:
         script_keys += [keys.agent(name), keys.cursor(name)]
@@ -125,6 +126,16 @@ def check_message(settings: Settings, to: str | list[str], text: str,
     if settings.name in names:
         raise MessageRejected(f"you are {settings.name}; send to another agent, not yourself")
     return tuple(dict.fromkeys(names))
+
+
+def future_log(settings: Settings, entry_id: bytes) -> MessageRejected:
+    """The error for a send refused because the log's ids run ahead of Redis' clock."""
+    return MessageRejected(
+        f"the message was NOT sent: room {settings.room!r}'s log would have given it the id "
+        f"{entry_id.decode()}, dated in the future, so every receiver would drop it as a "
+        f"replay. Someone added an entry with a future id to the log by hand. An operator "
+        f"must reset the room's log (README, Security: 'A log dated in the future')."
+    )
 
 
 def rate_limited(settings: Settings, retry_ms: bytes) -> MessageRejected:

@@ -94,8 +94,8 @@ return {now, out}
 #       cursor) per named recipient
 # ARGV: maxlen, from, to, text, reply_to, kind, ts, payload tail, broadcast channel ('' if
 #       direct), max age ms ('' for none), dedupe ttl ms, sig ('' when signing is off),
-#       rate (messages/s, '0' for no limit), burst, then (name, inbox channel) per named
-#       recipient
+#       rate (messages/s, '0' for no limit), burst, replay window ms ('' when signing is
+#       off), then (name, inbox channel) per named recipient
 # The dedupe key makes a retried send (after a lost reply) return the first attempt's id
 # instead of logging the message twice.
 # The rate limit is a token bucket per sender name kept here, in Redis, rather than in the
@@ -113,7 +113,7 @@ if ARGV[9] ~= '' then
   end
 else
   for i = 1, n do
-    local name = ARGV[13 + 2 * i]
+    local name = ARGV[14 + 2 * i]
     if redis.call('EXISTS', KEYS[4 + 2 * i]) == 1 then online[#online + 1] = name
     elseif redis.call('EXISTS', KEYS[5 + 2 * i]) == 1 then offline[#offline + 1] = name
     else unknown[#unknown + 1] = name end
@@ -140,6 +140,13 @@ if ARGV[12] ~= '' then
   fields[#fields + 1] = ARGV[12]
 end
 local id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*', unpack(fields))
+-- An entry added by hand with a future id makes the log hand out ids from that time on, and
+-- receivers then drop every signed message as a replay: refuse, and leave no trace.
+if ARGV[15] ~= '' and tonumber(string.match(id, '^(%d+)')) > now + tonumber(ARGV[15]) then
+  redis.call('XDEL', KEYS[1], id)
+  redis.call('DECR', KEYS[3])
+  return {'future', id}
+end
 if ARGV[10] ~= '' then
   redis.call('XTRIM', KEYS[1], 'MINID', '~', now - tonumber(ARGV[10]))
 end
@@ -148,7 +155,7 @@ local payload = '{"id":"' .. id .. '",' .. ARGV[8]
 if ARGV[9] ~= '' then
   redis.call('PUBLISH', ARGV[9], payload)
 else
-  for i = 1, n do redis.call('PUBLISH', ARGV[14 + 2 * i], payload) end
+  for i = 1, n do redis.call('PUBLISH', ARGV[15 + 2 * i], payload) end
 end
 return {'ok', id, online, offline}
 """

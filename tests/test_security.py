@@ -393,6 +393,31 @@ async def test_a_raw_flood_of_forgeries_is_dropped_and_logged_in_bounds(agents, 
     assert throttled["reason"] == "unsigned"
 
 
+async def test_a_log_dated_in_the_future_is_refused_loudly_and_can_be_reset(agents, r):
+    """One entry XADDed by hand with a future id makes Redis give every later entry an id
+    from that time on, and receivers would drop each signed message as a replay while the
+    sender was told it was delivered. The send script refuses instead, leaving no trace; the
+    README's reset (XDEL, XSETID, restart) brings the room back."""
+    alice = await agents.start("alice", env=dict(SIGNED))
+    bob = await agents.start("bob", env=dict(SIGNED))
+    future = f"{now_ms() + 10**9}-0"
+    r.xadd(LOG, {"junk": "1"}, id=future)
+    with pytest.raises(ToolError, match=r"NOT sent: room 'main'.s log would have given it the "
+                                        r"id \d+-\d+, dated in the future") as error:
+        await alice.tool("send_message", to="bob", text="lost?")
+    assert "reset the room's log" in str(error.value)
+    assert r.xlen(LOG) == 1 and r.get("bridge:{main}:seq") in (None, b"0")
+    # the reset, as in the README
+    r.xdel(LOG, future)
+    r.execute_command("XSETID", LOG, f"{r.time()[0]}999-0")
+    await bob.close_stdin()
+    await bob.wait_exit()
+    bob = await agents.start("bob", env=dict(SIGNED))
+    await alice.tool("send_message", to="bob", text="after the reset")
+    [push] = await bob.wait_messages(1)
+    assert push["content"] == "after the reset"
+
+
 async def test_receiver_drops_text_over_its_own_limit(agents):
     alice = await agents.start("alice", "--max-bytes", "1000")
     bob = await agents.start("bob", "--max-bytes", "100")
