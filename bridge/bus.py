@@ -8,7 +8,6 @@ missed on pub/sub is picked up by the next read, and nothing is delivered twice.
 
 from __future__ import annotations
 
-import json
 import time
 from collections import deque
 from collections.abc import AsyncIterator
@@ -32,6 +31,7 @@ from bridge.envelope import (
     decode_entry,
     decode_event,
     parse_id,
+    wake_id,
 )
 from bridge.errors import BridgeError, MessageRejected, NameTaken
 from bridge.keys import Keys
@@ -278,10 +278,7 @@ class Bridge:
 
     async def _on_wake(self, raw: bytes) -> None:
         """A live message arrived: read the log after our cursor and deliver what is ours."""
-        data = json.loads(raw)
-        claimed_id = data.get("id") if isinstance(data, dict) else None
-        if not isinstance(claimed_id, str):
-            raise ValueError("payload has no message id")
+        claimed_id = wake_id(raw)
         wanted = parse_id(claimed_id)
         if wanted <= self._last_seen.order:
             return  # already read from the log (catch-up, or an earlier wake-up)

@@ -19,6 +19,9 @@ BROADCAST = "*"
 EVENT_KINDS = ("joined", "left", "status")
 MAX_FIELD = 1024  # for short fields: ids, names, roles, statuses
 MAX_RECIPIENTS = 1000  # more than any sender may name (BRIDGE_MAX_RECIPIENTS is lower)
+# A pub/sub payload is only a wake-up: its id is all a receiver needs, and the send script
+# writes it first. Reading just that keeps a huge or deeply nested payload from costing a parse.
+WAKE_ID = re.compile(rb'\A\{\s*"id"\s*:\s*"([0-9]{1,20}-[0-9]{1,20})"')
 MAX_TS = 2**53  # ms since the epoch; far beyond any clock, and exact in JSON everywhere
 
 
@@ -155,6 +158,14 @@ def decode_payload(raw: bytes | str) -> Envelope:
     if not isinstance(data, dict):
         raise ValueError("payload is not a JSON object")
     return _build(data.get("id"), data)
+
+
+def wake_id(raw: bytes) -> str:
+    """The message id at the start of a pub/sub payload (``{"id":"…",…``)."""
+    match = WAKE_ID.match(raw)
+    if not match:
+        raise ValueError("not a wake-up: the payload does not start with a message id")
+    return match.group(1).decode()
 
 
 def _json(raw: bytes | str) -> Any:

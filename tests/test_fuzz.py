@@ -28,6 +28,7 @@ from bridge.envelope import (
     decode_entry,
     decode_event,
     decode_payload,
+    wake_id,
 )
 from bridge.settings import Settings
 from bridge.signing import Gate
@@ -99,6 +100,23 @@ def test_payload_from_random_json_objects(data):
 @given(json_values)
 def test_payload_from_any_json_value(value):
     decodes_or_rejects(decode_payload, json.dumps(value))
+
+
+@FUZZ
+@given(st.one_of(st.binary(max_size=300), json_values.map(lambda v: json.dumps(v).encode())),
+       st.from_regex(ID, fullmatch=True), st.text(max_size=200))
+def test_wake_up_id_is_read_from_any_payload_without_parsing_it(raw, entry_id, text):
+    """Only the leading id of a pub/sub payload is read: garbage is a ValueError, and a real
+    payload (as the send script builds it) gives its id, whatever follows."""
+    try:
+        found = wake_id(raw)
+    except ValueError:
+        found = None
+    assert found is None or ID.fullmatch(found)
+    tail = Envelope(id="", sender="alice", to=("bob",), text=text).payload_tail()
+    real = ('{"id":"' + entry_id + '",' + tail).encode()
+    assert wake_id(real) == entry_id
+    assert wake_id(real + b"[" * 100_000) == entry_id  # never parsed
 
 
 @pytest.mark.parametrize("depth", [100, 1_000, 10_000, 100_000, 1_000_000])
@@ -257,6 +275,9 @@ async def test_serve_skips_malformed_log_entries_and_keeps_serving(agents, r):
         r.publish("bridge:{main}:to:bob", json.dumps({"id": entry_id}))
     # and one that is well-formed but far over bob's limit
     r.xadd("bridge:{main}:log", {**base, "text": "x" * 2_000_000})
+    # wake-ups of 5 MB: only their first bytes are read
+    r.publish("bridge:{main}:to:bob", b'{"id":"1-0",' + b"[" * 5_000_000)
+    r.publish("bridge:{main}:to:bob", b"x" * 5_000_000)
     await alice.tool("send_message", to="bob", text="the real one")
     [push] = await bob.wait_messages(1)
     assert push["content"] == "the real one" and push["meta"]["from"] == "alice"
