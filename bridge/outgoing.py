@@ -1,27 +1,16 @@
-"""The send path's pure parts: checking a message, building the send script's arguments,
-and retrying it through an outage."""
+"""The send path's pure parts: checking a message, building the send script's arguments, and
+the errors for what the script refuses (retrying through an outage is bridge.batcher's)."""
 
 from __future__ import annotations
 
-import random
-import time
 import uuid
 from dataclasses import dataclass
 from typing import Any
 
-import anyio
-import structlog
-from redis.commands.core import AsyncScript
-from redis.exceptions import BusyLoadingError, RedisError, ResponseError
-
 from bridge.envelope import BROADCAST, Envelope, parse_id
-from bridge.errors import MessageRejected, RedisUnavailable
+from bridge.errors import MessageRejected
 from bridge.keys import NAME_PATTERN, Keys
 from bridge.settings import Settings
-
-log = structlog.get_logger("bridge.outgoing")
-
-RETRY_FIRST, RETRY_CAP = 0.1, 1.0
 
 
 @dataclass(frozen=True)
@@ -51,33 +40,6 @@ def send_arguments(settings: Settings, envelope: Envelope) -> tuple[list[str], l
         script_keys += [keys.agent(name), keys.cursor(name)]
         args += [name, keys.inbox(name)]
     return script_keys, args
-
-
-async def call_with_retry(script: AsyncScript, keys: list[str], args: list[Any],
-                          timeout: float) -> Any:
-    """Run the send script, retrying through a Redis outage for up to ``timeout`` seconds.
-
-    Safe to repeat: the script's dedupe key returns the first attempt's id.
-    """
-    deadline = time.monotonic() + timeout
-    delay = RETRY_FIRST
-    while True:
-        try:
-            with anyio.fail_after(max(0.5, deadline - time.monotonic())):
-                return await script(keys=keys, args=args)
-        except (RedisError, OSError, TimeoutError) as e:
-            if isinstance(e, ResponseError) and not isinstance(e, BusyLoadingError):
-                raise
-            if time.monotonic() + delay >= deadline:
-                raise RedisUnavailable(
-                    f"the message was NOT sent: Redis did not answer for "
-                    f"{timeout:g} s ({e or type(e).__name__}). "
-                    f"Send it again once Redis is back (BRIDGE_SEND_TIMEOUT sets the wait)."
-                ) from e
-            log.warning("send_retry", error=str(e) or type(e).__name__,
-                        retry_in=round(delay, 2))
-            await anyio.sleep(delay * random.uniform(0.5, 1.0))
-            delay = min(delay * 2, RETRY_CAP)
 
 
 def check_message(settings: Settings, to: str | list[str], text: str,
