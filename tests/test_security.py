@@ -280,19 +280,23 @@ async def test_too_many_recipients_is_a_tool_error(agents, r):
 async def test_rate_limit_refuses_with_when_to_retry(agents, r):
     alice = await agents.start("alice", "--rate", "0.5", "--burst", "3")
     await agents.start("bob")
-    for i in range(3):
-        await alice.tool("send_message", to="bob", text=f"burst {i}")
-    with pytest.raises(ToolError) as error:
-        await alice.tool("send_message", to="bob", text="one too many")
-    message = str(error.value)
+    t0, accepted, message = r.time(), 0, ""
+    while not message:  # the burst, then a refusal (a slow machine earns a token per 2 s)
+        try:
+            await alice.tool("send_message", to="bob", text=f"burst {accepted}")
+            accepted += 1
+        except ToolError as error:
+            message = str(error)
+    t1 = r.time()
+    assert 3 <= accepted <= 3 + 0.5 * ((t1[0] - t0[0]) + (t1[1] - t0[1]) / 1e6) + 1
+    assert r.xlen(LOG) == accepted
     assert "rate limit: alice may send 0.5 messages per second, in bursts of up to 3" in message
     assert "NOT sent" in message
     retry = float(re.search(r"send it again in ([0-9.]+) s", message).group(1))  # type: ignore[union-attr]
     assert 0 < retry <= 2.0
-    assert r.xlen(LOG) == 3
     await anyio.sleep(retry)  # the wait the error asks for (Redis' clock fills the bucket)
     assert "sent" in await alice.tool("send_message", to="bob", text="after waiting")
-    assert r.xlen(LOG) == 4
+    assert r.xlen(LOG) == accepted + 1
 
 
 async def test_rate_limit_is_kept_in_redis_across_processes(agents, redis_server, r):
@@ -308,7 +312,7 @@ async def test_rate_limit_is_kept_in_redis_across_processes(agents, redis_server
 
 
 async def test_a_flood_from_one_agent_does_not_hold_up_the_others(agents, r):
-    mallory = await agents.start("mallory", "--rate", "20", "--burst", "10")
+    mallory = await agents.start("mallory", "--rate", "5", "--burst", "10")
     alice = await agents.start("alice")
     bob = await agents.start("bob")
 
@@ -349,7 +353,7 @@ async def test_a_flood_from_one_agent_does_not_hold_up_the_others(agents, r):
     refused = [x for x in results if x.get("isError")]
     assert refused and all("rate limit" in x["content"][0]["text"] for x in refused)
     elapsed = (t1[0] - t0[0]) + (t1[1] - t0[1]) / 1e6  # Redis' clock, which fills the bucket
-    assert accepted <= 10 + 20 * elapsed + 1
+    assert accepted <= 10 + 5 * elapsed + 1
 
     await bob.wait_for(lambda: sum(m["meta"]["from"] == "mallory" for m in bob.channel())
                        == accepted, timeout=60, what="every accepted flood message")
