@@ -103,3 +103,17 @@ async def test_set_status_without_text_is_allowed_and_empty_listing_is_clear(age
     assert "status set" in await alice.tool("set_status", text="")
     with pytest.raises(ToolError, match="unknown tool"):
         await alice.tool("no_such_tool")
+
+
+async def test_listing_survives_separator_characters_and_hand_written_records(agents, r):
+    """The LIST script joins each record's fields with 0x1f: a status holding one is shown
+    with a space, and a record written by hand that would not split is left out."""
+    alice = await agents.start("alice")
+    bob = await agents.start("bob")
+    await bob.tool("set_status", text="step\x1fone")
+    r.hset("bridge:{main}:agent:bob", "role", "dev\x1fops")  # only redis-cli can do this
+    listing = await alice.tool("list_participants")
+    assert "alice (you)" in listing and "- bob" not in listing
+    r.hset("bridge:{main}:agent:bob", "role", "devops")
+    listing = await alice.tool("list_participants")
+    assert "- bob: role devops" in listing and "status step one" in listing
