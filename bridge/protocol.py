@@ -29,7 +29,7 @@ INVALID_PARAMS, INTERNAL_ERROR = -32602, -32603
 
 JSON = dict[str, Any]
 ToolCall = Callable[[str, JSON], Awaitable[tuple[str, bool]]]
-Write = Callable[[list[bytes]], Awaitable[None]]
+Write = Callable[[bytes], Awaitable[None]]
 
 
 def encode(message: JSON) -> bytes:
@@ -96,12 +96,12 @@ class Session:
             message = json.loads(line)
         except ValueError as e:
             log.warning("protocol_parse_error", error=str(e), line=line[:200])
-            await self.write([encode(error_response(None, PARSE_ERROR, f"Parse error: {e}"))])
+            await self.write(encode(error_response(None, PARSE_ERROR, f"Parse error: {e}")))
             return
         if isinstance(message, list):  # dropped by the 2025-06-18 revision; the SDK has none
-            await self.write([encode(error_response(
+            await self.write(encode(error_response(
                 None, INVALID_REQUEST, "JSON-RPC batches are not supported; send one "
-                "request per line"))])
+                "request per line")))
             return
         await self.dispatch(message)
 
@@ -111,9 +111,9 @@ class Session:
             if isinstance(message, dict) and ("result" in message or "error" in message):
                 return  # a response: we send no requests, so there is nothing to match
             request_id = message.get("id") if isinstance(message, dict) else None
-            await self.write([encode(error_response(
+            await self.write(encode(error_response(
                 request_id, INVALID_REQUEST, "Invalid request: expected a JSON-RPC 2.0 object "
-                "with a string `method`"))])
+                "with a string `method`")))
             return
         params = message.get("params")
         params = params if isinstance(params, dict) else {}
@@ -153,7 +153,7 @@ class Session:
                 response = {"jsonrpc": "2.0", "id": request_id, "result": result}
         self._running.pop(request_id, None)
         if response is not None and not scope.cancelled_caught:
-            await self.write([encode(response)])
+            await self.write(encode(response))
 
     async def handle(self, method: str, params: JSON) -> JSON:
         if method == "tools/call":

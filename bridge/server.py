@@ -148,7 +148,7 @@ class BridgeServer:
         self.transport = transport
         info = ServerInfo(name="bridge", version=__version__, instructions=instructions(bridge),
                           tools=TOOLS, experimental={"claude/channel": {}})
-        self.session = Session(info, self.call, transport.write_lines)
+        self.session = Session(info, self.call, transport.write_reply)
 
     # ---------------------------------------------------------------- tools
     async def call(self, name: str, arguments: dict[str, Any]) -> tuple[str, bool]:

@@ -32,6 +32,8 @@ class PipeTransport:
         self._reader = reader
         self._fd = fd
         self._lock = anyio.Lock(fast_acquire=True)  # no event-loop turn when it is free
+        self._replies: list[bytes] = []
+        self._replies_task: asyncio.Task[None] | None = None
 
     async def read_line(self) -> bytes:
         """The next line from stdin; b"" once the client has closed it."""
@@ -41,6 +43,30 @@ class PipeTransport:
             except ValueError:  # longer than MAX_LINE: asyncio has dropped it; go on
                 log.warning("protocol_line_too_long", limit=MAX_LINE,
                             hint="the client sent a line over 64 MiB; it was ignored")
+
+    async def write_reply(self, line: bytes) -> None:
+        """Queue a JSON-RPC reply; the replies queued in one event-loop turn go out in one
+        write. A batch of sends completes in one turn (one pipeline reply), so this is one
+        write and one wake-up of the client where it was one per reply."""
+        self._replies.append(line)
+        if self._replies_task is None:
+            self._replies_task = asyncio.get_running_loop().create_task(self._write_replies())
+
+    async def _write_replies(self) -> None:
+        try:
+            while self._replies:
+                lines, self._replies = self._replies, []
+                await self.write_lines(lines)
+        finally:
+            self._replies_task = None
+
+    async def finish_replies(self) -> None:
+        """Let queued replies go out (at most 1 s: the client may be gone)."""
+        task = self._replies_task
+        if task is not None:
+            with anyio.move_on_after(1, shield=True):
+                await asyncio.wait([task])
+            task.cancel()
 
     async def write_lines(self, lines: list[bytes]) -> None:
         """Write JSON-RPC lines in one write. When this returns they are in the kernel's
@@ -64,8 +90,10 @@ async def pipe_transport(stdin_fd: int, stdout_fd: int) -> AsyncIterator[PipeTra
         lambda: asyncio.StreamReaderProtocol(reader), os.fdopen(stdin_fd, "rb", buffering=0)
     )
     os.set_blocking(stdout_fd, False)
+    transport = PipeTransport(reader, stdout_fd)
     try:
-        yield PipeTransport(reader, stdout_fd)
+        yield transport
     finally:
+        await transport.finish_replies()
         read_transport.close()
         os.close(stdout_fd)
