@@ -9,6 +9,7 @@ the round trip is shared by the whole batch. A lone send is still a batch of one
 
 from __future__ import annotations
 
+import asyncio
 import random
 import time
 from dataclasses import dataclass, field
@@ -31,7 +32,9 @@ RETRY_FIRST, RETRY_CAP = 0.1, 1.0
 class Pending:
     keys: list[str]
     args: list[Any]
-    wake: anyio.Event = field(default_factory=anyio.Event)  # settled, or its turn to lead
+    # settled, or its turn to lead (asyncio's Event: anyio's looks up the event loop
+    # library on every creation, which showed in a sender's profile)
+    wake: asyncio.Event = field(default_factory=asyncio.Event)
     settled: bool = False
     reply: Any = None
     error: BaseException | None = None
