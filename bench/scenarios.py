@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+from anyio.streams.buffered import BufferedByteReceiveStream
 from redis.asyncio import Redis
 
 from bench.common import Processes, RedisServer, line, summary
@@ -401,7 +402,94 @@ async def fanout(ctx: Context) -> dict[str, Any]:
                   f"in {start_s:.1f} s)")
         await ctx.procs.stop_agents([sender, *receivers], timeout=20)
         tg.cancel_scope.cancel()
+    for n in size.fanout:
+        results[str(n)]["floor_time_to_last"] = stats = await fanout_floor(ctx, n)
+        print(line(f"floor: redis-py PUBLISH to {n} subscriber processes, until the last "
+                   f"has written it to its pipe", stats))
     return results
+
+
+FANOUT_SUBSCRIBER = r"""
+import sys, redis
+p = redis.Redis(port=int(sys.argv[1])).pubsub(ignore_subscribe_messages=True)
+p.subscribe(sys.argv[2])
+while not p.subscribed or p.get_message(timeout=0.05) is not None:
+    pass
+print("ready", flush=True)
+for m in p.listen():
+    if m["type"] == "message":
+        sys.stdout.write(m["data"].decode() + "\n")
+        sys.stdout.flush()
+"""
+
+
+async def fanout_floor(ctx: Context, n: int) -> dict[str, Any]:
+    """The same broadcast with nothing of bridge in it: one PUBLISH to n redis-py subscriber
+    processes, each writing the message to its stdout pipe, read here as the agents' pipes
+    are. It is what n processes waking up on 2 cores cost by themselves."""
+    floor = FloorSubscribers(n)
+    client = Redis.from_url(ctx.redis.url)
+    try:
+        async with anyio.create_task_group() as tg:
+            await floor.start(tg, ctx.redis.port)
+            samples = await floor.broadcasts(client, ctx.sizes.broadcasts)
+            tg.cancel_scope.cancel()
+    finally:
+        with anyio.CancelScope(shield=True):
+            await floor.stop()
+            await client.aclose()
+    return summary(samples)
+
+
+class FloorSubscribers:
+    CHANNEL = "fanout:floor"
+
+    def __init__(self, n: int) -> None:
+        self.n = n
+        self.processes: list[Any] = []
+        self.arrivals: list[dict[str, float]] = [{} for _ in range(n)]
+        self.changed = anyio.Event()
+
+    async def start(self, tg: Any, port: int) -> None:
+        for index in range(self.n):
+            process = await anyio.open_process(
+                [sys.executable, "-c", FANOUT_SUBSCRIBER, str(port), self.CHANNEL],
+                stdin=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            self.processes.append(process)
+            ready = anyio.Event()
+            tg.start_soon(self.read, index, process, ready)
+            with anyio.fail_after(60):
+                await ready.wait()
+
+    async def read(self, index: int, process: Any, ready: anyio.Event) -> None:
+        reader = BufferedByteReceiveStream(process.stdout)
+        while True:
+            text = (await reader.receive_until(b"\n", 1 << 16)).decode()
+            if text == "ready":
+                ready.set()
+                continue
+            self.arrivals[index][text] = time.perf_counter()
+            self.changed.set()
+            self.changed = anyio.Event()
+
+    async def broadcasts(self, client: Redis, count: int) -> list[float]:
+        samples = []
+        for b in range(count + 3):  # the first 3 warm up
+            text = f"f{b}"
+            started = time.perf_counter()
+            await client.publish(self.CHANNEL, text)
+            with anyio.fail_after(30):
+                while not all(text in got for got in self.arrivals):
+                    await self.changed.wait()
+            if b >= 3:
+                samples.append((max(got[text] for got in self.arrivals) - started) * 1000)
+        return samples
+
+    async def stop(self) -> None:
+        for process in self.processes:
+            process.kill()
+        for process in self.processes:
+            await process.aclose()
 
 
 # --------------------------------------------------------------------------- 4. presence
