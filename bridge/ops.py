@@ -15,6 +15,7 @@ from typing import Any, TextIO
 
 import anyio
 from redis.asyncio import Redis
+from redis.exceptions import NoPermissionError
 
 from bridge.connection import check_reachable, make_client, resolve_url
 from bridge.envelope import Envelope, Notice, decode_entry
@@ -99,7 +100,14 @@ async def who(settings: Settings, *, as_json: bool, all_rooms: bool,
               out: TextIO = sys.stdout) -> int:
     async with redis_client(settings) as redis:
         if all_rooms:
-            summaries = await rooms(redis)
+            try:
+                summaries = await rooms(redis)
+            except NoPermissionError as e:
+                raise BridgeError(
+                    f"this Redis user may only see its own room ({settings.room!r}): listing "
+                    f"every room needs SCAN and other rooms' keys, which a `bridge acl` user "
+                    f"may not use ({e}); run `bridge who --room {settings.room}`, or use an "
+                    f"admin URL for --all-rooms") from None
             if as_json:
                 print(to_json({"rooms": [asdict(s) for s in summaries]}), file=out)
                 return 0
@@ -114,7 +122,10 @@ async def who(settings: Settings, *, as_json: bool, all_rooms: bool,
             print(to_json({"room": settings.room, "now": now, "agents": records}), file=out)
             return 0
         if not people:
-            others = [s for s in await rooms(redis) if s.agents]
+            try:
+                others = [s for s in await rooms(redis) if s.agents]
+            except NoPermissionError:  # a `bridge acl` user may not list other rooms (SCAN)
+                others = []
             hint = ("; rooms with agents: " + ", ".join(f"{s.room} ({s.agents})" for s in others)
                     + ". Use --room NAME") if others else ""
             raise BridgeError(f"no agents in room {settings.room!r}{hint}")
@@ -210,13 +221,13 @@ async def history(settings: Settings, *, sender: str | None, recipient: str | No
     style, width = Style(color_wanted(out)), line_width(out)
     signer = make_signer(settings.secret, settings.room, settings.replay_window)
     for envelope in envelopes:
-        print(_shown(envelope, signer, style, width, as_json), file=out)
+        print(checked_entry(envelope, signer, style, width, as_json), file=out)
     return 0
 
 
-def _shown(envelope: Envelope, signer: Signer | None, style: Style, width: int | None,
-           as_json: bool) -> str:
-    """One history line; with a room secret, what fails the check is marked, not hidden
+def checked_entry(envelope: Envelope, signer: Signer | None, style: Style, width: int | None,
+                  as_json: bool) -> str:
+    """One history or tail line; with a room secret, what fails the check is marked, not hidden
     (the operator should see that someone wrote to the log), and --json says ``verified``."""
     problem = signer.problem(envelope) if signer else None
     if as_json:

@@ -4,7 +4,8 @@ Messages come from the room log with XREAD BLOCK after the last id printed, so a
 connection or a Redis restart neither loses nor repeats a line: the reader just continues
 from that id once Redis answers again. Joined / left / status events come from the events
 channel (pub/sub); those published while the connection is down are not seen, which is said
-on stderr.
+on stderr. A lasting refusal (a command the Redis user may not run) ends tail with one line
+instead: retrying cannot fix it.
 """
 
 from __future__ import annotations
@@ -12,21 +13,27 @@ from __future__ import annotations
 import sys
 import time
 from typing import Any, TextIO
+from urllib.parse import urlsplit
 
 import anyio
 import structlog
 from redis.asyncio import Redis
 from redis.asyncio.client import PubSub
-from redis.exceptions import RedisError
+from redis.exceptions import (
+    ClusterDownError,
+    NoPermissionError,
+    ReadOnlyError,
+    RedisError,
+    ResponseError,
+    TryAgainError,
+)
 
 from bridge.connection import check_reachable, make_client, redact, resolve_url
 from bridge.envelope import decode_entry, decode_event, parse_id
-from bridge.errors import SettingsError
+from bridge.errors import BridgeError, SettingsError
 from bridge.human import (
     Style,
     color_wanted,
-    envelope_line,
-    envelope_record,
     event_line,
     event_record,
     line_width,
@@ -34,9 +41,10 @@ from bridge.human import (
     to_json,
     until_interrupted,
 )
-from bridge.keys import Keys
-from bridge.ops import redis_now_ms
+from bridge.keys import PREFIX, Keys
+from bridge.ops import checked_entry, redis_now_ms
 from bridge.settings import Settings
+from bridge.signing import make_signer
 from bridge.subscriber import Backoff, close_quietly, published
 
 log = structlog.get_logger("bridge.tail")
@@ -52,11 +60,36 @@ class OutputClosed(Exception):
     """stdout went away (`bridge tail | head`)."""
 
 
+# error replies that pass by themselves: a failover under way, a script still running
+TRANSIENT = (ReadOnlyError, TryAgainError, ClusterDownError)
+
+
+def refusal(error: BaseException, command: str, room: str, url: str) -> BridgeError | None:
+    """A lasting refusal from Redis as one actionable error, or None for what retrying can
+    fix (connection errors, a failover, a busy script)."""
+    if (not isinstance(error, ResponseError) or isinstance(error, TRANSIENT)
+            or str(error).startswith("BUSY")):
+        return None
+    what = f"Redis refused {command}: {str(error) or type(error).__name__}"
+    if isinstance(error, NoPermissionError):
+        user = urlsplit(url).username or ""
+        own = f"{PREFIX}-{room}-"
+        agent = user[len(own):] if user.startswith(own) and len(user) > len(own) else "NAME"
+        return BridgeError(f"{what}; this Redis user lacks a right bridge needs: run `bridge acl "
+                           f"--room {room} --agent {agent}` to get a rule with every command "
+                           f"bridge needs, and load it as a Redis admin")
+    return BridgeError(f"{what}; retrying cannot fix this, so tail stops (`bridge doctor "
+                       f"--room {room}` checks this Redis)")
+
+
 class Follower:
     def __init__(self, settings: Settings, redis: Redis, subscriber: Redis, *,
-                 as_json: bool, out: TextIO) -> None:
+                 as_json: bool, out: TextIO, url: str = "") -> None:
         self.keys = Keys(settings.room)
         self.room = settings.room
+        self.url = url
+        # with a room secret, entries that fail the check are marked, as `bridge history` does
+        self.signer = make_signer(settings.secret, settings.room, settings.replay_window)
         self.redis = redis
         self.subscriber = subscriber
         self.as_json = as_json
@@ -99,6 +132,11 @@ class Follower:
                 await pubsub.aclose()  # type: ignore[no-untyped-call]
             raise
 
+    def stop_if_refused(self, error: BaseException, command: str) -> None:
+        stop = refusal(error, command, self.room, self.url)
+        if stop is not None:
+            raise stop from error
+
     # -------------------------------------------------------------- output
     def emit(self, line: str) -> None:
         try:
@@ -115,6 +153,7 @@ class Follower:
                 reply: Any = await self.redis.xread({self.keys.log: self.last}, count=PAGE,
                                                     block=BLOCK_MS)
             except (RedisError, OSError) as e:
+                self.stop_if_refused(e, f"XREAD on room {self.room}'s log")
                 if not lost_at:
                     lost_at = time.monotonic()
                     log.warning("tail_connection_lost", room=self.room,
@@ -138,8 +177,8 @@ class Follower:
                     except ValueError as e:
                         log.debug("log_entry_skipped", id=self.last, reason=str(e))
                         continue
-                    self.emit(to_json(envelope_record(envelope)) if self.as_json
-                              else envelope_line(envelope, self.style, self.width))
+                    self.emit(checked_entry(envelope, self.signer, self.style, self.width,
+                                            self.as_json))
 
     # -------------------------------------------------------------- events
     async def follow_events(self, pubsub: PubSub | None) -> None:
@@ -152,6 +191,7 @@ class Follower:
                 backoff.reset()
                 await self._listen(pubsub)
             except (RedisError, OSError, TimeoutError) as e:
+                self.stop_if_refused(e, f"SUBSCRIBE to room {self.room}'s events")
                 log.debug("tail_events_lost", error=str(e) or type(e).__name__)
             finally:
                 if pubsub is not None:
@@ -177,9 +217,17 @@ async def tail(settings: Settings, *, since: str | None, as_json: bool,
     redis, subscriber = make_client(url, retries=0), make_client(url, retries=0)
     try:
         await check_reachable(redis, url)
-        follower = Follower(settings, redis, subscriber, as_json=as_json, out=out)
-        pubsub = await follower.subscribe()
-        await follower.position(since)
+        follower = Follower(settings, redis, subscriber, as_json=as_json, out=out, url=url)
+        try:
+            pubsub = await follower.subscribe()
+        except ResponseError as e:
+            follower.stop_if_refused(e, f"SUBSCRIBE to room {settings.room}'s events")
+            raise
+        try:
+            await follower.position(since)
+        except ResponseError as e:
+            follower.stop_if_refused(e, f"reading room {settings.room}'s log")
+            raise
         log.info("tail_started", room=settings.room, redis=redact(url), after=follower.last)
         if color_wanted(err):
             print(Style(True).dim(f"following room {settings.room} on {redact(url)} "

@@ -17,7 +17,13 @@ from bridge.acl import COMMANDS
 from bridge.doctor import Doctor
 from bridge.keys import Keys
 from tests.conftest import RedisServer, free_port
-from tests.test_cli_ops import BRIDGE, bridge, cli, cli_env  # noqa: F401 - cli is a fixture
+from tests.test_cli_ops import (  # noqa: F401 - cli is a fixture
+    BRIDGE,
+    assert_one_line_error,
+    bridge,
+    cli,
+    cli_env,
+)
 
 pytestmark = pytest.mark.anyio
 
@@ -247,3 +253,41 @@ async def test_doctor_warns_about_a_broad_user_and_not_a_narrow_one(redis_server
     assert re.search(r"^warn +ACL rights: user app can do more than bridge needs: other rooms' "
                      r"keys .*, other rooms' channels", app.stdout, re.M), app.stdout
     assert "app-pw" not in app.stdout
+
+
+async def test_who_under_an_acl_user_empty_room_and_all_rooms(redis_server, r):
+    env = cli_env(BRIDGE_REDIS_URL=create_user(redis_server.port, "ops"))
+    # the other rooms' hint needs SCAN, which the user may not run: the plain line instead
+    empty = await bridge("who", env=env)
+    assert_one_line_error(empty, "no agents in room 'main'")
+    assert "scan" not in empty.stderr.lower() and "Redis failed" not in empty.stderr
+    for args in (["--all-rooms"], ["--all-rooms", "--json"]):
+        every = await bridge("who", *args, env=env)
+        assert_one_line_error(every, "this Redis user may only see its own room ('main')",
+                              "bridge who --room main")
+        assert every.stdout == ""
+    assert r.acl_log(count=10)  # refused by the ACL indeed
+
+
+async def test_tail_stops_with_one_line_when_its_user_lacks_a_command(redis_server, r,
+                                                                      cli):  # noqa: F811
+    url = create_user(redis_server.port, "ops")
+    env = cli_env(BRIDGE_REDIS_URL=url)
+    fix = "run `bridge acl --room main --agent ops` to get a rule with every command"
+    r.execute_command("ACL", "SETUSER", "bridge-main-ops", "-xread")
+    refused = await bridge("tail", env=env)  # before: retried XREAD forever (a timeout here)
+    assert_one_line_error(refused, "Redis refused XREAD", "'xread'", fix)
+
+    r.execute_command("ACL", "SETUSER", "bridge-main-ops", "+xread", "-subscribe")
+    no_events = await bridge("tail", env=env)
+    assert_one_line_error(no_events, "Redis refused SUBSCRIBE", "'subscribe'", fix)
+
+    # taken away while tail runs (an admin narrows the rule): it stops, it does not retry
+    r.execute_command("ACL", "SETUSER", "bridge-main-ops", "+subscribe")
+    tail = await cli("tail", env=cli_env(BRIDGE_REDIS_URL=url, BRIDGE_LOG_LEVEL="INFO"))
+    r.execute_command("ACL", "SETUSER", "bridge-main-ops", "-xread")
+    with anyio.fail_after(30):
+        assert await tail.process.wait() == 1
+    last = tail.stderr().strip().splitlines()[-1]
+    assert last.startswith("bridge: Redis refused XREAD") and fix in last, tail.stderr()
+    assert "tail_connection_lost" not in tail.stderr() and "Traceback" not in tail.stderr()

@@ -351,6 +351,19 @@ async def test_tail_survives_killed_connections_and_a_redis_restart(agents, redi
     assert await tail.interrupt() == 0
 
 
+async def test_tail_stops_on_a_lasting_error_reply(redis_server, r, cli):
+    # not a connection problem that passes: the log key holds something else (written by
+    # hand); retrying cannot fix it, so one line and exit 1 rather than a retry loop
+    tail = await cli("tail", "--redis", redis_server.url)
+    r.set("bridge:{main}:log", "not a stream")
+    with anyio.fail_after(30):
+        assert await tail.process.wait() == 1
+    last = tail.stderr().strip().splitlines()[-1]
+    assert last.startswith("bridge: Redis refused XREAD on room main's log: WRONGTYPE"), last
+    assert "retrying cannot fix this" in last and "bridge doctor --room main" in last
+    assert "tail_connection_lost" not in tail.stderr()
+
+
 # ------------------------------------------------------------------ send --as
 async def test_send_as_reaches_an_agent_as_a_channel_push(agents, redis_server):
     alice = await agents.start("alice")

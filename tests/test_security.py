@@ -25,6 +25,7 @@ from bridge.settings import Settings
 from bridge.signing import DROP_LOG_MAX, Signer
 from tests.conftest import REDIS_SERVER, free_port
 from tests.mcp_client import ToolError
+from tests.test_cli_ops import cli  # noqa: F401 - a fixture
 
 pytestmark = pytest.mark.anyio
 
@@ -528,3 +529,31 @@ async def test_operator_commands_never_show_the_redis_password(agents, password_
             process.kill()
             await process.wait()
     assert b"tail_started" in seen and b"***" in seen and PASSWORD.encode() not in seen
+
+
+async def test_tail_marks_what_fails_the_signature_check(redis_server, r, cli):  # noqa: F811
+    env = {"BRIDGE_REDIS_URL": redis_server.url, "BRIDGE_LOG_LEVEL": "INFO", "NO_COLOR": "1"}
+    as_json = await cli("tail", "--json", env=cli_env(**env, BRIDGE_SECRET=SECRET))
+    plain = await cli("tail", env=cli_env(**env, BRIDGE_SECRET=SECRET))
+    unchecked = await cli("tail", "--json", env=cli_env(**env))  # no secret: nothing verified
+    good = signed("alice", "bob", "good order", now_ms())
+    entries = [good,
+               {"from": "alice", "to": "bob", "text": "unsigned order", "reply_to": "",
+                "kind": "message", "ts": str(now_ms())},
+               signed("alice", "bob", "forged order", now_ms(), secret="not-the-room-secret-00"),
+               signed("alice", "bob", "replayed order", now_ms() - 600_000),  # window 300 s
+               good]  # an exact copy of the first
+    for fields in entries:
+        r.xadd(LOG, fields)
+    for tail in (as_json, plain, unchecked):
+        await tail.wait_for(lambda lines: len(lines) >= 5, what="5 lines")
+    assert [(x["text"], x["verified"], x.get("problem")) for x in as_json.records()] == [
+        ("good order", True, None), ("unsigned order", False, "unsigned"),
+        ("forged order", False, "bad_signature"), ("replayed order", False, "replay"),
+        ("good order", False, "duplicate")]
+    markers = [line.split(" ", 1)[0] if line.startswith("[") else "" for line in plain.lines]
+    assert markers == ["", "[unsigned]", "[forged]", "[replayed]", "[duplicate]"], plain.lines
+    assert all(line.rstrip("\n").endswith("order") for line in plain.lines)
+    assert all("verified" not in x for x in unchecked.records())
+    for tail in (as_json, plain, unchecked):
+        assert await tail.interrupt() == 0
