@@ -143,6 +143,13 @@ def markdown(results: dict[str, Any], plots: list[str]) -> str:
     out.append("")
     if lat.get("ratio_p50"):
         out.append(f"- Latency ratio to the floor, p50/p50: **{lat['ratio_p50']:.1f}×**.")
+    steps = lat.get("steps_p50_ms")
+    if steps:
+        out.append("- 1. Where one message's time goes: p50 of each step, from the marks "
+                   "`bridge/trace.py` writes when `BRIDGE_TRACE_DIR` is set (CLOCK_MONOTONIC, "
+                   "shared by the processes). The p50s of the steps need not add up to the "
+                   "p50 of the whole. " + "; ".join(f"{step}: **{ms:.3f} ms**"
+                                                   for step, ms in steps.items()) + ".")
     tput = s.get("throughput", {})
     if "msg_per_s" in tput:
         out.append(

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import bisect
 import contextlib
 import json
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -184,17 +186,21 @@ def measure_floor(ctx: Context, count: int) -> tuple[list[float], list[float]]:
 
 async def latency(ctx: Context) -> dict[str, Any]:
     size = ctx.sizes
-    env = {"BRIDGE_ROOM": "lat"}
+    trace_dir = ctx.tmp / "trace"
+    trace_dir.mkdir(exist_ok=True)
+    env = {"BRIDGE_ROOM": "lat", "BRIDGE_TRACE_DIR": str(trace_dir)}
     async with anyio.create_task_group() as tg:
         alice = await ctx.procs.agent(tg, "alice", ctx.redis.url, ctx.tmp, env=env)
         bob = await ctx.procs.agent(tg, "bob", ctx.redis.url, ctx.tmp, env=env)
         samples: list[float] = []
+        spans: list[tuple[float, float]] = []  # (sent, arrived), perf_counter = CLOCK_MONOTONIC
         for i in range(size.latency + size.warmup):
             request_id = next_id()
             started = time.perf_counter()
             await alice.send_request(request_id, "tools/call", send_params("bob", f"m{i}"))
             await bob.wait_messages(i + 1, timeout=10)
             samples.append((bob.message_times[i] - started) * 1000)
+            spans.append((started, bob.message_times[i]))
             await alice.response(request_id, timeout=10)
         delivery = check_delivery(bob, "alice", [f"m{i}" for i in range(i + 1)])
         await ctx.procs.stop_agents([alice, bob])
@@ -207,9 +213,54 @@ async def latency(ctx: Context) -> dict[str, Any]:
     print(line("floor round trip / 2", rtt))
     ratio = bridge["p50"] / floor["p50"]
     print(f"  ratio p50/p50: {ratio:.1f}x   lost: {delivery['lost']}")
+    steps = latency_steps(trace_dir, spans[size.warmup:])
+    if steps:
+        print("  where the time goes (p50 of each step, ms): " + ", ".join(
+            f"{step} {ms:.3f}" for step, ms in steps.items()))
     return {"bridge": bridge, "floor": floor, "floor_half_rtt": rtt, "ratio_p50": ratio,
+            "steps_p50_ms": steps,
             "lost": delivery["lost"], "order_ok": delivery["order_ok"],
             "samples": {"bridge": samples, "floor": one_way}}
+
+
+# The marks bridge/trace.py writes with BRIDGE_TRACE_DIR, in the order a message passes them.
+TRACE_STEPS = (
+    ("request_read", "client → A: pipe, A reads and parses the request"),
+    ("script_sent", "A: tool call → send script handed to redis-py"),
+    ("woken", "Redis runs the script and publishes; B is woken"),
+    ("log_read", "B reads the message back from the log (one round trip)"),
+    ("pushed", "B: notification built and written to its pipe"),
+    ("", "B's pipe → client has it"),
+)
+
+
+def latency_steps(trace_dir: Path, spans: list[tuple[float, float]]) -> dict[str, float]:
+    """p50 of each step between the trace marks, over the messages that passed them all."""
+    marks: dict[str, list[float]] = {}
+    for path in trace_dir.glob("*.trace"):
+        for text in path.read_text().splitlines():
+            point, _, ns = text.partition(" ")
+            marks.setdefault(point, []).append(int(ns) / 1e9)
+    for times in marks.values():
+        times.sort()
+    durations: dict[str, list[float]] = {label: [] for _, label in TRACE_STEPS}
+    for sent, arrived in spans:
+        previous, row = sent, []
+        for point, label in TRACE_STEPS:
+            if point:
+                times = marks.get(point, [])
+                at = bisect.bisect_left(times, previous)
+                if at == len(times) or times[at] > arrived:
+                    break
+                now = times[at]
+            else:
+                now = arrived
+            row.append((label, (now - previous) * 1000))
+            previous = now
+        else:
+            for label, ms in row:
+                durations[label].append(ms)
+    return {label: round(statistics.median(ms), 3) for label, ms in durations.items() if ms}
 
 
 # --------------------------------------------------------------------------- 2. throughput

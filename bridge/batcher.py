@@ -20,6 +20,7 @@ import structlog
 from redis.asyncio import Redis
 from redis.exceptions import BusyLoadingError, NoScriptError, RedisError, ResponseError
 
+from bridge import trace
 from bridge.errors import RedisUnavailable
 
 log = structlog.get_logger("bridge.batcher")
@@ -126,6 +127,7 @@ class ScriptBatcher:
             pipe = self.redis.pipeline(transaction=False)
             for pending in batch:
                 pipe.evalsha(self._sha, len(pending.keys), *pending.keys, *pending.args)
+            trace.mark("script_sent")  # (just before: the bytes leave inside execute)
             replies: list[Any] = await pipe.execute(raise_on_error=False)
             if not any(isinstance(reply, NoScriptError) for reply in replies):
                 return replies

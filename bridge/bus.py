@@ -20,7 +20,7 @@ from redis.asyncio import Redis
 from redis.asyncio.client import PubSub
 from redis.exceptions import RedisError
 
-from bridge import scripts
+from bridge import scripts, trace
 from bridge.batcher import ScriptBatcher
 from bridge.connection import check_reachable, make_client, redact, resolve_url
 from bridge.cursor import CursorWriter, Position
@@ -278,11 +278,13 @@ class Bridge:
 
     async def _on_wake(self, raw: bytes) -> None:
         """A live message arrived: read the log after our cursor and deliver what is ours."""
+        trace.mark("woken")
         claimed_id = wake_id(raw)
         wanted = parse_id(claimed_id)
         if wanted <= self._last_seen.order:
             return  # already read from the log (catch-up, or an earlier wake-up)
         await self._catch_up()
+        trace.mark("log_read")
         if wanted > self._last_seen.order:
             log.warning("payload_dropped", reason="forged id: no such message in the log",
                         id=claimed_id[:40])

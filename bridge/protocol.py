@@ -18,6 +18,8 @@ from typing import Any
 import anyio
 import structlog
 
+from bridge import trace
+
 log = structlog.get_logger("bridge.protocol")
 
 # The revisions of the classic `initialize` handshake, newest last (as mcp 1.x knows them).
@@ -94,6 +96,7 @@ class Session:
     async def receive(self, line: bytes) -> None:
         try:
             message = json.loads(line)
+            trace.mark("request_read")
         except ValueError as e:
             log.warning("protocol_parse_error", error=str(e), line=line[:200])
             await self.write(encode(error_response(None, PARSE_ERROR, f"Parse error: {e}")))

@@ -13,7 +13,7 @@ import anyio
 import structlog
 from redis.exceptions import RedisError, ResponseError
 
-from bridge import __version__
+from bridge import __version__, trace
 from bridge.bus import Bridge, Incoming
 from bridge.envelope import Envelope, Event, Notice
 from bridge.errors import BridgeError
@@ -271,6 +271,7 @@ class BridgeServer:
                     size += len(line) + 1
                 last = next((i for i in reversed(pushed) if isinstance(i, Envelope)), None)
                 await self.transport.write_lines(chunk)
+                trace.mark("pushed")
                 if last is not None:  # only now: the cursor must never run ahead of the pipe
                     self.bridge.ack(last)
                 try:
