@@ -8,6 +8,10 @@ from typing import Any
 NOTES = Path(__file__).with_name("notes.md")
 
 
+CPU_LABELS = {"A": "sender A", "B": "receiver B",
+              "client": "the harness (MCP client of A and B)"}
+
+
 def _get(data: dict[str, Any], *path: str) -> Any:
     for key in path:
         if not isinstance(data, dict) or key not in data:
@@ -162,7 +166,7 @@ def markdown(results: dict[str, Any], plots: list[str]) -> str:
         if cpu:
             out.append("- 2. CPU time per message during that run (from /proc, so it holds "
                        "on a busy machine): " + ", ".join(
-                           f"{ {'A': 'sender A', 'B': 'receiver B'}.get(who, who)} {us:.0f} µs"
+                           f"{CPU_LABELS.get(who, who)} {us:.0f} µs"
                            for who, us in cpu.items()) + ".")
     for n, f in sorted(_sized(s.get("fanout")).items(), key=lambda kv: int(kv[0])):
         out.append(f"- 3. Fan-out to {n}: lost {f['lost']}; starting the new agents "

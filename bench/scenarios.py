@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import bisect
+import collections
 import contextlib
 import json
 import os
@@ -76,31 +77,33 @@ def send_params(to: str, text: str) -> dict[str, Any]:
 
 async def send_windowed(agent: Agent, to: str, texts: list[str], window: int,
                         stop: anyio.Event | None = None) -> tuple[int, list[str], list[float]]:
-    """Send texts with at most `window` tool calls in flight. Returns (sent, errors, call ms)."""
-    slots = anyio.Semaphore(window)
+    """Send texts with at most `window` tool calls in flight. Returns (sent, errors, call ms).
+
+    Replies come back in call order, so when the window is full this waits for the oldest
+    call: no task per call (the harness is one of the four processes sharing 2 cores)."""
     errors: list[str] = []
     call_ms: list[float] = []
+    in_flight: collections.deque[tuple[int, float]] = collections.deque()
 
-    async def collect(request_id: int, started: float) -> None:
-        try:
-            result = await agent.response(request_id, timeout=60)
-            call_ms.append((time.perf_counter() - started) * 1000)
-            if result.get("isError"):
-                errors.append(str(result["content"])[:300])
-        finally:
-            slots.release()
+    async def settle_oldest() -> None:
+        request_id, started = in_flight.popleft()
+        result = await agent.response(request_id, timeout=60)
+        call_ms.append((agent.response_times.pop(request_id) - started) * 1000)
+        if result.get("isError"):
+            errors.append(str(result["content"])[:300])
 
     sent = 0
-    async with anyio.create_task_group() as tg:
-        for text in texts:
-            if stop is not None and stop.is_set():
-                break
-            await slots.acquire()
-            request_id = next_id()
-            started = time.perf_counter()
-            await agent.send_request(request_id, "tools/call", send_params(to, text))
-            tg.start_soon(collect, request_id, started)
-            sent += 1
+    for text in texts:
+        if stop is not None and stop.is_set():
+            break
+        if len(in_flight) >= window:
+            await settle_oldest()
+        request_id = next_id()
+        in_flight.append((request_id, time.perf_counter()))
+        await agent.send_request(request_id, "tools/call", send_params(to, text))
+        sent += 1
+    while in_flight:
+        await settle_oldest()
     return sent, errors, call_ms
 
 
@@ -326,7 +329,8 @@ async def throughput(ctx: Context) -> dict[str, Any]:
         base = len(bob.message_times)
         texts = [f"t{i}" for i in range(size.throughput)]
         pids = {"A": alice.process.pid, "B": bob.process.pid,
-                "redis": ctx.redis.process.pid if ctx.redis.process else 0}
+                "redis": ctx.redis.process.pid if ctx.redis.process else 0,
+                "client": os.getpid()}  # this harness: the MCP client of A and of B
         cpu_before = {who: cpu_seconds(pid) for who, pid in pids.items()}
         started = time.perf_counter()
         sent, errors, call_ms = await send_windowed(alice, "tbob", texts, size.window)

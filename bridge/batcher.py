@@ -104,7 +104,7 @@ class ScriptBatcher:
         delay = RETRY_FIRST
         while True:
             try:
-                with anyio.fail_after(max(0.5, deadline - time.monotonic())):
+                async with asyncio.timeout(max(0.5, deadline - time.monotonic())):
                     return await self._execute(batch)
             except (RedisError, OSError, TimeoutError) as e:
                 if isinstance(e, ResponseError) and not isinstance(e, BusyLoadingError):
@@ -124,14 +124,33 @@ class ScriptBatcher:
         for _ in range(2):
             if self._sha is None:
                 self._sha = await self.redis.script_load(self.source)
-            pipe = self.redis.pipeline(transaction=False)
-            for pending in batch:
-                pipe.evalsha(self._sha, len(pending.keys), *pending.keys, *pending.args)
-            trace.mark("script_sent")  # (just before: the bytes leave inside execute)
-            replies: list[Any] = await pipe.execute(raise_on_error=False)
+            replies = await (self._one(batch[0]) if len(batch) == 1 else self._many(batch))
             if not any(isinstance(reply, NoScriptError) for reply in replies):
                 return replies
             # Redis lost its script cache (a restart): those calls did not run. Load the
             # script and run the batch again; a call that did run returns its first reply.
             self._sha = None
         raise RedisUnavailable("the send script could not be loaded into Redis; try again")
+
+    async def _one(self, pending: Pending) -> list[Any]:
+        """A batch of one without a pipeline: redis-py's pipeline costs ~0.1 ms more."""
+        assert self._sha is not None
+        trace.mark("script_sent")  # (just before: the bytes leave inside the call)
+        try:
+            return [await self.redis.evalsha(self._sha, len(pending.keys), *pending.keys,
+                                             *pending.args)]
+        except NoScriptError as e:
+            return [e]
+        except ResponseError as e:  # this call's own error, as a pipeline would return it
+            if isinstance(e, BusyLoadingError):
+                raise
+            return [e]
+
+    async def _many(self, batch: list[Pending]) -> list[Any]:
+        assert self._sha is not None
+        pipe = self.redis.pipeline(transaction=False)
+        for pending in batch:
+            pipe.evalsha(self._sha, len(pending.keys), *pending.keys, *pending.args)
+        trace.mark("script_sent")  # (just before: the bytes leave inside execute)
+        replies: list[Any] = await pipe.execute(raise_on_error=False)
+        return replies

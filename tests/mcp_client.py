@@ -39,6 +39,9 @@ class Agent:
     _changed: anyio.Event = field(default_factory=anyio.Event)
     stdout_closed: bool = False
     message_times: list[float] = field(default_factory=list)  # perf_counter at arrival
+    response_times: dict[Any, float] = field(default_factory=dict)  # perf_counter at arrival
+    # one event per awaited reply: with many calls in flight, a line wakes only its waiter
+    _reply_waiters: dict[Any, anyio.Event] = field(default_factory=dict)
 
     # ------------------------------------------------------------ wire
     async def _write(self, message: dict[str, Any]) -> None:
@@ -55,16 +58,23 @@ class Agent:
                 message = json.loads(line)  # a non-JSON line on stdout fails the test
                 if "id" in message and ("result" in message or "error" in message):
                     self._pending[message["id"]] = message
+                    self.response_times[message["id"]] = time.perf_counter()
+                    waiter = self._reply_waiters.pop(message["id"], None)
+                    if waiter is not None:
+                        waiter.set()
                 else:
                     self.notifications.append(message)
                     if message.get("method") == CHANNEL and \
                             message["params"]["meta"].get("kind") == "message":
                         self.message_times.append(time.perf_counter())
-                self._changed.set()
-                self._changed = anyio.Event()
+                if self._changed.statistics().tasks_waiting:  # a new Event costs ~10 µs
+                    self._changed.set()
+                    self._changed = anyio.Event()
         except (anyio.EndOfStream, anyio.IncompleteRead, anyio.ClosedResourceError):
             self.stdout_closed = True
             self._changed.set()
+            for waiter in self._reply_waiters.values():
+                waiter.set()
 
     async def request(self, method: str, params: dict[str, Any] | None = None,
                       timeout: float = 15) -> dict[str, Any]:
@@ -83,9 +93,9 @@ class Agent:
     async def response(self, request_id: int, timeout: float = 15) -> dict[str, Any]:
         with anyio.fail_after(timeout):
             while request_id not in self._pending:
-                if self.process.returncode is not None:
+                if self.process.returncode is not None or self.stdout_closed:
                     raise RuntimeError(f"{self.name} exited: {self.stderr()[-2000:]}")
-                await self._changed.wait()
+                await self._reply_waiters.setdefault(request_id, anyio.Event()).wait()
         message = self._pending.pop(request_id)
         if "error" in message:
             raise RuntimeError(f"JSON-RPC error: {message['error']}")
