@@ -101,10 +101,11 @@ class Agents:
         return agent
 
 
-@pytest.fixture
-async def agents(redis_server: RedisServer, tmp_path: Path) -> AsyncIterator[Agents]:
+@contextlib.asynccontextmanager
+async def agent_pool(redis_url: str, tmp: Path) -> AsyncIterator[Agents]:
+    """Agents on ``redis_url``; whatever is still running at the end is killed."""
     async with anyio.create_task_group() as tg:
-        pool = Agents(tg, redis_server.url, tmp_path)
+        pool = Agents(tg, redis_url, tmp)
         try:
             yield pool
         finally:
@@ -114,3 +115,24 @@ async def agents(redis_server: RedisServer, tmp_path: Path) -> AsyncIterator[Age
                     with anyio.move_on_after(5):
                         await agent.process.wait()
             tg.cancel_scope.cancel()
+
+
+@pytest.fixture
+async def agents(redis_server: RedisServer, tmp_path: Path) -> AsyncIterator[Agents]:
+    async with agent_pool(redis_server.url, tmp_path) as pool:
+        yield pool
+
+
+@pytest.fixture(scope="session")
+def claude_bin(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The real Claude Code, installed from npm on first use (skips without npm)."""
+    from tests.claude_code import ensure_claude
+
+    return ensure_claude(tmp_path_factory)
+
+
+@pytest.fixture(scope="session")
+def tmux() -> str:
+    from tests.claude_code import require_tmux
+
+    return require_tmux()

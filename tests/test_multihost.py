@@ -18,7 +18,7 @@ from typing import Any
 import anyio
 import pytest
 
-from tests.conftest import REDIS_SERVER, Agents
+from tests.conftest import REDIS_SERVER, Agents, agent_pool
 from tests.mcp_client import Agent
 from tests.netns import Network, skip_reason, wait_gone
 
@@ -60,17 +60,8 @@ def network(tmp_path: Path) -> Iterator[tuple[Network, str]]:
 async def hosts(network: tuple[Network, str], tmp_path: Path
                 ) -> AsyncIterator[tuple[Network, Agents]]:
     net, url = network
-    async with anyio.create_task_group() as tg:
-        pool = Agents(tg, url, tmp_path)
-        try:
-            yield net, pool
-        finally:
-            for agent in pool.started:
-                if agent.process.returncode is None:
-                    agent.process.kill()
-                    with anyio.move_on_after(5):
-                        await agent.process.wait()
-            tg.cancel_scope.cancel()
+    async with agent_pool(url, tmp_path) as pool:
+        yield net, pool
 
 
 @dataclass

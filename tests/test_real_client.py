@@ -30,10 +30,8 @@ from tests.claude_code import (
     CLAUDE_CMD_TIMEOUT,
     HARNESS_DIR,
     NPM_INSTALL_TIMEOUT,
-    ensure_claude,
     minimal_env,
     read_tail,
-    require_tmux,
     seed_home,
 )
 from tests.conftest import RedisServer, free_port
@@ -41,16 +39,6 @@ from tests.conftest import RedisServer, free_port
 HARNESS = HARNESS_DIR / "run_channel_check.py"
 TEMPLATE = HARNESS_DIR / "examples" / "bridge_two_agents.template.json"
 SCENARIO_TIMEOUT = 150  # the harness's own deadline for test B
-
-
-@pytest.fixture(scope="session")
-def claude_bin(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return ensure_claude(tmp_path_factory)
-
-
-@pytest.fixture(scope="session")
-def tmux() -> str:
-    return require_tmux()
 
 
 @pytest.fixture(scope="session")

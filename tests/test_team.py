@@ -32,10 +32,8 @@ import pytest
 from tests.claude_code import (
     FAKE_API,
     NPM_INSTALL_TIMEOUT,
-    ensure_claude,
     minimal_env,
     read_tail,
-    require_tmux,
     seed_home,
 )
 
@@ -43,16 +41,6 @@ BRIDGE = str(Path(sys.executable).with_name("bridge"))
 PROMPTS = Path(__file__).resolve().parents[1] / "bridge" / "prompts"
 TEAM = ["carol:manager", "alice:developer", "bob:developer"]
 T = TypeVar("T")
-
-
-@pytest.fixture(scope="session")
-def claude_bin(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return ensure_claude(tmp_path_factory)
-
-
-@pytest.fixture(scope="session")
-def tmux() -> str:
-    return require_tmux()
 
 
 def clean_env(**extra: str) -> dict[str, str]:
