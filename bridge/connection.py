@@ -11,10 +11,10 @@ import anyio
 from redis.asyncio import Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialWithJitterBackoff, NoBackoff
-from redis.exceptions import RedisError
+from redis.exceptions import AuthenticationError, RedisError, ResponseError
 
 from bridge.embedded import EmbeddedRedis
-from bridge.errors import RedisUnavailable
+from bridge.errors import RedisRefused, RedisUnavailable
 from bridge.quickwrite import use_quick_writes
 from bridge.settings import Settings
 
@@ -81,11 +81,26 @@ async def check_reachable(client: Redis, url: str) -> None:
     try:
         await client.ping()
     except (RedisError, OSError) as e:
+        if refused(e, url):
+            raise RedisRefused(unreachable(e, url)) from e
         raise RedisUnavailable(unreachable(e, url)) from e
+
+
+def refused(error: BaseException, url: str) -> bool:
+    """Whether Redis (or its TLS layer) turned us away, rather than not answering: a wrong
+    password, an ACL refusal, a certificate problem. Retrying does not fix those."""
+    if isinstance(error, AuthenticationError | ResponseError | ssl.SSLError) or isinstance(
+            error.__cause__, ssl.SSLError):
+        return True
+    reason = tls_failure(error, url)
+    return reason is not None and "no answer" not in reason
 
 
 def unreachable(error: BaseException, url: str) -> str:
     """What went wrong connecting, and what to do; TLS failures get advice of their own."""
+    if isinstance(error, AuthenticationError):
+        return (f"Redis at {shown(url)} refused the login: {error}. Check the user name and "
+                f"password in the URL (--redis / BRIDGE_REDIS_URL)")
     return tls_failure(error, url) or (
         f"cannot reach Redis at {shown(url)}: {error}. Check that it runs and that the "
         f"URL (--redis / BRIDGE_REDIS_URL) is right")

@@ -13,6 +13,10 @@ class RedisUnavailable(BridgeError):
     """Redis cannot be reached (or stopped answering)."""
 
 
+class RedisRefused(BridgeError):
+    """Redis answered but turned us away (password, ACL, TLS): retrying cannot fix it."""
+
+
 class NameTaken(BridgeError):
     """Another live participant holds this name in the room."""
 

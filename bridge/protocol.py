@@ -72,10 +72,12 @@ class Session:
     task group costs about 50 µs per task, a good part of a message's whole budget.
     """
 
-    def __init__(self, info: ServerInfo, call_tool: ToolCall, write: Write) -> None:
+    def __init__(self, info: ServerInfo, call_tool: ToolCall, write: Write,
+                 before_initialize: Callable[[], Awaitable[None]] | None = None) -> None:
         self.info = info
         self.call_tool = call_tool
         self.write = write
+        self.before_initialize = before_initialize
         self.initialized = anyio.Event()
         self._running: dict[Any, anyio.CancelScope] = {}
         self._tasks: set[asyncio.Task[None]] = set()
@@ -169,6 +171,8 @@ class Session:
                 return tool_result("`arguments` must be an object", True)
             return tool_result(*await self.call_tool(name, arguments))
         if method == "initialize":
+            if self.before_initialize is not None:
+                await self.before_initialize()
             return self.info.initialize_result(params.get("protocolVersion"))
         if method == "tools/list":
             return {"tools": self.info.tools}

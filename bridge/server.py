@@ -16,66 +16,22 @@ from redis.exceptions import RedisError, ResponseError
 from bridge import __version__, trace
 from bridge.bus import Bridge, Incoming
 from bridge.envelope import Envelope, Event, Notice
-from bridge.errors import BridgeError
+from bridge.errors import BridgeError, RedisUnavailable
 from bridge.presence import Participant
 from bridge.protocol import ServerInfo, Session
 from bridge.settings import Settings
 from bridge.stdio import PipeTransport, pipe_transport
+from bridge.subscriber import Backoff
+from bridge.tools import MAX_WAIT_SECONDS, TOOLS
 
 log = structlog.get_logger("bridge.server")
 
 CHANNEL_METHOD = "notifications/claude/channel"
-MAX_WAIT_SECONDS = 300.0
 PUSH_CHUNK_BYTES = 4096  # PIPE_BUF: a pipe write this small lands whole or not at all
-
-TOOLS: list[dict[str, Any]] = [
-    {
-        "name": "send_message",
-        "description": (
-            "Send a message to other agents in your bridge room. `to` is one agent name, a "
-            "list of names, or \"*\" for everyone else. Use `reply_to` with the message_id you "
-            "are answering."
-        ),
-        "inputSchema": {
-            "type": "object",
-            "properties": {
-                "to": {"anyOf": [{"type": "string"},
-                                 {"type": "array", "items": {"type": "string"}}],
-                       "description": "agent name, list of names, or \"*\""},
-                "text": {"type": "string", "description": "the message"},
-                "reply_to": {"type": "string", "description": "message_id being answered"},
-            },
-            "required": ["to", "text"],
-        },
-    },
-    {
-        "name": "list_participants",
-        "description": "List the agents in your room: name, role, host, status, last seen.",
-        "inputSchema": {"type": "object", "properties": {}},
-    },
-    {
-        "name": "read_messages",
-        "description": (
-            "Return messages waiting for you. With wait_seconds, wait up to that long for "
-            "one to arrive (long-poll)."
-        ),
-        "inputSchema": {
-            "type": "object",
-            "properties": {"wait_seconds": {"type": "number", "minimum": 0,
-                                            "maximum": MAX_WAIT_SECONDS}},
-        },
-    },
-    {
-        "name": "set_status",
-        "description": "Set your status line, shown to the others (e.g. 'working on the API').",
-        "inputSchema": {"type": "object", "properties": {"text": {"type": "string"}},
-                        "required": ["text"]},
-    },
-]
+CONNECT_RETRY_FIRST, CONNECT_RETRY_CAP = 0.5, 10.0  # seconds, while Redis is down at start
 
 
-def instructions(bridge: Bridge) -> str:
-    s = bridge.settings
+def instructions(s: Settings) -> str:
     lines = [
         f"You are agent \"{s.name}\" in bridge room \"{s.room}\""
         + (f", with the role {s.role}." if s.role else "."),
@@ -143,12 +99,72 @@ def ago(now_ms: int, then_ms: int) -> str:
 
 
 class BridgeServer:
-    def __init__(self, bridge: Bridge, transport: PipeTransport) -> None:
-        self.bridge = bridge
+    """The MCP side of one agent. It answers the client at once, and connects to Redis
+    alongside: a Redis that is down at start-up (a laptop waking before its network, a team
+    host booting before the Redis host) is retried with backoff, and the tools say so."""
+
+    def __init__(self, settings: Settings, transport: PipeTransport) -> None:
+        self.settings = settings
         self.transport = transport
-        info = ServerInfo(name="bridge", version=__version__, instructions=instructions(bridge),
-                          tools=TOOLS, experimental={"claude/channel": {}})
-        self.session = Session(info, self.call, transport.write_reply)
+        self._bridge: Bridge | None = None
+        self._connected = anyio.Event()
+        self.first_try = anyio.Event()  # the first connection attempt has ended, either way
+        self._waiting_for = "connecting to Redis"
+        self.fatal: BridgeError | None = None
+        info = ServerInfo(name="bridge", version=__version__,
+                          instructions=instructions(settings), tools=TOOLS,
+                          experimental={"claude/channel": {}})
+        # Answered once the first attempt has ended: with Redis up, an answered initialize
+        # means the agent is in the room; with Redis down, the client is not kept waiting.
+        self.session = Session(info, self.call, transport.write_reply,
+                               before_initialize=self.first_try.wait)
+
+    async def connect_forever(self, stop: anyio.CancelScope) -> None:
+        """Join the room, retrying while Redis is unreachable; then stay until cancelled.
+        An error that retrying cannot fix (the name is taken, a bad embedded Redis) stops
+        the server through ``stop``, and ``fatal`` says why."""
+        backoff = Backoff(CONNECT_RETRY_FIRST, CONNECT_RETRY_CAP)
+        while True:
+            try:
+                async with Bridge.connect(self.settings) as bridge:
+                    self._bridge = bridge
+                    self._connected.set()
+                    self.first_try.set()
+                    if self.settings.name_was_derived:
+                        log.info("name_derived", name=bridge.name,
+                                 hint="set --name / BRIDGE_NAME to choose the name yourself")
+                    # Pushing runs in this task, inside the connection: at shutdown it stops
+                    # before the room is left, so the final cursor write sees its last ack.
+                    if self.settings.delivery == "push":
+                        await self.push_forever(bridge)
+                    await anyio.sleep_forever()
+            except (RedisUnavailable, RedisError, OSError) as e:
+                if self._bridge is not None:
+                    raise  # the connected bridge handles outages itself: this is a bug
+                if not self.settings.redis_url:  # the embedded server: no network to wait for
+                    self.fatal = e if isinstance(e, BridgeError) else RedisUnavailable(str(e))
+                    stop.cancel()
+                    return
+                self._waiting_for = str(e) or type(e).__name__
+                self.first_try.set()
+                log.warning("redis_unreachable", error=str(e), retry_in=round(backoff.delay, 1),
+                            hint="bridge keeps trying; the tools say so meanwhile")
+                await backoff.wait()
+            except BridgeError as e:  # name taken, Redis refused us, the embedded one failed
+                self.fatal = e
+                stop.cancel()
+                return
+
+    async def live_bridge(self) -> Bridge:
+        """The connected bridge; waits for it up to BRIDGE_SEND_TIMEOUT."""
+        if self._bridge is None:
+            with anyio.move_on_after(self.settings.send_timeout):
+                await self._connected.wait()
+        if self._bridge is None:
+            raise BridgeError(
+                f"bridge is not connected to Redis yet ({self._waiting_for}). It keeps "
+                f"trying in the background; nothing was done, try again shortly.")
+        return self._bridge
 
     # ---------------------------------------------------------------- tools
     async def call(self, name: str, arguments: dict[str, Any]) -> tuple[str, bool]:
@@ -164,8 +180,9 @@ class BridgeServer:
                 status = arguments.get("text", "")
                 if not isinstance(status, str):
                     raise BridgeError("`text` must be a string")
-                await self.bridge.set_status(status)
-                text = f"status set: {self.bridge.presence.status}"
+                bridge = await self.live_bridge()
+                await bridge.set_status(status)
+                text = f"status set: {bridge.presence.status}"
             else:
                 raise BridgeError(f"unknown tool {name!r}")
         except BridgeError as e:
@@ -183,7 +200,7 @@ class BridgeServer:
         return self._result(text)
 
     def _result(self, text: str, *, error: bool = False) -> tuple[str, bool]:
-        unread = len(self.bridge.inbox)
+        unread = len(self._bridge.inbox) if self._bridge else 0
         note = ("no unread messages" if unread == 0 else
                 f"{unread} unread message(s) waiting: call read_messages")
         return f"{text}\n\n({note})", error
@@ -197,7 +214,7 @@ class BridgeServer:
             raise BridgeError("`text` must be a string")
         if reply_to is not None and not isinstance(reply_to, str):
             raise BridgeError("`reply_to` must be a message id string, like 1732400000000-0")
-        result = await self.bridge.send(to, text, reply_to or "")
+        result = await (await self.live_bridge()).send(to, text, reply_to or "")
         parts = [f"sent, message_id {result.id}."]
         if arguments.get("to") == "*":
             parts.append(f"Online now: {', '.join(result.online)}." if result.online else
@@ -210,16 +227,16 @@ class BridgeServer:
         return " ".join(parts)
 
     async def list_participants(self) -> str:
-        now, people = await self.bridge.participants()
+        now, people = await (await self.live_bridge()).participants()
         if not people:
             return "Nobody is in the room."
-        lines = [f"Room {self.bridge.settings.room}: {len(people)} agent(s)"]
+        lines = [f"Room {self.settings.room}: {len(people)} agent(s)"]
         for p in people:
             lines.append(self._participant_line(now, p))
         return "\n".join(lines)
 
     def _participant_line(self, now: int, p: Participant) -> str:
-        you = " (you)" if p.name == self.bridge.name else ""
+        you = " (you)" if p.name == self.settings.name else ""
         return (f"- {p.name}{you}: role {p.role or '-'}, host {p.host}, "
                 f"status {p.status or '-'}, delivery {p.delivery}, last seen "
                 f"{ago(now, p.last_seen)}")
@@ -230,23 +247,24 @@ class BridgeServer:
         except (TypeError, ValueError) as e:
             raise BridgeError("wait_seconds must be a number of seconds (0-300)") from e
         deadline = time.monotonic() + wait
+        bridge = await self.live_bridge()
         items: list[Incoming] = []
         while not items:
-            items = await self.bridge.next_batch(max(0.0, deadline - time.monotonic()))
+            items = await bridge.next_batch(max(0.0, deadline - time.monotonic()))
             if time.monotonic() >= deadline:
                 break
         if not items:
-            if self.bridge.settings.delivery == "push":
+            if self.settings.delivery == "push":
                 return "No messages waiting (in push mode they arrive as <channel> blocks)."
             return "No messages waiting."
         for item in items:
             if isinstance(item, Envelope):
-                self.bridge.ack(item)
-        await self.bridge.flush_cursor()
+                bridge.ack(item)
+        await bridge.flush_cursor()
         return "\n\n".join(render(item) for item in items)
 
     # ---------------------------------------------------------------- push
-    async def push_forever(self) -> None:
+    async def push_forever(self, bridge: Bridge) -> None:
         """Push every incoming item as a channel notification, once the client is ready.
 
         A chunk of lines goes into the pipe in one write, and the cursor is written right
@@ -255,7 +273,7 @@ class BridgeServer:
         """
         await self.session.initialized.wait()
         while True:
-            batch = await self.bridge.next_batch()
+            batch = await bridge.next_batch()
             while batch:
                 # chunks of at most PIPE_BUF bytes (unless one line is longer): each lands in
                 # the pipe whole or not at all
@@ -273,9 +291,9 @@ class BridgeServer:
                 await self.transport.write_lines(chunk)
                 trace.mark("pushed")
                 if last is not None:  # only now: the cursor must never run ahead of the pipe
-                    self.bridge.ack(last)
+                    bridge.ack(last)
                 try:
-                    await self.bridge.flush_cursor()  # nothing may run between these two
+                    await bridge.flush_cursor()  # nothing may run between these two
                 except (RedisError, OSError) as e:  # the periodic flush tries again
                     log.warning("cursor_flush_failed", error=str(e) or type(e).__name__)
 
@@ -294,21 +312,21 @@ def take_stdio() -> tuple[int, int]:
     return protocol_in, protocol_out
 
 
-async def serve(bridge_settings: Settings) -> None:
+async def serve(settings: Settings) -> None:
     protocol_in, protocol_out = take_stdio()
-    async with Bridge.connect(bridge_settings) as bridge:
-        if bridge_settings.name_was_derived:
-            log.info("name_derived", name=bridge.name,
-                     hint="set --name / BRIDGE_NAME to choose the name yourself")
-        async with pipe_transport(protocol_in, protocol_out) as transport:
-            app = BridgeServer(bridge, transport)
-            async with anyio.create_task_group() as tg:
-                tg.start_soon(_stop_on_signal, tg.cancel_scope)
-                if bridge_settings.delivery == "push":
-                    tg.start_soon(app.push_forever)
-                await app.session.serve(transport.read_line)
-                log.info("stdin_closed", hint="the client went away; leaving the room")
-                tg.cancel_scope.cancel()
+    async with pipe_transport(protocol_in, protocol_out) as transport:
+        app = BridgeServer(settings, transport)
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(_stop_on_signal, tg.cancel_scope)
+            tg.start_soon(app.connect_forever, tg.cancel_scope)
+            await app.session.serve(transport.read_line)
+            log.info("stdin_closed", hint="the client went away; leaving the room")
+            # a client gone at once still hears why bridge could not join (a bad password)
+            with anyio.move_on_after(settings.send_timeout):
+                await app.first_try.wait()
+            tg.cancel_scope.cancel()
+    if app.fatal is not None:
+        raise app.fatal
 
 
 async def _stop_on_signal(scope: anyio.CancelScope) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import selectors
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -82,18 +83,45 @@ class PipeTransport:
                 data = data[written:]
 
 
+def pollable(fd: int) -> bool:
+    """Whether the event loop can wait on ``fd``: a pipe, socket or terminal is; a regular
+    file or /dev/null (`bridge serve < /dev/null`) is not, and epoll refuses it."""
+    with selectors.DefaultSelector() as selector:
+        try:
+            selector.register(fd, selectors.EVENT_READ)
+        except (PermissionError, ValueError, OSError):
+            return False
+    return True
+
+
+async def feed_from_file(fd: int, reader: asyncio.StreamReader) -> None:
+    """Feed a file's contents to ``reader``: such reads return at once, so a worker
+    thread is cheap and cannot hang."""
+    while data := await anyio.to_thread.run_sync(os.read, fd, 1 << 16):
+        reader.feed_data(data)
+    reader.feed_eof()
+
+
 @asynccontextmanager
 async def pipe_transport(stdin_fd: int, stdout_fd: int) -> AsyncIterator[PipeTransport]:
     loop = asyncio.get_running_loop()
     reader = asyncio.StreamReader(limit=MAX_LINE)
-    read_transport, _ = await loop.connect_read_pipe(
-        lambda: asyncio.StreamReaderProtocol(reader), os.fdopen(stdin_fd, "rb", buffering=0)
-    )
+    read_transport: asyncio.BaseTransport | None = None
+    file_reader: asyncio.Task[None] | None = None
+    if pollable(stdin_fd):
+        read_transport, _ = await loop.connect_read_pipe(
+            lambda: asyncio.StreamReaderProtocol(reader), os.fdopen(stdin_fd, "rb", buffering=0)
+        )
+    else:
+        file_reader = loop.create_task(feed_from_file(stdin_fd, reader))
     os.set_blocking(stdout_fd, False)
     transport = PipeTransport(reader, stdout_fd)
     try:
         yield transport
     finally:
         await transport.finish_replies()
-        read_transport.close()
+        if read_transport is not None:
+            read_transport.close()
+        if file_reader is not None:
+            file_reader.cancel()
         os.close(stdout_fd)

