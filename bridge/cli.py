@@ -137,6 +137,11 @@ def _positive_int(value: str) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    try:
+        logs.check_level()
+    except BridgeError as e:
+        print(f"bridge: {e}", file=sys.stderr)
+        return 1
     if args.command in OPERATOR_COMMANDS:
         # a person is reading: only warnings and errors, unless BRIDGE_LOG_LEVEL says otherwise
         logs.configure(os.environ.get("BRIDGE_LOG_LEVEL") or "WARNING")

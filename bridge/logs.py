@@ -13,6 +13,18 @@ from typing import Any
 
 import structlog
 
+from bridge.errors import SettingsError
+
+LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+
+
+def check_level() -> None:
+    """A BRIDGE_LOG_LEVEL that is not a level is an error, not a quiet INFO."""
+    value = os.environ.get("BRIDGE_LOG_LEVEL") or "INFO"
+    if value.upper() not in LEVELS:
+        raise SettingsError(f"bad value for BRIDGE_LOG_LEVEL: {value!r}; use one of "
+                            f"{', '.join(LEVELS)}")
+
 
 def configure(level: str | None = None) -> None:
     level_name = (level or os.environ.get("BRIDGE_LOG_LEVEL") or "INFO").upper()

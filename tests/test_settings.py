@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -68,3 +69,13 @@ def test_python_dash_m_works() -> None:
     result = subprocess.run([sys.executable, "-m", "bridge", "--version"],
                             capture_output=True, text=True, timeout=30)
     assert result.returncode == 0 and result.stdout.startswith("bridge ")
+
+
+def test_a_bad_log_level_is_one_line_not_a_quiet_default() -> None:
+    for command in (["serve"], ["who"]):
+        result = subprocess.run([BRIDGE, *command], capture_output=True, text=True,
+                                stdin=subprocess.DEVNULL, timeout=30,
+                                env={**os.environ, "BRIDGE_LOG_LEVEL": "LOUD"})
+        assert result.returncode == 1 and result.stdout == ""
+        assert result.stderr.strip() == ("bridge: bad value for BRIDGE_LOG_LEVEL: 'LOUD'; "
+                                         "use one of DEBUG, INFO, WARNING, ERROR")
