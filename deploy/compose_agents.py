@@ -229,6 +229,7 @@ def redis_override(env: Mapping[str, str]) -> dict[str, object]:
         if not any(line.split()[:2] == ["user", "default"] for line in users):
             raise DeployError(f"REDIS_ACL_FILE={acl} has no 'user default' line, so Redis "
                               f"would let anyone in as the default user: add 'user default off'")
+        warn_unreadable(acl, "REDIS_ACL_FILE", REDIS_UID)
         mounts[str(Path(acl).resolve())] = "/run/redis/users.acl"
     elif not password:
         raise DeployError("REDIS_PASSWORD is not set: Redis on a shared network needs one; "
