@@ -68,7 +68,10 @@ class ScriptBatcher:
         pending = Pending(keys, args)
         self._queue.append(pending)
         if self._leading:
-            await pending.wake.wait()
+            # Shielded: the send stays queued either way, and the lead may be handed to it;
+            # a follower that stopped waiting would leave the queue with nobody to run it.
+            with anyio.CancelScope(shield=True):
+                await pending.wake.wait()
         else:
             self._leading = True
         if not pending.settled:  # our turn to lead

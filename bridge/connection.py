@@ -92,6 +92,8 @@ def refused(error: BaseException, url: str) -> bool:
     if isinstance(error, AuthenticationError | ResponseError | ssl.SSLError) or isinstance(
             error.__cause__, ssl.SSLError):
         return True
+    if urlsplit(url).scheme != "rediss":
+        return False  # a bare drop (a container not up yet) is worth waiting for
     reason = tls_failure(error, url)
     return reason is not None and "no answer" not in reason
 

@@ -35,7 +35,10 @@ Write = Callable[[bytes], Awaitable[None]]
 
 
 def encode(message: JSON) -> bytes:
-    return json.dumps(message, ensure_ascii=False, separators=(",", ":")).encode()
+    try:
+        return json.dumps(message, ensure_ascii=False, separators=(",", ":")).encode()
+    except UnicodeEncodeError:  # a lone surrogate (say, an id echoed back): escape it
+        return json.dumps(message, separators=(",", ":")).encode()
 
 
 def error_response(request_id: Any, code: int, message: str) -> JSON:
@@ -86,8 +89,12 @@ class Session:
         """Answer requests until ``lines()`` returns b"" (the client closed stdin)."""
         try:
             while line := await lines():
-                if line.strip():
+                if not line.strip():
+                    continue
+                try:
                     await self.receive(line)
+                except Exception:  # one bad line must cost one answer, never the server
+                    log.exception("protocol_line_failed", line=line[:200])
         finally:
             for scope in list(self._running.values()):
                 scope.cancel()
@@ -126,6 +133,10 @@ class Session:
             self.notified(method, params)
             return
         request_id = message["id"]
+        if not isinstance(request_id, str | int) or isinstance(request_id, bool):
+            await self.write(encode(error_response(
+                None, INVALID_REQUEST, "Invalid request: `id` must be a string or a number")))
+            return
         scope = anyio.CancelScope()
         self._running[request_id] = scope
         task = asyncio.get_running_loop().create_task(
@@ -137,7 +148,8 @@ class Session:
         if method == "notifications/initialized":
             self.initialized.set()
         elif method == "notifications/cancelled":
-            scope = self._running.get(params.get("requestId"))
+            request_id = params.get("requestId")
+            scope = self._running.get(request_id) if isinstance(request_id, str | int) else None
             if scope is not None:  # the client wants no answer to it any more
                 scope.cancel()
         # any other notification needs nothing from us

@@ -180,6 +180,11 @@ class BridgeServer:
                 status = arguments.get("text", "")
                 if not isinstance(status, str):
                     raise BridgeError("`text` must be a string")
+                try:
+                    status.encode()
+                except UnicodeEncodeError as e:  # it would fail every later re-claim
+                    raise BridgeError("the status is not valid Unicode (a lone surrogate); "
+                                      "send plain UTF-8 text") from e
                 bridge = await self.live_bridge()
                 await bridge.set_status(status)
                 text = f"status set: {bridge.presence.status}"
@@ -288,7 +293,11 @@ class BridgeServer:
                     chunk.append(line)
                     size += len(line) + 1
                 last = next((i for i in reversed(pushed) if isinstance(i, Envelope)), None)
-                await self.transport.write_lines(chunk)
+                try:
+                    await self.transport.write_lines(chunk)
+                except (BrokenPipeError, ConnectionResetError):
+                    log.info("client_gone", hint="stdout is closed; nothing more to push")
+                    return
                 trace.mark("pushed")
                 if last is not None:  # only now: the cursor must never run ahead of the pipe
                     bridge.ack(last)

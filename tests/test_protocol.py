@@ -130,3 +130,39 @@ async def test_a_cancelled_request_takes_nothing(agents: Agents) -> None:
     text = await bob.tool("read_messages", wait_seconds=10)
     assert "after the cancel" in text
     assert 100 not in bob._pending
+
+
+
+async def test_odd_ids_and_lone_surrogates_cost_one_answer_not_the_server(
+        agents: Agents) -> None:
+    alice = await agents.start("alice")
+    bad_id = await raw_reply(alice, b'{"jsonrpc":"2.0","id":[1],"method":"ping"}', None)
+    assert "`id` must be a string or a number" in bad_id["error"]["message"]
+    # a cancellation naming an unhashable request id is ignored
+    await alice.notify("notifications/cancelled", {"requestId": {}})
+    # an id that is a lone surrogate is echoed back escaped, as valid JSON
+    echoed = await raw_reply(alice, b'{"jsonrpc":"2.0","id":"\\ud800","method":"ping"}',
+                             "\ud800")
+    assert echoed["result"] == {}
+    status = await alice.call("set_status", text="\ud800")
+    assert status["isError"] and "not valid Unicode" in status["content"][0]["text"]
+    assert "alice (you)" in await alice.tool("list_participants")
+    assert alice.process.returncode is None
+
+
+async def test_a_cancelled_send_in_a_batch_strands_no_later_send(agents: Agents) -> None:
+    """Sends queued behind a batch wait their turn; cancelling one of them must not leave
+    the queue without a leader (every later send would hang)."""
+    alice = await agents.start("alice")
+    bob = await agents.start("bob")
+    ids = list(range(500, 540))
+    for request_id in ids:
+        await alice.send_request(request_id, "tools/call", {
+            "name": "send_message", "arguments": {"to": "bob", "text": f"m{request_id}"}})
+    for request_id in ids[1::3]:
+        await alice.notify("notifications/cancelled", {"requestId": request_id})
+    for request_id in ids[::3]:
+        assert not (await alice.response(request_id))["isError"]
+    assert "sent, message_id" in await alice.tool("send_message", to="bob", text="after")
+    await bob.wait_for(lambda: any(m["content"] == "after" for m in bob.channel()))
+

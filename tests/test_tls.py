@@ -197,3 +197,16 @@ async def test_host_name_is_verified(tls_redis, tmp_path):
     assert "certificate verify failed: IP address mismatch" in result.stderr, result.stderr
     assert "connect to a host name or address that the server's certificate names" \
         in result.stderr
+
+
+def test_a_dropped_plain_connection_is_worth_waiting_for() -> None:
+    """A Redis port whose container is not up yet drops connections: bridge serve waits for
+    it (only a TLS URL's drop can mean a refused certificate)."""
+    from redis.exceptions import AuthenticationError
+    from redis.exceptions import ConnectionError as RedisConnectionError
+
+    from bridge.connection import refused
+
+    dropped = RedisConnectionError("Connection closed by server.")
+    assert not refused(dropped, "redis://10.0.0.1:6379/0")
+    assert refused(AuthenticationError("invalid password"), "redis://10.0.0.1:6379/0")
