@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import sys
@@ -18,7 +17,7 @@ from bridge.bus import Bridge, Incoming
 from bridge.envelope import Envelope, Event, Notice
 from bridge.errors import BridgeError, RedisUnavailable
 from bridge.presence import Participant
-from bridge.protocol import ServerInfo, Session
+from bridge.protocol import ServerInfo, Session, encode
 from bridge.settings import Settings
 from bridge.stdio import PipeTransport, pipe_transport
 from bridge.subscriber import Backoff
@@ -84,13 +83,10 @@ def render(item: Incoming) -> str:
 
 
 def notification_line(item: Incoming) -> bytes:
-    """The JSON-RPC line of one channel push (plain json: no model round trip needed)."""
+    """The JSON-RPC line of one channel push."""
     content = item.text if isinstance(item, Envelope | Notice) else describe_event(item)
-    return json.dumps(
-        {"jsonrpc": "2.0", "method": CHANNEL_METHOD,
-         "params": {"content": content, "meta": meta_for(item)}},
-        ensure_ascii=False, separators=(",", ":"),
-    ).encode()
+    return encode({"jsonrpc": "2.0", "method": CHANNEL_METHOD,
+                   "params": {"content": content, "meta": meta_for(item)}})
 
 
 def ago(now_ms: int, then_ms: int) -> str:

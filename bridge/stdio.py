@@ -58,6 +58,9 @@ class PipeTransport:
             while self._replies:
                 lines, self._replies = self._replies, []
                 await self.write_lines(lines)
+        except (BrokenPipeError, ConnectionResetError):  # the client is gone: so are replies
+            log.info("client_gone", hint="stdout is closed; replies dropped")
+            self._replies.clear()
         finally:
             self._replies_task = None
 
