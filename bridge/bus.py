@@ -73,7 +73,6 @@ class Bridge:
         self._sends = ScriptBatcher(redis, scripts.SEND, settings.send_timeout)
         self._last_seen = Position()  # the last log entry read (and, if ours, put in the inbox)
         self.gate = Gate(settings)  # what of the log we deliver: size, signature, replays
-        self.signer = self.gate.signer
         self._primed = False
 
     # ---------------------------------------------------------------- lifecycle
@@ -97,7 +96,7 @@ class Bridge:
                 raise
             log.info("joined", name=settings.name, room=settings.room, redis=redact(url),
                      delivery=settings.delivery, derived_name=settings.name_was_derived,
-                     signed=bridge.signer is not None)
+                     signed=bridge.gate.signer is not None)
             if warn_unverified:
                 bridge.gate.warn_if_unsigned()
             async with anyio.create_task_group() as tg:
@@ -130,8 +129,8 @@ class Bridge:
         recipients = check_message(self.settings, to, text, reply_to)
         envelope = Envelope(id="", sender=self.name, to=recipients, text=text,
                             reply_to=reply_to, ts=int(time.time() * 1000))
-        if self.signer:
-            envelope = self.signer.sign(envelope)
+        if self.gate.signer:
+            envelope = self.gate.signer.sign(envelope)
         keys, args = send_arguments(self.settings, envelope)
         # One agent's sends reach Redis in the order its calls arrived (see batcher.py).
         reply = await self._sends.call(keys, args)

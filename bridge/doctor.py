@@ -15,7 +15,7 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError, ResponseError
 
 from bridge.acl import excess_rights, used_commands
-from bridge.connection import make_client, redact, resolve_url, tls_failure, with_tls
+from bridge.connection import make_client, redact, resolve_url, shown, tls_failure, with_tls
 from bridge.errors import BridgeError
 from bridge.human import Style, color_wanted
 from bridge.keys import PREFIX, Keys
@@ -137,7 +137,7 @@ class Doctor:
                 self.report(Check("fail", tls.partition("; ")[0], tls.partition("; ")[2]))
                 return False
             self.report(Check(
-                "fail", f"Redis at {redact(url.partition('?')[0])} cannot be reached: "
+                "fail", f"Redis at {shown(url)} cannot be reached: "
                         f"{e or type(e).__name__}",
                 "start Redis, or fix the host, port, password or TLS scheme in --redis / "
                 "BRIDGE_REDIS_URL (redis://:PASSWORD@HOST:6379/0)"))

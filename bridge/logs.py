@@ -46,7 +46,7 @@ def configure(level: str | None = None) -> None:
         logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
         cache_logger_on_first_use=False,
     )
-    # The MCP SDK logs every request at INFO; keep third-party chatter down, and on stderr.
+    # Third-party chatter (redis-py, anyio) stays down, and on stderr.
     logging.basicConfig(stream=sys.stderr, level=logging.WARNING, format="%(name)s: %(message)s")
-    for noisy in ("mcp", "httpx", "anyio"):
+    for noisy in ("redis", "anyio"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
