@@ -12,9 +12,13 @@ import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 import pytest
+
+T = TypeVar("T")
 
 CLAUDE_CODE_VERSION = "2.1.328"
 CLAUDE_CODE_PACKAGE = "@anthropic-ai/claude-code"
@@ -154,3 +158,16 @@ def seed_home(home: Path, work: Path, *, channels: bool = False) -> None:
     if channels:
         config["cachedGrowthBookFeatures"] = {"tengu_harbor": True}
     (home / ".claude.json").write_text(json.dumps(config, indent=1))
+
+
+def wait_until(what: str, check: Callable[[], T | None], timeout: float,
+               diagnose: Callable[[], str] = lambda: "") -> T:
+    """Poll `check` until it returns something truthy; fail with `diagnose()` at the deadline."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = check()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout:.0f}s waiting for {what}\n{diagnose()}")
+        time.sleep(0.25)

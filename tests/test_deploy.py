@@ -23,6 +23,7 @@ import pytest
 import redis
 
 from bridge.keys import NAME_PATTERN
+from tests.claude_code import wait_until
 from tests.conftest import REDIS_SERVER, free_port
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -506,18 +507,6 @@ def claude_bin(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
     require_tmux()
     return ensure_claude(tmp_path_factory)
-
-
-def wait_until(what: str, check: Any, timeout: float, diagnose: Any = None) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        got = check()
-        if got:
-            return got
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout:.0f}s waiting for {what}"
-                        + (f"\n{diagnose()}" if diagnose else ""))
-        time.sleep(0.2)
 
 
 def test_entrypoint_runs_claude_code_with_the_channel_and_the_role_prompt(

@@ -22,10 +22,10 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import pytest
 
@@ -35,12 +35,12 @@ from tests.claude_code import (
     minimal_env,
     read_tail,
     seed_home,
+    wait_until,
 )
 
 BRIDGE = str(Path(sys.executable).with_name("bridge"))
 PROMPTS = Path(__file__).resolve().parents[1] / "bridge" / "prompts"
 TEAM = ["carol:manager", "alice:developer", "bob:developer"]
-T = TypeVar("T")
 
 
 def clean_env(**extra: str) -> dict[str, str]:
@@ -54,19 +54,6 @@ def clean_env(**extra: str) -> dict[str, str]:
 def team(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run([BRIDGE, "team", *args], env=env or clean_env(), capture_output=True,
                           text=True, timeout=60, stdin=subprocess.DEVNULL)
-
-
-def wait_until(what: str, check: Callable[[], T | None], timeout: float,
-               diagnose: Callable[[], str] = lambda: "") -> T:
-    """Poll `check` until it returns something truthy; fail with `diagnose()` at the deadline."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout:.0f}s waiting for {what}\n{diagnose()}")
-        time.sleep(0.25)
 
 
 def dry_run_commands(stdout: str) -> list[list[str]]:
