@@ -34,6 +34,17 @@ def _process_alive(pid: int) -> bool:
 
 
 @dataclass(frozen=True)
+class Claim:
+    """What the claim script answers besides "the name is ours"."""
+
+    cursor: str  # the cursor key as stored (bridge.cursor reads it)
+    fresh: bool  # a new session: the others were told that we joined
+    created: bool  # the cursor key was missing and the script set it to the end of the log
+    epoch: str  # the room log's epoch (created if the room had none)
+    log_end: str  # "<id> <seq>" of the log's newest entry, "0-0 0" for an empty log
+
+
+@dataclass(frozen=True)
 class Participant:
     name: str
     role: str
@@ -84,12 +95,16 @@ class Presence:
     def ttl_ms(self) -> int:
         return int(self.settings.ttl * 1000)
 
+    @property
+    def cursor_ttl_ms(self) -> int:
+        return int(self.settings.cursor_ttl * 1000)
+
     def _event(self, kind: str, **extra: str) -> str:
         return Event(kind=kind, name=self.name, role=self.settings.role, host=self.host,
                      status=self.status, ts=int(time.time() * 1000), **extra).encode()
 
-    async def claim(self) -> tuple[str, bool]:
-        """Claim the name. Returns (cursor, fresh). Raises NameTaken if another session holds it.
+    async def claim(self) -> Claim:
+        """Claim the name. Raises NameTaken if another session holds it.
 
         A claim left by a crashed process on this same host (its pid is gone) is taken over at
         once, so a restarted agent need not wait for the TTL. Across hosts and containers a
@@ -109,7 +124,9 @@ class Presence:
                 f"--name / BRIDGE_NAME, or stop that agent; a crashed agent's claim expires "
                 f"after the TTL ({self.settings.ttl:g} s)."
             )
-        return reply[1].decode(), bool(int(reply[2]))
+        return Claim(cursor=reply[1].decode(), fresh=bool(int(reply[2])),
+                     created=bool(int(reply[3])), epoch=reply[4].decode(),
+                     log_end=reply[5].decode())
 
     async def _try_claim(self, stale_session: str) -> Any:
         fields: list[Any] = [
@@ -119,9 +136,10 @@ class Presence:
         ]
         return await self._claim(
             keys=[self.keys.agent(self.name), self.keys.agents, self.keys.cursor(self.name),
-                  self.keys.log],
-            args=[self.session, self.ttl_ms, self.name, int(self.settings.cursor_ttl * 1000),
-                  self.keys.events, self._event("joined"), stale_session, *fields],
+                  self.keys.log, self.keys.epoch],
+            args=[self.session, self.ttl_ms, self.name, self.cursor_ttl_ms,
+                  self.keys.events, self._event("joined"), stale_session, uuid.uuid4().hex,
+                  *fields],
         )
 
     async def heartbeat(self) -> bool:
@@ -130,8 +148,8 @@ class Presence:
         False means our record is gone or no longer ours: re-claim.
         """
         result = await self._heartbeat(
-            keys=[self.keys.agent(self.name), self.keys.agents],
-            args=[self.session, self.ttl_ms, self.name],
+            keys=[self.keys.agent(self.name), self.keys.agents, self.keys.cursor(self.name)],
+            args=[self.session, self.ttl_ms, self.name, self.cursor_ttl_ms],
         )
         await self._prune(keys=[self.keys.agents], args=[self.keys.agent_prefix, self.keys.events])
         return bool(result)

@@ -9,43 +9,57 @@ local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 """
 
-# KEYS: agent hash, agents zset, cursor, log
+# KEYS: agent hash, agents zset, cursor, log, log epoch
 # ARGV: session, ttl_ms, name, cursor_ttl_ms, events channel, joined event, stale session that
-#       may be replaced ('' for none), field/value pairs...
+#       may be replaced ('' for none), a new epoch (used if the room has none), field/value
+#       pairs...
+# Returns {1, cursor, fresh, cursor created, epoch, "<id> <seq>" of the log's last entry
+# ("0-0 0" for an empty log)}.
 CLAIM = NOW_MS + """
 local holder = redis.call('HMGET', KEYS[1], 'session', 'host', 'pid')
 if holder[1] and holder[1] ~= ARGV[1] and holder[1] ~= ARGV[7] then
   return {0, holder[2] or '', holder[3] or '', holder[1]}
 end
 local fresh = holder[1] ~= ARGV[1]
-redis.call('HSET', KEYS[1], 'last_seen', now, unpack(ARGV, 8))
+redis.call('HSET', KEYS[1], 'last_seen', now, unpack(ARGV, 9))
 if fresh then redis.call('HSET', KEYS[1], 'joined_at', now) end
 redis.call('PEXPIRE', KEYS[1], ARGV[2])
 redis.call('ZADD', KEYS[2], now + tonumber(ARGV[2]), ARGV[3])
+local epoch = redis.call('GET', KEYS[5])
+if not epoch then
+  epoch = ARGV[8]
+  redis.call('SET', KEYS[5], epoch)
+end
+local last_id, last_seq = '0-0', '0'
+local last = redis.call('XREVRANGE', KEYS[4], '+', '-', 'COUNT', 1)
+if last[1] then
+  last_id = last[1][1]
+  local fields = last[1][2]
+  for i = 1, #fields, 2 do if fields[i] == 'seq' then last_seq = fields[i + 1] end end
+end
 local cursor = redis.call('GET', KEYS[3])
+local created = 0
 if not cursor then
   -- a new name starts at the end of the log: it is not sent the room's history
-  cursor = '0-0 0'
-  local last = redis.call('XREVRANGE', KEYS[4], '+', '-', 'COUNT', 1)
-  if last[1] then
-    local fields, seq = last[1][2], '0'
-    for i = 1, #fields, 2 do if fields[i] == 'seq' then seq = fields[i + 1] end end
-    cursor = last[1][1] .. ' ' .. seq
-  end
+  cursor = last_id .. ' ' .. last_seq .. ' ' .. epoch
+  created = 1
   redis.call('SET', KEYS[3], cursor, 'PX', ARGV[4])
 else
   redis.call('PEXPIRE', KEYS[3], ARGV[4])
 end
 if fresh then redis.call('PUBLISH', ARGV[5], ARGV[6]) end
-return {1, cursor, fresh and 1 or 0}
+return {1, cursor, fresh and 1 or 0, created, epoch, last_id .. ' ' .. last_seq}
 """
 
-# KEYS: agent hash, agents zset.  ARGV: session, ttl_ms, name
+# KEYS: agent hash, agents zset, cursor.  ARGV: session, ttl_ms, name, cursor_ttl_ms
+# The cursor lives as long as its agent is present, however quiet: an agent that receives
+# nothing for longer than BRIDGE_CURSOR_TTL must not become a stranger to its room.
 HEARTBEAT = NOW_MS + """
 if redis.call('HGET', KEYS[1], 'session') ~= ARGV[1] then return 0 end
 redis.call('HSET', KEYS[1], 'last_seen', now)
 redis.call('PEXPIRE', KEYS[1], ARGV[2])
 redis.call('ZADD', KEYS[2], now + tonumber(ARGV[2]), ARGV[3])
+redis.call('PEXPIRE', KEYS[3], ARGV[4])
 return 1
 """
 

@@ -21,7 +21,7 @@ from bridge.protocol import ServerInfo, Session, encode
 from bridge.settings import Settings
 from bridge.stdio import PipeTransport, pipe_transport
 from bridge.subscriber import Backoff
-from bridge.tools import MAX_WAIT_SECONDS, TOOLS
+from bridge.tools import MAX_WAIT_SECONDS, TOOLS, seconds_argument
 
 log = structlog.get_logger("bridge.server")
 
@@ -107,6 +107,8 @@ class BridgeServer:
         self.first_try = anyio.Event()  # the first connection attempt has ended, either way
         self._waiting_for = "connecting to Redis"
         self.fatal: BridgeError | None = None
+        # pull mode: what read_messages returned and the agent has not acknowledged yet
+        self._returned: list[Incoming] = []
         info = ServerInfo(name="bridge", version=__version__,
                           instructions=instructions(settings), tools=TOOLS,
                           experimental={"claude/channel": {}})
@@ -171,7 +173,7 @@ class BridgeServer:
             elif name == "list_participants":
                 text = await self.list_participants()
             elif name == "read_messages":
-                text = await self.read_messages(arguments.get("wait_seconds", 0))
+                text = await self.read_messages(arguments)
             elif name == "set_status":
                 status = arguments.get("text", "")
                 if not isinstance(status, str):
@@ -201,7 +203,7 @@ class BridgeServer:
         return self._result(text)
 
     def _result(self, text: str, *, error: bool = False) -> tuple[str, bool]:
-        unread = len(self._bridge.inbox) if self._bridge else 0
+        unread = self._bridge.unread if self._bridge else 0
         note = ("no unread messages" if unread == 0 else
                 f"{unread} unread message(s) waiting: call read_messages")
         return f"{text}\n\n({note})", error
@@ -242,13 +244,21 @@ class BridgeServer:
                 f"status {p.status or '-'}, delivery {p.delivery}, last seen "
                 f"{ago(now, p.last_seen)}")
 
-    async def read_messages(self, wait_seconds: Any) -> str:
-        try:
-            wait = min(max(float(wait_seconds or 0), 0.0), MAX_WAIT_SECONDS)
-        except (TypeError, ValueError) as e:
-            raise BridgeError("wait_seconds must be a number of seconds (0-300)") from e
-        deadline = time.monotonic() + wait
+    async def read_messages(self, arguments: dict[str, Any]) -> str:
+        """What is waiting, after waiting up to ``wait_seconds`` for something to arrive.
+
+        Pull mode is at-least-once: what one call returns is acknowledged by the agent's
+        next call (it asks again, so it has the answer), and only then does the cursor move
+        past it. A crash, a client gone before the answer reached it, or Redis down in
+        between cannot lose it: the next session returns it again. Nothing here waits for
+        Redis: the cursor is written in the background."""
+        wait = seconds_argument(arguments, "wait_seconds", MAX_WAIT_SECONDS)
         bridge = await self.live_bridge()
+        answered, self._returned = self._returned, []
+        if answered:
+            bridge.ack(*answered)
+            bridge.flush_cursor_soon()
+        deadline = time.monotonic() + wait
         items: list[Incoming] = []
         while not items:
             items = await bridge.next_batch(max(0.0, deadline - time.monotonic()))
@@ -258,10 +268,11 @@ class BridgeServer:
             if self.settings.delivery == "push":
                 return "No messages waiting (in push mode they arrive as <channel> blocks)."
             return "No messages waiting."
-        for item in items:
-            if isinstance(item, Envelope):
-                bridge.ack(item)
-        await bridge.flush_cursor()
+        if self.settings.delivery == "pull":
+            self._returned = items
+        else:  # the pushes after these move the cursor anyway; keep them from stalling it
+            bridge.ack(*items)
+            bridge.flush_cursor_soon()
         return "\n\n".join(render(item) for item in items)
 
     # ---------------------------------------------------------------- push
@@ -288,15 +299,13 @@ class BridgeServer:
                     pushed.append(batch.pop(0))
                     chunk.append(line)
                     size += len(line) + 1
-                last = next((i for i in reversed(pushed) if isinstance(i, Envelope)), None)
                 try:
                     await self.transport.write_lines(chunk)
                 except (BrokenPipeError, ConnectionResetError):
                     log.info("client_gone", hint="stdout is closed; nothing more to push")
                     return
                 trace.mark("pushed")
-                if last is not None:  # only now: the cursor must never run ahead of the pipe
-                    bridge.ack(last)
+                bridge.ack(*pushed)  # only now: the cursor must never run ahead of the pipe
                 try:
                     await bridge.flush_cursor()  # nothing may run between these two
                 except (RedisError, OSError) as e:  # the periodic flush tries again

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import socket
@@ -43,6 +44,9 @@ class Settings:
     secret: str = field(default="", repr=False)  # the room secret: never logged or shown
     replay_window: float = 300.0  # seconds between a message's signed time and its log entry
     max_recipients: int = 64
+    # bytes of messages (about) held in memory ahead of a client that does not keep up; past
+    # it bridge stops reading the log until the client catches up: the log is the buffer
+    read_ahead_bytes: int = 4 * 1024 * 1024
     rate: float = 5000.0  # messages/s per sender name (0: no limit); generous: a runaway guard
     burst: int = 5000
     tls_ca: str = ""  # PEM: the CA that signed the server's certificate (rediss://)
@@ -103,6 +107,9 @@ class Settings:
                               300.0, "use a number of seconds >= 1, e.g. 300"),
             max_recipients=get("max_recipients", "BRIDGE_MAX_RECIPIENTS", _int_range(1, 1000),
                                64, "use a whole number from 1 to 1000"),
+            read_ahead_bytes=get("read_ahead_bytes", "BRIDGE_READ_AHEAD_BYTES",
+                                 _positive(int, 4096), 4 * 1024 * 1024,
+                                 "use a whole number of bytes >= 4096, e.g. 4194304"),
             rate=get("rate", "BRIDGE_RATE", _positive(float, 0.0), 5000.0,
                      "use messages per second per sender, e.g. 5000 (0: no limit)"),
             burst=get("burst", "BRIDGE_BURST", _positive(int, 1), 5000,
@@ -136,7 +143,8 @@ def _pattern(pattern: re.Pattern[str]) -> Callable[[Any], str]:
 def _positive(kind: Callable[[Any], T], minimum: float) -> Callable[[Any], T]:
     def parse(value: Any) -> T:
         number = kind(value)
-        if number < minimum:  # type: ignore[operator]
+        # NaN compares false with everything, so it would pass `number < minimum`
+        if not math.isfinite(number) or number < minimum:  # type: ignore[arg-type, operator]
             raise ValueError(value)
         return number
 

@@ -165,8 +165,10 @@ async def test_old_entries_caught_up_from_the_log_pass_the_replay_check(agents, 
     long ago is still good at catch-up, while the same bytes added again now are not."""
     old_ms = 1_000_000_000_000  # 2001
     fields = signed("alice", "bob", "written in 2001", old_ms)
+    bob = await agents.start("bob", env=dict(SIGNED))  # bob was here before it
+    await bob.close_stdin()
+    assert await bob.wait_exit() == 0
     r.xadd(LOG, fields, id=f"{old_ms}-0")  # type: ignore[arg-type]
-    r.set("bridge:{main}:cursor:bob", "0-0 0")  # bob was here before it
     r.xadd(LOG, fields)  # type: ignore[arg-type]  # the replayed copy
     bob = await agents.start("bob", env=dict(SIGNED))
     [push] = await bob.wait_messages(1)
