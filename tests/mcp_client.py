@@ -42,6 +42,17 @@ class Agent:
     response_times: dict[Any, float] = field(default_factory=dict)  # perf_counter at arrival
     # one event per awaited reply: with many calls in flight, a line wakes only its waiter
     _reply_waiters: dict[Any, anyio.Event] = field(default_factory=dict)
+    # cleared by pause_reading: a client that stops reading the server's stdout
+    _reading: anyio.Event = field(default_factory=anyio.Event)
+
+    def __post_init__(self) -> None:
+        self._reading.set()
+
+    def pause_reading(self) -> None:
+        self._reading = anyio.Event()
+
+    def resume_reading(self) -> None:
+        self._reading.set()
 
     # ------------------------------------------------------------ wire
     async def _write(self, message: dict[str, Any]) -> None:
@@ -53,6 +64,7 @@ class Agent:
         reader = BufferedByteReceiveStream(self.process.stdout)
         try:
             while True:
+                await self._reading.wait()
                 line = await reader.receive_until(b"\n", 16 * 1024 * 1024)
                 self.raw_stdout.append(line)
                 message = json.loads(line)  # a non-JSON line on stdout fails the test
