@@ -225,6 +225,8 @@ class Bridge:
             self._log_reset(claim.epoch, "epoch")
         elif self._last_seen.order > log_end.order:
             self._log_rewound(log_end, claim.epoch)
+        elif claim.created:  # the key expired or was deleted meanwhile: write ours again
+            self.cursor.start_at(self.cursor.acked, claim.epoch, write=True)
         elif stored is not None and stored.sealed and stored.epoch == claim.epoch:
             # our own cursor moves only forward within one log
             if stored.position.order > self._last_seen.order:
