@@ -64,6 +64,11 @@ def tool_result(text: str, is_error: bool) -> JSON:
     return {"content": [{"type": "text", "text": text}], "isError": is_error}
 
 
+def shown(name: str) -> str:
+    """A client's name for something (a method, a tool), bounded for an error message."""
+    return repr(name[:64]) + ("…" if len(name) > 64 else "")
+
+
 def id_problem(value: Any) -> str | None:
     """What is wrong with a request's `id`, or None. MCP's RequestId is a string or an
     integer; a number with a fraction or exponent is neither (Python reads it as a float)."""
@@ -227,7 +232,8 @@ class Session:
 
     def too_deep_error(self, line: bytes) -> JSON:
         request_id = top_level_id(line)
-        log.warning("protocol_too_deep", limit=MAX_NESTING, id=request_id, line=line[:200])
+        log.warning("protocol_too_deep", limit=MAX_NESTING, id=str(request_id)[:100],
+                    line=line[:200])
         what = (f"arrays/objects nested more than {MAX_NESTING} deep; no MCP request needs "
                 f"that, so it was not read. Send the arguments less deeply nested")
         if request_id is None:  # no id to answer to: as JSON-RPC says, a parse error
@@ -353,8 +359,7 @@ class Session:
             if not isinstance(name, str):
                 raise ProtocolError(INVALID_PARAMS, "tools/call needs a string `name`")
             if name not in self._tool_names:
-                shown = repr(name[:64]) + ("…" if len(name) > 64 else "")
-                raise ProtocolError(INVALID_PARAMS, f"Unknown tool: {shown}; bridge's tools "
+                raise ProtocolError(INVALID_PARAMS, f"Unknown tool: {shown(name)}; bridge's tools "
                                     f"are {', '.join(sorted(self._tool_names))}")
             if arguments is None:
                 arguments = {}
@@ -376,7 +381,7 @@ class Session:
             return {"tools": self.info.tools}
         if method == "ping":
             return {}
-        raise ProtocolError(METHOD_NOT_FOUND, f"Method not found: {method}")
+        raise ProtocolError(METHOD_NOT_FOUND, f"Method not found: {method[:100]}")
 
 
 class BatchReplies:
