@@ -75,7 +75,8 @@ def id_problem(value: Any) -> str | None:
     if isinstance(value, str) or (isinstance(value, int) and not isinstance(value, bool)):
         return None
     if isinstance(value, float):
-        got = "NaN" if math.isnan(value) else "Infinity" if math.isinf(value) else repr(value)
+        got = ("NaN" if math.isnan(value) else "-Infinity" if value == -math.inf
+               else "Infinity" if value == math.inf else repr(value))
         return f"`id` must be a string or an integer (no fraction or exponent), not {got}"
     kinds = {bool: "a boolean", type(None): "null", list: "an array", dict: "an object"}
     return f"`id` must be a string or an integer, not {kinds.get(type(value), 'that')}"

@@ -207,7 +207,7 @@ async def test_any_tools_list_cursor_is_invalid(agents: Agents) -> None:
 
 
 @pytest.mark.parametrize("raw_id, shown", [
-    (b"1.5", "1.5"), (b"NaN", "NaN"), (b"Infinity", "Infinity"), (b"-Infinity", "Infinity"),
+    (b"1.5", "1.5"), (b"NaN", "NaN"), (b"Infinity", "Infinity"), (b"-Infinity", "-Infinity"),
     (b"1e3", "1000.0"), (b"null", "null"), (b"true", "a boolean"),
 ])
 async def test_an_id_that_is_not_a_string_or_integer_is_refused_consistently(
