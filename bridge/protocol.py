@@ -46,7 +46,7 @@ MAX_NESTING = 100
 JSON = dict[str, Any]
 ToolCall = Callable[[str, JSON], Awaitable[tuple[str, bool]]]
 Write = Callable[[bytes], Awaitable[None]]
-Deliver = Callable[["JSON | None"], Awaitable[None]]  # an answer, or None: nothing to send
+Deliver = Callable[[JSON | None], Awaitable[None]]  # an answer, or None: nothing to send
 
 
 def encode(message: JSON | list[JSON]) -> bytes:
