@@ -33,6 +33,7 @@ class Agent:
     stderr_path: Path
     notifications: list[dict[str, Any]] = field(default_factory=list)
     raw_stdout: list[bytes] = field(default_factory=list)
+    batches: list[list[dict[str, Any]]] = field(default_factory=list)
     initialize_result: dict[str, Any] = field(default_factory=dict)
     _pending: dict[int, Any] = field(default_factory=dict)
     _next_id: int = 0
@@ -68,7 +69,9 @@ class Agent:
                 line = await reader.receive_until(b"\n", 16 * 1024 * 1024)
                 self.raw_stdout.append(line)
                 message = json.loads(line)  # a non-JSON line on stdout fails the test
-                if "id" in message and ("result" in message or "error" in message):
+                if isinstance(message, list):  # the answers to a JSON-RPC batch
+                    self.batches.append(message)
+                elif "id" in message and ("result" in message or "error" in message):
                     self._pending[message["id"]] = message
                     self.response_times[message["id"]] = time.perf_counter()
                     waiter = self._reply_waiters.pop(message["id"], None)
