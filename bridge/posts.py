@@ -1,0 +1,84 @@
+"""What a push says, for the session inbox (one post for many messages) and the channel.
+
+The model sees an inbox post as "Another Claude session sent a message", so the text says
+itself that it comes from bridge, from which peer, its message id, and how to answer (with
+bridge's send_message, not the built-in SendMessage). It is paid for in tokens on every
+message, so it is short. A peer's text is quoted line by line ("> "), so it cannot pass for
+bridge's own lines, and every post is unique (message ids), which Claude Code's duplicate
+guard needs.
+"""
+
+from __future__ import annotations
+
+import time
+import unicodedata
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+from bridge.envelope import Envelope, Event, Notice
+
+MAX_LABEL = 64
+
+
+@dataclass(frozen=True)
+class Peer:
+    role: str = ""
+    host: str = ""
+
+
+def label(text: str) -> str:
+    """A peer's role or host on one line: control characters out, bounded."""
+    kept = "".join(" " if unicodedata.category(c).startswith("C") else c for c in text)
+    return " ".join(kept.split())[:MAX_LABEL]
+
+
+def sender(name: str, peers: Mapping[str, Peer]) -> str:
+    peer = peers.get(name)
+    if peer is None or not (peer.role or peer.host):
+        return name
+    details = " @ ".join(part for part in (label(peer.role), label(peer.host)) if part)
+    return f"{name} ({details})"
+
+
+def change(event: Event) -> str:
+    """One event as a few words, for 'since your last message: …'."""
+    if event.kind == "joined":
+        return f"{event.name} joined"
+    if event.kind == "left":
+        return f"{event.name} left" + (" (timed out)" if event.reason == "timeout" else "")
+    return f"{event.name} set status: {label(event.status)}"
+
+
+def quoted(text: str) -> str:
+    return "\n".join("> " + line for line in text.split("\n"))
+
+
+def post_text(items: Sequence[Envelope | Notice], peers: Mapping[str, Peer],
+              changes: Sequence[str]) -> str:
+    """One inbox post for these messages and notices (and the room's changes since the
+    last post)."""
+    messages = [item for item in items if isinstance(item, Envelope)]
+    lines: list[str] = []
+    if len(messages) == 1 and len(items) == 1:
+        m = messages[0]
+        reply = f", reply to {m.reply_to}" if m.reply_to else ""
+        lines.append(f"[bridge] message from {sender(m.sender, peers)}, id {m.id}{reply}:")
+        lines.append(quoted(m.text))
+    else:
+        count = f"{len(messages)} messages" if messages else "a notice"
+        lines.append(f"[bridge] {count} from the room:")
+        for item in items:
+            if isinstance(item, Envelope):
+                reply = f", reply to {item.reply_to}" if item.reply_to else ""
+                lines.append(f"from {sender(item.sender, peers)}, id {item.id}{reply}:")
+                lines.append(quoted(item.text))
+            else:
+                lines.append(f"bridge notice: {item.text}")
+    if changes:
+        lines.append("(since your last message: " + "; ".join(changes) + ")")
+    if messages:
+        lines.append('Answer with the bridge tool send_message(to=NAME, text=..., '
+                     'reply_to=ID), not with SendMessage.')
+    else:  # a notice alone has no id to make it unique
+        lines.append(f"({time.strftime('%H:%M:%S')})")
+    return "\n".join(lines)
