@@ -271,9 +271,11 @@ class Bridge:
                             payload=bytes(message["data"][:200]).decode(errors="replace"))
 
     def _on_event(self, raw: bytes) -> None:
+        """Anyone may PUBLISH here: with a room secret only a signed, fresh event is believed
+        (Gate.admits_event), and what is shown is cut to one bounded line per field."""
         event = decode_event(raw)
-        if event.name != self.name:
-            self._accept(event)
+        if event.name != self.name and self.gate.admits_event(event):
+            self._accept(event.cleaned())
 
     async def _on_wake(self, raw: bytes) -> None:
         """A live message arrived: read the log after our cursor and deliver what is ours."""
