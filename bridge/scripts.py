@@ -102,10 +102,8 @@ local function prune(name)
 end
 for _, name in ipairs(redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now)) do
   local key = ARGV[1] .. name
-  local record = redis.call('HMGET', key, 'last_seen', 'ttl')
-  if redis.call('EXISTS', key) == 0 or lapses_in(key, record[1], record[2]) == 0 then
-    prune(name)
-  end
+  local record = redis.call('HMGET', key, 'last_seen', 'ttl')  -- none when it has expired
+  if lapses_in(key, record[1], record[2]) == 0 then prune(name) end
 end
 """
 
