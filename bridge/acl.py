@@ -34,7 +34,7 @@ from bridge.settings import Settings
 COMMANDS = (
     "ping", "select",  # the connection; SELECT for a /N database in the URL
     "evalsha", "script|load",  # the scripts: run by hash, loaded when the server lacks them
-    "time", "exists", "del", "pexpire", "get", "set", "incr", "decr",
+    "time", "exists", "del", "pexpire", "pttl", "get", "set", "incr", "decr",
     "hget", "hmget", "hset", "hgetall",
     "zadd", "zrem", "zrange", "zrangebyscore",
     "xadd", "xdel", "xtrim", "xrange", "xrevrange", "xread", "xlen",
@@ -51,7 +51,8 @@ def used_commands(keys: Keys, name: str) -> list[list[str]]:
         ["PING"], ["TIME"], ["SCRIPT", "LOAD", "return 1"],
         ["EVALSHA", sha, "2", agent, keys.agents],
         ["HSET", agent, "name", name], ["HMGET", agent, "session"], ["HGET", agent, "session"],
-        ["HGETALL", agent], ["PEXPIRE", agent, "1000"], ["DEL", agent], ["EXISTS", agent],
+        ["HGETALL", agent], ["PEXPIRE", agent, "1000"], ["PTTL", agent], ["DEL", agent],
+        ["EXISTS", agent],
         ["ZADD", keys.agents, "1", name], ["ZRANGE", keys.agents, "0", "-1"],
         ["ZRANGEBYSCORE", keys.agents, "-inf", "+inf"], ["ZREM", keys.agents, name],
         ["SET", cursor, "0-0 0"], ["GET", cursor], ["INCR", keys.seq], ["DECR", keys.seq],

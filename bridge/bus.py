@@ -389,8 +389,10 @@ class Bridge:
                             payload=bytes(message["data"][:200]).decode(errors="replace"))
 
     def _on_event(self, raw: bytes) -> None:
+        """Anyone may PUBLISH here: with a room secret only a signed, fresh event is believed
+        (Gate.admits_event), and what is shown is cut to one bounded line per field."""
         event = decode_event(raw)
-        if event.name == self.name:
+        if event.name == self.name or not self.gate.admits_event(event):
             return
         if self._full:  # events are not logged: one the client has no room for is dropped
             if not self._events_dropped:
@@ -400,7 +402,7 @@ class Bridge:
             self._events_dropped += 1
             return
         self._events_dropped = 0
-        self._accept(event)
+        self._accept(event.cleaned())
 
     async def _on_wake(self, raw: bytes) -> None:
         """A live message arrived: read the log after our cursor and deliver what is ours."""

@@ -17,6 +17,9 @@ from bridge.keys import NAME_PATTERN, ROOM_PATTERN
 T = TypeVar("T")
 
 DELIVERY_MODES = ("push", "pull")
+# The longest presence TTL, in seconds. A claim is honoured for its holder's TTL up to this, so a
+# presence record written by hand (no expiry, a huge TTL) blocks its name for an hour at most.
+MAX_TTL = 3600.0
 REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
 
 
@@ -89,8 +92,8 @@ class Settings:
             name=get("name", "BRIDGE_NAME", _pattern(NAME_PATTERN), "",
                      "use 1-32 of a-z 0-9 _ . - starting with a letter or digit"),
             role=get("role", "BRIDGE_ROLE", _role, "", "use up to 64 printable characters"),
-            ttl=get("ttl", "BRIDGE_TTL", _positive(float, 1.0), 15.0,
-                    "use a number of seconds >= 1, e.g. 15"),
+            ttl=get("ttl", "BRIDGE_TTL", _float_range(1.0, MAX_TTL), 15.0,
+                    f"use a number of seconds from 1 to {MAX_TTL:g}, e.g. 15"),
             delivery=get("delivery", "BRIDGE_DELIVERY", _choice(DELIVERY_MODES), "push",
                          "use push or pull"),
             max_bytes=get("max_bytes", "BRIDGE_MAX_BYTES", _positive(int, 1), 65536,
@@ -145,6 +148,16 @@ def _positive(kind: Callable[[Any], T], minimum: float) -> Callable[[Any], T]:
         number = kind(value)
         # NaN compares false with everything, so it would pass `number < minimum`
         if not math.isfinite(number) or number < minimum:  # type: ignore[arg-type, operator]
+            raise ValueError(value)
+        return number
+
+    return parse
+
+
+def _float_range(low: float, high: float) -> Callable[[Any], float]:
+    def parse(value: Any) -> float:
+        number = float(value)
+        if not low <= number <= high:  # also refuses nan
             raise ValueError(value)
         return number
 
