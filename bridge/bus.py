@@ -304,6 +304,17 @@ class Bridge:
             if isinstance(item, Envelope):
                 self.cursor.ack(item)
 
+    def give_back(self, items: list[Incoming]) -> None:
+        """These were taken but did not reach the agent (a failed post): back to the front of
+        the inbox, in order, for the next taker; the cursor stays before them."""
+        for item in reversed(items):
+            self.cursor.unhand(item)
+            self.inbox.appendleft((item, self._generation))
+            self._queued_bytes += len(item.text if isinstance(item, Envelope | Notice) else
+                                      item.status) + 256
+        if items:
+            self._arrived.set()
+
     async def flush_cursor(self) -> None:
         """Write the cursor now, if it moved (see CursorWriter.flush)."""
         await self.cursor.flush()

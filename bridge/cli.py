@@ -46,8 +46,12 @@ def build_parser() -> argparse.ArgumentParser:
                                       "derived from host and working directory)")
     serve.add_argument("--role", help="role shown to others, e.g. developer (env BRIDGE_ROLE)")
     serve.add_argument("--ttl", help="presence TTL in seconds (env BRIDGE_TTL; default 15)")
-    serve.add_argument("--delivery", help="push (Claude Code channels) or pull "
-                                          "(read_messages) (env BRIDGE_DELIVERY; default push)")
+    serve.add_argument("--delivery", help="auto (the session inbox Claude Code offers, else "
+                                          "the channel), inbox, channel, or pull "
+                                          "(read_messages) (env BRIDGE_DELIVERY; default auto)")
+    serve.add_argument("--push-events", dest="push_events", action="store_true", default=None,
+                       help="push joined/left/status events on their own; by default they "
+                            "ride along with the next message (env BRIDGE_PUSH_EVENTS)")
     serve.add_argument("--max-bytes", dest="max_bytes",
                        help="largest message text in bytes (env BRIDGE_MAX_BYTES; default 65536)")
     serve.add_argument("--secret-file", dest="secret_file", metavar="PATH",
@@ -252,7 +256,8 @@ def _serve(args: argparse.Namespace) -> int:
     from bridge.server import serve
 
     flags = {key: getattr(args, key, None)
-             for key in ("redis", "room", "name", "role", "ttl", "delivery", "max_bytes",
+             for key in ("redis", "room", "name", "role", "ttl", "delivery", "push_events",
+                         "max_bytes",
                          "secret_file", "max_recipients", "rate", "burst", *TLS_FLAGS)}
     settings = Settings.from_env(**flags)
     anyio.run(serve, settings)

@@ -137,6 +137,13 @@ class CursorWriter:
         returned by a read."""
         self._handed.append([item, position, False])
 
+    def unhand(self, item: object) -> None:
+        """``item`` did not reach the agent after all: it will be handed out again."""
+        for entry in self._handed:
+            if entry[0] is item:
+                self._handed.remove(entry)
+                return
+
     def ack(self, item: object) -> None:
         """The agent has ``item``. Items not handed out since the last reset of the log (the
         old log's, whose ids may even equal the new log's) are ignored."""

@@ -68,3 +68,23 @@ class InboxPoster:
             stream = await anyio.connect_unix(self.address.path)
             async with stream:
                 await stream.send(self._auth + frame(content))
+
+
+def choose(requested: str, env: Mapping[str, str] | None = None) -> tuple[str, str]:
+    """The delivery path for ``--delivery`` (auto, inbox, channel, pull; push means auto),
+    and why. Raises SettingsError when the inbox was asked for and is not there."""
+    from bridge.errors import SettingsError
+
+    if requested in ("pull", "channel"):
+        return requested, f"--delivery {requested}"
+    address = offered(env)
+    problem = probe(address) if address else f"{SOCKET_VAR} is not set"
+    if problem is None:
+        return "inbox", f"Claude Code offers its session inbox ({SOCKET_VAR})"
+    if requested == "inbox":
+        raise SettingsError(
+            f"--delivery inbox / BRIDGE_DELIVERY=inbox, but there is no session inbox to post "
+            f"into ({problem}): it needs Claude Code 2.1.224 or later to start bridge serve. "
+            f"Use --delivery auto (the inbox where there is one, else the channel)")
+    return "channel", (f"no session inbox ({problem}); Claude Code channels need "
+                       f"--dangerously-load-development-channels server:NAME")

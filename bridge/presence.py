@@ -16,7 +16,7 @@ from bridge import __version__, scripts
 from bridge.envelope import MAX_HOST, MAX_ROLE, MAX_STATUS, Event
 from bridge.errors import NameTaken
 from bridge.keys import NAME_PATTERN, Keys
-from bridge.settings import DELIVERY_MODES, MAX_TTL, Settings
+from bridge.settings import DELIVERY_PATHS, MAX_TTL, Settings
 from bridge.signing import PRESENCE_FIELDS, Signer, make_signer
 from bridge.untrusted import bounded
 
@@ -89,7 +89,7 @@ class Participant:
             problem = signer.record_problem(
                 "presence", [signed[field] for field in PRESENCE_FIELDS], signed["sig"]) or ""
         return cls(name, bounded(role, MAX_ROLE), bounded(host, MAX_HOST), _pid(pid),
-                   bounded(status, MAX_STATUS), delivery if delivery in DELIVERY_MODES else "?",
+                   bounded(status, MAX_STATUS), delivery if delivery in DELIVERY_PATHS else "?",
                    _ms(joined_at), _ms(last_seen), problem)
 
 

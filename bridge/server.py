@@ -6,6 +6,7 @@ import os
 import signal
 import sys
 import time
+from dataclasses import replace
 from typing import Any
 
 import anyio
@@ -16,6 +17,9 @@ from bridge import __version__, trace
 from bridge.bus import Bridge, Incoming
 from bridge.envelope import Envelope, Event, Notice
 from bridge.errors import BridgeError, RedisUnavailable
+from bridge.inbox import InboxPoster, choose, offered
+from bridge.inbox_delivery import MAX_CHANGES, InboxDelivery
+from bridge.posts import change
 from bridge.presence import Participant
 from bridge.protocol import ServerInfo, Session, encode
 from bridge.settings import Settings
@@ -36,7 +40,13 @@ def instructions(s: Settings) -> str:
         + (f", with the role {s.role}." if s.role else "."),
         "Other agents (on this machine or others) can message you, and you them.",
     ]
-    if s.delivery == "push":
+    if s.delivery == "inbox":
+        lines.append(
+            "Their messages arrive by themselves in your conversation, as a message that "
+            "starts with [bridge]. They are from peer agents, not from your user. Answer them "
+            "with this server's send_message tool, not with SendMessage."
+        )
+    elif s.delivery == "channel":
         lines.append(
             'Their messages arrive by themselves in your conversation as <channel source='
             '"bridge" from="NAME" message_id="ID" ...>text</channel>. They are from peer '
@@ -51,13 +61,15 @@ def instructions(s: Settings) -> str:
     return " ".join(lines)
 
 
-def meta_for(item: Incoming) -> dict[str, str]:
+def meta_for(item: Incoming, changes: list[str] | None = None) -> dict[str, str]:
     """Channel meta: string values under fixed, safe keys only."""
     if isinstance(item, Envelope):
         meta = {"from": item.sender, "to": item.to_text(), "message_id": item.id,
                 "kind": item.kind}
         if item.reply_to:
             meta["reply_to"] = item.reply_to
+        if changes:  # what changed in the room since the last push (events ride along)
+            meta["room_changes"] = "; ".join(changes)
         return meta
     if isinstance(item, Notice):
         return {"from": "bridge", "kind": item.kind}
@@ -82,11 +94,11 @@ def render(item: Incoming) -> str:
     return f"[event] {describe_event(item)}"
 
 
-def notification_line(item: Incoming) -> bytes:
+def notification_line(item: Incoming, changes: list[str] | None = None) -> bytes:
     """The JSON-RPC line of one channel push."""
     content = item.text if isinstance(item, Envelope | Notice) else describe_event(item)
     return encode({"jsonrpc": "2.0", "method": CHANNEL_METHOD,
-                   "params": {"content": content, "meta": meta_for(item)}})
+                   "params": {"content": content, "meta": meta_for(item, changes)}})
 
 
 def ago(now_ms: int, then_ms: int) -> str:
@@ -133,8 +145,14 @@ class BridgeServer:
                                  hint="set --name / BRIDGE_NAME to choose the name yourself")
                     # Pushing runs in this task, inside the connection: at shutdown it stops
                     # before the room is left, so the final cursor write sees its last ack.
-                    if self.settings.delivery == "push":
+                    if self.settings.delivery == "channel":
                         await self.push_forever(bridge)
+                    elif self.settings.delivery == "inbox":
+                        address = offered()
+                        assert address is not None  # choose() found it
+                        await InboxDelivery(bridge, InboxPoster(address),
+                                            push_events=self.settings.push_events,
+                                            ready=self.session.initialized.wait).run()
                     await anyio.sleep_forever()
             except (RedisUnavailable, RedisError, OSError) as e:
                 if self._bridge is not None:
@@ -265,8 +283,8 @@ class BridgeServer:
             if time.monotonic() >= deadline:
                 break
         if not items:
-            if self.settings.delivery == "push":
-                return "No messages waiting (in push mode they arrive as <channel> blocks)."
+            if self.settings.delivery != "pull":
+                return "No messages waiting (they arrive in your conversation by themselves)."
             return "No messages waiting."
         if self.settings.delivery == "pull":
             self._returned = items
@@ -284,8 +302,13 @@ class BridgeServer:
         in the microseconds between the two writes.
         """
         await self.session.initialized.wait()
+        changes: list[str] = []
         while True:
             batch = await bridge.next_batch()
+            if not self.settings.push_events:  # events ride along with the next message
+                changes += [change(item) for item in batch if isinstance(item, Event)]
+                del changes[:-MAX_CHANGES]
+                batch = [item for item in batch if not isinstance(item, Event)]
             while batch:
                 # chunks of at most PIPE_BUF bytes (unless one line is longer): each lands in
                 # the pipe whole or not at all
@@ -293,9 +316,11 @@ class BridgeServer:
                 size = 0
                 pushed: list[Incoming] = []
                 while batch:
-                    line = notification_line(batch[0])
+                    line = notification_line(batch[0], changes)
                     if chunk and size + len(line) + 1 > PUSH_CHUNK_BYTES:
                         break
+                    if isinstance(batch[0], Envelope):
+                        changes = []
                     pushed.append(batch.pop(0))
                     chunk.append(line)
                     size += len(line) + 1
@@ -327,6 +352,9 @@ def take_stdio() -> tuple[int, int]:
 
 
 async def serve(settings: Settings) -> None:
+    path, why = choose(settings.delivery)
+    settings = replace(settings, delivery=path)
+    log.info("delivery", path=path, reason=why)
     protocol_in, protocol_out = take_stdio()
     async with pipe_transport(protocol_in, protocol_out) as transport:
         app = BridgeServer(settings, transport)

@@ -16,7 +16,10 @@ from bridge.keys import NAME_PATTERN, ROOM_PATTERN
 
 T = TypeVar("T")
 
-DELIVERY_MODES = ("push", "pull")
+# What --delivery takes: auto picks the session inbox when Claude Code offers one, else the
+# channel; push is the old name of auto. A running agent's record shows the path it took.
+DELIVERY_MODES = ("auto", "inbox", "channel", "pull", "push")
+DELIVERY_PATHS = ("inbox", "channel", "pull", "push")  # push: written by bridge 0.1's agents
 # The longest presence TTL, in seconds. A claim is honoured for its holder's TTL up to this, so a
 # presence record written by hand (no expiry, a huge TTL) blocks its name for an hour at most.
 MAX_TTL = 3600.0
@@ -38,7 +41,8 @@ class Settings:
     name: str = field(default_factory=default_name)
     role: str = ""
     ttl: float = 15.0
-    delivery: str = "push"
+    delivery: str = "auto"
+    push_events: bool = False  # push joined/left/status on their own (else they ride along)
     max_bytes: int = 65536
     log_maxlen: int = 10000
     cursor_ttl: float = 7 * 24 * 3600.0
@@ -94,8 +98,10 @@ class Settings:
             role=get("role", "BRIDGE_ROLE", _role, "", "use up to 64 printable characters"),
             ttl=get("ttl", "BRIDGE_TTL", _float_range(1.0, MAX_TTL), 15.0,
                     f"use a number of seconds from 1 to {MAX_TTL:g}, e.g. 15"),
-            delivery=get("delivery", "BRIDGE_DELIVERY", _choice(DELIVERY_MODES), "push",
-                         "use push or pull"),
+            delivery=get("delivery", "BRIDGE_DELIVERY", _choice(DELIVERY_MODES), "auto",
+                         "use auto, inbox, channel or pull"),
+            push_events=get("push_events", "BRIDGE_PUSH_EVENTS", _flag, False,
+                            "use 1 (push joined/left/status events on their own) or 0"),
             max_bytes=get("max_bytes", "BRIDGE_MAX_BYTES", _positive(int, 1), 65536,
                           "use a whole number of bytes, e.g. 65536"),
             log_maxlen=get("log_maxlen", "BRIDGE_LOG_MAXLEN", _positive(int, 100), 10000,
@@ -218,6 +224,17 @@ def _choice(choices: tuple[str, ...]) -> Callable[[Any], str]:
         return text
 
     return parse
+
+
+def _flag(value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in ("1", "true", "yes", "on"):
+        return True
+    if text in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(text)
 
 
 def _role(value: Any) -> str:

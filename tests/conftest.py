@@ -95,6 +95,8 @@ class Agents:
     async def start(self, name: str | None, *args: str, **kwargs: Any) -> Agent:
         kwargs.setdefault("env", {})
         kwargs["env"].setdefault("BRIDGE_LOG_LEVEL", "DEBUG")
+        # most tests watch joined/left/status arrive; test_events.py checks the default
+        kwargs["env"].setdefault("BRIDGE_PUSH_EVENTS", "1")
         agent = await start_agent(self.tg, name, kwargs.pop("redis_url", self.redis_url),
                                   self.tmp, *args, **kwargs)
         self.started.append(agent)

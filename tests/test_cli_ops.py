@@ -152,7 +152,7 @@ async def test_who_table_and_json(agents, redis_server):
                               "STATUS"]
     assert "\033[" not in table.stdout  # piped: no colour
     assert [row.split()[0] for row in rows] == ["alice", "bob"]
-    assert "manager" in rows[0] and "push" in rows[0] and "reviewing the plan" in rows[0]
+    assert "manager" in rows[0] and "channel" in rows[0] and "reviewing the plan" in rows[0]
     assert "developer" in rows[1] and "pull" in rows[1]
     assert re.search(r"\d+s ago", rows[0])
 
@@ -163,7 +163,7 @@ async def test_who_table_and_json(agents, redis_server):
     assert set(by_name) == {"alice", "bob"}
     assert by_name["alice"]["role"] == "manager" and by_name["alice"]["status"] == \
         "reviewing the plan"
-    assert by_name["bob"]["delivery"] == "pull" and by_name["alice"]["delivery"] == "push"
+    assert by_name["bob"]["delivery"] == "pull" and by_name["alice"]["delivery"] == "channel"
     assert by_name["alice"]["joined_at"] <= by_name["alice"]["last_seen"] <= data["now"]
 
 

@@ -103,12 +103,12 @@ def test_claude_mcp_add_and_list_reports_bridge_connected(
 # --------------------------------------------------------------------------- test B
 
 
-def bridge_server(name: str, redis_url: str) -> dict[str, Any]:
-    return {"command": str(BRIDGE), "args": ["serve", "--name", name],
+def bridge_server(name: str, redis_url: str, delivery: str) -> dict[str, Any]:
+    return {"command": str(BRIDGE), "args": ["serve", "--name", name, "--delivery", delivery],
             "env": {"BRIDGE_REDIS_URL": redis_url, "BRIDGE_LOG_LEVEL": "DEBUG"}}
 
 
-def two_agents_scenario(redis_port: int) -> dict[str, Any]:
+def two_agents_scenario(redis_port: int, delivery: str = "channel") -> dict[str, Any]:
     """The harness's bridge template, pointed at our bridge and a redis on `redis_port`."""
     scenario: dict[str, Any] = json.loads(TEMPLATE.read_text())
     scenario.pop("_comment", None)
@@ -124,7 +124,7 @@ def two_agents_scenario(redis_port: int) -> dict[str, Any]:
     instances = {spec["name"]: spec for spec in scenario["instances"]}
     assert set(instances) == {"alice", "bob"}, f"unexpected template: {list(instances)}"
     for name, spec in instances.items():
-        spec["mcp_servers"] = {"bridge": bridge_server(name, redis_url)}
+        spec["mcp_servers"] = {"bridge": bridge_server(name, redis_url, delivery)}
     # Each message must arrive from the right sender, and each send must be acknowledged.
     instances["bob"]["expect"] = {
         "channel": [{"source": "bridge", "contains": "PING-FROM-ALICE",

@@ -18,7 +18,7 @@ BRIDGE = str(Path(sys.executable).with_name("bridge"))
 def test_defaults() -> None:
     settings = Settings.from_env({})
     assert settings.redis_url is None and settings.room == "main"
-    assert settings.ttl == 15 and settings.delivery == "push" and settings.max_bytes == 65536
+    assert settings.ttl == 15 and settings.delivery == "auto" and settings.max_bytes == 65536
     assert settings.name_was_derived and settings.name == default_name()
 
 

@@ -1,0 +1,143 @@
+"""Pushing into Claude Code's session inbox: few posts, each written whole, nothing dropped.
+
+Claude Code drops an exact repeat of a recent post and rate-limits a burst from one sender,
+silently (docs/inbox.md has the measured figures). So what arrives within a short window,
+and everything that queued while a post was being written or held back by our own rate,
+goes out as one post; every post is unique (it carries the message ids); and the cursor moves
+only after a post was written whole. Nothing is acknowledged by Claude Code: a post written
+whole is delivered unless the session dies before it reads the socket.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable
+
+import anyio
+import structlog
+from redis.exceptions import RedisError
+
+from bridge.bus import Bridge, Incoming
+from bridge.envelope import Envelope, Event, Notice
+from bridge.inbox import InboxPoster
+from bridge.posts import Peer, change, post_text
+from bridge.subscriber import Backoff
+
+log = structlog.get_logger("bridge.inbox")
+
+COALESCE_SECONDS = 0.2  # what arrives this soon after the first message joins its post
+POST_INTERVAL = 2.0  # seconds between posts after a burst of POST_BURST: well under the limit
+POST_BURST = 5
+MAX_POST_CHARS = 96 * 1024  # a post holds several messages up to this size, one at least
+RETRY_FIRST, RETRY_CAP = 1.0, 30.0
+MAX_CHANGES = 20  # room changes remembered for the next post (the newest)
+
+
+class PostRate:
+    """A token bucket of our own, well under Claude Code's silent per-sender limit."""
+
+    def __init__(self, burst: int = POST_BURST, interval: float = POST_INTERVAL) -> None:
+        self.burst, self.interval = burst, interval
+        self.tokens, self.at = float(burst), time.monotonic()
+
+    async def wait(self) -> None:
+        now = time.monotonic()
+        self.tokens = min(self.burst, self.tokens + (now - self.at) / self.interval)
+        self.at = now
+        if self.tokens < 1:
+            await anyio.sleep((1 - self.tokens) * self.interval)
+            self.tokens, self.at = 1.0, time.monotonic()
+        self.tokens -= 1
+
+
+class InboxDelivery:
+    def __init__(self, bridge: Bridge, poster: InboxPoster, *, push_events: bool,
+                 ready: Callable[[], Awaitable[None]]) -> None:
+        self.bridge = bridge
+        self.poster = poster
+        self.push_events = push_events
+        self.ready = ready
+        self.peers: dict[str, Peer] = {}
+        self.changes: list[str] = []
+        self.posted = 0
+
+    async def run(self) -> None:
+        await self.ready()
+        rate = PostRate()
+        backoff = Backoff(RETRY_FIRST, RETRY_CAP)
+        while True:
+            batch = await self.bridge.next_batch()
+            await anyio.sleep(COALESCE_SECONDS)  # let a burst gather
+            await rate.wait()
+            batch += await self.bridge.next_batch(0)  # and all that queued meanwhile
+            items = self._items(batch)
+            if not items:
+                continue
+            await self._learn_senders(items)
+            if await self._post_all(items):
+                backoff.reset()
+            else:
+                await backoff.wait()
+
+    def _items(self, batch: list[Incoming]) -> list[Envelope | Notice]:
+        """The messages and notices to post; events become 'since your last message' lines
+        (or posts of their own with push_events)."""
+        items: list[Envelope | Notice] = []
+        for item in batch:
+            if isinstance(item, Event):
+                self._note(item)
+                if item.kind == "joined":
+                    self.peers[item.name] = Peer(item.role, item.host)
+            else:
+                items.append(item)
+        if self.push_events and self.changes and not items:
+            items.append(Notice("room changes: " + "; ".join(self.changes), kind="events"))
+            self.changes = []
+        return items
+
+    def _note(self, event: Event) -> None:
+        self.changes.append(change(event))
+        del self.changes[:-MAX_CHANGES]
+
+    async def _learn_senders(self, items: list[Envelope | Notice]) -> None:
+        """Role and host of senders we have not seen join (best effort, one round trip)."""
+        if all(item.sender in self.peers for item in items if isinstance(item, Envelope)):
+            return
+        with anyio.move_on_after(1.0):
+            try:
+                _, people = await self.bridge.participants()
+            except (RedisError, OSError):
+                return
+            for person in people:
+                self.peers[person.name] = Peer(person.role, person.host)
+
+    async def _post_all(self, items: list[Envelope | Notice]) -> bool:
+        """Post ``items`` in posts of at most MAX_POST_CHARS. On a failed write, what was not
+        posted goes back to the inbox (for read_messages, or the next attempt) and the cursor
+        stays before it; returns False."""
+        while items:
+            size, count = 0, 0
+            for item in items:
+                size += len(item.text) + 200
+                if count and size > MAX_POST_CHARS:
+                    break
+                count += 1
+            chunk, items = items[:count], items[count:]
+            text = post_text(chunk, self.peers, self.changes)
+            try:
+                await self.poster.post(text)
+            except (OSError, TimeoutError) as e:
+                self.bridge.give_back([*chunk, *items])
+                log.warning("inbox_post_failed", error=str(e) or type(e).__name__,
+                            waiting=len(chunk) + len(items),
+                            hint="the messages wait for read_messages or the next attempt; "
+                                 "the cursor does not move past them")
+                return False
+            self.posted += 1
+            self.changes = []
+            self.bridge.ack(*chunk)
+            try:
+                await self.bridge.flush_cursor()
+            except (RedisError, OSError) as e:  # the background writer tries again
+                log.warning("cursor_flush_failed", error=str(e) or type(e).__name__)
+        return True
