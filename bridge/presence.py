@@ -12,9 +12,10 @@ from typing import Any
 import structlog
 from redis.asyncio import Redis
 
-from bridge import __version__, scripts
+from bridge import __version__
 from bridge.envelope import Event
 from bridge.errors import NameTaken
+from bridge.functions import Function
 from bridge.keys import Keys
 from bridge.settings import Settings
 
@@ -69,12 +70,12 @@ class Presence:
         self.session = uuid.uuid4().hex
         self.host = socket.gethostname()
         self.status = ""
-        self._claim = redis.register_script(scripts.CLAIM)
-        self._heartbeat = redis.register_script(scripts.HEARTBEAT)
-        self._leave = redis.register_script(scripts.LEAVE)
-        self._set_status = redis.register_script(scripts.SET_STATUS)
-        self._list = redis.register_script(scripts.LIST)
-        self._prune = redis.register_script(scripts.PRUNE)
+        self._claim = Function(redis, "claim")
+        self._heartbeat = Function(redis, "heartbeat")
+        self._leave = Function(redis, "leave")
+        self._set_status = Function(redis, "set_status")
+        self._list = Function(redis, "list")
+        self._prune = Function(redis, "prune")
 
     @property
     def name(self) -> str:
