@@ -112,8 +112,10 @@ async def loaded_libraries(client: Redis) -> list[str] | None:
     except ResponseError:
         return None
     names = []
-    for entry in listed:  # [b"library_name", b"bridge_…", b"engine", …]
-        name = dict(zip(entry[::2], entry[1::2], strict=False)).get(b"library_name", b"")
+    for entry in listed:  # {b"library_name": …} (redis-py's parsing), or the reply's pairs
+        fields = entry if isinstance(entry, dict) else dict(
+            zip(entry[::2], entry[1::2], strict=False))
+        name = fields.get(b"library_name", fields.get("library_name", b""))
         names.append(name.decode() if isinstance(name, bytes) else str(name))
     return sorted(names)
 
