@@ -505,3 +505,18 @@ async def test_functions_show_is_what_load_loads(redis_server, r):
                             input=shown.stdout, capture_output=True, text=True, timeout=30)
     assert loaded.stdout.strip() == functions.LIBRARY, loaded.stdout + loaded.stderr
     assert r.fcall(functions.VERSION_FUNCTION, 0) == functions.VERSION.encode()
+
+
+def test_every_script_runs_as_one_of_bridges_functions():
+    # a script added to bridge/scripts.py but run some other way (register_script, EVALSHA)
+    # would be refused to every `bridge acl` user: each is a function of the library
+    fragments = {"NOW_MS"}  # pieces the scripts are built from
+    bodies = {name: value for name, value in vars(scripts).items()
+              if name.isupper() and not name.startswith("_") and isinstance(value, str)}
+    assert set(bodies) - fragments == {name.upper() for name in functions.SOURCES}
+    assert all(functions.SOURCES[name.lower()] == bodies[name] for name in set(bodies) - fragments)
+    bridge_dir = Path(functions.__file__).parent
+    for module in bridge_dir.glob("*.py"):
+        if module.name not in ("functions.py", "acl.py"):  # acl.py: probes, to be refused
+            assert not re.search(r"register_script\(|\.evalsha\(|\.eval\(|['\"]EVAL",
+                                 module.read_text()), module
