@@ -390,6 +390,16 @@ async def test_before_the_admin_loads_the_functions_agents_fail_with_one_line(
     assert "alice (you)" in await alice.tool("list_participants")
 
 
+async def test_a_rule_from_before_functions_is_told_to_make_a_new_one(redis_server, r):
+    # what `bridge acl` printed before bridge used functions: EVALSHA and SCRIPT LOAD, no FCALL
+    url = create_user(redis_server.port, "ops")
+    load_functions(redis_server.port)
+    r.execute_command("ACL", "SETUSER", "bridge-main-ops", "-fcall", "+evalsha", "+script|load")
+    who = await bridge("who", env=cli_env(BRIDGE_REDIS_URL=url))
+    assert_one_line_error(who, "Redis user 'bridge-main-ops' may not call bridge's functions of "
+                               "this bridge version", "bridge acl --room ROOM --agent NAME")
+
+
 async def test_a_user_that_may_load_them_loads_them_and_versions_coexist(agents, redis_server,
                                                                           r):
     # the embedded and single-user case: the default user may load functions, so nobody
