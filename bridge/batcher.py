@@ -1,4 +1,4 @@
-"""Group commit for the send script: the sends that queue up while one round trip is under way
+"""Group commit for the send function: the sends that queue up while one round trip is under way
 go out together, in one pipeline, in the order their calls arrived.
 
 One agent's sends must reach Redis in call order. Waiting for each reply before writing the
@@ -18,10 +18,11 @@ from typing import Any
 import anyio
 import structlog
 from redis.asyncio import Redis
-from redis.exceptions import BusyLoadingError, NoScriptError, RedisError, ResponseError
+from redis.exceptions import BusyLoadingError, RedisError, ResponseError
 
 from bridge import trace
 from bridge.errors import RedisUnavailable
+from bridge.functions import Function, recoverable
 
 log = structlog.get_logger("bridge.batcher")
 
@@ -46,7 +47,7 @@ class Pending:
 
 
 class ScriptBatcher:
-    """Runs one Lua script for many callers, batching the calls that overlap.
+    """Runs one of bridge's functions for many callers, batching the calls that overlap.
 
     No task of its own: a caller that finds nothing under way leads, running batches from
     the front of the queue until its own call is done (shielded, so a cancelled caller
@@ -54,11 +55,10 @@ class ScriptBatcher:
     One leader at a time, so batches go out one after another, in order.
     """
 
-    def __init__(self, redis: Redis, source: str, timeout: float) -> None:
+    def __init__(self, redis: Redis, script: str, timeout: float) -> None:
         self.redis = redis
-        self.source = source
+        self.function = Function(redis, script)
         self.timeout = timeout
-        self._sha: str | None = None
         self._queue: list[Pending] = []
         self._leading = False
 
@@ -124,36 +124,32 @@ class ScriptBatcher:
                 delay = min(delay * 2, RETRY_CAP)
 
     async def _execute(self, batch: list[Pending]) -> list[Any]:
-        for _ in range(2):
-            if self._sha is None:
-                self._sha = await self.redis.script_load(self.source)
+        for _ in range(Function.ATTEMPTS):
             replies = await (self._one(batch[0]) if len(batch) == 1 else self._many(batch))
-            if not any(isinstance(reply, NoScriptError) for reply in replies):
+            missing = next((reply for reply in replies if recoverable(reply)), None)
+            if missing is None:
                 return replies
-            # Redis lost its script cache (a restart): those calls did not run. Load the
-            # script and run the batch again; a call that did run returns its first reply.
-            self._sha = None
-        raise RedisUnavailable("the send script could not be loaded into Redis; try again")
+            # The library (or, by EVALSHA, the script) is not on this Redis: a new or
+            # restarted server. Those calls did not run. Load it (or say who must) and run
+            # the batch again; a call that did run returns its first reply (the dedupe key).
+            await self.function.recover(missing)
+        raise RedisUnavailable("the send function could not be loaded into Redis; try again")
 
     async def _one(self, pending: Pending) -> list[Any]:
         """A batch of one without a pipeline: redis-py's pipeline costs ~0.1 ms more."""
-        assert self._sha is not None
         trace.mark("script_sent")  # (just before: the bytes leave inside the call)
         try:
-            return [await self.redis.evalsha(self._sha, len(pending.keys), *pending.keys,
-                                             *pending.args)]
-        except NoScriptError as e:
-            return [e]
+            return [await self.redis.execute_command(  # type: ignore[no-untyped-call]
+                *self.function.command(pending.keys, pending.args))]
         except ResponseError as e:  # this call's own error, as a pipeline would return it
             if isinstance(e, BusyLoadingError):
                 raise
             return [e]
 
     async def _many(self, batch: list[Pending]) -> list[Any]:
-        assert self._sha is not None
         pipe = self.redis.pipeline(transaction=False)
         for pending in batch:
-            pipe.evalsha(self._sha, len(pending.keys), *pending.keys, *pending.args)
+            self.function.queue(pipe, pending.keys, pending.args)
         trace.mark("script_sent")  # (just before: the bytes leave inside execute)
         replies: list[Any] = await pipe.execute(raise_on_error=False)
         return replies

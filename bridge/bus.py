@@ -20,7 +20,7 @@ from redis.asyncio import Redis
 from redis.asyncio.client import PubSub
 from redis.exceptions import RedisError
 
-from bridge import scripts, trace
+from bridge import trace
 from bridge.batcher import ScriptBatcher
 from bridge.connection import check_reachable, make_client, redact, resolve_url
 from bridge.cursor import CursorSeal, CursorWriter, Position
@@ -79,7 +79,7 @@ class Bridge:
         self._events_dropped = 0
         self._early: list[dict[str, Any]] = []  # pub/sub messages seen while subscribing
         self._arrived = anyio.Event()
-        self._sends = ScriptBatcher(redis, scripts.SEND, settings.send_timeout)
+        self._sends = ScriptBatcher(redis, "send", settings.send_timeout)
         self._last_seen = Position()  # the last log entry read (and, if ours, put in the inbox)
         self.gate = Gate(settings)  # what of the log we deliver: size, signature, replays
         self._primed = False
