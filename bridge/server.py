@@ -10,7 +10,14 @@ from typing import Any
 
 import anyio
 import structlog
-from redis.exceptions import RedisError, ResponseError
+from redis.exceptions import (
+    AuthenticationError,
+    BusyLoadingError,
+    RedisError,
+    ResponseError,
+)
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from bridge import __version__, trace
 from bridge.bus import Bridge, Incoming
@@ -87,6 +94,25 @@ def notification_line(item: Incoming) -> bytes:
     content = item.text if isinstance(item, Envelope | Notice) else describe_event(item)
     return encode({"jsonrpc": "2.0", "method": CHANNEL_METHOD,
                    "params": {"content": content, "meta": meta_for(item)}})
+
+
+def redis_failure(error: RedisError | OSError) -> str:
+    """A tool's answer to a failed Redis command. "Unreachable" only when Redis did not
+    answer (no connection, a timeout); otherwise what Redis answered."""
+    reason = str(error) or type(error).__name__
+    if isinstance(error, AuthenticationError):
+        return (f"Redis refused our login ({reason}); nothing was done. Check the user and "
+                f"password in the Redis URL (--redis / BRIDGE_REDIS_URL).")
+    if isinstance(error, BusyLoadingError):
+        return (f"Redis is still loading its data after a restart ({reason}); nothing was "
+                f"done, try again shortly.")
+    if isinstance(error, ResponseError):
+        return f"Redis refused the command ({reason}); nothing was done."
+    if isinstance(error, RedisConnectionError | RedisTimeoutError | TimeoutError | OSError):
+        return (f"Redis is unreachable ({reason}); nothing was done. bridge keeps "
+                f"reconnecting; try again shortly.")
+    return (f"Redis answered something bridge did not expect ({type(error).__name__}: "
+            f"{reason}); nothing was done.")
 
 
 def ago(now_ms: int, then_ms: int) -> str:
@@ -188,16 +214,10 @@ class BridgeServer:
                 raise BridgeError(f"unknown tool {name!r}")
         except BridgeError as e:
             return self._result(str(e), error=True)
-        except ResponseError as e:
-            log.warning("tool_failed", tool=name, error=str(e))
-            return self._result(f"Redis refused the command ({e}); nothing was done.",
-                                error=True)
         except (RedisError, OSError) as e:
-            log.warning("tool_failed", tool=name, error=str(e))
-            return self._result(
-                f"Redis is unreachable ({e or type(e).__name__}); nothing was done. bridge "
-                f"keeps reconnecting; try again shortly.", error=True
-            )
+            log.warning("tool_failed", tool=name, error=str(e) or type(e).__name__,
+                        error_type=type(e).__name__)
+            return self._result(redis_failure(e), error=True)
         return self._result(text)
 
     def _result(self, text: str, *, error: bool = False) -> tuple[str, bool]:
