@@ -1,12 +1,13 @@
 """Stopping `bridge serve`: SIGTERM, SIGINT or stdin EOF end the process within about a
 second, whatever a tool is doing.
 
-The clean stop runs on the event loop: tool calls under way get CALLS_GRACE to finish
-(a send to a live Redis takes milliseconds), then are abandoned; the agent leaves the room
+The clean stop runs on the event loop: tool calls under way are cancelled, except sends
+(shielded, so that one agent's sends keep their order), which get CALLS_GRACE to finish (a
+live Redis takes milliseconds) and are then abandoned; the agent leaves the room
 (bus.LEAVE_TIMEOUT). The signal handler is a Python-level one (``signal.signal``), not the
 event loop's: Python runs it between bytecodes even when the loop never gets a turn (a
 coroutine that spins without yielding). It asks the loop for the clean stop and arms the
-last resort, a timer thread that ends the process FORCE_AFTER seconds later in any case.
+last resort, a thread that ends the process FORCE_AFTER seconds later in any case.
 """
 
 from __future__ import annotations
@@ -38,11 +39,15 @@ class Shutdown:
         self.reason = ""  # why the stop was asked for; "" while running
         self._loop = asyncio.get_running_loop()
         self._callbacks: list[Callable[[], None]] = []
-        self._timer: threading.Timer | None = None
+        self._armed = False
+        self._signal = ""  # the last signal, for the last resort's log line
+        self._alarm_read, self._alarm_write = os.pipe()
 
     def install(self) -> None:
-        """Take SIGTERM and SIGINT. The handlers stay for the rest of the process: once a
-        stop is under way, the deadline holds whatever comes."""
+        """Take SIGTERM and SIGINT, and start the last resort's thread. The handlers stay
+        for the rest of the process: once a stop is under way, the deadline holds."""
+        threading.Thread(target=self._last_resort, name="bridge-stop-deadline",
+                         daemon=True).start()
         for signum in SIGNALS:
             signal.signal(signum, self._on_signal)
 
@@ -71,20 +76,24 @@ class Shutdown:
     def _on_signal(self, signum: int, frame: FrameType | None) -> None:
         # Runs in the main thread between two bytecodes: nothing here may take a lock the
         # interrupted code could hold (a log line would); the loop does the rest.
+        self._signal = signal.Signals(signum).name
         self._arm()
         with contextlib.suppress(RuntimeError):  # the loop has closed: the timer is armed
             self._loop.call_soon_threadsafe(self.request, signal.Signals(signum).name)
 
     def _arm(self) -> None:
-        if self._timer is None:
-            self._timer = threading.Timer(FORCE_AFTER, self._force)
-            self._timer.daemon = True
-            self._timer.start()
+        # a byte in a pipe: no lock and no new thread, which a signal handler must not need
+        if not self._armed:
+            self._armed = True
+            os.write(self._alarm_write, b"!")
 
-    def _force(self) -> None:
-        """The last resort: the clean stop did not end the process in time."""
+    def _last_resort(self) -> None:
+        """Waits for the stop to be asked for; ends the process if it outlives the
+        deadline."""
+        os.read(self._alarm_read, 1)
+        time.sleep(FORCE_AFTER)
         line = json.dumps({
-            "event": "stop_forced", "level": "error", "reason": self.reason or "signal",
+            "event": "stop_forced", "level": "error", "reason": self.reason or self._signal,
             "timestamp": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             "hint": f"the clean stop took over {FORCE_AFTER:g} s; exiting without it (a "
                     f"presence record left behind expires after the TTL)"})
