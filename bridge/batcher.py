@@ -61,10 +61,24 @@ class ScriptBatcher:
         self.timeout = timeout
         self._queue: list[Pending] = []
         self._leading = False
+        self._lead: anyio.CancelScope | None = None  # the leader's shielded scope
+        self._closed: RedisUnavailable | None = None
+
+    def close(self, reason: str) -> None:
+        """Fail every call queued or under way at once, and every later one: the server is
+        stopping, and nobody waits for these answers. A call under way may have run."""
+        self._closed = RedisUnavailable(reason)
+        for pending in self._queue:
+            pending.settle(error=self._closed)
+        self._queue.clear()
+        if self._lead is not None:
+            self._lead.cancel()  # the shield keeps out outside cancellation, not its own
 
     async def call(self, keys: list[str], args: list[Any]) -> Any:
         """The script's reply. Retries through an outage for up to ``timeout`` seconds
         (the script must be safe to repeat), then raises RedisUnavailable."""
+        if self._closed is not None:
+            raise self._closed
         pending = Pending(keys, args)
         self._queue.append(pending)
         if self._leading:
@@ -76,12 +90,13 @@ class ScriptBatcher:
             self._leading = True
         if not pending.settled:  # our turn to lead
             try:
-                with anyio.CancelScope(shield=True):
+                with anyio.CancelScope(shield=True) as self._lead:
                     while not pending.settled:
                         batch = self._queue[:MAX_BATCH]
                         del self._queue[:MAX_BATCH]
                         await self._run(batch)
             finally:
+                self._lead = None
                 if self._queue:
                     self._queue[0].wake.set()  # the lead passes on; _leading stays set
                 else:
@@ -95,7 +110,7 @@ class ScriptBatcher:
             replies = await self._with_retry(batch)
         except BaseException as e:  # every caller in the batch hears of it; none hangs
             for pending in batch:
-                pending.settle(error=e)
+                pending.settle(error=self._closed or e)  # closed: not a bare cancellation
             if not isinstance(e, Exception):
                 raise
             return
