@@ -18,10 +18,10 @@ from typing import Any
 import anyio
 import structlog
 from redis.asyncio import Redis
-from redis.exceptions import BusyLoadingError, RedisError, ResponseError
+from redis.exceptions import AuthenticationError, BusyLoadingError, RedisError, ResponseError
 
 from bridge import trace
-from bridge.errors import RedisUnavailable
+from bridge.errors import RedisRefused, RedisUnavailable
 from bridge.functions import Function, recoverable
 
 log = structlog.get_logger("bridge.batcher")
@@ -127,6 +127,10 @@ class ScriptBatcher:
             except (RedisError, OSError, TimeoutError) as e:
                 if isinstance(e, ResponseError) and not isinstance(e, BusyLoadingError):
                     raise
+                if isinstance(e, AuthenticationError):  # retrying cannot fix a refused login
+                    raise RedisRefused(
+                        f"the message was NOT sent: Redis refused the login ({e}). Check the "
+                        f"user name and password (--redis / BRIDGE_REDIS_URL)") from e
                 if time.monotonic() + delay >= deadline:
                     raise RedisUnavailable(
                         f"the message was NOT sent: Redis did not answer for "

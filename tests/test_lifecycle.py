@@ -103,6 +103,21 @@ def test_only_a_redis_that_does_not_answer_is_called_unreachable() -> None:
         assert needle in text and "unreachable" not in text, text
 
 
+async def test_a_send_refused_at_login_says_so_at_once(agents: Agents, r: redis.Redis) -> None:
+    """A password changed under a running agent: the send's reconnect is refused, which no
+    retry can fix, so it is not reported as Redis not answering (after BRIDGE_SEND_TIMEOUT)."""
+    alice = await agents.start("alice", env={"BRIDGE_SEND_TIMEOUT": "60"})
+    await agents.start("bob")
+    r.config_set("requirepass", "a-new-password-nobody-told-alice")
+    r.execute_command("AUTH", "a-new-password-nobody-told-alice")
+    r.client_kill_filter(_type="normal", skipme=True)  # alice must log in again
+    with anyio.fail_after(30):  # far less than the 60 s it would retry an outage
+        result = await alice.call("send_message", timeout=60, to="bob", text="hello")
+    text = result["content"][0]["text"]
+    assert result["isError"] and "refused the login" in text, text
+    assert "did not answer" not in text
+
+
 # ---------------------------------------------------------------------------- stopping
 @pytest.mark.parametrize("how", ["SIGTERM", "SIGINT", "stdin EOF"])
 async def test_stop_during_a_long_poll_leaves_the_room(agents: Agents, r: redis.Redis,
