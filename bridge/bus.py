@@ -20,7 +20,7 @@ from redis.asyncio import Redis
 from redis.asyncio.client import PubSub
 from redis.exceptions import RedisError
 
-from bridge import scripts, trace
+from bridge import trace
 from bridge.batcher import ScriptBatcher
 from bridge.connection import check_reachable, make_client, redact, resolve_url
 from bridge.cursor import CursorSeal, CursorWriter, Position
@@ -52,6 +52,7 @@ log = structlog.get_logger("bridge.bus")
 CATCH_UP_PAGE = 500
 BACKOFF_FIRST, BACKOFF_CAP = 0.1, 5.0
 SUBSCRIBE_TIMEOUT = 5.0
+LEAVE_TIMEOUT = 0.75  # seconds for the leave at a stop (a live Redis takes milliseconds)
 
 Incoming = Envelope | Event | Notice
 
@@ -79,7 +80,7 @@ class Bridge:
         self._events_dropped = 0
         self._early: list[dict[str, Any]] = []  # pub/sub messages seen while subscribing
         self._arrived = anyio.Event()
-        self._sends = ScriptBatcher(redis, scripts.SEND, settings.send_timeout)
+        self._sends = ScriptBatcher(redis, "send", settings.send_timeout)
         self._last_seen = Position()  # the last log entry read (and, if ours, put in the inbox)
         self.gate = Gate(settings)  # what of the log we deliver: size, signature, replays
         self._primed = False
@@ -117,7 +118,7 @@ class Bridge:
                     yield bridge
                 finally:
                     tg.cancel_scope.cancel()
-                    with anyio.CancelScope(shield=True), anyio.move_on_after(3):
+                    with anyio.CancelScope(shield=True), anyio.move_on_after(LEAVE_TIMEOUT):
                         await bridge._leave()
         finally:
             with anyio.CancelScope(shield=True):
@@ -131,6 +132,10 @@ class Bridge:
             log.info("left", name=self.name, room=self.settings.room)
         except (RedisError, OSError) as e:
             log.warning("leave_failed", error=str(e))
+
+    def abandon_sends(self) -> None:
+        """Stopping: sends still queued or retrying fail at once, and later ones too."""
+        self._sends.close("bridge is stopping; the message may not have been sent")
 
     # ---------------------------------------------------------------- sending
     async def send(self, to: str | list[str], text: str, reply_to: str = "") -> SendResult:

@@ -15,6 +15,7 @@ from redis.asyncio import Redis
 from bridge import __version__, scripts
 from bridge.envelope import MAX_HOST, MAX_ROLE, MAX_STATUS, Event
 from bridge.errors import NameTaken
+from bridge.functions import Function
 from bridge.keys import NAME_PATTERN, Keys
 from bridge.settings import DELIVERY_PATHS, MAX_TTL, Settings
 from bridge.signing import PRESENCE_FIELDS, Signer, make_signer
@@ -105,12 +106,12 @@ class Presence:
         self.status = ""
         # with a room secret, our record and events are signed, and peers' records checked
         self.signer = make_signer(settings.secret, settings.room, settings.replay_window)
-        self._claim = redis.register_script(scripts.CLAIM)
-        self._heartbeat = redis.register_script(scripts.HEARTBEAT)
-        self._leave = redis.register_script(scripts.LEAVE)
-        self._set_status = redis.register_script(scripts.SET_STATUS)
-        self._list = redis.register_script(scripts.LIST)
-        self._prune = redis.register_script(scripts.PRUNE)
+        self._claim = Function(redis, "claim")
+        self._heartbeat = Function(redis, "heartbeat")
+        self._leave = Function(redis, "leave")
+        self._set_status = Function(redis, "set_status")
+        self._list = Function(redis, "list")
+        self._prune = Function(redis, "prune")
 
     @property
     def name(self) -> str:

@@ -318,6 +318,10 @@ class Session:
         elif not isinstance(params, dict):
             return error_response(request_id, INVALID_PARAMS,
                                   f"Invalid params: `params` of {method} must be an object")
+        if request_id in self._running:  # its cancellation could not tell the two apart
+            return error_response(request_id, INVALID_REQUEST,
+                                  f"Invalid request: id {request_id!r:.40} is already used by a "
+                                  f"request still in flight; use a new id for each request")
         scope = anyio.CancelScope()
         self._running[request_id] = scope
         task = asyncio.get_running_loop().create_task(

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
-import signal
 import sys
 import time
 from dataclasses import replace
@@ -11,7 +11,14 @@ from typing import Any
 
 import anyio
 import structlog
-from redis.exceptions import RedisError, ResponseError
+from redis.exceptions import (
+    AuthenticationError,
+    BusyLoadingError,
+    RedisError,
+    ResponseError,
+)
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from bridge import __version__, trace
 from bridge.bus import Bridge, Incoming
@@ -23,6 +30,7 @@ from bridge.posts import change
 from bridge.presence import Participant
 from bridge.protocol import ServerInfo, Session, encode
 from bridge.settings import Settings
+from bridge.shutdown import CALLS_GRACE, Shutdown
 from bridge.stdio import PipeTransport, pipe_transport
 from bridge.subscriber import Backoff
 from bridge.tools import MAX_WAIT_SECONDS, TOOLS, seconds_argument
@@ -101,21 +109,43 @@ def notification_line(item: Incoming, changes: list[str] | None = None) -> bytes
                    "params": {"content": content, "meta": meta_for(item, changes)}})
 
 
+def redis_failure(error: RedisError | OSError) -> str:
+    """A tool's answer to a failed Redis command. "Unreachable" only when Redis did not
+    answer (no connection, a timeout); otherwise what Redis answered."""
+    reason = str(error) or type(error).__name__
+    if isinstance(error, AuthenticationError):
+        return (f"Redis refused our login ({reason}); nothing was done. Check the user and "
+                f"password in the Redis URL (--redis / BRIDGE_REDIS_URL).")
+    if isinstance(error, BusyLoadingError):
+        return (f"Redis is still loading its data after a restart ({reason}); nothing was "
+                f"done, try again shortly.")
+    if isinstance(error, ResponseError):
+        return f"Redis refused the command ({reason}); nothing was done."
+    if isinstance(error, RedisConnectionError | RedisTimeoutError | TimeoutError | OSError):
+        return (f"Redis is unreachable ({reason}); nothing was done. bridge keeps "
+                f"reconnecting; try again shortly.")
+    return (f"Redis answered something bridge did not expect ({type(error).__name__}: "
+            f"{reason}); nothing was done.")
+
+
 def ago(now_ms: int, then_ms: int) -> str:
     seconds = max(0, (now_ms - then_ms) // 1000)
     return f"{seconds}s ago" if seconds < 120 else f"{seconds // 60}m ago"
 
 
 class BridgeServer:
-    """The MCP side of one agent. It answers the client at once, and connects to Redis
-    alongside: a Redis that is down at start-up (a laptop waking before its network, a team
-    host booting before the Redis host) is retried with backoff, and the tools say so."""
+    """The MCP side of one agent. It joins the room when the client's ``initialize``
+    arrives, not at process start: clients start throwaway processes to probe a server
+    (``server/discover``) and kill them, and those must not come and go in the room. A Redis
+    that is down then (a laptop waking before its network, a team host booting before the
+    Redis host) is retried with backoff, and the tools say so."""
 
     def __init__(self, settings: Settings, transport: PipeTransport) -> None:
         self.settings = settings
         self.transport = transport
         self._bridge: Bridge | None = None
         self._connected = anyio.Event()
+        self._join_asked = anyio.Event()  # the client has sent initialize
         self.first_try = anyio.Event()  # the first connection attempt has ended, either way
         self._waiting_for = "connecting to Redis"
         self.fatal: BridgeError | None = None
@@ -124,15 +154,21 @@ class BridgeServer:
         info = ServerInfo(name="bridge", version=__version__,
                           instructions=instructions(settings), tools=TOOLS,
                           experimental={"claude/channel": {}})
-        # Answered once the first attempt has ended: with Redis up, an answered initialize
-        # means the agent is in the room; with Redis down, the client is not kept waiting.
         self.session = Session(info, self.call, transport.write_reply,
-                               before_initialize=self.first_try.wait)
+                               before_initialize=self._join)
+
+    async def _join(self) -> None:
+        """``initialize`` arrived: join the room now. It is answered once the first attempt
+        has ended: with Redis up, an answered initialize means the agent is in the room;
+        with Redis down, the client is not kept waiting."""
+        self._join_asked.set()
+        await self.first_try.wait()
 
     async def connect_forever(self, stop: anyio.CancelScope) -> None:
         """Join the room, retrying while Redis is unreachable; then stay until cancelled.
         An error that retrying cannot fix (the name is taken, a bad embedded Redis) stops
         the server through ``stop``, and ``fatal`` says why."""
+        await self._join_asked.wait()
         backoff = Backoff(CONNECT_RETRY_FIRST, CONNECT_RETRY_CAP)
         while True:
             try:
@@ -173,6 +209,10 @@ class BridgeServer:
 
     async def live_bridge(self) -> Bridge:
         """The connected bridge; waits for it up to BRIDGE_SEND_TIMEOUT."""
+        if not self._join_asked.is_set():
+            raise BridgeError(
+                "bridge has not joined the room: the client has not sent `initialize` yet. "
+                "Initialise the MCP session first; nothing was done.")
         if self._bridge is None:
             with anyio.move_on_after(self.settings.send_timeout):
                 await self._connected.wait()
@@ -181,6 +221,34 @@ class BridgeServer:
                 f"bridge is not connected to Redis yet ({self._waiting_for}). It keeps "
                 f"trying in the background; nothing was done, try again shortly.")
         return self._bridge
+
+    async def serve_client(self, shutdown: Shutdown) -> None:
+        """Answer the client until it closes stdin or a signal asks us to stop."""
+        serving = anyio.CancelScope()
+
+        def stop() -> None:
+            serving.cancel()  # tool calls under way are cancelled; sends are shielded
+            asyncio.get_running_loop().call_later(CALLS_GRACE, self._abandon_sends)
+
+        shutdown.on_stop(stop)
+
+        async def read_line() -> bytes:
+            line = await self.transport.read_line()
+            if not line:
+                shutdown.request("stdin_closed")
+            return line
+
+        with serving:
+            await self.session.serve(read_line)
+        if self._join_asked.is_set():
+            # a client gone at once still hears why bridge could not join (a bad
+            # password), if the first attempt ends soon enough
+            with anyio.move_on_after(CALLS_GRACE):
+                await self.first_try.wait()
+
+    def _abandon_sends(self) -> None:
+        if self._bridge is not None:
+            self._bridge.abandon_sends()
 
     # ---------------------------------------------------------------- tools
     async def call(self, name: str, arguments: dict[str, Any]) -> tuple[str, bool]:
@@ -208,16 +276,10 @@ class BridgeServer:
                 raise BridgeError(f"unknown tool {name!r}")
         except BridgeError as e:
             return self._result(str(e), error=True)
-        except ResponseError as e:
-            log.warning("tool_failed", tool=name, error=str(e))
-            return self._result(f"Redis refused the command ({e}); nothing was done.",
-                                error=True)
         except (RedisError, OSError) as e:
-            log.warning("tool_failed", tool=name, error=str(e))
-            return self._result(
-                f"Redis is unreachable ({e or type(e).__name__}); nothing was done. bridge "
-                f"keeps reconnecting; try again shortly.", error=True
-            )
+            log.warning("tool_failed", tool=name, error=str(e) or type(e).__name__,
+                        error_type=type(e).__name__)
+            return self._result(redis_failure(e), error=True)
         return self._result(text)
 
     def _result(self, text: str, *, error: bool = False) -> tuple[str, bool]:
@@ -355,25 +417,14 @@ async def serve(settings: Settings) -> None:
     path, why = choose(settings.delivery)
     settings = replace(settings, delivery=path)
     log.info("delivery", path=path, reason=why)
+    shutdown = Shutdown()
+    shutdown.install()
     protocol_in, protocol_out = take_stdio()
     async with pipe_transport(protocol_in, protocol_out) as transport:
         app = BridgeServer(settings, transport)
         async with anyio.create_task_group() as tg:
-            tg.start_soon(_stop_on_signal, tg.cancel_scope)
             tg.start_soon(app.connect_forever, tg.cancel_scope)
-            await app.session.serve(transport.read_line)
-            log.info("stdin_closed", hint="the client went away; leaving the room")
-            # a client gone at once still hears why bridge could not join (a bad password)
-            with anyio.move_on_after(settings.send_timeout):
-                await app.first_try.wait()
-            tg.cancel_scope.cancel()
+            await app.serve_client(shutdown)
+            tg.cancel_scope.cancel()  # and the room is left (bus.LEAVE_TIMEOUT)
     if app.fatal is not None:
         raise app.fatal
-
-
-async def _stop_on_signal(scope: anyio.CancelScope) -> None:
-    with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
-        async for signum in signals:
-            log.info("signal", signal=signal.Signals(signum).name)
-            scope.cancel()
-            return

@@ -202,3 +202,31 @@ async def start_agent(tg: Any, name: str | None, redis_url: str | None, tmp: Pat
     if handshake:
         await agent.handshake()
     return agent
+
+
+async def serve_until_it_exits(*args: str, env: dict[str, str],
+                               timeout: float = 30) -> subprocess.CompletedProcess[str]:
+    """Run `bridge serve` as a client starts it, `initialize` sent and stdin held open,
+    until it exits by itself: for the errors that must stop it (bridge joins the room only
+    once `initialize` has arrived, and a closed stdin would stop it anyway)."""
+    initialize = {"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+        "protocolVersion": PROTOCOL_VERSION, "capabilities": {},
+        "clientInfo": {"name": "bridge-tests", "version": "0"}}}
+    output: dict[str, bytes] = {}
+
+    async def drain(name: str, stream: Any) -> None:
+        output[name] = b"".join([chunk async for chunk in stream])
+
+    with anyio.fail_after(timeout):
+        process = await anyio.open_process([*BRIDGE, "serve", *args], env=env,
+                                           stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                           stderr=subprocess.PIPE)
+        async with process, anyio.create_task_group() as tg:
+            tg.start_soon(drain, "stdout", process.stdout)
+            tg.start_soon(drain, "stderr", process.stderr)
+            assert process.stdin is not None
+            await process.stdin.send((json.dumps(initialize) + "\n").encode())
+            await process.wait()
+    assert process.returncode is not None
+    return subprocess.CompletedProcess([*BRIDGE, "serve", *args], process.returncode,
+                                       output["stdout"].decode(), output["stderr"].decode())

@@ -7,6 +7,8 @@ import signal
 
 import pytest
 
+from tests.mcp_client import PROTOCOL_VERSION
+
 pytestmark = pytest.mark.anyio
 
 
@@ -74,6 +76,9 @@ async def test_crashed_agent_expires_after_ttl(agents, r):
 async def test_duplicate_name_is_refused_with_holder(agents):
     first = await agents.start("alice")
     second = await agents.start("alice", handshake=False)
+    # it tries to join once initialize arrives, and stops (initialize stays unanswered)
+    await second.send_request(1, "initialize", {"protocolVersion": PROTOCOL_VERSION,
+                                                "capabilities": {}, "clientInfo": {}})
     assert await second.wait_exit() == 1
     error = second.stderr()
     assert "already taken" in error and f"pid {first.process.pid}" in error

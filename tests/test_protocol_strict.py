@@ -233,3 +233,21 @@ async def test_a_request_without_jsonrpc_2_0_is_not_served(agents: Agents) -> No
     await alice.tool("send_message", to="bob", text="served")
     await bob.wait_for(lambda: any(m["content"] == "served" for m in bob.channel()))
     assert [m["content"] for m in bob.channel()] == ["served"]
+
+
+async def test_an_id_still_in_flight_is_not_reused(agents: Agents) -> None:
+    """Two requests under one id could not be told apart by a cancellation: the second is
+    refused, and cancelling the id still ends the first."""
+    alice = await agents.start("alice", "--delivery", "pull")
+    wait = (b'{"jsonrpc":"2.0","id":"w","method":"tools/call","params":{"name":'
+            b'"read_messages","arguments":{"wait_seconds":60}}}')
+    assert alice.process.stdin is not None
+    await alice.process.stdin.send(wait + b"\n")
+    refused = await raw_reply(alice, wait, "w")
+    assert refused["error"]["code"] == -32600 and "already used" in refused["error"]["message"]
+    await alice.notify("notifications/cancelled", {"requestId": "w"})
+    bob = await agents.start("bob")
+    await bob.tool("send_message", to="alice", text="for the next read")
+    # the cancelled wait took nothing: the message goes to a new read, and "w" is never answered
+    assert "for the next read" in await alice.tool("read_messages", wait_seconds=10)
+    assert "w" not in alice._pending

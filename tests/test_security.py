@@ -24,7 +24,7 @@ from bridge.errors import SettingsError
 from bridge.settings import Settings
 from bridge.signing import DROP_LOG_MAX, Signer
 from tests.conftest import REDIS_SERVER, free_port
-from tests.mcp_client import ToolError
+from tests.mcp_client import ToolError, serve_until_it_exits
 from tests.test_cli_ops import cli  # noqa: F401 - a fixture
 
 pytestmark = pytest.mark.anyio
@@ -487,8 +487,8 @@ async def test_serve_never_shows_the_redis_password(agents, password_redis):
     assert joined["redis"] == f"redis://:***@127.0.0.1:{password_redis.port}/0"
     # a wrong password: serve stops with one line, which names the URL without it
     wrong = "Wr0ng-pass-plugh"
-    result = await bridge("serve", "--name", "carol",
-                          env=cli_env(BRIDGE_REDIS_URL=password_redis.url(wrong)))
+    result = await serve_until_it_exits(
+        "--name", "carol", env=cli_env(BRIDGE_REDIS_URL=password_redis.url(wrong)))
     assert result.returncode == 1 and "***" in result.stderr
     assert wrong not in result.stderr + result.stdout
 
