@@ -52,8 +52,11 @@ class PostRate:
 
 class InboxDelivery:
     def __init__(self, bridge: Bridge, poster: InboxPoster, *, push_events: bool,
-                 ready: Callable[[], Awaitable[None]]) -> None:
+                 ready: Callable[[], Awaitable[None]],
+                 screen: Callable[[Bridge, list[Incoming]], Awaitable[list[Incoming]]]
+                 ) -> None:
         self.bridge = bridge
+        self.screen = screen
         self.poster = poster
         self.push_events = push_events
         self.ready = ready
@@ -70,7 +73,7 @@ class InboxDelivery:
             await anyio.sleep(COALESCE_SECONDS)  # let a burst gather
             await rate.wait()
             batch += await self.bridge.next_batch(0)  # and all that queued meanwhile
-            items = self._items(batch)
+            items = self._items(await self.screen(self.bridge, batch))
             if not items:
                 continue
             await self._learn_senders(items)

@@ -268,7 +268,7 @@ async def send(settings: Settings, to: str, text: str, *, reply_to: str, wait: b
     for that name until Ctrl-C or ``timeout``. The name leaves the room on exit."""
     from bridge.bus import Bridge
 
-    settings = replace(settings, delivery="pull")
+    settings = replace(settings, delivery="pull", announce=False)
     recipients: str | list[str] = "*" if to.strip() == "*" else \
         [name.strip() for name in to.split(",") if name.strip()]
     style, width = Style(color_wanted(out)), line_width(out)

@@ -133,6 +133,11 @@ class Presence:
                           status=self.status, ts=int(time.time() * 1000), **extra)
         return (self.signer.sign_event(event) if self.signer else event).encode()
 
+    def _announced(self, kind: str, **extra: str) -> str:
+        """Our own joined/left event, or "" for a participant that comes and goes quietly
+        (an operator's `send --as`: the room should not churn around each message)."""
+        return self._event(kind, **extra) if self.settings.announce else ""
+
     def _record(self) -> dict[str, str]:
         """The fields of our presence record that we write (the script adds the times)."""
         return {"name": self.name, "role": self.settings.role, "host": self.host,
@@ -185,7 +190,8 @@ class Presence:
             keys=[self.keys.agent(self.name), self.keys.agents, self.keys.cursor(self.name),
                   self.keys.log, self.keys.epoch],
             args=[self.session, self.ttl_ms, self.name, self.cursor_ttl_ms,
-                  self.keys.events, self._event("joined"), stale_session, uuid.uuid4().hex,
+                  self.keys.events, self._announced("joined"), stale_session,
+                  uuid.uuid4().hex,
                   *fields],
         )
 
@@ -214,7 +220,8 @@ class Presence:
     async def leave(self) -> None:
         await self._leave(
             keys=[self.keys.agent(self.name), self.keys.agents],
-            args=[self.session, self.name, self.keys.events, self._event("left", reason="leave")],
+            args=[self.session, self.name, self.keys.events,
+                  self._announced("left", reason="leave")],
         )
 
     async def set_status(self, status: str) -> None:

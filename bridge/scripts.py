@@ -25,7 +25,8 @@ end
 """
 
 # KEYS: agent hash, agents zset, cursor, log, log epoch
-# ARGV: session, ttl_ms, name, cursor_ttl_ms, events channel, joined event, stale session that
+# ARGV: session, ttl_ms, name, cursor_ttl_ms, events channel, joined event ('' for a quiet
+#       join), stale session that
 #       may be replaced ('' for none), a new epoch (used if the room has none), field/value
 #       pairs...
 # Returns {1, cursor, fresh, cursor created, epoch, "<id> <seq>" of the log's last entry
@@ -69,7 +70,7 @@ if not cursor then
 else
   redis.call('PEXPIRE', KEYS[3], ARGV[4])
 end
-if fresh then redis.call('PUBLISH', ARGV[5], ARGV[6]) end
+if fresh and ARGV[6] ~= '' then redis.call('PUBLISH', ARGV[5], ARGV[6]) end
 return {1, cursor, fresh and 1 or 0, created, epoch, last_id .. ' ' .. last_seq}
 """
 
@@ -85,12 +86,13 @@ redis.call('PEXPIRE', KEYS[3], ARGV[4])
 return 1
 """
 
-# KEYS: agent hash, agents zset.  ARGV: session, name, events channel, left event
+# KEYS: agent hash, agents zset.  ARGV: session, name, events channel, left event ('' for a
+# quiet leave)
 LEAVE = """
 if redis.call('HGET', KEYS[1], 'session') ~= ARGV[1] then return 0 end
 redis.call('DEL', KEYS[1])
 redis.call('ZREM', KEYS[2], ARGV[2])
-redis.call('PUBLISH', ARGV[3], ARGV[4])
+if ARGV[4] ~= '' then redis.call('PUBLISH', ARGV[3], ARGV[4]) end
 return 1
 """
 

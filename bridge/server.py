@@ -26,6 +26,7 @@ from bridge.envelope import Envelope, Event, Notice
 from bridge.errors import BridgeError, RedisUnavailable
 from bridge.inbox import InboxPoster, choose, offered
 from bridge.inbox_delivery import MAX_CHANGES, InboxDelivery
+from bridge.loops import LoopGuard
 from bridge.posts import change
 from bridge.presence import Participant
 from bridge.protocol import ServerInfo, Session, encode
@@ -151,6 +152,10 @@ class BridgeServer:
         self.fatal: BridgeError | None = None
         # pull mode: what read_messages returned and the agent has not acknowledged yet
         self._returned: list[Incoming] = []
+        # reply loops: messages of a held peer wait here for read_messages
+        self.loops = LoopGuard(settings.name, settings.loop_limit, settings.loop_window)
+        self.held: list[Incoming] = []
+        self._status_before_hold: str | None = None
         info = ServerInfo(name="bridge", version=__version__,
                           instructions=instructions(settings), tools=TOOLS,
                           experimental={"claude/channel": {}})
@@ -188,7 +193,8 @@ class BridgeServer:
                         assert address is not None  # choose() found it
                         await InboxDelivery(bridge, InboxPoster(address),
                                             push_events=self.settings.push_events,
-                                            ready=self.session.initialized.wait).run()
+                                            ready=self.session.initialized.wait,
+                                            screen=self.screened).run()
                     await anyio.sleep_forever()
             except (RedisUnavailable, RedisError, OSError) as e:
                 if self._bridge is not None:
@@ -283,9 +289,12 @@ class BridgeServer:
         return self._result(text)
 
     def _result(self, text: str, *, error: bool = False) -> tuple[str, bool]:
-        unread = self._bridge.unread if self._bridge else 0
+        unread = (self._bridge.unread if self._bridge else 0) + len(self.held)
         note = ("no unread messages" if unread == 0 else
                 f"{unread} unread message(s) waiting: call read_messages")
+        if self.held:
+            note += (f"; {len(self.held)} of them held from "
+                     f"{', '.join(sorted(self.loops.held_peers))} (a reply loop?)")
         return f"{text}\n\n({note})", error
 
     async def send_message(self, arguments: dict[str, Any]) -> str:
@@ -298,6 +307,7 @@ class BridgeServer:
         if reply_to is not None and not isinstance(reply_to, str):
             raise BridgeError("`reply_to` must be a message id string, like 1732400000000-0")
         result = await (await self.live_bridge()).send(to, text, reply_to or "")
+        self.loops.sent([to] if isinstance(to, str) else list(to))
         parts = [f"sent, message_id {result.id}."]
         if arguments.get("to") == "*":
             parts.append(f"Online now: {', '.join(result.online)}." if result.online else
@@ -338,8 +348,12 @@ class BridgeServer:
         if answered:
             bridge.ack(*answered)
             bridge.flush_cursor_soon()
+        items, self.held = self.held, []  # reading what was held resumes the peers
+        if self.loops.release():
+            await self._restore_status(bridge)
+        if items:
+            items += await bridge.next_batch(0)
         deadline = time.monotonic() + wait
-        items: list[Incoming] = []
         while not items:
             items = await bridge.next_batch(max(0.0, deadline - time.monotonic()))
             if time.monotonic() >= deadline:
@@ -356,6 +370,48 @@ class BridgeServer:
         return "\n\n".join(render(item) for item in items)
 
     # ---------------------------------------------------------------- push
+    async def screened(self, bridge: Bridge, batch: list[Incoming]) -> list[Incoming]:
+        """What of ``batch`` to push: a peer caught in a reply loop with us is held (its
+        messages wait for read_messages, unacknowledged), with one notice to the agent and
+        a status line that the others and the operator's `tail` see."""
+        pushed: list[Incoming] = []
+        for item in batch:
+            verdict = self.loops.screen(item) if isinstance(item, Envelope) else "push"
+            if verdict == "push":
+                pushed.append(item)
+                continue
+            self.held.append(item)
+            if verdict == "start":
+                assert isinstance(item, Envelope)
+                why = self.loops.describe(item.sender)
+                log.warning("reply_loop_held", peer=item.sender, limit=self.loops.limit,
+                            window=self.loops.window,
+                            hint="its messages wait for read_messages, which resumes them")
+                pushed.append(Notice(
+                    f"bridge is holding {item.sender}'s messages: {why}. They are not lost: "
+                    f"call read_messages to read them, which also resumes pushing. If you "
+                    f"were only acknowledging each other, stop replying."))
+                await self._set_hold_status(bridge, item.sender)
+        return pushed
+
+    async def _set_hold_status(self, bridge: Bridge, peer: str) -> None:
+        if self._status_before_hold is None:
+            self._status_before_hold = bridge.presence.status
+        try:
+            await bridge.set_status(f"holding {peer}'s messages (reply loop?); "
+                                    f"read_messages resumes")
+        except (RedisError, OSError) as e:
+            log.warning("status_failed", error=str(e) or type(e).__name__)
+
+    async def _restore_status(self, bridge: Bridge) -> None:
+        before, self._status_before_hold = self._status_before_hold, None
+        if before is None:
+            return
+        try:
+            await bridge.set_status(before)
+        except (RedisError, OSError) as e:
+            log.warning("status_failed", error=str(e) or type(e).__name__)
+
     async def push_forever(self, bridge: Bridge) -> None:
         """Push every incoming item as a channel notification, once the client is ready.
 
@@ -366,7 +422,7 @@ class BridgeServer:
         await self.session.initialized.wait()
         changes: list[str] = []
         while True:
-            batch = await bridge.next_batch()
+            batch = await self.screened(bridge, await bridge.next_batch())
             if not self.settings.push_events:  # events ride along with the next message
                 changes += [change(item) for item in batch if isinstance(item, Event)]
                 del changes[:-MAX_CHANGES]

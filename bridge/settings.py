@@ -43,6 +43,9 @@ class Settings:
     ttl: float = 15.0
     delivery: str = "auto"
     push_events: bool = False  # push joined/left/status on their own (else they ride along)
+    loop_limit: int = 20  # messages between two agents alone within loop_window: a reply loop
+    loop_window: float = 120.0
+    announce: bool = True  # publish our joined/left (not for an operator's `send --as`)
     max_bytes: int = 65536
     log_maxlen: int = 10000
     cursor_ttl: float = 7 * 24 * 3600.0
@@ -100,6 +103,10 @@ class Settings:
                     f"use a number of seconds from 1 to {MAX_TTL:g}, e.g. 15"),
             delivery=get("delivery", "BRIDGE_DELIVERY", _choice(DELIVERY_MODES), "auto",
                          "use auto, inbox, channel or pull"),
+            loop_limit=get("loop_limit", "BRIDGE_LOOP_LIMIT", _positive(int, 0), 20,
+                           "use a whole number of messages, e.g. 20 (0: never hold)"),
+            loop_window=get("loop_window", "BRIDGE_LOOP_WINDOW", _positive(float, 1.0), 120.0,
+                            "use a number of seconds >= 1, e.g. 120"),
             push_events=get("push_events", "BRIDGE_PUSH_EVENTS", _flag, False,
                             "use 1 (push joined/left/status events on their own) or 0"),
             max_bytes=get("max_bytes", "BRIDGE_MAX_BYTES", _positive(int, 1), 65536,

@@ -374,9 +374,6 @@ async def test_send_as_reaches_an_agent_as_a_channel_push(agents, redis_server):
     [push] = await alice.wait_messages(1)
     assert push["content"] == "please report"
     assert push["meta"]["from"] == "boss" and push["meta"]["to"] == "alice"
-    # boss joined and left again
-    await alice.wait_for(lambda: alice.channel("left"), what="boss left")
-    assert [e["meta"]["from"] for e in alice.channel("joined")] == ["boss"]
 
     unknown = await bridge("send", "--as", "boss", "nobody", "hi", "--redis", redis_server.url)
     assert_one_line_error(unknown, "unknown recipient(s): nobody")
@@ -390,6 +387,10 @@ async def test_send_as_reaches_an_agent_as_a_channel_push(agents, redis_server):
     assert piped.returncode == 0, piped.stderr
     pushes = await alice.wait_messages(2)
     assert pushes[1]["content"] == "from stdin\nsecond line"
+    # an operator comes and goes quietly: the room does not churn around each message (events
+    # on one subscription arrive in the order they were published: a joined before the first
+    # message, a left before the second)
+    assert alice.channel("joined") == [] and alice.channel("left") == []
 
 
 async def test_send_wait_prints_the_reply(agents, redis_server, cli):

@@ -1,0 +1,73 @@
+"""Reply loops: two agents that answer each other's acknowledgements can burn money for hours.
+
+When this agent and one peer exchange more than ``limit`` messages within ``window`` seconds,
+with nobody else involved, the peer's further messages are held: not pushed, but kept for
+read_messages (calling it resumes), and nothing is lost (the cursor does not pass them).
+Each side's bridge sees the same exchange, so both hold.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from dataclasses import dataclass, field
+
+from bridge.envelope import Envelope
+
+
+@dataclass
+class LoopGuard:
+    me: str
+    limit: int  # messages in the pair within the window; 0: never hold
+    window: float  # seconds
+    _pairs: dict[str, deque[float]] = field(default_factory=dict)
+    _others: deque[float] = field(default_factory=deque)  # messages with anyone else
+    held_peers: set[str] = field(default_factory=set)
+
+    def _note(self, peer: str | None, now: float) -> None:
+        if peer is None:
+            self._others.append(now)
+        else:
+            self._pairs.setdefault(peer, deque()).append(now)
+
+    def _looping(self, peer: str, now: float) -> bool:
+        """More than ``limit`` messages with ``peer`` in the window, and none with anyone
+        else (another peer, several recipients, everyone)."""
+        horizon = now - self.window
+        for times in (*self._pairs.values(), self._others):
+            while times and times[0] < horizon:
+                times.popleft()
+        others = any(times for name, times in self._pairs.items() if name != peer)
+        return (self.limit > 0 and len(self._pairs.get(peer, ())) > self.limit
+                and not others and not self._others)
+
+    def sent(self, recipients: list[str]) -> None:
+        """We sent a message: to one peer (the pair's count), or to several or everyone (a
+        third party is involved)."""
+        peer = recipients[0] if len(recipients) == 1 and recipients[0] != "*" else None
+        self._note(peer, time.monotonic())
+
+    def screen(self, envelope: Envelope) -> str:
+        """'push', 'hold' (the peer is held), or 'start' (this message starts a hold)."""
+        peer = envelope.sender
+        if peer in self.held_peers:
+            return "hold"
+        direct = envelope.to == (self.me,)
+        now = time.monotonic()
+        self._note(peer if direct else None, now)
+        if direct and self._looping(peer, now):
+            self.held_peers.add(peer)
+            return "start"
+        return "push"
+
+    def release(self) -> list[str]:
+        """The agent read what was held: every hold ends, and the counts start over."""
+        released = sorted(self.held_peers)
+        for peer in released:
+            self._pairs.pop(peer, None)
+        self.held_peers.clear()
+        return released
+
+    def describe(self, peer: str) -> str:
+        return (f"you and {peer} exchanged more than {self.limit} messages within "
+                f"{self.window:g} s with nobody else involved (a reply loop?)")
