@@ -287,9 +287,10 @@ class Bridge:
 
         The messages taken are handed out: the cursor passes them only once each is
         acknowledged (``ack``)."""
-        if not self.inbox and timeout != 0:
+        if timeout != 0:
             with anyio.move_on_after(timeout):
-                await self._arrived.wait()
+                while not self.inbox:  # another taker may have emptied it first
+                    await self._arrived.wait()
         items = []
         for item, generation in self.inbox:
             if isinstance(item, Envelope) and generation == self._generation:
@@ -297,7 +298,6 @@ class Bridge:
             items.append(item)
         self.inbox.clear()
         self._queued_bytes = 0
-        self._arrived = anyio.Event()
         if self._behind:  # the log is the buffer: read on from it
             self._behind = False
             self._drained.set()
@@ -331,7 +331,14 @@ class Bridge:
         # about its size in memory: the text, and the rest of the envelope
         self._queued_bytes += len(item.text if isinstance(item, Envelope | Notice) else
                                   item.status) + 256
+        self._wake()
+
+    def _wake(self) -> None:
+        """Wake every taker waiting now; later ones wait on a new event. (Each taker must
+        wake: replacing the event when one takes would strand another, such as the pusher
+        while read_messages takes.)"""
         self._arrived.set()
+        self._arrived = anyio.Event()
 
     async def _subscribe(self) -> PubSub:
         pubsub = self.subscriber.pubsub()
