@@ -213,3 +213,14 @@ async def test_hostile_tool_arguments_are_clear_tool_errors(agents, r):
             await alice.tool("send_message", **arguments)
     assert r.xlen("bridge:{main}:log") == 0
     assert "sent" in await alice.tool("send_message", to="bob", text="fine")
+
+
+async def test_read_messages_in_push_mode_does_not_stop_the_pushes(agents):
+    """read_messages works in push mode too; a call that finds nothing must not leave the
+    pusher waiting for a wake-up that never comes."""
+    alice = await agents.start("alice")
+    bob = await agents.start("bob")
+    assert "No messages waiting" in await bob.tool("read_messages")
+    await alice.tool("send_message", to="bob", text="still pushed")
+    [push] = await bob.wait_messages(1)
+    assert push["content"] == "still pushed"
