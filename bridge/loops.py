@@ -20,32 +20,36 @@ class LoopGuard:
     me: str
     limit: int  # messages in the pair within the window; 0: never hold
     window: float  # seconds
-    _pairs: dict[str, deque[float]] = field(default_factory=dict)
+    # peer -> times of the messages we received from it, and of those we sent it
+    _pairs: dict[str, tuple[deque[float], deque[float]]] = field(default_factory=dict)
     _others: deque[float] = field(default_factory=deque)  # messages with anyone else
     held_peers: set[str] = field(default_factory=set)
 
-    def _note(self, peer: str | None, now: float) -> None:
+    def _note(self, peer: str | None, now: float, *, received: bool) -> None:
         if peer is None:
             self._others.append(now)
         else:
-            self._pairs.setdefault(peer, deque()).append(now)
+            self._pairs.setdefault(peer, (deque(), deque()))[0 if received else 1].append(now)
 
     def _looping(self, peer: str, now: float) -> bool:
-        """More than ``limit`` messages with ``peer`` in the window, and none with anyone
+        """More than ``limit`` messages with ``peer`` in the window, at least half of
+        ``limit`` each way (one side talking at length is no loop), and none with anyone
         else (another peer, several recipients, everyone)."""
         horizon = now - self.window
-        for times in (*self._pairs.values(), self._others):
+        for times in (*(d for pair in self._pairs.values() for d in pair), self._others):
             while times and times[0] < horizon:
                 times.popleft()
-        others = any(times for name, times in self._pairs.items() if name != peer)
-        return (self.limit > 0 and len(self._pairs.get(peer, ())) > self.limit
+        others = any(any(pair) for name, pair in self._pairs.items() if name != peer)
+        received, sent = self._pairs.get(peer, ((), ()))
+        return (self.limit > 0 and len(received) + len(sent) > self.limit
+                and min(len(received), len(sent)) >= self.limit // 2
                 and not others and not self._others)
 
     def sent(self, recipients: list[str]) -> None:
         """We sent a message: to one peer (the pair's count), or to several or everyone (a
         third party is involved)."""
         peer = recipients[0] if len(recipients) == 1 and recipients[0] != "*" else None
-        self._note(peer, time.monotonic())
+        self._note(peer, time.monotonic(), received=False)
 
     def screen(self, envelope: Envelope) -> str:
         """'push', 'hold' (the peer is held), or 'start' (this message starts a hold)."""
@@ -54,7 +58,7 @@ class LoopGuard:
             return "hold"
         direct = envelope.to == (self.me,)
         now = time.monotonic()
-        self._note(peer if direct else None, now)
+        self._note(peer if direct else None, now, received=True)
         if direct and self._looping(peer, now):
             self.held_peers.add(peer)
             return "start"

@@ -76,9 +76,13 @@ def post_text(items: Sequence[Envelope | Notice], peers: Mapping[str, Peer],
                 lines.append(f"bridge notice: {item.text}")
     if changes:
         lines.append("(since your last message: " + "; ".join(changes) + ")")
-    if messages:
-        lines.append('Answer with the bridge tool send_message(to=NAME, text=..., '
-                     'reply_to=ID), not with SendMessage.')
+    if len(messages) == 1:
+        m = messages[0]
+        lines.append(f'Answer with the bridge tool send_message(to="{m.sender}", '
+                     f'reply_to="{m.id}"), not with SendMessage.')
+    elif messages:
+        lines.append('Answer with the bridge tool send_message(to=NAME, reply_to=ID), not '
+                     'with SendMessage.')
     else:  # a notice alone has no id to make it unique
         lines.append(f"({time.strftime('%H:%M:%S')})")
     return "\n".join(lines)

@@ -1,0 +1,40 @@
+"""Presence changes cost no model turns: by default joined/left/status ride along with the
+next message instead of being pushed on their own."""
+
+from __future__ import annotations
+
+import pytest
+
+pytestmark = pytest.mark.anyio
+
+QUIET = {"BRIDGE_PUSH_EVENTS": "0"}  # the default (the test pool turns pushes on)
+
+
+async def test_events_ride_along_with_the_next_message(agents):
+    bob = await agents.start("bob", env=dict(QUIET))
+    for name in ("c1", "c2", "c3"):
+        churn = await agents.start(name)
+        await churn.close_stdin()
+        assert await churn.wait_exit() == 0
+    alice = await agents.start("alice")
+    await alice.tool("set_status", text="on the parser")
+    await alice.tool("send_message", to="bob", text="hello")
+    [push] = await bob.wait_messages(1)
+    # on one subscription, what was published first arrives first: every event came before
+    # the message, and none was pushed on its own
+    assert [n["params"]["meta"]["kind"] for n in bob.notifications] == ["message"]
+    changes = push["meta"]["room_changes"]
+    assert changes.startswith("c1 joined; c1 left; c2 joined; c2 left; c3 joined; c3 left")
+    assert changes.endswith("alice joined; alice set status: on the parser")
+    assert "(you)" in await bob.tool("list_participants")  # always current
+
+    await alice.tool("send_message", to="bob", text="again")
+    await bob.wait_messages(2)
+    assert "room_changes" not in bob.channel()[1]["meta"]  # said once
+
+
+async def test_push_events_pushes_them_on_their_own(agents):
+    bob = await agents.start("bob", env={"BRIDGE_PUSH_EVENTS": "1"})
+    await agents.start("alice")
+    [joined] = await bob.wait_for(lambda: bob.channel("joined"), what="alice joined")
+    assert joined["meta"]["from"] == "alice"
