@@ -165,29 +165,38 @@ def channels(summary: dict[str, Any], name: str) -> list[dict[str, Any]]:
     return list(summary.get(name, {}).get("summary", {}).get("channels", []))
 
 
-@pytest.mark.timeout(NPM_INSTALL_TIMEOUT + 600)
-def test_two_claude_codes_talk_through_bridge_channels(
-    claude_bin: Path, tmux: str, harness: Path, tmp_path: Path
-) -> None:
+def run_scenario(harness: Path, claude: Path, tmp_path: Path, scenario: dict[str, Any],
+                 names: set[str]) -> tuple[dict[str, Any], Path, str]:
+    """Run one scenario; every instance must PASS. Returns (summary, run dir, where)."""
     harness_run = tmp_path / "run"
     harness_run.mkdir()
     scenario_path = harness_run / "scenario.json"
-    scenario_path.write_text(json.dumps(two_agents_scenario(free_port()), indent=1))
-
+    scenario_path.write_text(json.dumps(scenario, indent=1))
     started = time.monotonic()
-    rc = run_harness(harness, claude_bin, scenario_path, harness_run)
+    rc = run_harness(harness, claude, scenario_path, harness_run)
     elapsed = time.monotonic() - started
     print(f"\nharness: exit {rc} in {elapsed:.0f}s; run dir {harness_run}", file=sys.stderr)
-
     where = (f"run dir {harness_run}\n--- harness output (tail) ---\n"
              f"{read_tail(harness_run / 'harness.out', 80)}")
     assert rc == 0, f"harness exit {rc} (0 PASS, 1 FAIL, 2 harness error); {where}"
     summary_path = harness_run / "summary.json"
     assert summary_path.exists(), f"no summary.json; {where}"
     summary = json.loads(summary_path.read_text())
-    assert set(summary) == {"alice", "bob"}, f"summary has {list(summary)}; {where}"
-    for name in ("alice", "bob"):
+    assert set(summary) == names, f"summary has {list(summary)}; {where}"
+    for name in names:
         assert summary[name]["ok"], f"{name}: {summary[name]['checks']}; {where}"
+    return summary, harness_run, where
+
+
+@pytest.mark.timeout(NPM_INSTALL_TIMEOUT + 600)
+def test_without_an_inbox_two_claude_codes_talk_through_the_channel(
+    claude_bin: Path, tmux: str, harness: Path, tmp_path: Path
+) -> None:
+    """The fallback: a Claude Code whose session inbox is switched off (its gate seeded off,
+    as for versions before 2.1.224): --delivery auto takes the channel."""
+    scenario = two_agents_scenario(free_port(), "auto")
+    scenario["growthbook"] = {"tengu_harbor_kite": False}
+    summary, _, where = run_scenario(harness, claude_bin, tmp_path, scenario, {"alice", "bob"})
 
     # Checked here too, not only by the harness: who said what, as the model saw it.
     at_bob = [c for c in channels(summary, "bob")
@@ -200,3 +209,141 @@ def test_two_claude_codes_talk_through_bridge_channels(
         attrs = seen["attrs"]
         assert attrs.get("from") == sender, f"{recipient} saw {attrs}; {where}"
         assert attrs.get("message_id"), f"{recipient}: no message_id in {attrs}; {where}"
+
+
+def requests_of(run_dir: Path, name: str) -> list[dict[str, Any]]:
+    """The fake Messages API's log of one instance: the main requests (turns), in order."""
+    lines = (run_dir / name / "requests.jsonl").read_text().splitlines()
+    return [r for r in map(json.loads, lines) if r.get("kind") == "main"]
+
+
+def user_texts(request: dict[str, Any]) -> list[str]:
+    """The user turns' texts of one request's conversation."""
+    texts = []
+    for message in request["body"].get("messages", []):
+        if message.get("role") != "user":
+            continue
+        content = message["content"]
+        blocks = [content] if isinstance(content, str) else [
+            b.get("text", "") for b in content if isinstance(b, dict)]
+        texts += [b for b in blocks if isinstance(b, str)]
+    return texts
+
+
+def sends_in(request: dict[str, Any]) -> list[dict[str, Any]]:
+    """The send_message calls the model made in one request's conversation."""
+    return [block for message in request["body"].get("messages", [])
+            if message.get("role") == "assistant" and isinstance(message["content"], list)
+            for block in message["content"]
+            if block.get("type") == "tool_use" and block.get("name") == "mcp__bridge__send_message"]
+
+
+DRIVER = Path(__file__).with_name("room_driver.py")
+
+
+@pytest.mark.timeout(NPM_INSTALL_TIMEOUT + 600)
+def test_claude_codes_talk_through_the_session_inbox_with_no_flag(
+    claude_bin: Path, tmux: str, harness: Path, tmp_path: Path
+) -> None:
+    """Plain `claude`, no channel flag, no dialog: alice and bob exchange messages through
+    their session inboxes; carol, idle, sees five agents join and leave without a single
+    turn, is woken by a message that carries those changes, and then gets a burst of 100
+    messages complete and in order in a few turns."""
+    port = free_port()
+    scenario = two_agents_scenario(port, "auto")
+    redis_url = f"redis://127.0.0.1:{port}/0"
+    report = tmp_path / "driver.json"
+    scenario["services"].append({
+        "name": "driver",
+        "command": [sys.executable, str(DRIVER), "--redis", redis_url, "--to", "carol",
+                    "--churn", "5", "--settle", "4", "--text", "MARKER-AFTER-CHURN",
+                    "--burst", "100", "--report", str(report)]})
+    scenario["instances"].append({
+        "name": "carol", "turns": {"default_reply": "OK"},
+        "mcp_servers": {"bridge": bridge_server("carol", redis_url, "auto")},
+        "expect": {"request_contains": ["BURST-099"]}})
+    for spec in scenario["instances"]:
+        spec["channels"] = []  # no --dangerously-load-development-channels
+    for name, other, word in (("bob", "alice", "PING-FROM-ALICE"),
+                              ("alice", "bob", "PONG-FROM-BOB")):
+        spec = next(s for s in scenario["instances"] if s["name"] == name)
+        spec["expect"] = {
+            "request_contains": [f"[bridge] message from {other}", word],
+            "tool_round_trips": [{"name": "mcp__bridge__send_message",
+                                  "result_contains": "sent"}]}
+    _, run_dir, where = run_scenario(harness, claude_bin, tmp_path, scenario,
+                                     {"alice", "bob", "carol"})
+
+    turns = requests_of(run_dir, "carol")
+    assert turns, where
+    first = "\n".join(user_texts(turns[0]))
+    # no turn before the marker: the churn started none, and rode along with the marker
+    assert "MARKER-AFTER-CHURN" in first, f"carol's first turn: {first[:2000]}; {where}"
+    assert "churn0 joined" in first and "churn4 left" in first, first[:2000]
+    everything = "\n".join(user_texts(turns[-1]))
+    positions = [everything.find(f"> BURST-{i:03d}") for i in range(100)]
+    assert -1 not in positions and positions == sorted(positions), where
+    burst_turns = len(turns) - 1
+    print(f"\ncarol: the marker and 100 messages in {len(turns)} turns "
+          f"({burst_turns} for the burst)", file=sys.stderr)
+    assert burst_turns <= 10, f"{burst_turns} turns for 100 messages; {where}"
+
+
+@pytest.mark.timeout(NPM_INSTALL_TIMEOUT + 600)
+def test_print_mode_receives_a_message_sent_during_its_run(
+    claude_bin: Path, harness: Path, tmp_path: Path
+) -> None:
+    """`claude -p`: channels never reach print mode, the session inbox does."""
+    port = free_port()
+    redis_url = f"redis://127.0.0.1:{port}/0"
+    base = two_agents_scenario(port, "auto")
+    scenario = {
+        "timeout": SCENARIO_TIMEOUT, "mode": "print", "services": base["services"],
+        "instances": [{
+            "name": "dave", "prompt": "wait for the others", "channels": [],
+            "mcp_servers": {"bridge": bridge_server("dave", redis_url, "auto")},
+            "turns": {"default_reply": "OK", "rules": [
+                # the first answer takes a while: the message lands during the run
+                {"id": "slow", "when": {"last_user_contains": "wait for the others"},
+                 "delay": 8, "reply": "waited"},
+                {"id": "got", "when": {"last_user_contains": "PRINT-MODE-PING"},
+                 "reply": "GOT-IT"}]},
+            "expect": {"request_contains": ["[bridge] message from driver", "PRINT-MODE-PING"]},
+        }],
+    }
+    scenario["services"].append({
+        "name": "driver",
+        "command": [sys.executable, str(DRIVER), "--redis", redis_url, "--to", "dave",
+                    "--text", "PRINT-MODE-PING", "--report", str(tmp_path / "driver.json")]})
+    run_scenario(harness, claude_bin, tmp_path, scenario, {"dave"})
+
+
+@pytest.mark.timeout(NPM_INSTALL_TIMEOUT + 600)
+def test_a_reply_loop_between_two_claude_codes_is_cut(
+    claude_bin: Path, tmux: str, harness: Path, tmp_path: Path
+) -> None:
+    """Two models that acknowledge every acknowledgement: bridge holds the loop after
+    BRIDGE_LOOP_LIMIT messages, and says so to the agent that holds."""
+    scenario = two_agents_scenario(free_port(), "auto")
+    acks = {"default_reply": "OK", "rules": [
+        {"id": "start", "when": {"last_user_contains": "start the loop"},
+         "reply": [{"type": "tool_use", "name": "mcp__bridge__send_message",
+                    "input": {"to": "bob", "text": "ping"}}]},
+        {"id": "done", "when": {"last_user_contains": "sent, message_id"}, "reply": "done",
+         "times": -1},
+        {"id": "ack", "when": {"last_user_contains": "[bridge] message from"},
+         "reply": [{"type": "tool_use", "name": "mcp__bridge__send_message",
+                    "input": {"to": "PEER", "text": "thanks, got it"}}], "times": -1}]}
+    for spec in scenario["instances"]:
+        peer = "bob" if spec["name"] == "alice" else "alice"
+        spec["channels"] = []
+        spec["turns"] = json.loads(json.dumps(acks).replace("PEER", peer))
+        spec["mcp_servers"]["bridge"]["env"]["BRIDGE_LOOP_LIMIT"] = "6"
+        spec["expect"] = {}
+    next(s for s in scenario["instances"] if s["name"] == "alice")["prompt"] = "start the loop"
+    next(s for s in scenario["instances"] if s["name"] == "bob")["expect"] = {
+        "request_contains": ["bridge is holding alice's messages"]}
+    _, run_dir, where = run_scenario(harness, claude_bin, tmp_path, scenario, {"alice", "bob"})
+    sends = {name: len(sends_in(requests_of(run_dir, name)[-1])) for name in ("alice", "bob")}
+    print(f"\nreply loop: alice sent {sends['alice']}, bob {sends['bob']}", file=sys.stderr)
+    assert sends["alice"] + sends["bob"] <= 7, f"{sends}; {where}"  # 6 + the one held
