@@ -19,6 +19,7 @@ from bridge.acl import excess_rights, used_commands
 from bridge.connection import make_client, redact, resolve_url, shown, tls_failure, with_tls
 from bridge.errors import BridgeError
 from bridge.human import Style, color_wanted
+from bridge.inbox import SOCKET_VAR, offered, probe
 from bridge.keys import PREFIX, Keys
 from bridge.ops import redis_now_ms
 from bridge.presence import Presence
@@ -26,6 +27,40 @@ from bridge.settings import Settings
 
 MIN_VERSION = (6, 2)  # exclusive XRANGE bounds, XTRIM MINID
 CHANNEL_KILLERS = ("DISABLE_TELEMETRY", "DO_NOT_TRACK", "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC")
+
+
+def delivery_checks(env: dict[str, str]) -> list[Check]:
+    """How messages can reach a Claude Code conversation from here: its session inbox (no
+    flag), else the channel (whose one blind spot is said plainly), else pull."""
+    checks = []
+    address = offered(env)
+    if address is None:
+        checks.append(Check(
+            "info", "delivery: not run by Claude Code here, so its session inbox cannot be "
+                    "checked; an agent's list_participants (and `bridge who`) shows the path "
+                    "each agent took: inbox, channel or pull",
+            "Claude Code 2.1.224 or later gives every bridge serve it starts its session "
+            "inbox: nothing to do. Older versions need `claude "
+            "--dangerously-load-development-channels server:bridge`; Claude Code does not "
+            "tell bridge whether it loaded the channel, so a message pushed to a session "
+            "started without the flag is lost: use --delivery pull there"))
+    else:
+        problem = probe(address)
+        checks.append(Check(
+            "ok", f"delivery: Claude Code's session inbox accepts connections "
+                  f"({address.path}): messages reach the conversation with no flag") if
+            problem is None else Check(
+            "warn", f"delivery: {SOCKET_VAR} is set but the inbox does not answer "
+                    f"({problem}): agents fall back to the channel",
+            "restart Claude Code; with --delivery auto the agents use the inbox again"))
+    for var in CHANNEL_KILLERS:
+        if env.get(var):
+            checks.append(Check(
+                "warn", f"{var} is set: it switches Claude Code channels off (the session "
+                        f"inbox keeps working), so an agent on the channel path gets nothing",
+                f"use Claude Code 2.1.224 or later (the inbox), unset {var}, or run such "
+                f"agents with --delivery pull (they then call read_messages)"))
+    return checks
 
 
 @dataclass
@@ -63,13 +98,8 @@ class Doctor:
         self.failed = self.failed or check.status == "fail"
 
     async def run(self) -> int:
-        for var in CHANNEL_KILLERS:
-            if self.env.get(var):
-                self.report(Check(
-                    "warn", f"{var} is set: it switches Claude Code channels off, so pushed "
-                            f"messages would never show",
-                    f"unset {var} for Claude Code, or run the agents with --delivery pull "
-                    f"(they then call read_messages)"))
+        for found in delivery_checks(self.env):
+            self.report(found)
         url = await self._url()
         if url is None:
             return 1

@@ -6,6 +6,7 @@ writes can be counted, and the socket can go away."""
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -157,3 +158,19 @@ async def test_auto_without_an_inbox_uses_the_channel(agents, tmp_path):
     bob = await agents.start("bob", env={"CLAUDE_CODE_MESSAGING_SOCKET": str(tmp_path / "no")})
     logged = delivery_logged(bob)
     assert logged["path"] == "channel" and "no session inbox" in logged["reason"]
+
+
+async def test_doctor_tells_which_path_messages_take(redis_server, inbox, tmp_path):
+    from tests.test_cli_ops import bridge, cli_env
+
+    offered = await bridge("doctor", "--redis", redis_server.url,
+                           env=cli_env(**inbox.env))
+    assert re.search(r"^ok +delivery: Claude Code's session inbox accepts connections",
+                     offered.stdout, re.M), offered.stdout
+    plain = await bridge("doctor", "--redis", redis_server.url)
+    assert re.search(r"^info +delivery: not run by Claude Code here", plain.stdout, re.M)
+    assert "a message pushed to a session started without the flag is lost" in plain.stdout
+    gone = await bridge("doctor", "--redis", redis_server.url,
+                        env=cli_env(CLAUDE_CODE_MESSAGING_SOCKET=str(tmp_path / "gone")))
+    assert re.search(r"^warn +delivery: CLAUDE_CODE_MESSAGING_SOCKET is set but the inbox "
+                     r"does not answer", gone.stdout, re.M), gone.stdout
