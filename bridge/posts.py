@@ -83,6 +83,8 @@ def post_text(items: Sequence[Envelope | Notice], peers: Mapping[str, Peer],
     elif messages:
         lines.append('Answer with the bridge tool send_message(to=NAME, reply_to=ID), not '
                      'with SendMessage.')
-    else:  # a notice alone has no id to make it unique
-        lines.append(f"({time.strftime('%H:%M:%S')})")
+    else:  # a notice alone has no id to make it unique (Claude Code drops a repeat)
+        now = time.time()
+        lines.append(f"({time.strftime('%H:%M:%S', time.localtime(now))}."
+                     f"{int(now * 1000) % 1000:03d})")
     return "\n".join(lines)
