@@ -12,6 +12,7 @@ import re
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -158,6 +159,74 @@ async def test_unsigned_forged_altered_redirected_and_replayed_entries_are_dropp
     text = await carol.tool("read_messages", wait_seconds=5)
     assert "for carol only" in text and "unsigned order" not in text
     assert "No messages waiting" in await carol.tool("read_messages")
+
+
+# What a signed entry says, and one change to one field of it at a time. `kind` is only ever
+# "message" in the log, so its change is the other way round: signed as another kind, logged
+# as a message (what a signature without the kind would let through if kinds are added).
+SIGNED_FIELDS = {"sender": "alice", "to": ("bob", "carol"), "text": "merge the branch",
+                 "reply_to": "1700000000000-7", "kind": "message"}
+TAMPERED = {  # field -> (what is signed, what the log then says)
+    "from": ({}, {"from": "carol"}),
+    "to": ({}, {"to": "bob"}),  # signed for bob and carol, logged for bob alone
+    "text": ({}, {"text": "delete the branch"}),
+    "reply_to": ({}, {"reply_to": "1700000000000-8"}),
+    "kind": ({"kind": "notice"}, {"kind": "message"}),
+    "ts": ({}, {"ts": "+1"}),  # one millisecond later: well inside the replay window
+}
+
+
+def tampered_pair(field: str, ts: int) -> tuple[dict[str, str], dict[str, str]]:
+    """The stream fields of a message signed with the room secret, and the same entry with
+    one field changed after signing."""
+    signed_as, logged_as = TAMPERED[field]
+    values = {**SIGNED_FIELDS, "text": f"{field}: merge the branch", **signed_as}
+    signer = Signer(SECRET.encode(), "main", 300_000)
+    envelope = signer.sign(Envelope(id="", ts=ts, **values))  # type: ignore[arg-type]
+    good = fields_of(replace(envelope, kind="message"))
+    bad = dict(good)
+    for key, value in logged_as.items():
+        bad[key] = str(ts + 1) if value == "+1" else value
+    if field == "kind":
+        good = {}  # no good copy: a real entry is never signed as another kind
+    return good, bad
+
+
+async def test_every_signed_field_is_covered_by_the_signature(agents, r):
+    """Issue 11 item 17: a signed entry with any one of from, to, text, reply_to, kind or ts
+    changed after signing is dropped as bad_signature, while the same entry unchanged is
+    delivered. Leave one field out of signing.canonical() and its case fails here."""
+    bob = await agents.start("bob", env=dict(SIGNED))
+    ts = now_ms()
+    tampered_ids: dict[str, str] = {}
+    for field in TAMPERED:
+        good, bad = tampered_pair(field, ts)
+        tampered_ids[inject(r, bad, "bob")] = field  # the tampered one first: it must not
+        if good:                                     # be remembered as seen
+            inject(r, good, "bob")
+    originals = [f"{field}: merge the branch" for field in TAMPERED if field != "kind"]
+    await bob.wait_messages(len(originals))
+    await wait_drops(bob, len(TAMPERED))
+    reasons = {tampered_ids.get(e["id"], e["id"]): e["reason"] for e in drops(bob)}
+    assert reasons == dict.fromkeys(TAMPERED, "bad_signature")
+    assert [m["content"] for m in bob.channel()] == originals
+    assert all(m["meta"]["from"] == "alice" for m in bob.channel())
+
+
+def test_the_signer_checks_every_field_it_covers():
+    """The same coverage at the Signer: each field of an envelope, changed after signing,
+    fails the check (the log id and seq are Redis' and are not signed)."""
+    signer = Signer(SECRET.encode(), "main", 300_000)
+    envelope = signer.sign(Envelope(id="1700000000000-0", ts=1_700_000_000_000,
+                                    **SIGNED_FIELDS))  # type: ignore[arg-type]
+    assert signer.authentic(envelope) is None
+    changes = {"sender": "carol", "to": ("bob",), "text": "delete the branch",
+               "reply_to": "1700000000000-8", "kind": "notice", "ts": 1_700_000_000_001}
+    for key, value in changes.items():
+        assert signer.authentic(replace(envelope, **{key: value})) == "bad_signature", key
+    assert signer.authentic(replace(envelope, to=("carol", "bob"))) is None  # order-free
+    assert Signer(SECRET.encode(), "red", 300_000).authentic(envelope) == "bad_signature"
+    assert signer.authentic(replace(envelope, id="1700000000001-3", seq=99)) is None
 
 
 async def test_old_entries_caught_up_from_the_log_pass_the_replay_check(agents, r):
