@@ -2,18 +2,19 @@
 
 from __future__ import annotations
 
+import json
 import random
 import threading
 
 import anyio
 import pytest
 
-from tests.mcp_client import Agent, ToolError
+from tests.mcp_client import CHANNEL, Agent, ToolError
 
 pytestmark = pytest.mark.anyio
 
 SLOW = {"BRIDGE_SEND_TIMEOUT": "30"}
-PUSH_CHUNK_MESSAGES = 40  # at most this many short pushes fit one 4 KiB pipe write
+PUSH_CHUNK_BYTES = 4096  # what a crash may repeat: one pipe write of push lines (README)
 
 
 async def stream(sender: Agent, to: str, prefix: str, count: int, *, window: int = 16,
@@ -46,6 +47,26 @@ def check_exactly_once_in_order(received: list[str], senders: dict[str, int],
 
 def contents(*incarnations: Agent) -> list[str]:
     return [m["content"] for agent in incarnations for m in agent.channel()]
+
+
+def pushed_lines(agent: Agent) -> list[tuple[str, int]]:
+    """Each message pushed on stdout, in order: its text and the bytes of its line (with the
+    newline), as they came through the pipe."""
+    pushed = []
+    for line in agent.raw_stdout:
+        message = json.loads(line)
+        if message.get("method") == CHANNEL and message["params"]["meta"]["kind"] == "message":
+            pushed.append((message["params"]["content"], len(line) + 1))
+    return pushed
+
+
+async def wait_logged(agent: Agent, event: str, count: int, timeout: float = 30) -> None:
+    """Until ``agent`` has logged ``event`` ``count`` times (stderr is a file: polled, with a
+    deadline)."""
+    with anyio.fail_after(timeout):
+        while sum(e.get("event") == event for e in agent.log_events()) < count:
+            assert agent.process.returncode is None, agent.stderr()[-2000:]
+            await anyio.sleep(0.02)
 
 
 async def test_receiver_sigkilled_twice_gets_everything_once(agents):
@@ -86,32 +107,40 @@ async def test_receiver_sigkilled_twice_gets_everything_once(agents):
         f"{a.channel()[-1]['content']}" for n, a in enumerate(incarnations) if a.channel())
     # A crash can land in the microseconds between a push reaching the pipe and the cursor
     # write leaving (no client acknowledges a push, so no server can close that gap). The
-    # only repeat allowed is therefore the dead incarnation's last chunk, shown again first
-    # by its successor; anything else repeated or lost fails.
-    deduplicated = []
-    for earlier, later in zip(incarnations, incarnations[1:], strict=False):
-        tail = [m["content"] for m in earlier.channel()][-PUSH_CHUNK_MESSAGES:]
-        head = [m["content"] for m in later.channel()]
-        repeated = 0
-        while repeated < len(head) and head[repeated] in tail:
-            repeated += 1
-        deduplicated.append(repeated)
+    # README allows exactly that: the dead process's last chunk of at most 4 KiB of push
+    # lines, shown again, first, by its successor. So what a successor repeats must be a
+    # prefix of its pushes that is the very tail of its predecessor's, and at most 4 KiB.
     received = contents(incarnations[0])
-    for n, agent in enumerate(incarnations[1:]):
-        received += [m["content"] for m in agent.channel()][deduplicated[n]:]
+    for earlier, later in zip(incarnations, incarnations[1:], strict=False):
+        before, after = pushed_lines(earlier), pushed_lines(later)
+        shown = {text for text, _ in before}
+        repeated = [n for n, (text, _) in enumerate(after) if text in shown]
+        assert repeated == list(range(len(repeated))), f"repeats not at the head{where}"
+        k = len(repeated)
+        assert [text for text, _ in after[:k]] == [text for text, _ in before[len(before) - k:]], \
+            f"the repeats are not the tail of the dead process's pushes{where}"
+        assert sum(size for _, size in after[:k]) <= PUSH_CHUNK_BYTES, \
+            f"{k} repeated pushes, over {PUSH_CHUNK_BYTES} bytes{where}"
+        received += [text for text, _ in after[k:]]
     check_exactly_once_in_order(received, {"s1": 1000, "s2": 1000}, where)
-    assert sum(deduplicated) <= 2 * PUSH_CHUNK_MESSAGES, where
 
 
 async def test_redis_sigkilled_and_restarted_three_times(agents, redis_server, r):
     alice = await agents.start("alice", env=dict(SLOW))
     bob = await agents.start("bob")
     total = 400
+    kills = 0
 
     async def outage(sent: int) -> None:
+        nonlocal kills
         if sent in (100, 200, 300):
             redis_server.stop()  # SIGKILL
             redis_server.start()  # same port, same AOF file
+            kills += 1
+            # Both agents are back (resubscribed, claimed again) before the next kill: a kill
+            # that lands while one still reconnects would test something else.
+            for agent in (alice, bob):
+                await wait_logged(agent, "reconnected", kills)
             # presence is back: both agents are listed again
             listing = await alice.tool("list_participants", timeout=30)
             assert "alice (you)" in listing and "bob" in listing
