@@ -2,9 +2,13 @@
 rights beyond it.
 
 The rule is per room: every command bridge runs on a room's keys declares the keys of the
-agents it names (the send script checks the recipients' presence and cursor keys), and Redis
-asks read *and* write access for every key passed to a script. So alice's user can write to
+agents it names (the send function checks the recipients' presence and cursor keys), and Redis
+asks read *and* write access for every key passed to a function. So alice's user can write to
 any key of her room; what it cannot do is touch another room, or run anything bridge does not.
+
+Lua is bridge's own only: the rule allows FCALL of this bridge version's functions, one
+first-argument rule each (``+fcall|bridge_<version>_send``), and no EVAL, EVALSHA, SCRIPT or
+FUNCTION, so a user cannot run (or load) code of its choice. That needs Redis 7.0 or newer.
 """
 
 from __future__ import annotations
@@ -20,21 +24,23 @@ from typing import Any
 from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
 
 from redis.asyncio import Redis
-from redis.exceptions import RedisError, ResponseError
+from redis.exceptions import NoPermissionError, RedisError, ResponseError
 
 from bridge.errors import SettingsError
+from bridge.functions import NAMES, function_name
 from bridge.keys import NAME_PATTERN, PREFIX, Keys
 from bridge.settings import Settings
 
 # Everything `bridge serve`, `who`, `tail`, `history` and `send --as` run, directly or inside
-# the Lua scripts (Redis checks script calls against the user too), and nothing else.
+# bridge's functions (Redis checks their calls against the user too), and nothing else.
 # Not here: CLIENT SETINFO, which redis-py sends on connect and whose refusal it ignores (the
 # subcommand only exists from Redis 7.2, and naming it would make older servers refuse the
 # whole rule); SCAN, for `who --all-rooms`, which would list every room.
 COMMANDS = (
     "ping", "select",  # the connection; SELECT for a /N database in the URL
-    "evalsha", "script|load",  # the scripts: run by hash, loaded when the server lacks them
-    "time", "exists", "del", "pexpire", "get", "set", "incr", "decr",
+    # bridge's functions, this version's only; an admin loads them (bridge functions load)
+    *(f"fcall|{name}" for name in NAMES),
+    "time", "exists", "del", "pexpire", "pttl", "get", "set", "incr", "decr",
     "hget", "hmget", "hset", "hgetall",
     "zadd", "zrem", "zrange", "zrangebyscore",
     "xadd", "xdel", "xtrim", "xrange", "xrevrange", "xread", "xlen",
@@ -43,19 +49,29 @@ COMMANDS = (
 
 
 def used_commands(keys: Keys, name: str) -> list[list[str]]:
-    """Everything bridge runs, directly or inside its Lua scripts, as (command, arguments)
+    """Everything bridge runs, directly or inside its functions, as (command, arguments)
     with the room's real key and channel names: for ACL DRYRUN."""
     agent, cursor, rate = keys.agent(name), keys.cursor(name), keys.rate(name)
-    sha = "0" * 40
+    sent = keys.sent(name, "0")
+
+    def fcall(script: str, *script_keys: str) -> list[str]:
+        return ["FCALL", function_name(script), str(len(script_keys)), *script_keys]
+
     return [
-        ["PING"], ["TIME"], ["SCRIPT", "LOAD", "return 1"],
-        ["EVALSHA", sha, "2", agent, keys.agents],
+        ["PING"], ["TIME"],
+        fcall("claim", agent, keys.agents, cursor, keys.log, keys.epoch),
+        fcall("heartbeat", agent, keys.agents, cursor), fcall("leave", agent, keys.agents),
+        fcall("set_status", agent), fcall("prune", keys.agents), fcall("list", keys.agents),
+        fcall("send", keys.log, keys.agents, keys.seq, sent, rate, agent, cursor),
+        fcall("version"),
         ["HSET", agent, "name", name], ["HMGET", agent, "session"], ["HGET", agent, "session"],
-        ["HGETALL", agent], ["PEXPIRE", agent, "1000"], ["DEL", agent], ["EXISTS", agent],
+        ["HGETALL", agent], ["PEXPIRE", agent, "1000"], ["PTTL", agent], ["DEL", agent],
+        ["EXISTS", agent],
         ["ZADD", keys.agents, "1", name], ["ZRANGE", keys.agents, "0", "-1"],
         ["ZRANGEBYSCORE", keys.agents, "-inf", "+inf"], ["ZREM", keys.agents, name],
-        ["SET", cursor, "0-0 0"], ["GET", cursor], ["INCR", keys.seq], ["DECR", keys.seq],
-        ["SET", keys.sent(name, "0"), "0-0"], ["GET", keys.sent(name, "0")],
+        ["SET", cursor, "0-0 0"], ["GET", cursor],
+        ["GET", keys.epoch], ["SET", keys.epoch, "0"], ["INCR", keys.seq], ["DECR", keys.seq],
+        ["SET", sent, "0-0"], ["GET", sent],
         ["HMGET", rate, "tokens"], ["HSET", rate, "tokens", "1"], ["PEXPIRE", rate, "1000"],
         ["XADD", keys.log, "*", "from", name], ["XDEL", keys.log, "0-1"],
         ["XRANGE", keys.log, "-", "+"],
@@ -116,8 +132,11 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         "acl", help="print the Redis ACL rule for one agent's least-privilege user",
         description="Print the ACL SETUSER line (or, with --format file, a users.acl line) "
                     "for user bridge-ROOM-AGENT: only room ROOM's keys and channels, only the "
-                    "commands bridge runs. Run it as a Redis admin (e.g. pipe it into "
-                    "redis-cli); the agent's URL is printed on stderr.")
+                    "commands bridge runs, and of Lua only this bridge version's functions "
+                    "(FCALL; no EVAL, EVALSHA, SCRIPT or FUNCTION). Needs Redis 7.0 or newer. "
+                    "Run it as a Redis admin (e.g. pipe it into redis-cli), and load bridge's "
+                    "functions once (bridge functions load); the agent's URL is printed on "
+                    "stderr.")
     acl.add_argument("--agent", required=True, metavar="NAME", help="the agent's name")
     acl.add_argument("--room", help="room name (env BRIDGE_ROOM; default main)")
     acl.add_argument("--password", help="the user's password (default: a new random one)")
@@ -142,7 +161,9 @@ def main(args: argparse.Namespace) -> int:
     create = ("pipe this line into redis-cli as an admin (bridge acl ... | redis-cli -u URL)"
               if args.format == "command" else "add this line to the aclfile, then ACL LOAD")
     print(f"# user {user.name}: room {settings.room}'s keys and channels only, and only the "
-          f"commands bridge runs (Redis 6.2 or newer)\n# {create}\n# agent {args.agent}: "
+          f"commands bridge runs; of Lua, only FCALL of this bridge version's functions "
+          f"(Redis 7.0 or newer)\n# {create}\n# once per bridge version, as an admin: "
+          f"bridge functions load --redis ADMIN_URL\n# agent {args.agent}: "
           f"BRIDGE_REDIS_URL='{user.url(settings.redis_url)}'", file=sys.stderr)
     return 0
 
@@ -160,7 +181,10 @@ def probes(room: str) -> list[tuple[str, list[str]]]:
             ("CONFIG", ["CONFIG", "GET", "maxmemory"]), ("KEYS", ["KEYS", "*"]),
             ("MONITOR", ["MONITOR"]), ("ACL SETUSER", ["ACL", "SETUSER", "x"]),
             (f"other rooms' keys ({other.base}:…)", ["XLEN", other.log]),
-            (f"other rooms' channels ({other.base}:…)", ["PUBLISH", other.events, "x"])]
+            (f"other rooms' channels ({other.base}:…)", ["PUBLISH", other.events, "x"]),
+            # Lua of its own: a script that loops stops every room on the Redis
+            ("EVAL", ["EVAL", "return 1", "0"]), ("SCRIPT LOAD", ["SCRIPT", "LOAD", "return 1"]),
+            ("FUNCTION LOAD", ["FUNCTION", "LOAD", "x"])]
 
 
 @dataclass
@@ -186,7 +210,9 @@ async def excess_rights(client: Redis, user: str, room: str, *, dryrun: bool) ->
     checks: dict[str, Callable[[Redis], Awaitable[Any]]] = {
         "CONFIG": _config, "MONITOR": _monitor,
         f"other rooms' keys ({other.base}:…)": lambda c: c.exists(other.log),
-        f"other rooms' channels ({other.base}:…)": lambda c: _subscribe(c, other.events)}
+        f"other rooms' channels ({other.base}:…)": lambda c: _subscribe(c, other.events),
+        "EVAL": lambda c: c.eval("return 1", 0),
+        "SCRIPT LOAD": lambda c: c.script_load("return 1"), "FUNCTION LOAD": _function_load}
     for what, _ in probes(room):
         if what not in checks:
             rights.unchecked.append(what)
@@ -207,6 +233,15 @@ async def _config(client: Redis) -> None:
 async def _monitor(client: Redis) -> None:
     async with client.monitor():  # raises if refused; leaving it closes the connection
         pass
+
+
+async def _function_load(client: Redis) -> None:
+    """A library that cannot load ("x"): refused by the ACL, or by the loader (allowed)."""
+    try:
+        await client.execute_command("FUNCTION", "LOAD", "x")  # type: ignore[no-untyped-call]
+    except ResponseError as e:
+        if isinstance(e, NoPermissionError) or "unknown command" in str(e).lower():
+            raise
 
 
 async def _subscribe(client: Redis, channel: str) -> None:

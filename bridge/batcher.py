@@ -1,4 +1,4 @@
-"""Group commit for the send script: the sends that queue up while one round trip is under way
+"""Group commit for the send function: the sends that queue up while one round trip is under way
 go out together, in one pipeline, in the order their calls arrived.
 
 One agent's sends must reach Redis in call order. Waiting for each reply before writing the
@@ -18,10 +18,11 @@ from typing import Any
 import anyio
 import structlog
 from redis.asyncio import Redis
-from redis.exceptions import BusyLoadingError, NoScriptError, RedisError, ResponseError
+from redis.exceptions import AuthenticationError, BusyLoadingError, RedisError, ResponseError
 
 from bridge import trace
-from bridge.errors import RedisUnavailable
+from bridge.errors import RedisRefused, RedisUnavailable
+from bridge.functions import Function, recoverable
 
 log = structlog.get_logger("bridge.batcher")
 
@@ -46,7 +47,7 @@ class Pending:
 
 
 class ScriptBatcher:
-    """Runs one Lua script for many callers, batching the calls that overlap.
+    """Runs one of bridge's functions for many callers, batching the calls that overlap.
 
     No task of its own: a caller that finds nothing under way leads, running batches from
     the front of the queue until its own call is done (shielded, so a cancelled caller
@@ -54,17 +55,30 @@ class ScriptBatcher:
     One leader at a time, so batches go out one after another, in order.
     """
 
-    def __init__(self, redis: Redis, source: str, timeout: float) -> None:
+    def __init__(self, redis: Redis, script: str, timeout: float) -> None:
         self.redis = redis
-        self.source = source
+        self.function = Function(redis, script)
         self.timeout = timeout
-        self._sha: str | None = None
         self._queue: list[Pending] = []
         self._leading = False
+        self._lead: anyio.CancelScope | None = None  # the leader's shielded scope
+        self._closed: RedisUnavailable | None = None
+
+    def close(self, reason: str) -> None:
+        """Fail every call queued or under way at once, and every later one: the server is
+        stopping, and nobody waits for these answers. A call under way may have run."""
+        self._closed = RedisUnavailable(reason)
+        for pending in self._queue:
+            pending.settle(error=self._closed)
+        self._queue.clear()
+        if self._lead is not None:
+            self._lead.cancel()  # the shield keeps out outside cancellation, not its own
 
     async def call(self, keys: list[str], args: list[Any]) -> Any:
         """The script's reply. Retries through an outage for up to ``timeout`` seconds
         (the script must be safe to repeat), then raises RedisUnavailable."""
+        if self._closed is not None:
+            raise self._closed
         pending = Pending(keys, args)
         self._queue.append(pending)
         if self._leading:
@@ -76,12 +90,13 @@ class ScriptBatcher:
             self._leading = True
         if not pending.settled:  # our turn to lead
             try:
-                with anyio.CancelScope(shield=True):
+                with anyio.CancelScope(shield=True) as self._lead:
                     while not pending.settled:
                         batch = self._queue[:MAX_BATCH]
                         del self._queue[:MAX_BATCH]
                         await self._run(batch)
             finally:
+                self._lead = None
                 if self._queue:
                     self._queue[0].wake.set()  # the lead passes on; _leading stays set
                 else:
@@ -95,7 +110,7 @@ class ScriptBatcher:
             replies = await self._with_retry(batch)
         except BaseException as e:  # every caller in the batch hears of it; none hangs
             for pending in batch:
-                pending.settle(error=e)
+                pending.settle(error=self._closed or e)  # closed: not a bare cancellation
             if not isinstance(e, Exception):
                 raise
             return
@@ -112,6 +127,10 @@ class ScriptBatcher:
             except (RedisError, OSError, TimeoutError) as e:
                 if isinstance(e, ResponseError) and not isinstance(e, BusyLoadingError):
                     raise
+                if isinstance(e, AuthenticationError):  # retrying cannot fix a refused login
+                    raise RedisRefused(
+                        f"the message was NOT sent: Redis refused the login ({e}). Check the "
+                        f"user name and password (--redis / BRIDGE_REDIS_URL)") from e
                 if time.monotonic() + delay >= deadline:
                     raise RedisUnavailable(
                         f"the message was NOT sent: Redis did not answer for "
@@ -124,36 +143,32 @@ class ScriptBatcher:
                 delay = min(delay * 2, RETRY_CAP)
 
     async def _execute(self, batch: list[Pending]) -> list[Any]:
-        for _ in range(2):
-            if self._sha is None:
-                self._sha = await self.redis.script_load(self.source)
+        for _ in range(Function.ATTEMPTS):
             replies = await (self._one(batch[0]) if len(batch) == 1 else self._many(batch))
-            if not any(isinstance(reply, NoScriptError) for reply in replies):
+            missing = next((reply for reply in replies if recoverable(reply)), None)
+            if missing is None:
                 return replies
-            # Redis lost its script cache (a restart): those calls did not run. Load the
-            # script and run the batch again; a call that did run returns its first reply.
-            self._sha = None
-        raise RedisUnavailable("the send script could not be loaded into Redis; try again")
+            # The library (or, by EVALSHA, the script) is not on this Redis: a new or
+            # restarted server. Those calls did not run. Load it (or say who must) and run
+            # the batch again; a call that did run returns its first reply (the dedupe key).
+            await self.function.recover(missing)
+        raise RedisUnavailable("the send function could not be loaded into Redis; try again")
 
     async def _one(self, pending: Pending) -> list[Any]:
         """A batch of one without a pipeline: redis-py's pipeline costs ~0.1 ms more."""
-        assert self._sha is not None
         trace.mark("script_sent")  # (just before: the bytes leave inside the call)
         try:
-            return [await self.redis.evalsha(self._sha, len(pending.keys), *pending.keys,
-                                             *pending.args)]
-        except NoScriptError as e:
-            return [e]
+            return [await self.redis.execute_command(  # type: ignore[no-untyped-call]
+                *self.function.command(pending.keys, pending.args))]
         except ResponseError as e:  # this call's own error, as a pipeline would return it
             if isinstance(e, BusyLoadingError):
                 raise
             return [e]
 
     async def _many(self, batch: list[Pending]) -> list[Any]:
-        assert self._sha is not None
         pipe = self.redis.pipeline(transaction=False)
         for pending in batch:
-            pipe.evalsha(self._sha, len(pending.keys), *pending.keys, *pending.args)
+            self.function.queue(pipe, pending.keys, pending.args)
         trace.mark("script_sent")  # (just before: the bytes leave inside execute)
         replies: list[Any] = await pipe.execute(raise_on_error=False)
         return replies

@@ -20,10 +20,10 @@ from redis.asyncio import Redis
 from redis.asyncio.client import PubSub
 from redis.exceptions import RedisError
 
-from bridge import scripts, trace
+from bridge import trace
 from bridge.batcher import ScriptBatcher
 from bridge.connection import check_reachable, make_client, redact, resolve_url
-from bridge.cursor import CursorWriter, Position
+from bridge.cursor import CursorSeal, CursorWriter, Position
 from bridge.envelope import (
     Envelope,
     Event,
@@ -42,7 +42,7 @@ from bridge.outgoing import (
     rate_limited,
     send_arguments,
 )
-from bridge.presence import Participant, Presence
+from bridge.presence import Claim, Participant, Presence
 from bridge.settings import Settings
 from bridge.signing import Gate
 from bridge.subscriber import Backoff, close_quietly, published
@@ -52,6 +52,7 @@ log = structlog.get_logger("bridge.bus")
 CATCH_UP_PAGE = 500
 BACKOFF_FIRST, BACKOFF_CAP = 0.1, 5.0
 SUBSCRIBE_TIMEOUT = 5.0
+LEAVE_TIMEOUT = 0.75  # seconds for the leave at a stop (a live Redis takes milliseconds)
 
 Incoming = Envelope | Event | Notice
 
@@ -65,12 +66,21 @@ class Bridge:
         self.redis = redis
         self.subscriber = subscriber
         self.cursor = CursorWriter(cursor_client, self.keys.cursor(settings.name),
-                                   settings.cursor_ttl)
+                                   settings.cursor_ttl,
+                                   CursorSeal(settings.room, settings.name, settings.secret))
         self.presence = Presence(redis, settings)
-        self.inbox: deque[Incoming] = deque()
+        # what was read and not yet taken, each with the generation of the log it came from
+        # (a new one after a reset of the room's log)
+        self.inbox: deque[tuple[Incoming, int]] = deque()
+        self._generation = 0
+        self._queued_bytes = 0  # about how much the inbox holds (read_ahead_bytes bounds it)
+        self._behind = False  # stopped reading the log because the inbox was full
+        self._drained = anyio.Event()  # the client took a full inbox: read on
+        self._reading = anyio.Lock()  # one reader of the log at a time
+        self._events_dropped = 0
         self._early: list[dict[str, Any]] = []  # pub/sub messages seen while subscribing
         self._arrived = anyio.Event()
-        self._sends = ScriptBatcher(redis, scripts.SEND, settings.send_timeout)
+        self._sends = ScriptBatcher(redis, "send", settings.send_timeout)
         self._last_seen = Position()  # the last log entry read (and, if ours, put in the inbox)
         self.gate = Gate(settings)  # what of the log we deliver: size, signature, replays
         self._primed = False
@@ -103,11 +113,12 @@ class Bridge:
                 tg.start_soon(bridge._receive_forever, pubsub)
                 tg.start_soon(bridge._heartbeat_forever)
                 tg.start_soon(bridge.cursor.rescue_forever)
+                tg.start_soon(bridge._read_ahead_forever)
                 try:
                     yield bridge
                 finally:
                     tg.cancel_scope.cancel()
-                    with anyio.CancelScope(shield=True), anyio.move_on_after(3):
+                    with anyio.CancelScope(shield=True), anyio.move_on_after(LEAVE_TIMEOUT):
                         await bridge._leave()
         finally:
             with anyio.CancelScope(shield=True):
@@ -116,11 +127,15 @@ class Bridge:
 
     async def _leave(self) -> None:
         try:
-            await self.flush_cursor()
+            await self.cursor.flush_last()
             await self.presence.leave()
             log.info("left", name=self.name, room=self.settings.room)
         except (RedisError, OSError) as e:
             log.warning("leave_failed", error=str(e))
+
+    def abandon_sends(self) -> None:
+        """Stopping: sends still queued or retrying fail at once, and later ones too."""
+        self._sends.close("bridge is stopping; the message may not have been sent")
 
     # ---------------------------------------------------------------- sending
     async def send(self, to: str | list[str], text: str, reply_to: str = "") -> SendResult:
@@ -166,16 +181,90 @@ class Bridge:
         await self.presence.set_status(status)
 
     async def _claim(self) -> None:
-        cursor_text, fresh = await self.presence.claim()
-        cursor = Position.parse(cursor_text)
-        if cursor.order > self._last_seen.order:
-            self._last_seen = cursor
-            self.cursor.start_at(cursor)
+        """Claim our name, and decide where in the log to go on from (see _resume)."""
+        claim = await self.presence.claim()
+        first = not self.cursor.epoch
+        self._resume(claim, first)
         if not self._primed:
-            await self.gate.remember_before(self.redis, self.keys.log, cursor)
+            await self.gate.remember_before(self.redis, self.keys.log, self._last_seen)
             self._primed = True
-        if fresh:
+        if claim.fresh:
             log.info("presence_claimed", name=self.name, session=self.presence.session)
+
+    def _resume(self, claim: Claim, first: bool) -> None:
+        """Where to read on from: our cursor, unless the log it points into is gone.
+
+        A new epoch means a new log (a new, empty Redis at the same address, a FLUSHALL): its
+        ids may even sort before ours, so we start over at its beginning. A log whose newest
+        entry is behind what we have read lost its end (restored from an older copy, a
+        replica that lagged): we go on from its end. With a room secret, a cursor this agent
+        did not write (set back by hand, to replay old messages) is not trusted.
+        """
+        room = self.settings.room
+        log_end = Position.parse(claim.log_end)
+        try:
+            stored = self.cursor.seal.read(claim.cursor)
+        except ValueError:
+            stored = None
+        if first:
+            if claim.created and stored is not None:  # a new name: the end of the log
+                self._start(stored.position, claim.epoch, write=True)
+            elif stored is None or not stored.sealed:
+                log.warning("cursor_unverified", name=self.name, cursor=claim.cursor[:80],
+                            hint="our cursor key was written by someone else (or is not a "
+                                 "cursor); going on from the end of the log")
+                self._start(log_end, claim.epoch, write=True)
+                self._accept(Notice(
+                    f"Your read position in room {room} was changed in Redis by someone "
+                    f"without the room secret (or is unreadable), so bridge does not trust it "
+                    f"and goes on from the end of the room's log. Messages sent to you while "
+                    f"you were away may be missing: ask the others to repeat what matters."))
+            elif stored.epoch and stored.epoch != claim.epoch:
+                self._log_reset(claim.epoch, "epoch")
+            elif stored.position.order > log_end.order:
+                self._log_rewound(log_end, claim.epoch)
+            else:
+                self._start(stored.position, claim.epoch)
+            return
+        if claim.epoch != self.cursor.epoch:
+            self._log_reset(claim.epoch, "epoch")
+        elif self._last_seen.order > log_end.order:
+            self._log_rewound(log_end, claim.epoch)
+        elif claim.created:  # the key expired or was deleted meanwhile: write ours again
+            self.cursor.start_at(self.cursor.acked, claim.epoch, write=True)
+        elif stored is not None and stored.sealed and stored.epoch == claim.epoch:
+            # our own cursor moves only forward within one log
+            if stored.position.order > self._last_seen.order:
+                self._last_seen = stored.position
+            self.cursor.start_at(stored.position, claim.epoch)
+
+    def _start(self, position: Position, epoch: str, *, write: bool = False) -> None:
+        self._last_seen = position
+        self.cursor.start_at(position, epoch, write=write)
+
+    def _log_reset(self, epoch: str, why: str) -> None:
+        log.warning("log_reset", room=self.settings.room, reason=why, cursor=str(self._last_seen),
+                    hint="the room's log is new (a new or emptied Redis): starting over on it")
+        self._generation += 1
+        self._last_seen = Position()
+        self.cursor.reset(Position(), epoch)
+        self._accept(Notice(
+            f"The log of room {self.settings.room} was reset (Redis was replaced or emptied): "
+            f"bridge starts over on the new log. Messages sent before the reset that had not "
+            f"reached you are lost: ask the others to repeat what matters."))
+
+    def _log_rewound(self, log_end: Position, epoch: str) -> None:
+        log.warning("log_rewound", room=self.settings.room, cursor=str(self._last_seen),
+                    log_end=str(log_end),
+                    hint="the log's newest entry is behind what we read: it lost its end")
+        self._generation += 1
+        self._last_seen = log_end
+        self.cursor.reset(log_end, epoch)
+        self._accept(Notice(
+            f"The log of room {self.settings.room} lost its newest entries (Redis was restored "
+            f"from an older copy, or failed over to a replica that lagged): bridge goes on "
+            f"from the log's end. Messages in the lost part that had not reached you are lost: "
+            f"ask the others to repeat what matters."))
 
     async def _heartbeat_forever(self) -> None:
         interval = self.settings.ttl / 3
@@ -185,7 +274,8 @@ class Bridge:
                 if not await self.presence.heartbeat():
                     log.warning("presence_lost", name=self.name,
                                 hint="our record expired or was taken; claiming it again")
-                    await self._claim()
+                    async with self._reading:
+                        await self._claim()
             except NameTaken as e:
                 log.error("name_lost", error=str(e))
             except (RedisError, OSError) as e:
@@ -193,25 +283,54 @@ class Bridge:
 
     # ---------------------------------------------------------------- receiving
     async def next_batch(self, timeout: float | None = None) -> list[Incoming]:
-        """Wait (up to ``timeout`` s) for incoming items, then take them all from the inbox."""
+        """Wait (up to ``timeout`` s) for incoming items, then take them all from the inbox.
+
+        The messages taken are handed out: the cursor passes them only once each is
+        acknowledged (``ack``)."""
         if not self.inbox and timeout != 0:
             with anyio.move_on_after(timeout):
                 await self._arrived.wait()
-        items = list(self.inbox)
+        items = []
+        for item, generation in self.inbox:
+            if isinstance(item, Envelope) and generation == self._generation:
+                self.cursor.hand(item, Position(item.id, item.seq))
+            items.append(item)
         self.inbox.clear()
+        self._queued_bytes = 0
         self._arrived = anyio.Event()
+        if self._behind:  # the log is the buffer: read on from it
+            self._behind = False
+            self._drained.set()
         return items
 
-    def ack(self, envelope: Envelope) -> None:
-        """The agent has been given this message: move the cursor (written in batches)."""
-        self.cursor.ack(Position(envelope.id, envelope.seq))
+    def ack(self, *items: Incoming) -> None:
+        """The agent has been given these: the cursor moves over them (written in batches)."""
+        for item in items:
+            if isinstance(item, Envelope):
+                self.cursor.ack(item)
 
     async def flush_cursor(self) -> None:
         """Write the cursor now, if it moved (see CursorWriter.flush)."""
         await self.cursor.flush()
 
+    def flush_cursor_soon(self) -> None:
+        """Have the cursor written in the background: for callers that must not wait for
+        Redis (read_messages answers from memory while Redis is down)."""
+        self.cursor.flush_soon()
+
+    @property
+    def unread(self) -> int:
+        return len(self.inbox)
+
+    @property
+    def _full(self) -> bool:
+        return bool(self.inbox) and self._queued_bytes >= self.settings.read_ahead_bytes
+
     def _accept(self, item: Incoming) -> None:
-        self.inbox.append(item)
+        self.inbox.append((item, self._generation))
+        # about its size in memory: the text, and the rest of the envelope
+        self._queued_bytes += len(item.text if isinstance(item, Envelope | Notice) else
+                                  item.status) + 256
         self._arrived.set()
 
     async def _subscribe(self) -> PubSub:
@@ -236,13 +355,17 @@ class Bridge:
         backoff = Backoff(BACKOFF_FIRST, BACKOFF_CAP)
         while True:
             try:
+                reconnecting = pubsub is None
                 if pubsub is None:
                     pubsub = await self._subscribe()
-                    await self._claim()
-                    log.info("reconnected", name=self.name)
+                async with self._reading:
+                    if reconnecting:
+                        await self._claim()
+                        log.info("reconnected", name=self.name)
+                    await self._report_gap()
+                    await self._read_log()
+                if reconnecting:
                     await self.flush_cursor()  # a write lost with the connection
-                await self._report_gap()
-                await self._catch_up()
                 backoff.reset()
                 await self._listen(pubsub)
             except (RedisError, OSError, TimeoutError) as e:
@@ -271,20 +394,31 @@ class Bridge:
                             payload=bytes(message["data"][:200]).decode(errors="replace"))
 
     def _on_event(self, raw: bytes) -> None:
+        """Anyone may PUBLISH here: with a room secret only a signed, fresh event is believed
+        (Gate.admits_event), and what is shown is cut to one bounded line per field."""
         event = decode_event(raw)
-        if event.name != self.name:
-            self._accept(event)
+        if event.name == self.name or not self.gate.admits_event(event):
+            return
+        if self._full:  # events are not logged: one the client has no room for is dropped
+            if not self._events_dropped:
+                log.warning("events_dropped", reason="inbox full",
+                            hint="the client is not taking what it is sent; joined/left/status "
+                                 "events are dropped until it catches up")
+            self._events_dropped += 1
+            return
+        self._events_dropped = 0
+        self._accept(event.cleaned())
 
     async def _on_wake(self, raw: bytes) -> None:
         """A live message arrived: read the log after our cursor and deliver what is ours."""
         trace.mark("woken")
         claimed_id = wake_id(raw)
         wanted = parse_id(claimed_id)
-        if wanted <= self._last_seen.order:
-            return  # already read from the log (catch-up, or an earlier wake-up)
+        if wanted <= self._last_seen.order or self._behind:
+            return  # already read from the log, or to be read once the client catches up
         await self._catch_up()
         trace.mark("log_read")
-        if wanted > self._last_seen.order:
+        if wanted > self._last_seen.order and not self._behind:
             log.warning("payload_dropped", reason="forged id: no such message in the log",
                         id=claimed_id[:40])
 
@@ -310,11 +444,22 @@ class Bridge:
         ))
 
     async def _catch_up(self) -> None:
+        async with self._reading:
+            await self._read_log()
+
+    async def _read_log(self) -> None:
+        """Read the log after what we have read, into the inbox, until it is full."""
         while True:
             entries: list[tuple[bytes, dict[bytes, bytes]]] = await self.redis.xrange(
                 self.keys.log, f"({self._last_seen.id}", "+", count=CATCH_UP_PAGE
             )  # type: ignore[assignment]
             for entry_id, fields in entries:
+                if self._full:
+                    if not self._behind:
+                        log.info("read_ahead_paused", queued_bytes=self._queued_bytes,
+                                 hint="the client is behind; the rest waits in the log")
+                    self._behind = True
+                    return
                 try:
                     envelope = decode_entry(entry_id, fields)
                 except ValueError as e:
@@ -326,6 +471,17 @@ class Bridge:
                     self._accept(envelope)
             if len(entries) < CATCH_UP_PAGE:
                 return
+
+    async def _read_ahead_forever(self) -> None:
+        """Once the client took a full inbox, read on from the log (the receive loop only
+        reads when woken, and the wake-ups came while we were full)."""
+        while True:
+            await self._drained.wait()
+            self._drained = anyio.Event()
+            try:
+                await self._catch_up()
+            except (RedisError, OSError, TimeoutError) as e:  # a reconnect catches up too
+                log.warning("read_ahead_failed", error=str(e) or type(e).__name__)
 
     # ---------------------------------------------------------------- cursor
 __all__ = ["Bridge", "BridgeError", "Incoming", "SendResult"]

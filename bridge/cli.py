@@ -16,10 +16,11 @@ from bridge.settings import Settings
 log = structlog.get_logger("bridge.cli")
 
 
-def _room_flags(parser: argparse.ArgumentParser) -> None:
+def _room_flags(parser: argparse.ArgumentParser, *, room: bool = True) -> None:
     parser.add_argument("--redis", metavar="URL",
                         help="Redis URL (env BRIDGE_REDIS_URL; default: the embedded Redis)")
-    parser.add_argument("--room", help="room name (env BRIDGE_ROOM; default main)")
+    if room:
+        parser.add_argument("--room", help="room name (env BRIDGE_ROOM; default main)")
     parser.add_argument("--tls-ca", dest="tls_ca", metavar="PEM",
                         help="rediss://: the CA that signed the server's certificate "
                              "(env BRIDGE_TLS_CA; default: the system's CAs)")
@@ -126,6 +127,19 @@ def _operator_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser])
                                         "Exits 1 if bridge cannot work.")
     _room_flags(doctor)
 
+    functions = sub.add_parser(
+        "functions", help="bridge's Redis functions: load them as an admin, or show them",
+        description="bridge runs its Lua as a Redis Functions library (Redis 7.0 or newer), "
+                    "named for its version (bridge_VERSION). A user that may load functions "
+                    "(the embedded Redis, the default user) has it loaded by bridge when "
+                    "needed; for agents under `bridge acl` users an admin loads it once per "
+                    "bridge version. Other versions' libraries are left alone.")
+    action = functions.add_subparsers(dest="action", metavar="ACTION", required=True)
+    load = action.add_parser("load", help="load this version's library (FUNCTION LOAD "
+                                          "REPLACE); run it with an admin's --redis URL")
+    _room_flags(load, room=False)
+    action.add_parser("show", help="print the library's Lua source (what `load` loads)")
+
 
 def _positive_int(value: str) -> int:
     number = int(value)
@@ -174,7 +188,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 2
 
 
-OPERATOR_COMMANDS = ("who", "tail", "send", "history", "doctor")
+OPERATOR_COMMANDS = ("who", "tail", "send", "history", "doctor", "functions")
 
 
 def _operator(args: argparse.Namespace) -> int:
@@ -215,7 +229,13 @@ def _run_operator(args: argparse.Namespace) -> int:
 
     from bridge import ops
 
-    flags = {"redis": args.redis, "room": args.room} | {k: getattr(args, k) for k in TLS_FLAGS}
+    if args.command == "functions" and args.action == "show":
+        from bridge.functions import CODE
+
+        sys.stdout.write(CODE)
+        return 0
+    flags = {"redis": args.redis, "room": getattr(args, "room", None)} | {
+        k: getattr(args, k) for k in TLS_FLAGS}
     if args.command == "send":
         flags |= {"name": args.name, "role": args.role}
     try:
@@ -236,6 +256,10 @@ def _run_operator(args: argparse.Namespace) -> int:
         from bridge.doctor import doctor
 
         return anyio.run(doctor, settings)
+    if args.command == "functions":
+        from bridge.functions import load_library
+
+        return anyio.run(load_library, settings)
     if args.command == "send":
         text = ops.read_text(args.text)
         return anyio.run(lambda: ops.send(

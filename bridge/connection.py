@@ -8,7 +8,7 @@ from typing import Any
 from urllib.parse import parse_qs, urlencode, urlsplit
 
 import anyio
-from redis.asyncio import Redis
+from redis.asyncio import BlockingConnectionPool, Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialWithJitterBackoff, NoBackoff
 from redis.exceptions import AuthenticationError, RedisError, ResponseError
@@ -18,6 +18,7 @@ from bridge.errors import RedisRefused, RedisUnavailable
 from bridge.quickwrite import use_quick_writes
 from bridge.settings import Settings
 
+POOL_SIZE = 32  # connections per client; more calls at once queue for one
 
 def redact(url: str) -> str:
     """The URL with its password replaced, for logs and error messages: the one before the
@@ -64,17 +65,23 @@ def make_client(url: str, *, retries: int = 3, single_connection: bool = False) 
     backoff = ExponentialWithJitterBackoff(base=0.05, cap=1.0) if retries else NoBackoff()
     # redis-py's own health check would swallow the subscriber's PONGs; the bus pings it.
     tcp: dict[str, Any] = {} if url.startswith("unix://") else {"socket_keepalive": True}
-    return use_quick_writes(Redis.from_url(
-        url,
-        **tcp,
+    options: dict[str, Any] = dict(
+        tcp,
         socket_connect_timeout=5,
         # redis-py wraps a write in asyncio.wait_for when a socket timeout is set, and
         # that yields to the event loop before the bytes go out; the cursor writer must not.
         socket_timeout=None if single_connection else 10,
         health_check_interval=5 if retries and not single_connection else 0,
         retry=Retry(backoff, retries),
-        single_connection_client=single_connection,
-    ))
+    )
+    if single_connection:
+        return use_quick_writes(Redis.from_url(url, single_connection_client=True, **options))
+    # redis-py's default pool raises "Too many connections" past its size, which reads as
+    # an outage; a blocking pool makes a call wait for a connection instead. No wait limit
+    # of its own: each command is bounded by its socket timeouts and retries.
+    pool = BlockingConnectionPool.from_url(url, max_connections=POOL_SIZE, timeout=None,
+                                           **options)
+    return use_quick_writes(Redis.from_pool(pool))
 
 
 async def check_reachable(client: Redis, url: str) -> None:

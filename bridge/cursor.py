@@ -1,11 +1,19 @@
 """The cursor: which log entry an agent has been given last, kept in Redis.
 
-It is written right after each push reaches the pipe (and after each read_messages), so a
-restarted agent resumes exactly where the last one stopped.
+It moves only over what the agent has acknowledged: a push once it is in the pipe, a
+`read_messages` answer once the agent asks again (pull mode). It is written right after each
+push, so a restarted agent resumes exactly where the last one stopped.
+
+The key holds ``"<id> <seq> <epoch> <mac>"``: the epoch names the life of the room log it
+points into (a new, empty Redis has another), and with a room secret the MAC shows that this
+agent wrote it, so a cursor set back by hand is noticed instead of replaying old messages.
 """
 
 from __future__ import annotations
 
+import hashlib
+import hmac
+from collections import deque
 from dataclasses import dataclass
 
 import anyio
@@ -19,6 +27,7 @@ log = structlog.get_logger("bridge.cursor")
 
 CURSOR_FLUSH_SECONDS = 0.5
 CURSOR_WRITE_TIMEOUT = 5.0
+MAC_HEX = 32
 
 
 @dataclass(frozen=True)
@@ -34,39 +43,120 @@ class Position:
 
     @classmethod
     def parse(cls, cursor: str) -> Position:
-        """The cursor key holds ``"<id> <seq>"``."""
-        entry_id, _, seq = cursor.partition(" ")
+        """The leading ``"<id> <seq>"`` of a cursor."""
+        entry_id, _, rest = cursor.partition(" ")
         parse_id(entry_id)
-        return cls(entry_id, int(seq) if seq.isdigit() else 0)
+        seq = rest.partition(" ")[0]
+        return cls(entry_id, int(seq) if seq.isdigit() and len(seq) <= 20 else 0)
 
     def __str__(self) -> str:
         return f"{self.id} {self.seq}"
 
 
+@dataclass(frozen=True)
+class StoredCursor:
+    position: Position
+    epoch: str  # "" for a cursor written before epochs existed
+    sealed: bool  # the MAC is ours (always True without a room secret)
+
+
+class CursorSeal:
+    """Formats and reads the cursor key's value; with a room secret, MACs it."""
+
+    def __init__(self, room: str, name: str, secret: str) -> None:
+        self.context = f"cursor\0{room}\0{name}\0"
+        self.secret = secret.encode("utf-8") if secret else b""
+
+    def _mac(self, position: Position, epoch: str) -> str:
+        text = f"{self.context}{position.id}\0{position.seq}\0{epoch}".encode()
+        return hmac.new(self.secret, text, hashlib.sha256).hexdigest()[:MAC_HEX]
+
+    def text(self, position: Position, epoch: str) -> str:
+        value = f"{position} {epoch}"
+        return f"{value} {self._mac(position, epoch)}" if self.secret else value
+
+    def read(self, value: str) -> StoredCursor:
+        """Raises ValueError for a value that is not a cursor at all."""
+        position = Position.parse(value)
+        parts = value.split(" ")
+        epoch = parts[2] if len(parts) > 2 else ""
+        if not self.secret:
+            return StoredCursor(position, epoch, True)
+        mac = parts[3] if len(parts) > 3 else ""
+        sealed = len(parts) == 4 and hmac.compare_digest(
+            mac.encode("ascii", "replace"), self._mac(position, epoch).encode())
+        return StoredCursor(position, epoch, sealed)
+
+
 class CursorWriter:
     """Owns one agent's cursor key and a connection of its own.
+
+    Items are handed out (pushed, or returned by read_messages) in log order and acknowledged
+    later, possibly out of order; the cursor moves over the acknowledged front only, so it
+    never passes a message the agent may not have.
 
     The connection has no socket timeout: redis-py wraps a write in asyncio.wait_for when
     one is set, and that yields to the event loop before the bytes go out.
     """
 
-    def __init__(self, client: Redis, key: str, ttl_seconds: float) -> None:
+    def __init__(self, client: Redis, key: str, ttl_seconds: float, seal: CursorSeal) -> None:
         self.client = client
         self.key = key
         self.ttl_ms = int(ttl_seconds * 1000)
-        self.acked = Position()  # the last message delivered to the agent
-        self.flushed = Position()  # what the cursor key holds
+        self.seal = seal
+        self.epoch = ""
+        self.acked = Position()  # everything up to here has reached the agent
+        self.flushed: Position | None = Position()  # what the key holds (None: must write)
+        # [item, its Position, acknowledged], in log order
+        self._handed: deque[list[object]] = deque()
         self._writing = False
+        self._resets = 0
+        self._written = anyio.Event()  # set when a write ends
+        self._nudge = anyio.Event()
 
-    def start_at(self, position: Position) -> None:
-        """The position read from Redis at claim time."""
-        if position.order > self.acked.order:
+    def start_at(self, position: Position, epoch: str, *, write: bool = False) -> None:
+        """The position read from Redis at claim time (never backwards within one log)."""
+        if epoch != self.epoch:
+            self.reset(position, epoch)
+        elif position.order > self.acked.order:
             self.acked = self.flushed = position
+        if write:
+            self.flushed = None
 
-    def ack(self, position: Position) -> None:
-        """The agent has been given this message."""
-        if position.order > self.acked.order:
-            self.acked = position
+    def reset(self, position: Position, epoch: str) -> None:
+        """Start over at ``position`` of a new log: what was handed out of the old one no
+        longer moves the cursor, and the key is written anew."""
+        self.epoch = epoch
+        self.acked = position
+        self.flushed = None
+        self._resets += 1
+        self._handed.clear()
+
+    def hand(self, item: object, position: Position) -> None:
+        """``item`` (at ``position`` of the log) is on its way to the agent: pushed, or
+        returned by a read."""
+        self._handed.append([item, position, False])
+
+    def ack(self, item: object) -> None:
+        """The agent has ``item``. Items not handed out since the last reset of the log (the
+        old log's, whose ids may even equal the new log's) are ignored."""
+        for entry in self._handed:
+            if entry[0] is item:
+                entry[2] = True
+                break
+        while self._handed and self._handed[0][2]:
+            done = self._handed.popleft()[1]
+            assert isinstance(done, Position)
+            if done.order > self.acked.order:
+                self.acked = done
+
+    @property
+    def unwritten(self) -> bool:
+        return self.flushed is None or self.acked != self.flushed
+
+    def flush_soon(self) -> None:
+        """Ask the background writer to write now, without waiting for Redis."""
+        self._nudge.set()
 
     async def flush(self) -> None:
         """Write the cursor now, if it moved.
@@ -81,37 +171,51 @@ class CursorWriter:
         if self._writing:
             return  # the writer under way loops until the newest position is written
         self._writing = True
+        self._written = anyio.Event()
         try:
-            while self.acked != self.flushed:
-                acked = self.acked
+            while self.unwritten:
+                acked, resets = self.acked, self._resets
+                value = self.seal.text(acked, self.epoch)
                 connection = self.client.connection
                 with anyio.fail_after(CURSOR_WRITE_TIMEOUT):  # the client has no timeout
                     if connection is not None and connection.is_connected:
                         try:
                             await connection.send_packed_command(connection.pack_command(
-                                "SET", self.key, str(acked), "PX", self.ttl_ms),
+                                "SET", self.key, value, "PX", self.ttl_ms),
                                 check_health=False)
                             await connection.read_response()
                         except BaseException:
                             await connection.disconnect(nowait=True)
                             raise
                     else:  # (re)connects, then writes
-                        await self.client.set(self.key, str(acked), px=self.ttl_ms)
-                self.flushed = acked
+                        await self.client.set(self.key, value, px=self.ttl_ms)
+                if self._resets == resets:  # else a reset came meanwhile: write again
+                    self.flushed = acked
         finally:
             self._writing = False
+            self._written.set()
+
+    async def flush_last(self) -> None:
+        """The final write, when leaving: after a write under way (perhaps in a task being
+        cancelled, which then did not finish its loop), write whatever is still unwritten."""
+        while self._writing:
+            await self._written.wait()
+        await self.flush()
 
     async def rescue_forever(self) -> None:
-        """A safety net for cursor writes that failed: pushes and reads flush for themselves,
-        so this writes only a position that has stayed unwritten for a whole period (and
-        never races the write that follows a push)."""
+        """Writes what acknowledgements left unwritten: at once when nudged (pull mode's
+        acks, which must not wait for Redis), else a position that stayed unwritten for a
+        whole period (a failed write; never racing the write that follows a push)."""
         previous = self.acked
         while True:
-            await anyio.sleep(CURSOR_FLUSH_SECONDS)
+            with anyio.move_on_after(CURSOR_FLUSH_SECONDS):
+                await self._nudge.wait()
+            nudged = self._nudge.is_set()
+            self._nudge = anyio.Event()
             stale, previous = self.acked == previous, self.acked
-            if not stale:
+            if not (nudged or stale) or not self.unwritten:
                 continue
             try:
                 await self.flush()
-            except (RedisError, OSError) as e:
-                log.warning("cursor_flush_failed", error=str(e))
+            except (RedisError, OSError, TimeoutError) as e:
+                log.warning("cursor_flush_failed", error=str(e) or type(e).__name__)

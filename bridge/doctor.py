@@ -12,8 +12,9 @@ from typing import Any, TextIO
 
 import anyio
 from redis.asyncio import Redis
-from redis.exceptions import RedisError, ResponseError
+from redis.exceptions import NoPermissionError, RedisError, ResponseError
 
+from bridge import functions
 from bridge.acl import excess_rights, used_commands
 from bridge.connection import make_client, redact, resolve_url, shown, tls_failure, with_tls
 from bridge.errors import BridgeError
@@ -81,6 +82,7 @@ class Doctor:
                     ("server version", lambda: self._version(client)),
                     ("ACL", lambda: self._acl(client, version)),
                     ("ACL rights", lambda: self._least_privilege(client)),
+                    ("bridge's functions", lambda: self._functions(client, version)),
                     ("AOF", lambda: self._persistence(client)),
                     ("clock", lambda: self._clock(client)),
                     ("room", lambda: self._room(client)),
@@ -211,6 +213,8 @@ class Doctor:
             quoted = re.search(r"'([^']*)' (command|key|channel)", text)
             if quoted is None:
                 other.add(text)
+            elif quoted.group(2) == "command" and command[0] == "FCALL":
+                commands.add(f"fcall|{command[1]}")  # +fcall would allow every function
             else:
                 {"command": commands, "key": denied_keys,
                  "channel": denied_channels}[quoted.group(2)].add(quoted.group(1))
@@ -251,6 +255,74 @@ class Doctor:
                      if rights.unchecked else "")
         self.report(Check("ok", f"ACL rights: user {self.user} has none beyond bridge's: "
                                 f"refused {', '.join(rights.refused)}{unchecked}"))
+
+    async def _functions(self, client: Redis, version: tuple[int, ...]) -> None:
+        """Whether this bridge version's library is loaded: by calling its version function,
+        which every user bridge works under may call."""
+        user = self.user or functions.Library.of(client).user
+        by_evalsha = Check(
+            "info", "bridge's functions: Redis before 7.0 has none, so bridge runs its Lua "
+                    "scripts by EVALSHA (its user must be allowed EVALSHA and SCRIPT LOAD, "
+                    "and so can run Lua of its own; bridge acl's rules need Redis 7.0)")
+        if version and version < (7, 0):
+            self.report(by_evalsha)
+            return
+        try:
+            reply = await client.execute_command(  # type: ignore[no-untyped-call]
+                "FCALL", functions.VERSION_FUNCTION, 0)
+        except ResponseError as e:
+            if functions.is_unknown_command(e, "fcall"):
+                self.report(by_evalsha)
+            elif isinstance(e, NoPermissionError):
+                self.report(Check(
+                    "fail", f"bridge's functions: {functions.not_allowed_message(user)}",
+                    f"as a Redis admin: bridge acl --room {self.settings.room} --agent NAME | "
+                    f"redis-cli -u ADMIN_URL"))
+            elif not functions.is_missing(e):
+                raise
+            elif await self._may_load_functions(client):
+                others = self._other_versions(await functions.loaded_libraries(client))
+                self.report(Check(
+                    "ok", f"bridge's functions: library {functions.LIBRARY} (this version's) "
+                          f"is not loaded yet; bridge loads it when it first needs it, as "
+                          f"user {user} may{others}"))
+            else:
+                self.report(Check(
+                    "fail", f"bridge's functions: library {functions.LIBRARY} (this bridge "
+                            f"version's) is not loaded, and user {user} may not load it: "
+                            f"agents under it cannot start",
+                    f"as a Redis admin, once per bridge version: {functions.LOAD_COMMAND}"))
+            return
+        answered = reply.decode() if isinstance(reply, bytes) else str(reply)
+        if answered != functions.VERSION:
+            self.report(Check(
+                "fail", f"bridge's functions: library {functions.LIBRARY} answers version "
+                        f"{answered!r}, not {functions.VERSION}: something else was loaded "
+                        f"under bridge's name",
+                f"as a Redis admin: {functions.LOAD_COMMAND} (replaces it with bridge's)"))
+            return
+        others = self._other_versions(await functions.loaded_libraries(client))
+        self.report(Check("ok", f"bridge's functions: library {functions.LIBRARY} is loaded "
+                                f"(this bridge's version){others}"))
+
+    @staticmethod
+    async def _may_load_functions(client: Redis) -> bool:
+        """FUNCTION LOAD of a library that cannot load: NOPERM, or the loader's complaint."""
+        try:
+            await client.execute_command("FUNCTION", "LOAD", "x")  # type: ignore[no-untyped-call]
+        except NoPermissionError:
+            return False
+        except ResponseError as e:
+            return "unknown command" not in str(e).lower()
+        return True
+
+    @staticmethod
+    def _other_versions(loaded: list[str] | None) -> str:
+        others = [name for name in loaded or [] if name != functions.LIBRARY]
+        if not others:
+            return ""
+        return (f"; other bridge versions' libraries loaded too: {', '.join(others)} (an admin "
+                f"may FUNCTION DELETE each once no agent runs that version)")
 
     async def _tls(self, client: Redis, url: str) -> None:
         if not url.startswith("rediss://"):
@@ -322,9 +394,9 @@ class Doctor:
         try:
             _, people = await Presence(client, self.settings).participants()
             messages = int(await client.xlen(keys.log))
-        except ResponseError as e:
+        except (ResponseError, BridgeError) as e:
             self.report(Check("fail", f"room {self.settings.room}: cannot list it ({e})",
-                              "see the ACL line above"))
+                              "see the ACL and functions lines above"))
             return
         names = ", ".join(p.name for p in people) or "nobody"
         self.report(Check("info", f"room {self.settings.room}: {len(people)} agent(s) "

@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from bridge.keys import NAME_PATTERN
+from bridge.untrusted import bounded
 
 # [0-9] and \Z, not \d and $: \d takes any Unicode digit, $ a trailing newline
 STREAM_ID = re.compile(r"^([0-9]{1,20})-([0-9]{1,20})\Z")
@@ -23,6 +24,8 @@ MAX_RECIPIENTS = 1000  # more than any sender may name (BRIDGE_MAX_RECIPIENTS is
 # writes it first. Reading just that keeps a huge or deeply nested payload from costing a parse.
 WAKE_ID = re.compile(rb'\A\{\s*"id"\s*:\s*"([0-9]{1,20}-[0-9]{1,20})"')
 MAX_TS = 2**53  # ms since the epoch; far beyond any clock, and exact in JSON everywhere
+# what bridge writes into a presence record or an event at most; longer is shown cut
+MAX_ROLE, MAX_HOST, MAX_STATUS = 64, 128, 200
 
 
 def parse_id(value: str) -> tuple[int, int]:
@@ -194,13 +197,22 @@ class Event:
     status: str = ""
     reason: str = ""
     ts: int = 0
+    sig: str = ""  # "v1:<nonce>:<hmac>" when the room has a secret (bridge.signing)
 
     def encode(self) -> str:
-        return json.dumps(
-            {"kind": self.kind, "name": self.name, "role": self.role, "host": self.host,
-             "status": self.status, "reason": self.reason, "ts": self.ts},
-            separators=(",", ":"), ensure_ascii=False,
-        )
+        body: dict[str, Any] = {
+            "kind": self.kind, "name": self.name, "role": self.role, "host": self.host,
+            "status": self.status, "reason": self.reason, "ts": self.ts}
+        if self.sig:
+            body["sig"] = self.sig
+        return json.dumps(body, separators=(",", ":"), ensure_ascii=False)
+
+    def cleaned(self) -> Event:
+        """The event as shown (after its signature was checked): each field one line, no
+        control characters, and no longer than bridge itself would write it."""
+        return replace(self, role=bounded(self.role, MAX_ROLE), host=bounded(self.host, MAX_HOST),
+                       status=bounded(self.status, MAX_STATUS),
+                       reason=bounded(self.reason, MAX_ROLE))
 
 
 @dataclass(frozen=True)
@@ -229,4 +241,5 @@ def decode_event(raw: bytes | str) -> Event:
         status=_short(data.get("status", ""), "status"),
         reason=_short(data.get("reason", ""), "reason"),
         ts=ts,
+        sig=_short(data.get("sig", ""), "sig"),
     )

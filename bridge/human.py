@@ -11,7 +11,6 @@ import shutil
 import signal
 import sys
 import time
-import unicodedata
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, TextIO
@@ -19,6 +18,7 @@ from typing import Any, TextIO
 import anyio
 
 from bridge.envelope import Envelope, Event, Notice, parse_id
+from bridge.untrusted import clean
 
 DURATION = re.compile(r"^(\d+(?:\.\d+)?)([smhd])$")
 UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -69,22 +69,6 @@ class Style:
 
     def red(self, text: str) -> str:
         return self._wrap("31", text)
-
-
-def clean(text: str) -> str:
-    """One printable line: newlines shown as ⏎, other control characters (an ANSI escape
-    sent by an agent, say) replaced, so that a message cannot rewrite the operator's terminal."""
-    out = []
-    for char in text.replace("\r\n", "\n"):
-        if char == "\n":
-            out.append(" ⏎ ")
-        elif char == "\t":
-            out.append(" ")
-        elif unicodedata.category(char) in ("Cc", "Cf", "Cs", "Co", "Cn"):
-            out.append("\ufffd")
-        else:
-            out.append(char)
-    return "".join(out)
 
 
 def shorten(text: str, width: int | None) -> str:

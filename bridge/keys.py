@@ -42,6 +42,12 @@ class Keys:
         return f"{self.base}:cursor:{name}"
 
     @property
+    def epoch(self) -> str:
+        """STRING: a random id of this room log's life. A new one means the log was reset
+        (a new, empty Redis at the same address; FLUSHALL): receivers then start over."""
+        return f"{self.base}:epoch"
+
+    @property
     def seq(self) -> str:
         """STRING: counter of messages ever logged in the room (each entry's `seq` field)."""
         return f"{self.base}:seq"

@@ -23,7 +23,6 @@ from bridge.errors import BridgeError, SettingsError
 from bridge.human import (
     Style,
     ago,
-    clean,
     color_wanted,
     envelope_line,
     envelope_record,
@@ -38,6 +37,7 @@ from bridge.keys import PREFIX, ROOM_PATTERN, Keys
 from bridge.presence import Participant, Presence
 from bridge.settings import Settings
 from bridge.signing import Signer, make_signer
+from bridge.untrusted import clean
 
 PAGE = 500
 MARKERS = {"unsigned": "[unsigned]", "bad_signature": "[forged]", "replay": "[replayed]",
@@ -116,9 +116,12 @@ async def who(settings: Settings, *, as_json: bool, all_rooms: bool,
             _table(["ROOM", "AGENTS", "MESSAGES"],
                    [[s.room, str(s.agents), str(s.messages)] for s in summaries], out)
             return 0
-        now, people = await Presence(redis, settings).participants()
+        presence = Presence(redis, settings)
+        # with a room secret, records that fail the check are shown, marked: the operator
+        # should see that someone wrote them
+        now, people = await presence.participants(unverified=True)
         if as_json:
-            records = [asdict(p) for p in people]
+            records = [_who_record(p, signed=presence.signer is not None) for p in people]
             print(to_json({"room": settings.room, "now": now, "agents": records}), file=out)
             return 0
         if not people:
@@ -135,8 +138,21 @@ async def who(settings: Settings, *, as_json: bool, all_rooms: bool,
 
 
 def _who_row(p: Participant, now: int) -> list[str]:
-    return [p.name, clean(p.role), clean(p.host), p.delivery or "-", ago(p.joined_at, now),
-            ago(p.last_seen, now), clean(p.status)]
+    # Participant fields are already bounded and cleaned; cleaned again here, where they
+    # reach the terminal, so that no later change to reading can let an escape through
+    name = f"{MARKERS[p.problem]} {p.name}" if p.problem else p.name
+    return [clean(name), clean(p.role), clean(p.host), clean(p.delivery) or "-",
+            ago(p.joined_at, now), ago(p.last_seen, now), clean(p.status)]
+
+
+def _who_record(p: Participant, *, signed: bool) -> dict[str, Any]:
+    record = asdict(p)
+    del record["problem"]
+    if signed:
+        record["verified"] = not p.problem
+        if p.problem:
+            record["problem"] = p.problem
+    return record
 
 
 def _table(header: list[str], rows: list[list[str]], out: TextIO) -> None:

@@ -13,12 +13,15 @@ import structlog
 from redis.asyncio import Redis
 
 from bridge import __version__, scripts
-from bridge.envelope import Event
+from bridge.envelope import MAX_HOST, MAX_ROLE, MAX_STATUS, Event
 from bridge.errors import NameTaken
-from bridge.keys import Keys
-from bridge.settings import Settings
+from bridge.functions import Function
+from bridge.keys import NAME_PATTERN, Keys
+from bridge.settings import DELIVERY_MODES, MAX_TTL, Settings
+from bridge.signing import PRESENCE_FIELDS, Signer, make_signer
+from bridge.untrusted import bounded
 
-MAX_STATUS = 200
+MAX_PID = 10  # digits
 
 log = structlog.get_logger("bridge.presence")
 
@@ -33,8 +36,32 @@ def _process_alive(pid: int) -> bool:
     return True
 
 
+def _pid(text: str) -> str:
+    """A pid as written by a peer: digits, or '?'."""
+    return text if 0 < len(text) <= MAX_PID and text.isascii() and text.isdigit() else "?"
+
+
+def _ms(text: str) -> int:
+    return int(text) if 0 < len(text) <= 20 and text.isascii() and text.isdigit() else 0
+
+
+@dataclass(frozen=True)
+class Claim:
+    """What the claim script answers besides "the name is ours"."""
+
+    cursor: str  # the cursor key as stored (bridge.cursor reads it)
+    fresh: bool  # a new session: the others were told that we joined
+    created: bool  # the cursor key was missing and the script set it to the end of the log
+    epoch: str  # the room log's epoch (created if the room had none)
+    log_end: str  # "<id> <seq>" of the log's newest entry, "0-0 0" for an empty log
+
+
 @dataclass(frozen=True)
 class Participant:
+    """One presence record as read: every field bounded and one printable line, whoever
+    wrote it. ``problem`` is why its signature fails ("" when good, or the room has no
+    secret)."""
+
     name: str
     role: str
     host: str
@@ -43,20 +70,28 @@ class Participant:
     delivery: str
     joined_at: int  # ms since epoch, Redis clock
     last_seen: int
+    problem: str = ""
 
     @classmethod
-    def from_fields(cls, joined: bytes) -> Participant | None:
-        """From one record of the LIST script: the fields in dataclass order, joined by
-        0x1f; None for a record that does not split into them (written by hand). A string
-        split, no dict per record: at 1,000 agents, parsing was most of list_participants'
-        time (docs/benchmarks.md)."""
+    def from_fields(cls, joined: bytes, signer: Signer | None = None) -> Participant | None:
+        """From one record of the LIST script: its fields (scripts.LIST_FIELDS) joined by
+        0x1f; None for a record that does not split into them or has no valid name (written
+        by hand). A string split, no dict per record: at 1,000 agents, parsing was most of
+        list_participants' time (docs/benchmarks.md)."""
         fields = joined.decode(errors="replace").split("\x1f")
-        if len(fields) != 8:
+        if len(fields) != len(scripts.LIST_FIELDS):
             return None
-        name, role, host, pid, status, delivery, joined_at, last_seen = fields
-        return cls(name or "?", role, host, pid, status, delivery,
-                   int(joined_at) if joined_at.isdigit() else 0,
-                   int(last_seen) if last_seen.isdigit() else 0)
+        name, role, host, pid, status, delivery, joined_at, last_seen = fields[:8]
+        if not NAME_PATTERN.match(name):
+            return None
+        problem = ""
+        if signer is not None:  # over the fields as written, before they are made safe
+            signed = dict(zip(scripts.LIST_FIELDS, fields, strict=True))
+            problem = signer.record_problem(
+                "presence", [signed[field] for field in PRESENCE_FIELDS], signed["sig"]) or ""
+        return cls(name, bounded(role, MAX_ROLE), bounded(host, MAX_HOST), _pid(pid),
+                   bounded(status, MAX_STATUS), delivery if delivery in DELIVERY_MODES else "?",
+                   _ms(joined_at), _ms(last_seen), problem)
 
 
 class Presence:
@@ -69,12 +104,14 @@ class Presence:
         self.session = uuid.uuid4().hex
         self.host = socket.gethostname()
         self.status = ""
-        self._claim = redis.register_script(scripts.CLAIM)
-        self._heartbeat = redis.register_script(scripts.HEARTBEAT)
-        self._leave = redis.register_script(scripts.LEAVE)
-        self._set_status = redis.register_script(scripts.SET_STATUS)
-        self._list = redis.register_script(scripts.LIST)
-        self._prune = redis.register_script(scripts.PRUNE)
+        # with a room secret, our record and events are signed, and peers' records checked
+        self.signer = make_signer(settings.secret, settings.room, settings.replay_window)
+        self._claim = Function(redis, "claim")
+        self._heartbeat = Function(redis, "heartbeat")
+        self._leave = Function(redis, "leave")
+        self._set_status = Function(redis, "set_status")
+        self._list = Function(redis, "list")
+        self._prune = Function(redis, "prune")
 
     @property
     def name(self) -> str:
@@ -84,44 +121,72 @@ class Presence:
     def ttl_ms(self) -> int:
         return int(self.settings.ttl * 1000)
 
-    def _event(self, kind: str, **extra: str) -> str:
-        return Event(kind=kind, name=self.name, role=self.settings.role, host=self.host,
-                     status=self.status, ts=int(time.time() * 1000), **extra).encode()
+    @property
+    def cursor_ttl_ms(self) -> int:
+        return int(self.settings.cursor_ttl * 1000)
 
-    async def claim(self) -> tuple[str, bool]:
-        """Claim the name. Returns (cursor, fresh). Raises NameTaken if another session holds it.
+    def _event(self, kind: str, name: str = "", **extra: str) -> str:
+        if name:  # someone else's `left`: we know only the name
+            event = Event(kind=kind, name=name, ts=int(time.time() * 1000), **extra)
+        else:
+            event = Event(kind=kind, name=self.name, role=self.settings.role, host=self.host,
+                          status=self.status, ts=int(time.time() * 1000), **extra)
+        return (self.signer.sign_event(event) if self.signer else event).encode()
+
+    def _record(self) -> dict[str, str]:
+        """The fields of our presence record that we write (the script adds the times)."""
+        return {"name": self.name, "role": self.settings.role, "host": self.host,
+                "pid": str(os.getpid()), "session": self.session,
+                "delivery": self.settings.delivery, "status": self.status,
+                "version": __version__, "ttl": str(self.ttl_ms)}
+
+    def _record_sig(self) -> str:
+        if self.signer is None:
+            return ""
+        record = self._record()
+        return self.signer.sign_record("presence", [record[field] for field in PRESENCE_FIELDS])
+
+    async def claim(self) -> Claim:
+        """Claim the name. Raises NameTaken if another session holds it.
 
         A claim left by a crashed process on this same host (its pid is gone) is taken over at
         once, so a restarted agent need not wait for the TTL. Across hosts and containers a
-        pid means nothing, so there the old claim must expire.
+        pid means nothing, so there the old claim must lapse: its holder has not refreshed it
+        within its TTL (at most MAX_TTL), or it has no expiry at all (written by hand).
         """
         reply = await self._try_claim(stale_session="")
         if int(reply[0]) == 0:
-            host, pid, session = (part.decode() for part in reply[1:4])
-            if host == self.host and pid.isdigit() and not _process_alive(int(pid)):
-                log.info("stale_claim_taken_over", name=self.name, old_pid=pid)
+            host, pid, session = (part.decode(errors="replace") for part in reply[1:4])
+            if host == self.host and _pid(pid) != "?" and not _process_alive(int(pid)):
+                log.info("stale_claim_taken_over", name=self.name, old_pid=_pid(pid))
                 reply = await self._try_claim(stale_session=session)
         if int(reply[0]) == 0:
-            host, pid = (part.decode() for part in reply[1:3])
+            host, pid = (part.decode(errors="replace") for part in reply[1:3])
+            lapse = int(reply[4]) / 1000 if len(reply) > 4 else self.settings.ttl
             raise NameTaken(
                 f"the name {self.name!r} is already taken in room {self.settings.room!r} "
-                f"by a live agent on host {host} (pid {pid}). Choose another name with "
-                f"--name / BRIDGE_NAME, or stop that agent; a crashed agent's claim expires "
-                f"after the TTL ({self.settings.ttl:g} s)."
+                f"by an agent on host {bounded(host, MAX_HOST)} (pid {_pid(pid)}) whose claim "
+                f"is current. Choose another name with --name / BRIDGE_NAME, or stop that "
+                f"agent; if it has crashed, its claim lapses in {lapse:.0f} s unless renewed "
+                f"(its TTL, honoured up to {MAX_TTL:g} s), and the name is free again."
             )
-        return reply[1].decode(), bool(int(reply[2]))
+        return Claim(cursor=reply[1].decode(), fresh=bool(int(reply[2])),
+                     created=bool(int(reply[3])), epoch=reply[4].decode(),
+                     log_end=reply[5].decode())
 
     async def _try_claim(self, stale_session: str) -> Any:
-        fields: list[Any] = [
-            "name", self.name, "role", self.settings.role, "host", self.host,
-            "pid", os.getpid(), "session", self.session, "status", self.status,
-            "delivery", self.settings.delivery, "version", __version__,
-        ]
+        fields: list[Any] = []
+        for field, value in self._record().items():
+            fields += [field, value]
+        sig = self._record_sig()
+        if sig:
+            fields += ["sig", sig]
         return await self._claim(
             keys=[self.keys.agent(self.name), self.keys.agents, self.keys.cursor(self.name),
-                  self.keys.log],
-            args=[self.session, self.ttl_ms, self.name, int(self.settings.cursor_ttl * 1000),
-                  self.keys.events, self._event("joined"), stale_session, *fields],
+                  self.keys.log, self.keys.epoch],
+            args=[self.session, self.ttl_ms, self.name, self.cursor_ttl_ms,
+                  self.keys.events, self._event("joined"), stale_session, uuid.uuid4().hex,
+                  *fields],
         )
 
     async def heartbeat(self) -> bool:
@@ -130,11 +195,21 @@ class Presence:
         False means our record is gone or no longer ours: re-claim.
         """
         result = await self._heartbeat(
-            keys=[self.keys.agent(self.name), self.keys.agents],
-            args=[self.session, self.ttl_ms, self.name],
+            keys=[self.keys.agent(self.name), self.keys.agents, self.keys.cursor(self.name)],
+            args=[self.session, self.ttl_ms, self.name, self.cursor_ttl_ms],
         )
-        await self._prune(keys=[self.keys.agents], args=[self.keys.agent_prefix, self.keys.events])
+        pruned = await self._prune(keys=[self.keys.agents], args=[self.keys.agent_prefix])
+        await self._announce_left(pruned)
         return bool(result)
+
+    async def _announce_left(self, pruned: list[bytes]) -> None:
+        """Publish `left` (reason timeout) for each name a script pruned: signed here, where
+        the secret is, not in the script."""
+        for raw in pruned:
+            name = raw.decode(errors="replace")
+            if NAME_PATTERN.match(name):  # a name bridge cannot have written gets no event
+                await self.redis.publish(self.keys.events,
+                                         self._event("left", name=name, reason="timeout"))
 
     async def leave(self) -> None:
         await self._leave(
@@ -146,13 +221,19 @@ class Presence:
         self.status = status[:MAX_STATUS]
         await self._set_status(
             keys=[self.keys.agent(self.name)],
-            args=[self.session, self.status, self.keys.events, self._event("status")],
+            args=[self.session, self.status, self.keys.events, self._event("status"),
+                  self._record_sig()],
         )
 
-    async def participants(self) -> tuple[int, list[Participant]]:
-        """(Redis time in ms, live participants sorted by name); prunes expired ones."""
-        now, records = await self._list(
-            keys=[self.keys.agents], args=[self.keys.agent_prefix, self.keys.events]
+    async def participants(self, *, unverified: bool = False) -> tuple[int, list[Participant]]:
+        """(Redis time in ms, live participants sorted by name); prunes expired ones.
+
+        With a room secret, a record whose signature fails is left out, or with
+        ``unverified`` kept and marked (its ``problem``), for an operator to see."""
+        now, records, pruned = await self._list(
+            keys=[self.keys.agents], args=[self.keys.agent_prefix]
         )
-        people = [Participant.from_fields(record) for record in records]
-        return int(now), [person for person in people if person is not None]
+        await self._announce_left(pruned)
+        people = [Participant.from_fields(record, self.signer) for record in records]
+        return int(now), [person for person in people
+                          if person is not None and (unverified or not person.problem)]

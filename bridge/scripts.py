@@ -4,48 +4,84 @@ Time comes from Redis' TIME, so presence expiry does not depend on the agents' c
 Key names arrive through KEYS/ARGV: they are built in ``bridge.keys`` only.
 """
 
+from bridge.settings import MAX_TTL
+
 NOW_MS = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 """
 
-# KEYS: agent hash, agents zset, cursor, log
+# A presence record is stale when its holder has not refreshed it within its TTL (the `ttl`
+# field, honoured up to MAX_TTL), or when it would never expire by itself (no expiry, or one
+# beyond MAX_TTL): a crashed holder's, or one written by hand. Returns the ms until it lapses.
+STALE = f"local MAX_TTL = {int(MAX_TTL * 1000)}\n" + """
+local function lapses_in(key, seen, ttl)
+  seen, ttl = tonumber(seen), math.min(tonumber(ttl) or MAX_TTL, MAX_TTL)
+  if not seen or now - seen > ttl then return 0 end
+  local left = redis.call('PTTL', key)
+  if left == -1 or left > MAX_TTL then return 0 end
+  return math.min(ttl - (now - seen), ttl)
+end
+"""
+
+# KEYS: agent hash, agents zset, cursor, log, log epoch
 # ARGV: session, ttl_ms, name, cursor_ttl_ms, events channel, joined event, stale session that
-#       may be replaced ('' for none), field/value pairs...
-CLAIM = NOW_MS + """
-local holder = redis.call('HMGET', KEYS[1], 'session', 'host', 'pid')
+#       may be replaced ('' for none), a new epoch (used if the room has none), field/value
+#       pairs...
+# Returns {1, cursor, fresh, cursor created, epoch, "<id> <seq>" of the log's last entry
+# ("0-0 0" for an empty log)}.
+# Refused while another session holds a claim that is not stale: {0, host, pid, session, ms
+# until it lapses}. A stale claim is taken over, and what is left of its record deleted.
+CLAIM = NOW_MS + STALE + """
+local holder = redis.call('HMGET', KEYS[1], 'session', 'host', 'pid', 'last_seen', 'ttl')
 if holder[1] and holder[1] ~= ARGV[1] and holder[1] ~= ARGV[7] then
-  return {0, holder[2] or '', holder[3] or '', holder[1]}
+  local lapse = lapses_in(KEYS[1], holder[4], holder[5])
+  if lapse > 0 then
+    return {0, string.sub(holder[2] or '', 1, 512), string.sub(holder[3] or '', 1, 32),
+      holder[1], lapse}
+  end
 end
 local fresh = holder[1] ~= ARGV[1]
-redis.call('HSET', KEYS[1], 'last_seen', now, unpack(ARGV, 8))
+if fresh then redis.call('DEL', KEYS[1]) end
+redis.call('HSET', KEYS[1], 'last_seen', now, unpack(ARGV, 9))
 if fresh then redis.call('HSET', KEYS[1], 'joined_at', now) end
 redis.call('PEXPIRE', KEYS[1], ARGV[2])
 redis.call('ZADD', KEYS[2], now + tonumber(ARGV[2]), ARGV[3])
+local epoch = redis.call('GET', KEYS[5])
+if not epoch then
+  epoch = ARGV[8]
+  redis.call('SET', KEYS[5], epoch)
+end
+local last_id, last_seq = '0-0', '0'
+local last = redis.call('XREVRANGE', KEYS[4], '+', '-', 'COUNT', 1)
+if last[1] then
+  last_id = last[1][1]
+  local fields = last[1][2]
+  for i = 1, #fields, 2 do if fields[i] == 'seq' then last_seq = fields[i + 1] end end
+end
 local cursor = redis.call('GET', KEYS[3])
+local created = 0
 if not cursor then
   -- a new name starts at the end of the log: it is not sent the room's history
-  cursor = '0-0 0'
-  local last = redis.call('XREVRANGE', KEYS[4], '+', '-', 'COUNT', 1)
-  if last[1] then
-    local fields, seq = last[1][2], '0'
-    for i = 1, #fields, 2 do if fields[i] == 'seq' then seq = fields[i + 1] end end
-    cursor = last[1][1] .. ' ' .. seq
-  end
+  cursor = last_id .. ' ' .. last_seq .. ' ' .. epoch
+  created = 1
   redis.call('SET', KEYS[3], cursor, 'PX', ARGV[4])
 else
   redis.call('PEXPIRE', KEYS[3], ARGV[4])
 end
 if fresh then redis.call('PUBLISH', ARGV[5], ARGV[6]) end
-return {1, cursor, fresh and 1 or 0}
+return {1, cursor, fresh and 1 or 0, created, epoch, last_id .. ' ' .. last_seq}
 """
 
-# KEYS: agent hash, agents zset.  ARGV: session, ttl_ms, name
+# KEYS: agent hash, agents zset, cursor.  ARGV: session, ttl_ms, name, cursor_ttl_ms
+# The cursor lives as long as its agent is present, however quiet: an agent that receives
+# nothing for longer than BRIDGE_CURSOR_TTL must not become a stranger to its room.
 HEARTBEAT = NOW_MS + """
 if redis.call('HGET', KEYS[1], 'session') ~= ARGV[1] then return 0 end
 redis.call('HSET', KEYS[1], 'last_seen', now)
 redis.call('PEXPIRE', KEYS[1], ARGV[2])
 redis.call('ZADD', KEYS[2], now + tonumber(ARGV[2]), ARGV[3])
+redis.call('PEXPIRE', KEYS[3], ARGV[4])
 return 1
 """
 
@@ -58,45 +94,68 @@ redis.call('PUBLISH', ARGV[3], ARGV[4])
 return 1
 """
 
-# KEYS: agent hash.  ARGV: session, status, events channel, status event
+# KEYS: agent hash.  ARGV: session, status, events channel, status event, record sig ('' when
+#       signing is off)
 SET_STATUS = """
 if redis.call('HGET', KEYS[1], 'session') ~= ARGV[1] then return 0 end
 redis.call('HSET', KEYS[1], 'status', ARGV[2])
+if ARGV[5] ~= '' then redis.call('HSET', KEYS[1], 'sig', ARGV[5]) end
 redis.call('PUBLISH', ARGV[3], ARGV[4])
 return 1
 """
 
-# KEYS: agents zset.  ARGV: agent hash prefix, events channel
-# Prunes expired members; whoever removes one publishes its `left` (reason timeout).
-# The hashes share the room's hash tag, so they sit in the same cluster slot.
-_PRUNE = """
+# KEYS: agents zset.  ARGV: agent hash prefix
+# Prunes expired members (and a stale record left under one) and returns their names: the
+# caller publishes their `left` (reason timeout), signed when the room has a secret, which a
+# script cannot do. The hashes share the room's hash tag, so they sit in the same cluster slot.
+_PRUNE = STALE + """
+local pruned = {}
+local function prune(name)
+  redis.call('DEL', ARGV[1] .. name)
+  if redis.call('ZREM', KEYS[1], name) == 1 then pruned[#pruned + 1] = name end
+end
 for _, name in ipairs(redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now)) do
-  if redis.call('EXISTS', ARGV[1] .. name) == 0 and redis.call('ZREM', KEYS[1], name) == 1 then
-    redis.call('PUBLISH', ARGV[2], cjson.encode({kind='left', name=name, role='', host='',
-      status='', reason='timeout', ts=now}))
-  end
+  local key = ARGV[1] .. name
+  local record = redis.call('HMGET', key, 'last_seen', 'ttl')  -- none when it has expired
+  if lapses_in(key, record[1], record[2]) == 0 then prune(name) end
 end
 """
 
 # Run with every heartbeat, so that a crash is announced within about ttl * 4/3.
-PRUNE = NOW_MS + _PRUNE + "return 0"
+PRUNE = NOW_MS + _PRUNE + "return pruned"
 
 # One string per agent, its fields joined by the unit separator (0x1f): one decode and one
-# split per agent in Python, where eight decodes were most of list_participants' time.
+# split per agent in Python, where eight decodes were most of list_participants' time. The
+# name is the index's (the key the record is at). Each field is cut to a bound far above what
+# bridge writes, so a record of megabytes written by hand never crosses the wire; a stale one
+# is pruned, not listed. Returns {now, records, pruned names}.
+LIST_FIELDS = ("name", "role", "host", "pid", "status", "delivery", "joined_at", "last_seen",
+               "session", "version", "ttl", "sig")
 LIST = NOW_MS + _PRUNE + """
 local US, out = string.char(31), {}
+local LIMITS = {64, 256, 512, 32, 800, 16, 20, 20, 64, 64, 20, 160}
 for _, name in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do
-  local record = redis.call('HMGET', ARGV[1] .. name, 'name', 'role', 'host', 'pid', 'status',
-    'delivery', 'joined_at', 'last_seen')
+  local key = ARGV[1] .. name
+  local record = redis.call('HMGET', key, 'name', 'role', 'host', 'pid', 'status',
+    'delivery', 'joined_at', 'last_seen', 'session', 'version', 'ttl', 'sig')
   if record[1] then
-    for i = 1, 8 do record[i] = record[i] or '' end
-    if string.find(record[5], US, 1, true) then  -- a status is free text
-      record[5] = (string.gsub(record[5], US, ' '))
+    if lapses_in(key, record[8], record[11]) == 0 then
+      prune(name)
+    else
+      record[1] = name
+      for i = 1, 12 do
+        local value = record[i] or ''
+        if #value > LIMITS[i] then value = string.sub(value, 1, LIMITS[i]) end
+        record[i] = value
+      end
+      if string.find(record[5], US, 1, true) then  -- a status is free text
+        record[5] = (string.gsub(record[5], US, ' '))
+      end
+      out[#out + 1] = table.concat(record, US)
     end
-    out[#out + 1] = table.concat(record, US)
   end
 end
-return {now, out}
+return {now, out, pruned}
 """
 
 # KEYS: log, agents zset, seq counter, dedupe key, sender's rate bucket, then (agent hash,

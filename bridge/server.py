@@ -2,15 +2,22 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
-import signal
 import sys
 import time
 from typing import Any
 
 import anyio
 import structlog
-from redis.exceptions import RedisError, ResponseError
+from redis.exceptions import (
+    AuthenticationError,
+    BusyLoadingError,
+    RedisError,
+    ResponseError,
+)
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from bridge import __version__, trace
 from bridge.bus import Bridge, Incoming
@@ -19,9 +26,10 @@ from bridge.errors import BridgeError, RedisUnavailable
 from bridge.presence import Participant
 from bridge.protocol import ServerInfo, Session, encode
 from bridge.settings import Settings
+from bridge.shutdown import CALLS_GRACE, Shutdown
 from bridge.stdio import PipeTransport, pipe_transport
 from bridge.subscriber import Backoff
-from bridge.tools import MAX_WAIT_SECONDS, TOOLS
+from bridge.tools import MAX_WAIT_SECONDS, TOOLS, seconds_argument
 
 log = structlog.get_logger("bridge.server")
 
@@ -89,36 +97,66 @@ def notification_line(item: Incoming) -> bytes:
                    "params": {"content": content, "meta": meta_for(item)}})
 
 
+def redis_failure(error: RedisError | OSError) -> str:
+    """A tool's answer to a failed Redis command. "Unreachable" only when Redis did not
+    answer (no connection, a timeout); otherwise what Redis answered."""
+    reason = str(error) or type(error).__name__
+    if isinstance(error, AuthenticationError):
+        return (f"Redis refused our login ({reason}); nothing was done. Check the user and "
+                f"password in the Redis URL (--redis / BRIDGE_REDIS_URL).")
+    if isinstance(error, BusyLoadingError):
+        return (f"Redis is still loading its data after a restart ({reason}); nothing was "
+                f"done, try again shortly.")
+    if isinstance(error, ResponseError):
+        return f"Redis refused the command ({reason}); nothing was done."
+    if isinstance(error, RedisConnectionError | RedisTimeoutError | TimeoutError | OSError):
+        return (f"Redis is unreachable ({reason}); nothing was done. bridge keeps "
+                f"reconnecting; try again shortly.")
+    return (f"Redis answered something bridge did not expect ({type(error).__name__}: "
+            f"{reason}); nothing was done.")
+
+
 def ago(now_ms: int, then_ms: int) -> str:
     seconds = max(0, (now_ms - then_ms) // 1000)
     return f"{seconds}s ago" if seconds < 120 else f"{seconds // 60}m ago"
 
 
 class BridgeServer:
-    """The MCP side of one agent. It answers the client at once, and connects to Redis
-    alongside: a Redis that is down at start-up (a laptop waking before its network, a team
-    host booting before the Redis host) is retried with backoff, and the tools say so."""
+    """The MCP side of one agent. It joins the room when the client's ``initialize``
+    arrives, not at process start: clients start throwaway processes to probe a server
+    (``server/discover``) and kill them, and those must not come and go in the room. A Redis
+    that is down then (a laptop waking before its network, a team host booting before the
+    Redis host) is retried with backoff, and the tools say so."""
 
     def __init__(self, settings: Settings, transport: PipeTransport) -> None:
         self.settings = settings
         self.transport = transport
         self._bridge: Bridge | None = None
         self._connected = anyio.Event()
+        self._join_asked = anyio.Event()  # the client has sent initialize
         self.first_try = anyio.Event()  # the first connection attempt has ended, either way
         self._waiting_for = "connecting to Redis"
         self.fatal: BridgeError | None = None
+        # pull mode: what read_messages returned and the agent has not acknowledged yet
+        self._returned: list[Incoming] = []
         info = ServerInfo(name="bridge", version=__version__,
                           instructions=instructions(settings), tools=TOOLS,
                           experimental={"claude/channel": {}})
-        # Answered once the first attempt has ended: with Redis up, an answered initialize
-        # means the agent is in the room; with Redis down, the client is not kept waiting.
         self.session = Session(info, self.call, transport.write_reply,
-                               before_initialize=self.first_try.wait)
+                               before_initialize=self._join)
+
+    async def _join(self) -> None:
+        """``initialize`` arrived: join the room now. It is answered once the first attempt
+        has ended: with Redis up, an answered initialize means the agent is in the room;
+        with Redis down, the client is not kept waiting."""
+        self._join_asked.set()
+        await self.first_try.wait()
 
     async def connect_forever(self, stop: anyio.CancelScope) -> None:
         """Join the room, retrying while Redis is unreachable; then stay until cancelled.
         An error that retrying cannot fix (the name is taken, a bad embedded Redis) stops
         the server through ``stop``, and ``fatal`` says why."""
+        await self._join_asked.wait()
         backoff = Backoff(CONNECT_RETRY_FIRST, CONNECT_RETRY_CAP)
         while True:
             try:
@@ -153,6 +191,10 @@ class BridgeServer:
 
     async def live_bridge(self) -> Bridge:
         """The connected bridge; waits for it up to BRIDGE_SEND_TIMEOUT."""
+        if not self._join_asked.is_set():
+            raise BridgeError(
+                "bridge has not joined the room: the client has not sent `initialize` yet. "
+                "Initialise the MCP session first; nothing was done.")
         if self._bridge is None:
             with anyio.move_on_after(self.settings.send_timeout):
                 await self._connected.wait()
@@ -161,6 +203,34 @@ class BridgeServer:
                 f"bridge is not connected to Redis yet ({self._waiting_for}). It keeps "
                 f"trying in the background; nothing was done, try again shortly.")
         return self._bridge
+
+    async def serve_client(self, shutdown: Shutdown) -> None:
+        """Answer the client until it closes stdin or a signal asks us to stop."""
+        serving = anyio.CancelScope()
+
+        def stop() -> None:
+            serving.cancel()  # tool calls under way are cancelled; sends are shielded
+            asyncio.get_running_loop().call_later(CALLS_GRACE, self._abandon_sends)
+
+        shutdown.on_stop(stop)
+
+        async def read_line() -> bytes:
+            line = await self.transport.read_line()
+            if not line:
+                shutdown.request("stdin_closed")
+            return line
+
+        with serving:
+            await self.session.serve(read_line)
+        if self._join_asked.is_set():
+            # a client gone at once still hears why bridge could not join (a bad
+            # password), if the first attempt ends soon enough
+            with anyio.move_on_after(CALLS_GRACE):
+                await self.first_try.wait()
+
+    def _abandon_sends(self) -> None:
+        if self._bridge is not None:
+            self._bridge.abandon_sends()
 
     # ---------------------------------------------------------------- tools
     async def call(self, name: str, arguments: dict[str, Any]) -> tuple[str, bool]:
@@ -171,7 +241,7 @@ class BridgeServer:
             elif name == "list_participants":
                 text = await self.list_participants()
             elif name == "read_messages":
-                text = await self.read_messages(arguments.get("wait_seconds", 0))
+                text = await self.read_messages(arguments)
             elif name == "set_status":
                 status = arguments.get("text", "")
                 if not isinstance(status, str):
@@ -188,20 +258,14 @@ class BridgeServer:
                 raise BridgeError(f"unknown tool {name!r}")
         except BridgeError as e:
             return self._result(str(e), error=True)
-        except ResponseError as e:
-            log.warning("tool_failed", tool=name, error=str(e))
-            return self._result(f"Redis refused the command ({e}); nothing was done.",
-                                error=True)
         except (RedisError, OSError) as e:
-            log.warning("tool_failed", tool=name, error=str(e))
-            return self._result(
-                f"Redis is unreachable ({e or type(e).__name__}); nothing was done. bridge "
-                f"keeps reconnecting; try again shortly.", error=True
-            )
+            log.warning("tool_failed", tool=name, error=str(e) or type(e).__name__,
+                        error_type=type(e).__name__)
+            return self._result(redis_failure(e), error=True)
         return self._result(text)
 
     def _result(self, text: str, *, error: bool = False) -> tuple[str, bool]:
-        unread = len(self._bridge.inbox) if self._bridge else 0
+        unread = self._bridge.unread if self._bridge else 0
         note = ("no unread messages" if unread == 0 else
                 f"{unread} unread message(s) waiting: call read_messages")
         return f"{text}\n\n({note})", error
@@ -242,13 +306,21 @@ class BridgeServer:
                 f"status {p.status or '-'}, delivery {p.delivery}, last seen "
                 f"{ago(now, p.last_seen)}")
 
-    async def read_messages(self, wait_seconds: Any) -> str:
-        try:
-            wait = min(max(float(wait_seconds or 0), 0.0), MAX_WAIT_SECONDS)
-        except (TypeError, ValueError) as e:
-            raise BridgeError("wait_seconds must be a number of seconds (0-300)") from e
-        deadline = time.monotonic() + wait
+    async def read_messages(self, arguments: dict[str, Any]) -> str:
+        """What is waiting, after waiting up to ``wait_seconds`` for something to arrive.
+
+        Pull mode is at-least-once: what one call returns is acknowledged by the agent's
+        next call (it asks again, so it has the answer), and only then does the cursor move
+        past it. A crash, a client gone before the answer reached it, or Redis down in
+        between cannot lose it: the next session returns it again. Nothing here waits for
+        Redis: the cursor is written in the background."""
+        wait = seconds_argument(arguments, "wait_seconds", MAX_WAIT_SECONDS)
         bridge = await self.live_bridge()
+        answered, self._returned = self._returned, []
+        if answered:
+            bridge.ack(*answered)
+            bridge.flush_cursor_soon()
+        deadline = time.monotonic() + wait
         items: list[Incoming] = []
         while not items:
             items = await bridge.next_batch(max(0.0, deadline - time.monotonic()))
@@ -258,10 +330,11 @@ class BridgeServer:
             if self.settings.delivery == "push":
                 return "No messages waiting (in push mode they arrive as <channel> blocks)."
             return "No messages waiting."
-        for item in items:
-            if isinstance(item, Envelope):
-                bridge.ack(item)
-        await bridge.flush_cursor()
+        if self.settings.delivery == "pull":
+            self._returned = items
+        else:  # the pushes after these move the cursor anyway; keep them from stalling it
+            bridge.ack(*items)
+            bridge.flush_cursor_soon()
         return "\n\n".join(render(item) for item in items)
 
     # ---------------------------------------------------------------- push
@@ -288,15 +361,13 @@ class BridgeServer:
                     pushed.append(batch.pop(0))
                     chunk.append(line)
                     size += len(line) + 1
-                last = next((i for i in reversed(pushed) if isinstance(i, Envelope)), None)
                 try:
                     await self.transport.write_lines(chunk)
                 except (BrokenPipeError, ConnectionResetError):
                     log.info("client_gone", hint="stdout is closed; nothing more to push")
                     return
                 trace.mark("pushed")
-                if last is not None:  # only now: the cursor must never run ahead of the pipe
-                    bridge.ack(last)
+                bridge.ack(*pushed)  # only now: the cursor must never run ahead of the pipe
                 try:
                     await bridge.flush_cursor()  # nothing may run between these two
                 except (RedisError, OSError) as e:  # the periodic flush tries again
@@ -318,25 +389,14 @@ def take_stdio() -> tuple[int, int]:
 
 
 async def serve(settings: Settings) -> None:
+    shutdown = Shutdown()
+    shutdown.install()
     protocol_in, protocol_out = take_stdio()
     async with pipe_transport(protocol_in, protocol_out) as transport:
         app = BridgeServer(settings, transport)
         async with anyio.create_task_group() as tg:
-            tg.start_soon(_stop_on_signal, tg.cancel_scope)
             tg.start_soon(app.connect_forever, tg.cancel_scope)
-            await app.session.serve(transport.read_line)
-            log.info("stdin_closed", hint="the client went away; leaving the room")
-            # a client gone at once still hears why bridge could not join (a bad password)
-            with anyio.move_on_after(settings.send_timeout):
-                await app.first_try.wait()
-            tg.cancel_scope.cancel()
+            await app.serve_client(shutdown)
+            tg.cancel_scope.cancel()  # and the room is left (bus.LEAVE_TIMEOUT)
     if app.fatal is not None:
         raise app.fatal
-
-
-async def _stop_on_signal(scope: anyio.CancelScope) -> None:
-    with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
-        async for signum in signals:
-            log.info("signal", signal=signal.Signals(signum).name)
-            scope.cancel()
-            return

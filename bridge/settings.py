@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import socket
@@ -16,6 +17,9 @@ from bridge.keys import NAME_PATTERN, ROOM_PATTERN
 T = TypeVar("T")
 
 DELIVERY_MODES = ("push", "pull")
+# The longest presence TTL, in seconds. A claim is honoured for its holder's TTL up to this, so a
+# presence record written by hand (no expiry, a huge TTL) blocks its name for an hour at most.
+MAX_TTL = 3600.0
 REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
 
 
@@ -43,6 +47,9 @@ class Settings:
     secret: str = field(default="", repr=False)  # the room secret: never logged or shown
     replay_window: float = 300.0  # seconds between a message's signed time and its log entry
     max_recipients: int = 64
+    # bytes of messages (about) held in memory ahead of a client that does not keep up; past
+    # it bridge stops reading the log until the client catches up: the log is the buffer
+    read_ahead_bytes: int = 4 * 1024 * 1024
     rate: float = 5000.0  # messages/s per sender name (0: no limit); generous: a runaway guard
     burst: int = 5000
     tls_ca: str = ""  # PEM: the CA that signed the server's certificate (rediss://)
@@ -85,8 +92,8 @@ class Settings:
             name=get("name", "BRIDGE_NAME", _pattern(NAME_PATTERN), "",
                      "use 1-32 of a-z 0-9 _ . - starting with a letter or digit"),
             role=get("role", "BRIDGE_ROLE", _role, "", "use up to 64 printable characters"),
-            ttl=get("ttl", "BRIDGE_TTL", _positive(float, 1.0), 15.0,
-                    "use a number of seconds >= 1, e.g. 15"),
+            ttl=get("ttl", "BRIDGE_TTL", _float_range(1.0, MAX_TTL), 15.0,
+                    f"use a number of seconds from 1 to {MAX_TTL:g}, e.g. 15"),
             delivery=get("delivery", "BRIDGE_DELIVERY", _choice(DELIVERY_MODES), "push",
                          "use push or pull"),
             max_bytes=get("max_bytes", "BRIDGE_MAX_BYTES", _positive(int, 1), 65536,
@@ -103,6 +110,9 @@ class Settings:
                               300.0, "use a number of seconds >= 1, e.g. 300"),
             max_recipients=get("max_recipients", "BRIDGE_MAX_RECIPIENTS", _int_range(1, 1000),
                                64, "use a whole number from 1 to 1000"),
+            read_ahead_bytes=get("read_ahead_bytes", "BRIDGE_READ_AHEAD_BYTES",
+                                 _positive(int, 4096), 4 * 1024 * 1024,
+                                 "use a whole number of bytes >= 4096, e.g. 4194304"),
             rate=get("rate", "BRIDGE_RATE", _positive(float, 0.0), 5000.0,
                      "use messages per second per sender, e.g. 5000 (0: no limit)"),
             burst=get("burst", "BRIDGE_BURST", _positive(int, 1), 5000,
@@ -136,7 +146,18 @@ def _pattern(pattern: re.Pattern[str]) -> Callable[[Any], str]:
 def _positive(kind: Callable[[Any], T], minimum: float) -> Callable[[Any], T]:
     def parse(value: Any) -> T:
         number = kind(value)
-        if number < minimum:  # type: ignore[operator]
+        # NaN compares false with everything, so it would pass `number < minimum`
+        if not math.isfinite(number) or number < minimum:  # type: ignore[arg-type, operator]
+            raise ValueError(value)
+        return number
+
+    return parse
+
+
+def _float_range(low: float, high: float) -> Callable[[Any], float]:
+    def parse(value: Any) -> float:
+        number = float(value)
+        if not low <= number <= high:  # also refuses nan
             raise ValueError(value)
         return number
 

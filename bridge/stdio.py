@@ -65,10 +65,10 @@ class PipeTransport:
             self._replies_task = None
 
     async def finish_replies(self) -> None:
-        """Let queued replies go out (at most 1 s: the client may be gone)."""
+        """Let queued replies go out (at most half a second: the client may be gone)."""
         task = self._replies_task
         if task is not None:
-            with anyio.move_on_after(1, shield=True):
+            with anyio.move_on_after(0.5, shield=True):
                 await asyncio.wait([task])
             task.cancel()
 

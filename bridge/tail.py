@@ -29,7 +29,7 @@ from redis.exceptions import (
 )
 
 from bridge.connection import check_reachable, make_client, redact, resolve_url
-from bridge.envelope import decode_entry, decode_event, parse_id
+from bridge.envelope import Event, decode_entry, decode_event, parse_id
 from bridge.errors import BridgeError, SettingsError
 from bridge.human import (
     Style,
@@ -42,7 +42,7 @@ from bridge.human import (
     until_interrupted,
 )
 from bridge.keys import PREFIX, Keys
-from bridge.ops import checked_entry, redis_now_ms
+from bridge.ops import MARKERS, checked_entry, redis_now_ms
 from bridge.settings import Settings
 from bridge.signing import make_signer
 from bridge.subscriber import Backoff, close_quietly, published
@@ -206,8 +206,25 @@ class Follower:
             except ValueError as e:  # anyone may PUBLISH here: skip what is not an event
                 log.debug("event_skipped", reason=str(e)[:200])
                 continue
-            self.emit(to_json(event_record(event)) if self.as_json
-                      else event_line(event, self.style, self.width))
+            self.emit(self.checked_event(event))
+
+    def checked_event(self, event: Event) -> str:
+        """One event line; with a room secret, an event that fails the check is marked (as
+        messages are), and --json says ``verified``."""
+        problem = self.signer.event_problem(event, int(time.time() * 1000)) \
+            if self.signer else None
+        if self.as_json:
+            record = event_record(event)
+            if self.signer:
+                record["verified"] = problem is None
+                if problem:
+                    record["problem"] = problem
+            return to_json(record)
+        if not problem:
+            return event_line(event.cleaned(), self.style, self.width)
+        marker = MARKERS[problem]
+        cut = None if self.width is None else max(20, self.width - len(marker) - 1)
+        return f"{self.style.red(marker)} {event_line(event.cleaned(), self.style, cut)}"
 
 
 async def tail(settings: Settings, *, since: str | None, as_json: bool,

@@ -2,9 +2,26 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
+from bridge.errors import BridgeError
+
 MAX_WAIT_SECONDS = 300.0
+
+
+def seconds_argument(arguments: dict[str, Any], name: str, maximum: float) -> float:
+    """A number of seconds from 0 to ``maximum``; absent means 0. Anything else (a string,
+    a boolean, NaN, an infinity, a negative number) is refused: NaN once made a long-poll
+    spin without ever yielding."""
+    value = arguments.get(name, 0)
+    if value is None:
+        return 0.0
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(
+            value) or not 0 <= value <= maximum:
+        raise BridgeError(f"{name} must be a number of seconds from 0 to {maximum:g}, not "
+                          f"{value!r:.40}; e.g. {name}=30")
+    return float(value)
 
 TOOLS: list[dict[str, Any]] = [
     {

@@ -33,6 +33,7 @@ class Agent:
     stderr_path: Path
     notifications: list[dict[str, Any]] = field(default_factory=list)
     raw_stdout: list[bytes] = field(default_factory=list)
+    batches: list[list[dict[str, Any]]] = field(default_factory=list)
     initialize_result: dict[str, Any] = field(default_factory=dict)
     _pending: dict[int, Any] = field(default_factory=dict)
     _next_id: int = 0
@@ -42,6 +43,17 @@ class Agent:
     response_times: dict[Any, float] = field(default_factory=dict)  # perf_counter at arrival
     # one event per awaited reply: with many calls in flight, a line wakes only its waiter
     _reply_waiters: dict[Any, anyio.Event] = field(default_factory=dict)
+    # cleared by pause_reading: a client that stops reading the server's stdout
+    _reading: anyio.Event = field(default_factory=anyio.Event)
+
+    def __post_init__(self) -> None:
+        self._reading.set()
+
+    def pause_reading(self) -> None:
+        self._reading = anyio.Event()
+
+    def resume_reading(self) -> None:
+        self._reading.set()
 
     # ------------------------------------------------------------ wire
     async def _write(self, message: dict[str, Any]) -> None:
@@ -53,10 +65,13 @@ class Agent:
         reader = BufferedByteReceiveStream(self.process.stdout)
         try:
             while True:
+                await self._reading.wait()
                 line = await reader.receive_until(b"\n", 16 * 1024 * 1024)
                 self.raw_stdout.append(line)
                 message = json.loads(line)  # a non-JSON line on stdout fails the test
-                if "id" in message and ("result" in message or "error" in message):
+                if isinstance(message, list):  # the answers to a JSON-RPC batch
+                    self.batches.append(message)
+                elif "id" in message and ("result" in message or "error" in message):
                     self._pending[message["id"]] = message
                     self.response_times[message["id"]] = time.perf_counter()
                     waiter = self._reply_waiters.pop(message["id"], None)
@@ -187,3 +202,31 @@ async def start_agent(tg: Any, name: str | None, redis_url: str | None, tmp: Pat
     if handshake:
         await agent.handshake()
     return agent
+
+
+async def serve_until_it_exits(*args: str, env: dict[str, str],
+                               timeout: float = 30) -> subprocess.CompletedProcess[str]:
+    """Run `bridge serve` as a client starts it, `initialize` sent and stdin held open,
+    until it exits by itself: for the errors that must stop it (bridge joins the room only
+    once `initialize` has arrived, and a closed stdin would stop it anyway)."""
+    initialize = {"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+        "protocolVersion": PROTOCOL_VERSION, "capabilities": {},
+        "clientInfo": {"name": "bridge-tests", "version": "0"}}}
+    output: dict[str, bytes] = {}
+
+    async def drain(name: str, stream: Any) -> None:
+        output[name] = b"".join([chunk async for chunk in stream])
+
+    with anyio.fail_after(timeout):
+        process = await anyio.open_process([*BRIDGE, "serve", *args], env=env,
+                                           stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                           stderr=subprocess.PIPE)
+        async with process, anyio.create_task_group() as tg:
+            tg.start_soon(drain, "stdout", process.stdout)
+            tg.start_soon(drain, "stderr", process.stderr)
+            assert process.stdin is not None
+            await process.stdin.send((json.dumps(initialize) + "\n").encode())
+            await process.wait()
+    assert process.returncode is not None
+    return subprocess.CompletedProcess([*BRIDGE, "serve", *args], process.returncode,
+                                       output["stdout"].decode(), output["stderr"].decode())

@@ -9,6 +9,7 @@ rendering, Claude Code's first-run settings, the Redis start script) run here fo
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -623,12 +624,14 @@ def test_redis_start_with_tls_closes_the_plain_port(tmp_path: Path) -> None:
 
 
 def test_the_readme_acl_recipe_gives_each_agent_a_working_user(tmp_path: Path) -> None:
-    """README: `bridge acl --format file` lines plus `user default off`, served by the Redis
-    service's start script; the URL bridge acl prints for alice passes bridge doctor."""
+    """README: `bridge acl --format file` lines plus `user default off` and an admin, served by
+    the Redis service's start script; once the admin loaded bridge's functions, the URL bridge
+    acl prints for alice passes bridge doctor."""
     bridge = str(ROOT / ".venv" / "bin" / "bridge")
     port = free_port()
     acl = tmp_path / "users.acl"
-    acl.write_text("user default off\n")
+    admin = hashlib.sha256(PASSWORD.encode()).hexdigest()
+    acl.write_text(f"user default off\nuser admin on #{admin} ~* &* +@all\n")
     urls = {}
     for agent in ("alice", "ops"):
         made = subprocess.run([bridge, "acl", "--room", "main", "--agent", agent, "--redis",
@@ -648,6 +651,10 @@ def test_the_readme_acl_recipe_gives_each_agent_a_working_user(tmp_path: Path) -
         wait_ping(redis.Redis.from_url(urls["alice"], socket_timeout=5), process)
         with pytest.raises(redis.AuthenticationError):
             redis.Redis(port=port, socket_timeout=5).set("bridge:{main}:x", "1")
+        loaded = subprocess.run([bridge, "functions", "load", "--redis",
+                                 f"redis://admin:{PASSWORD}@127.0.0.1:{port}/0"],
+                                capture_output=True, text=True, timeout=60)
+        assert loaded.returncode == 0, loaded.stdout + loaded.stderr
         doctor = subprocess.run([bridge, "doctor", "--redis", urls["alice"], "--room", "main"],
                                 capture_output=True, text=True, timeout=60,
                                 env={**os.environ, "BRIDGE_NAME": "alice"})

@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+
 import anyio
 import pytest
+
+from tests.mcp_client import BRIDGE
 
 pytestmark = pytest.mark.anyio
 
@@ -71,6 +77,8 @@ async def test_pull_cursor_survives_restart(agents, r):
     bob = await agents.start("bob", "--delivery", "pull")
     await alice.tool("send_message", to="bob", text="read before restart")
     assert "read before restart" in await bob.tool("read_messages", wait_seconds=5)
+    # asking again acknowledges what the last call returned
+    assert "read before restart" not in await bob.tool("read_messages")
     await alice.tool("send_message", to="bob", text="unread at restart")
     await bob.close_stdin()
     await bob.wait_exit()
@@ -97,3 +105,91 @@ async def test_pull_mode_pushes_no_events_either(agents):
     events = [seen.index(w) for w in wanted if w.startswith("[event]")]
     assert events == sorted(events)  # one channel, in the order they happened
     assert bob.notifications == []  # no channel push, no notification of any kind
+
+
+async def test_an_unacknowledged_answer_is_returned_again_after_a_restart(agents):
+    """What one read_messages returned counts as received only when the agent asks again:
+    a session that ends before that gets it again next time (at least once)."""
+    alice = await agents.start("alice")
+    bob = await agents.start("bob", "--delivery", "pull")
+    await alice.tool("send_message", to="bob", text="first")
+    assert "first" in await bob.tool("read_messages", wait_seconds=5)
+    await bob.close_stdin()
+    assert await bob.wait_exit() == 0
+    bob2 = await agents.start("bob", "--delivery", "pull")
+    assert "first" in await bob2.tool("read_messages", wait_seconds=5)
+    assert "first" not in await bob2.tool("read_messages")
+
+
+async def test_an_answer_the_client_never_read_is_not_lost(agents, redis_server, tmp_path):
+    """The client is gone (its stdout closed) when the answer is written: the message must
+    come back in the next session."""
+    alice = await agents.start("alice")
+    out, bob_stdout = os.pipe()  # our own pipe, so that we can close its reading end
+    env = {k: v for k, v in os.environ.items() if not k.startswith("BRIDGE_")}
+    env |= {"BRIDGE_REDIS_URL": redis_server.url, "BRIDGE_LOG_LEVEL": "DEBUG"}
+    stderr = tmp_path / "bob-gone.stderr"
+    with stderr.open("wb") as stderr_file:
+        bob = await anyio.open_process([*BRIDGE, "serve", "--name", "bob", "--delivery", "pull"],
+                                       stdin=subprocess.PIPE, stdout=bob_stdout,
+                                       stderr=stderr_file, env=env)
+    os.close(bob_stdout)
+    assert bob.stdin is not None
+    for message in (
+        {"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+            "protocolVersion": "2025-06-18", "capabilities": {},
+            "clientInfo": {"name": "gone", "version": "0"}}},
+        {"jsonrpc": "2.0", "method": "notifications/initialized"},
+        {"jsonrpc": "2.0", "id": 2, "method": "tools/call", "params": {
+            "name": "read_messages", "arguments": {"wait_seconds": 30}}},
+    ):
+        await bob.stdin.send(json.dumps(message).encode() + b"\n")
+    with anyio.fail_after(15):  # the initialize answer: bob is in the room
+        assert b'"id":1' in await anyio.to_thread.run_sync(os.read, out, 65536)
+    os.close(out)  # nobody will read the answer to the read_messages call
+    await alice.tool("send_message", to="bob", text="into the void")
+    with anyio.fail_after(10):  # stdout is closed: the log on stderr says when it failed
+        while b"client_gone" not in stderr.read_bytes():
+            await anyio.sleep(0.05)
+    await bob.stdin.aclose()
+    with anyio.fail_after(10):
+        assert await bob.wait() == 0
+    bob2 = await agents.start("bob", "--delivery", "pull")
+    assert "into the void" in await bob2.tool("read_messages", wait_seconds=5)
+
+
+async def test_messages_already_here_are_read_while_redis_is_down(agents, redis_server, r):
+    """read_messages answers from the agent's own inbox without Redis; what it returned is
+    not lost when Redis comes back, nor after a restart."""
+    alice = await agents.start("alice")
+    bob = await agents.start("bob", "--delivery", "pull")
+    await alice.tool("send_message", to="bob", text="before the outage")
+    assert "before the outage" in await bob.tool("read_messages", wait_seconds=5)
+    await alice.tool("send_message", to="bob", text="waiting in the inbox")
+    with anyio.fail_after(10):  # until bob's server holds it
+        while "1 unread message(s)" not in await bob.tool("set_status", text="x"):
+            pass
+    r.shutdown()  # writes the append-only file: nothing is lost with it
+    text = await bob.tool("read_messages")
+    assert "waiting in the inbox" in text and "before the outage" not in text
+    redis_server.start()
+    await bob.close_stdin()
+    assert await bob.wait_exit() == 0
+    bob2 = await agents.start("bob", "--delivery", "pull")
+    again = await bob2.tool("read_messages", wait_seconds=5)
+    # returned once but never acknowledged: it comes again; the acknowledged one does not
+    assert "waiting in the inbox" in again and "before the outage" not in again
+
+
+async def test_numbers_that_are_not_seconds_are_refused(agents):
+    bob = await agents.start("bob", "--delivery", "pull")
+    for bad in ("NaN", '"nan"', '" NaN "', "Infinity", "-1", "true", '"5"', "301"):
+        line = ('{"jsonrpc":"2.0","id":3,"method":"tools/call","params":{"name":'
+                '"read_messages","arguments":{"wait_seconds":' + bad + "}}}\n")
+        assert bob.process.stdin is not None
+        await bob.process.stdin.send(line.encode())
+        result = await bob.response(3, timeout=5)
+        assert result["isError"], bad
+        assert "wait_seconds must be a number of seconds from 0 to 300" in \
+            result["content"][0]["text"]
+    assert await bob.request("ping", timeout=5) == {}  # still serving

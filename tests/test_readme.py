@@ -44,7 +44,8 @@ async def test_every_redis_cli_recipe_works(agents, redis_server):
     expectations = {
         "ZRANGE": "alice", "HGETALL": "manager", "TTL": re.compile(r"^\d+$"),
         "XRANGE": "recipe check", "XREVRANGE": "recipe check",
-        "GET 'bridge:{main}:cursor": re.compile(r"^\d+-\d+ \d+$"),
+        "GET 'bridge:{main}:cursor": re.compile(r"^\d+-\d+ \d+ [0-9a-f]{32}$"),
+        "GET 'bridge:{main}:epoch'": re.compile(r"^[0-9a-f]{32}$"),
         "GET 'bridge:{main}:seq'": re.compile(r"^1$"),
     }
     checked = set()

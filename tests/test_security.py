@@ -25,7 +25,7 @@ from bridge.errors import SettingsError
 from bridge.settings import Settings
 from bridge.signing import DROP_LOG_MAX, Signer
 from tests.conftest import REDIS_SERVER, free_port
-from tests.mcp_client import ToolError
+from tests.mcp_client import ToolError, serve_until_it_exits
 from tests.test_cli_ops import cli  # noqa: F401 - a fixture
 
 pytestmark = pytest.mark.anyio
@@ -239,8 +239,10 @@ async def test_old_entries_caught_up_from_the_log_pass_the_replay_check(agents, 
     long ago is still good at catch-up, while the same bytes added again now are not."""
     old_ms = 1_000_000_000_000  # 2001
     fields = signed("alice", "bob", "written in 2001", old_ms)
+    bob = await agents.start("bob", env=dict(SIGNED))  # bob was here before it
+    await bob.close_stdin()
+    assert await bob.wait_exit() == 0
     r.xadd(LOG, fields, id=f"{old_ms}-0")  # type: ignore[arg-type]
-    r.set("bridge:{main}:cursor:bob", "0-0 0")  # bob was here before it
     r.xadd(LOG, fields)  # type: ignore[arg-type]  # the replayed copy
     bob = await agents.start("bob", env=dict(SIGNED))
     [push] = await bob.wait_messages(1)
@@ -615,8 +617,8 @@ async def test_serve_never_shows_the_redis_password(agents, password_redis):
     assert joined["redis"] == f"redis://:***@127.0.0.1:{password_redis.port}/0"
     # a wrong password: serve stops with one line, which names the URL without it
     wrong = "Wr0ng-pass-plugh"
-    result = await bridge("serve", "--name", "carol",
-                          env=cli_env(BRIDGE_REDIS_URL=password_redis.url(wrong)))
+    result = await serve_until_it_exits(
+        "--name", "carol", env=cli_env(BRIDGE_REDIS_URL=password_redis.url(wrong)))
     assert result.returncode == 1 and "***" in result.stderr
     assert wrong not in result.stderr + result.stdout
 

@@ -40,6 +40,9 @@ def test_default_name_is_a_valid_name() -> None:
 @pytest.mark.parametrize(("flag", "var", "value"), [
     ("ttl", "BRIDGE_TTL", "soon"),
     ("ttl", "BRIDGE_TTL", "0"),
+    ("ttl", "BRIDGE_TTL", "nan"),  # NaN compares false with any bound
+    ("send_timeout", "BRIDGE_SEND_TIMEOUT", "inf"),
+    ("read_ahead_bytes", "BRIDGE_READ_AHEAD_BYTES", "100"),
     ("delivery", "BRIDGE_DELIVERY", "email"),
     ("max_bytes", "BRIDGE_MAX_BYTES", "-1"),
     ("name", "BRIDGE_NAME", "Alice Smith"),

@@ -16,6 +16,7 @@ import pytest
 import redis
 
 from tests.conftest import REDIS_SERVER, free_port
+from tests.mcp_client import serve_until_it_exits
 from tests.test_cli_ops import bridge, cli_env
 
 pytestmark = [
@@ -171,8 +172,9 @@ async def test_tls_mistakes_are_one_clear_line(tls_redis):
         assert line.startswith("bridge: ") and needle in line, (change, line)
 
     # bridge serve stops with the same line, not a traceback
-    served = await bridge("serve", "--name", "alice",
-                          env=cli_env(**(base | {"BRIDGE_TLS_CA": tls_redis.file("rogue-ca.crt")})))
+    served = await serve_until_it_exits(
+        "--name", "alice",
+        env=cli_env(**(base | {"BRIDGE_TLS_CA": tls_redis.file("rogue-ca.crt")})))
     assert served.returncode == 1 and "Traceback" not in served.stderr
     assert "TLS handshake with 127.0.0.1" in served.stderr and "certificate verify failed" \
         in served.stderr, served.stderr
