@@ -307,9 +307,6 @@ async def test_tail_shows_messages_and_events_as_they_flow(agents, redis_server,
     assert "Traceback" not in tail.stderr()
 
 
-@pytest.mark.xfail(strict=True, reason="BUG (issue 11 item 21): Ctrl-C while tail is still "
-                   "starting (waiting for Redis' first answer) exits 130, not 0 as the README "
-                   "says: cli._operator returns 130 for every KeyboardInterrupt")
 async def test_tail_interrupted_while_it_starts_exits_0(redis_server, cli):
     """Ctrl-C on `bridge tail` exits 0 also before it follows anything: here Redis is
     stopped (SIGSTOP: the kernel still accepts the connection, nothing answers), so the
