@@ -75,7 +75,8 @@ class Bridge:
         self._generation = 0
         self._queued_bytes = 0  # about how much the inbox holds (read_ahead_bytes bounds it)
         self._behind = False  # stopped reading the log because the inbox was full
-        self._drained = anyio.Event()  # the client took a full inbox: read on
+        self._to_read = anyio.Event()  # a wake-up, or the client took a full inbox: read on
+        self._wanted: str | None = None  # the newest id a wake-up claimed, not yet read
         self._reading = anyio.Lock()  # one reader of the log at a time
         self._events_dropped = 0
         self._early: list[dict[str, Any]] = []  # pub/sub messages seen while subscribing
@@ -113,7 +114,7 @@ class Bridge:
                 tg.start_soon(bridge._receive_forever, pubsub)
                 tg.start_soon(bridge._heartbeat_forever)
                 tg.start_soon(bridge.cursor.rescue_forever)
-                tg.start_soon(bridge._read_ahead_forever)
+                tg.start_soon(bridge._read_forever)
                 try:
                     yield bridge
                 finally:
@@ -246,6 +247,7 @@ class Bridge:
         log.warning("log_reset", room=self.settings.room, reason=why, cursor=str(self._last_seen),
                     hint="the room's log is new (a new or emptied Redis): starting over on it")
         self._generation += 1
+        self._wanted = None
         self._last_seen = Position()
         self.cursor.reset(Position(), epoch)
         self._accept(Notice(
@@ -258,6 +260,7 @@ class Bridge:
                     log_end=str(log_end),
                     hint="the log's newest entry is behind what we read: it lost its end")
         self._generation += 1
+        self._wanted = None
         self._last_seen = log_end
         self.cursor.reset(log_end, epoch)
         self._accept(Notice(
@@ -300,7 +303,7 @@ class Bridge:
         self._queued_bytes = 0
         if self._behind:  # the log is the buffer: read on from it
             self._behind = False
-            self._drained.set()
+            self._to_read.set()
         return items
 
     def ack(self, *items: Incoming) -> None:
@@ -404,7 +407,7 @@ class Bridge:
                 if channel == self.keys.events:
                     self._on_event(message["data"])
                 else:
-                    await self._on_wake(message["data"])
+                    self._on_wake(message["data"])
             except (RedisError, OSError):
                 raise
             except Exception as e:  # one bad payload must never stop the loop
@@ -427,18 +430,18 @@ class Bridge:
         self._events_dropped = 0
         self._accept(event.cleaned())
 
-    async def _on_wake(self, raw: bytes) -> None:
-        """A live message arrived: read the log after our cursor and deliver what is ours."""
+    def _on_wake(self, raw: bytes) -> None:
+        """A live message arrived: have the log read after our cursor (by _read_forever, so
+        that this loop keeps listening, and pinging: a read stuck on a dead link must not
+        keep the dead link from being noticed)."""
         trace.mark("woken")
         claimed_id = wake_id(raw)
         wanted = parse_id(claimed_id)
         if wanted <= self._last_seen.order or self._behind:
             return  # already read from the log, or to be read once the client catches up
-        await self._catch_up()
-        trace.mark("log_read")
-        if wanted > self._last_seen.order and not self._behind:
-            log.warning("payload_dropped", reason="forged id: no such message in the log",
-                        id=claimed_id[:40])
+        if self._wanted is None or wanted > parse_id(self._wanted):
+            self._wanted = claimed_id
+        self._to_read.set()
 
     async def _report_gap(self) -> None:
         """If entries after our cursor were trimmed from the log, say so, once."""
@@ -490,16 +493,23 @@ class Bridge:
             if len(entries) < CATCH_UP_PAGE:
                 return
 
-    async def _read_ahead_forever(self) -> None:
-        """Once the client took a full inbox, read on from the log (the receive loop only
-        reads when woken, and the wake-ups came while we were full)."""
+    async def _read_forever(self) -> None:
+        """Read the log when woken: by a live message, or by the client taking a full inbox
+        (the wake-ups that came while we were full were not followed)."""
         while True:
-            await self._drained.wait()
-            self._drained = anyio.Event()
+            await self._to_read.wait()
+            self._to_read = anyio.Event()
+            wanted, self._wanted = self._wanted, None
             try:
                 await self._catch_up()
             except (RedisError, OSError, TimeoutError) as e:  # a reconnect catches up too
-                log.warning("read_ahead_failed", error=str(e) or type(e).__name__)
+                log.warning("log_read_failed", error=str(e) or type(e).__name__)
+                continue
+            trace.mark("log_read")
+            if wanted is not None and parse_id(wanted) > self._last_seen.order \
+                    and not self._behind:
+                log.warning("payload_dropped", reason="forged id: no such message in the log",
+                            id=wanted[:40])
 
     # ---------------------------------------------------------------- cursor
 __all__ = ["Bridge", "BridgeError", "Incoming", "SendResult"]

@@ -207,8 +207,8 @@ def _operator(args: argparse.Namespace) -> int:
         return _run_operator(args)
     except BaseException as e:  # anyio task groups wrap errors in exception groups
         error = _leaf(e)
-        if isinstance(error, KeyboardInterrupt):  # (tail and send --wait exit 0 on Ctrl-C)
-            return 130
+        if isinstance(error, KeyboardInterrupt):  # following is ended by Ctrl-C: not a failure
+            return 0 if args.command == "tail" or getattr(args, "wait", False) else 130
         if isinstance(error, BrokenPipeError | OutputClosed):
             human.quiet_broken_pipe()
             return 0

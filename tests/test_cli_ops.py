@@ -307,6 +307,25 @@ async def test_tail_shows_messages_and_events_as_they_flow(agents, redis_server,
     assert "Traceback" not in tail.stderr()
 
 
+async def test_tail_interrupted_while_it_starts_exits_0(redis_server, cli):
+    """Ctrl-C on `bridge tail` exits 0 also before it follows anything: here Redis is
+    stopped (SIGSTOP: the kernel still accepts the connection, nothing answers), so the
+    signal lands while tail waits for Redis' first answer."""
+    from tests.test_reliability import local_ports
+
+    assert redis_server.process is not None
+    redis_server.process.send_signal(signal.SIGSTOP)
+    try:
+        tail = await cli("tail", "--redis", redis_server.url, ready=None)
+        with anyio.fail_after(20):  # connected: tail waits for Redis' answer
+            while not local_ports(tail.process.pid):
+                await anyio.sleep(0.02)  # poll interval, bounded by the deadline
+        assert await tail.interrupt() == 0, tail.stderr()
+        assert "Traceback" not in tail.stderr()
+    finally:
+        redis_server.process.send_signal(signal.SIGCONT)
+
+
 async def test_tail_plain_lines_and_since(agents, redis_server, cli):
     alice = await agents.start("alice")
     await agents.start("bob")

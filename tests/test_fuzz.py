@@ -15,22 +15,27 @@ from typing import Any
 
 import anyio
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from bridge import logs
 from bridge.bus import Bridge
 from bridge.envelope import (
+    MAX_HOST,
     MAX_RECIPIENTS,
+    MAX_ROLE,
+    MAX_STATUS,
     MAX_TS,
     Envelope,
     Event,
     decode_entry,
     decode_event,
-    decode_payload,
     wake_id,
 )
-from bridge.settings import Settings
+from bridge.presence import Participant
+from bridge.protocol import ServerInfo, Session
+from bridge.scripts import LIST_FIELDS
+from bridge.settings import DELIVERY_MODES, Settings
 from bridge.signing import Gate
 
 NAME = re.compile(r"[a-z0-9][a-z0-9_.-]{0,31}")
@@ -80,26 +85,44 @@ def decodes_or_rejects(decode: Any, *args: Any) -> Any:
 
 
 # ---------------------------------------------------------------------------- decoders
+# What production decodes from Redis: a pub/sub wake-up (only its leading id, wake_id), a log
+# entry (decode_entry), an event (decode_event) and a presence record (from_fields).
+def wakes_or_rejects(raw: bytes) -> str | None:
+    try:
+        found = wake_id(raw)
+    except ValueError:
+        return None
+    assert ID.fullmatch(found), found
+    return found
+
+
 @FUZZ
 @given(st.binary(max_size=2000))
-def test_payload_from_random_bytes(raw):
-    decodes_or_rejects(decode_payload, raw)
+def test_wire_payload_from_random_bytes(raw):
+    wakes_or_rejects(raw)
     decodes_or_rejects(decode_event, raw)
 
 
 @FUZZ
 @given(st.dictionaries(st.one_of(st.sampled_from(FIELDS), st.text(max_size=10)),
                        field_values, max_size=12))
-def test_payload_from_random_json_objects(data):
-    raw = json.dumps(data)
-    decodes_or_rejects(decode_payload, raw)
-    decodes_or_rejects(decode_payload, raw.encode())
+def test_wire_payload_from_random_json_objects(data):
+    """A wake-up gives an id only when the object starts with a well-formed "id"."""
+    for raw in (json.dumps(data), json.dumps(data, separators=(",", ":"))):
+        found = wakes_or_rejects(raw.encode())
+        if found is not None:
+            assert next(iter(data)) == "id" and data["id"] == found
+        decodes_or_rejects(decode_event, raw)
+        decodes_or_rejects(decode_event, raw.encode())
 
 
 @FUZZ
 @given(json_values)
-def test_payload_from_any_json_value(value):
-    decodes_or_rejects(decode_payload, json.dumps(value))
+def test_wire_payload_from_any_json_value(value):
+    raw = json.dumps(value)
+    found = wakes_or_rejects(raw.encode())
+    assert found is None or (isinstance(value, dict) and value.get("id") == found)
+    decodes_or_rejects(decode_event, raw)
 
 
 @FUZZ
@@ -122,9 +145,10 @@ def test_wake_up_id_is_read_from_any_payload_without_parsing_it(raw, entry_id, t
 @pytest.mark.parametrize("depth", [100, 1_000, 10_000, 100_000, 1_000_000])
 def test_deeply_nested_json_is_rejected_not_crashed(depth):
     for raw in ("[" * depth + "]" * depth, '{"a":' * depth + "1" + "}" * depth,
-                '{"id":"1-0","to":' + "[" * depth):
-        assert decodes_or_rejects(decode_payload, raw) is None
+                '{"kind":"joined","name":' + "[" * depth):
+        assert wakes_or_rejects(raw.encode()) is None
         assert decodes_or_rejects(decode_event, raw) is None
+    assert wakes_or_rejects(('{"id":"1-0","to":' + "[" * depth).encode()) == "1-0"
 
 
 @FUZZ
@@ -161,8 +185,8 @@ def test_huge_fields_decode_and_the_gate_refuses_them():
     assert Gate(Settings(name="bob")).problem(envelope) == "too_large"
     for field in (b"reply_to", b"sig", b"from", b"to", b"ts"):
         assert decodes_or_rejects(decode_entry, b"1-0", {**GOOD, field: huge}) is None
-    assert decodes_or_rejects(decode_payload, json.dumps(
-        {"id": "1-0", "from": "alice", "to": ["bob"] * 100_000, "text": "x"})) is None
+    many = b",".join([b"bob"] * 100_000)
+    assert decodes_or_rejects(decode_entry, b"1-0", {**GOOD, b"to": many}) is None
 
 
 @FUZZ
@@ -175,6 +199,99 @@ def test_event_from_random_objects(data):
         assert event.kind in ("joined", "left", "status")
         assert all(isinstance(v, str) and len(v) <= 1024
                    for v in (event.role, event.host, event.status, event.reason))
+
+
+# A presence record as the LIST script returns it: its fields (scripts.LIST_FIELDS) joined by
+# 0x1f, each written by whoever could write the agent's hash (redis-cli included).
+record_fields = st.one_of(
+    st.text(max_size=40), st.from_regex(NAME, fullmatch=True), st.integers(0, 2**64).map(str),
+    st.sampled_from(["", "²", "١٢٣", "9" * 5000, "-5", "1e3", "\x1b[2J", "\x00", "x" * 5000,
+                     "push", "pull", "bob\u202e", "\x07"]))
+
+
+def check_participant(raw: bytes) -> None:
+    """A record becomes a participant whose fields are safe to print and bounded, or None
+    (a record bridge did not write); it never raises."""
+    person = Participant.from_fields(raw)
+    if person is None:
+        return
+    assert NAME.fullmatch(person.name)
+    for value, limit in ((person.role, MAX_ROLE), (person.host, MAX_HOST),
+                         (person.status, MAX_STATUS), (person.pid, 1024)):
+        assert isinstance(value, str) and len(value) <= limit
+        assert value.isprintable(), value  # cleaned: no escape sequence reaches a terminal
+    assert person.delivery in (*DELIVERY_MODES, "?")
+    assert isinstance(person.joined_at, int) and person.joined_at >= 0
+    assert isinstance(person.last_seen, int) and person.last_seen >= 0
+
+
+@FUZZ
+@given(st.binary(max_size=500))
+def test_presence_record_from_random_bytes(raw):
+    check_participant(raw)
+
+
+@FUZZ
+@example(["bob", "", "h", "1", "", "push", "²", "1", "s", "v", "15", ""])
+@example(["bob", "", "h", "1", "", "push", "1", "9" * 5000, "s", "v", "15", ""])
+@given(st.lists(record_fields, min_size=len(LIST_FIELDS), max_size=len(LIST_FIELDS)))
+def test_presence_record_with_hostile_fields(fields):
+    """One field of each kind written by hand: the name, the texts, the numbers (a joined_at
+    of '²' or 5000 digits once made int() raise, and one such record broke
+    list_participants and `bridge who` for the whole room)."""
+    check_participant("\x1f".join(fields).encode("utf-8", "surrogatepass"))
+    if NAME.fullmatch(fields[0]) and not any("\x1f" in field for field in fields):
+        assert Participant.from_fields("\x1f".join(fields).encode("utf-8", "surrogatepass"))
+
+
+# ---------------------------------------------------------------------------- JSON-RPC lines
+# What a client writes on stdin: one line each, garbage among real requests. Every line is
+# answered at most once, a well-formed request exactly once with its id, and nothing raises.
+request_ids = st.one_of(st.integers(-(2**53), 2**53), st.text(max_size=20))
+hostile_lines = st.one_of(
+    st.binary(max_size=300),
+    json_values.map(lambda v: json.dumps(v).encode()),
+    st.dictionaries(st.sampled_from(["jsonrpc", "id", "method", "params", "result", "error"]),
+                    json_values, max_size=5).map(lambda v: json.dumps(v).encode()),
+)
+
+
+@FUZZ
+@given(st.lists(st.one_of(hostile_lines, request_ids.map(lambda i: ("ping", i))), max_size=12))
+def test_jsonrpc_lines_are_each_answered_at_most_once(lines):
+    logs.configure("CRITICAL")  # a parse error per garbage line otherwise
+    written: list[bytes] = []
+
+    async def write(line: bytes) -> None:
+        written.append(line)
+
+    async def call_tool(name: str, arguments: dict[str, Any]) -> tuple[str, bool]:
+        return f"called {name}", False
+
+    pings = [line[1] for line in lines if isinstance(line, tuple)]
+    raw = [json.dumps({"jsonrpc": "2.0", "id": line[1], "method": "ping"}).encode()
+           if isinstance(line, tuple) else line.replace(b"\n", b" ") for line in lines]
+
+    async def main() -> None:
+        feed = iter([*(line + b"\n" for line in raw), b""])  # b"": stdin closed
+
+        async def next_line() -> bytes:
+            return next(feed)
+
+        info = ServerInfo("bridge", "0", "fuzz", tools=[])
+        with anyio.fail_after(10):
+            await Session(info, call_tool, write).serve(next_line)
+
+    anyio.run(main)
+    answers = [json.loads(line) for line in written]  # every line written is JSON
+    assert len(answers) <= len([line for line in raw if line.strip()])
+    for answer in answers:
+        assert isinstance(answer, dict | list)
+        for one in answer if isinstance(answer, list) else [answer]:
+            assert one["jsonrpc"] == "2.0" and ("result" in one) != ("error" in one)
+    answered_ids = [a.get("id") for a in answers if isinstance(a, dict) and "result" in a]
+    for request_id in pings:  # (a garbage line may carry the same id: at least once each)
+        assert request_id in answered_ids
 
 
 # ---------------------------------------------------------------------------- receive loop

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
+import socket
 
+import anyio
 import pytest
 
-from tests.mcp_client import PROTOCOL_VERSION
+from tests.mcp_client import PROTOCOL_VERSION, Agent
 
 pytestmark = pytest.mark.anyio
 
@@ -73,6 +76,18 @@ async def test_crashed_agent_expires_after_ttl(agents, r):
     assert r.exists("bridge:{main}:agent:alice")  # the heartbeat kept alice alive
 
 
+async def start_refused(agents, name: str) -> Agent:
+    """Start an agent whose name is taken, and wait for it to give up: it tries to join once
+    initialize arrives, and stops (initialize stays unanswered)."""
+    agent = await agents.start(name, handshake=False)
+    with contextlib.suppress(anyio.BrokenResourceError, anyio.ClosedResourceError,
+                             BrokenPipeError):
+        await agent.send_request(1, "initialize", {"protocolVersion": PROTOCOL_VERSION,
+                                                   "capabilities": {}, "clientInfo": {}})
+    assert await agent.wait_exit() == 1, agent.stderr()
+    return agent
+
+
 async def test_duplicate_name_is_refused_with_holder(agents):
     first = await agents.start("alice")
     second = await agents.start("alice", handshake=False)
@@ -120,3 +135,30 @@ async def test_listing_survives_separator_characters_and_hand_written_records(ag
     r.hset("bridge:{main}:agent:bob", "role", "devops")
     listing = await alice.tool("list_participants")
     assert "- bob: role devops" in listing and "status step one" in listing
+
+
+async def test_a_claim_held_from_another_host_must_expire_before_the_name_is_taken(agents, r):
+    """Issue 11 item 21: a live claim from another host (a fresh last_seen, a TTL, a pid that
+    means nothing here) is not taken over: `bridge serve` under that name is refused until
+    the claim expires, then it gets the name."""
+    key = "bridge:{main}:agent:alice"
+    seconds, micros = r.time()
+    now_ms = int(seconds) * 1000 + int(micros) // 1000
+    ttl_ms = 4000
+    r.hset(key, mapping={  # what an agent on host "elsewhere" writes when it claims the name
+        "name": "alice", "role": "developer", "host": "elsewhere", "pid": str(2**22 + 1),
+        "session": "0123456789abcdef", "status": "", "joined_at": now_ms,
+        "last_seen": now_ms, "delivery": "push", "version": "0"})
+    r.pexpire(key, ttl_ms)
+    r.zadd("bridge:{main}:agents", {"alice": now_ms + ttl_ms})
+    assert socket.gethostname() != "elsewhere"
+
+    refused = await start_refused(agents, "alice")
+    assert "already taken" in refused.stderr() and "host elsewhere" in refused.stderr()
+    assert r.hget(key, "host") == b"elsewhere"  # the claim is untouched
+    with anyio.fail_after(ttl_ms / 1000 + 10):
+        while r.exists(key):  # its TTL, on Redis' clock
+            await anyio.sleep(0.05)  # poll interval, bounded by the deadline
+    alice = await agents.start("alice")
+    assert "alice (you)" in await alice.tool("list_participants")
+    assert r.hget(key, "host") == socket.gethostname().encode()

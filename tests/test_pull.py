@@ -40,9 +40,10 @@ async def test_unread_count_in_tool_results(agents):
     # the messages arrive asynchronously: long-poll for the first, then count the rest
     seen = await bob.tool("read_messages", wait_seconds=5)
     count = seen.count("from alice")
-    while count < 3:
-        seen = await bob.tool("read_messages", wait_seconds=5)
-        count += seen.count("from alice")
+    with anyio.fail_after(30):
+        while count < 3:
+            seen = await bob.tool("read_messages", wait_seconds=5)
+            count += seen.count("from alice")
     assert count == 3
     assert "(no unread messages)" in await bob.tool("list_participants")
     await alice.tool("send_message", to="bob", text="one more")
@@ -84,6 +85,26 @@ async def test_pull_cursor_survives_restart(agents, r):
     bob2 = await agents.start("bob", "--delivery", "pull")
     text = await bob2.tool("read_messages", wait_seconds=5)
     assert "unread at restart" in text and "read before restart" not in text
+
+
+async def test_pull_mode_pushes_no_events_either(agents):
+    """Issue 11 item 21: in pull mode the room's joined, status and left events are returned
+    by read_messages, and nothing is pushed for them (nor for a message)."""
+    bob = await agents.start("bob", "--delivery", "pull")
+    carol = await agents.start("carol")
+    await carol.tool("set_status", text="on the parser")
+    await carol.tool("send_message", to="bob", text="hello bob")
+    await carol.close_stdin()
+    assert await carol.wait_exit() == 0
+    wanted = ["[event] carol joined the room", "[event] carol set status: on the parser",
+              "from carol to bob", "[event] carol left the room"]
+    seen = ""
+    with anyio.fail_after(30):
+        while not all(w in seen for w in wanted):
+            seen += await bob.tool("read_messages", wait_seconds=5)
+    events = [seen.index(w) for w in wanted if w.startswith("[event]")]
+    assert events == sorted(events)  # one channel, in the order they happened
+    assert bob.notifications == []  # no channel push, no notification of any kind
 
 
 async def test_an_unacknowledged_answer_is_returned_again_after_a_restart(agents):

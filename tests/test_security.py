@@ -12,6 +12,7 @@ import re
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -92,6 +93,11 @@ def now_ms() -> int:
     return int(time.time() * 1000)
 
 
+def redis_ms(r: redis.Redis) -> int:
+    seconds, micros = r.time()
+    return int(seconds) * 1000 + int(micros) // 1000
+
+
 # ---------------------------------------------------------------------------- signing
 async def test_signed_room_delivers_and_logs_a_signature(agents, r):
     alice = await agents.start("alice", env=dict(SIGNED))
@@ -158,6 +164,74 @@ async def test_unsigned_forged_altered_redirected_and_replayed_entries_are_dropp
     text = await carol.tool("read_messages", wait_seconds=5)
     assert "for carol only" in text and "unsigned order" not in text
     assert "No messages waiting" in await carol.tool("read_messages")
+
+
+# What a signed entry says, and one change to one field of it at a time. `kind` is only ever
+# "message" in the log, so its change is the other way round: signed as another kind, logged
+# as a message (what a signature without the kind would let through if kinds are added).
+SIGNED_FIELDS = {"sender": "alice", "to": ("bob", "carol"), "text": "merge the branch",
+                 "reply_to": "1700000000000-7", "kind": "message"}
+TAMPERED = {  # field -> (what is signed, what the log then says)
+    "from": ({}, {"from": "carol"}),
+    "to": ({}, {"to": "bob"}),  # signed for bob and carol, logged for bob alone
+    "text": ({}, {"text": "delete the branch"}),
+    "reply_to": ({}, {"reply_to": "1700000000000-8"}),
+    "kind": ({"kind": "notice"}, {"kind": "message"}),
+    "ts": ({}, {"ts": "+1"}),  # one millisecond later: well inside the replay window
+}
+
+
+def tampered_pair(field: str, ts: int) -> tuple[dict[str, str], dict[str, str]]:
+    """The stream fields of a message signed with the room secret, and the same entry with
+    one field changed after signing."""
+    signed_as, logged_as = TAMPERED[field]
+    values = {**SIGNED_FIELDS, "text": f"{field}: merge the branch", **signed_as}
+    signer = Signer(SECRET.encode(), "main", 300_000)
+    envelope = signer.sign(Envelope(id="", ts=ts, **values))  # type: ignore[arg-type]
+    good = fields_of(replace(envelope, kind="message"))
+    bad = dict(good)
+    for key, value in logged_as.items():
+        bad[key] = str(ts + 1) if value == "+1" else value
+    if field == "kind":
+        good = {}  # no good copy: a real entry is never signed as another kind
+    return good, bad
+
+
+async def test_every_signed_field_is_covered_by_the_signature(agents, r):
+    """Issue 11 item 17: a signed entry with any one of from, to, text, reply_to, kind or ts
+    changed after signing is dropped as bad_signature, while the same entry unchanged is
+    delivered. Leave one field out of signing.canonical() and its case fails here."""
+    bob = await agents.start("bob", env=dict(SIGNED))
+    ts = now_ms()
+    tampered_ids: dict[str, str] = {}
+    for field in TAMPERED:
+        good, bad = tampered_pair(field, ts)
+        tampered_ids[inject(r, bad, "bob")] = field  # the tampered one first: it must not
+        if good:                                     # be remembered as seen
+            inject(r, good, "bob")
+    originals = [f"{field}: merge the branch" for field in TAMPERED if field != "kind"]
+    await bob.wait_messages(len(originals))
+    await wait_drops(bob, len(TAMPERED))
+    reasons = {tampered_ids.get(e["id"], e["id"]): e["reason"] for e in drops(bob)}
+    assert reasons == dict.fromkeys(TAMPERED, "bad_signature")
+    assert [m["content"] for m in bob.channel()] == originals
+    assert all(m["meta"]["from"] == "alice" for m in bob.channel())
+
+
+def test_the_signer_checks_every_field_it_covers():
+    """The same coverage at the Signer: each field of an envelope, changed after signing,
+    fails the check (the log id and seq are Redis' and are not signed)."""
+    signer = Signer(SECRET.encode(), "main", 300_000)
+    envelope = signer.sign(Envelope(id="1700000000000-0", ts=1_700_000_000_000,
+                                    **SIGNED_FIELDS))  # type: ignore[arg-type]
+    assert signer.authentic(envelope) is None
+    changes = {"sender": "carol", "to": ("bob",), "text": "delete the branch",
+               "reply_to": "1700000000000-8", "kind": "notice", "ts": 1_700_000_000_001}
+    for key, value in changes.items():
+        assert signer.authentic(replace(envelope, **{key: value})) == "bad_signature", key
+    assert signer.authentic(replace(envelope, to=("carol", "bob"))) is None  # order-free
+    assert Signer(SECRET.encode(), "red", 300_000).authentic(envelope) == "bad_signature"
+    assert signer.authentic(replace(envelope, id="1700000000001-3", seq=99)) is None
 
 
 async def test_old_entries_caught_up_from_the_log_pass_the_replay_check(agents, r):
@@ -297,8 +371,19 @@ async def test_rate_limit_refuses_with_when_to_retry(agents, r):
     assert "NOT sent" in message
     retry = float(re.search(r"send it again in ([0-9.]+) s", message).group(1))  # type: ignore[union-attr]
     assert 0 < retry <= 2.0
-    await anyio.sleep(retry)  # the wait the error asks for (Redis' clock fills the bucket)
-    assert "sent" in await alice.tool("send_message", to="bob", text="after waiting")
+    # The wait the error asks for, on Redis' clock (which fills the bucket); then send until
+    # it goes through: the hint is rounded, and a refused send takes no token and logs nothing.
+    ready_ms = t1[0] * 1000 + t1[1] // 1000 + retry * 1000
+    with anyio.fail_after(retry + 20):
+        while redis_ms(r) < ready_ms:
+            await anyio.sleep(0.01)
+        while True:
+            try:
+                assert "sent" in await alice.tool("send_message", to="bob", text="after waiting")
+                break
+            except ToolError as error:
+                assert "rate limit" in str(error)
+                await anyio.sleep(0.01)  # poll interval, bounded by the deadline above
     assert r.xlen(LOG) == accepted + 1
 
 
@@ -398,6 +483,51 @@ async def test_a_raw_flood_of_forgeries_is_dropped_and_logged_in_bounds(agents, 
     assert len([e for e in events if e["event"] == "envelope_dropped"]) == DROP_LOG_MAX
     [throttled] = [e for e in events if e["event"] == "envelope_drops_throttled"]
     assert throttled["reason"] == "unsigned"
+
+
+async def test_the_drop_log_is_throttled_per_reason(agents, r):
+    """Issue 11 item 21: over DROP_LOG_MAX drops of one reason (here bad_signature, entries
+    signed with another secret) in a minute become one envelope_drops_throttled line, and a
+    flood of one reason does not silence the lines of another (malformed, after it)."""
+    alice = await agents.start("alice", env=dict(SIGNED))
+    bob = await agents.start("bob", env=dict(SIGNED))
+    flood, malformed = DROP_LOG_MAX + 50, 3
+    client = redis.Redis(port=r.connection_pool.connection_kwargs["port"])
+    pipe = client.pipeline(transaction=False)
+    for i in range(flood):
+        pipe.xadd(LOG, signed("alice", "bob", f"forged {i}", now_ms(),
+                              secret="not-the-room-secret-000"))  # type: ignore[arg-type]
+    for i in range(malformed):
+        pipe.xadd(LOG, {"from": "Mallory", "to": "bob", "text": f"malformed {i}",
+                        "reply_to": "", "kind": "message", "ts": str(now_ms())})
+    pipe.execute()
+    await alice.tool("send_message", to="bob", text="after the flood")  # wakes bob up
+    [push] = await bob.wait_messages(1, timeout=30)
+    assert push["content"] == "after the flood"
+    await wait_drops(bob, DROP_LOG_MAX + malformed)
+    events = bob.log_events()
+    assert len(drops(bob, "bad_signature")) == DROP_LOG_MAX
+    assert len(drops(bob, "malformed")) == malformed
+    throttled = [e for e in events if e["event"] == "envelope_drops_throttled"]
+    assert [e["reason"] for e in throttled] == ["bad_signature"]
+
+
+async def test_a_replay_window_other_than_the_default(agents, r):
+    """Issue 11 item 21: with BRIDGE_REPLAY_WINDOW=5, a signed message whose time is 20 s
+    from its log time (inside the default 300 s) is dropped as a replay, and one 1 s away
+    is delivered."""
+    window = {**SIGNED, "BRIDGE_REPLAY_WINDOW": "5"}
+    await agents.start("alice", env=dict(window))
+    bob = await agents.start("bob", env=dict(window))
+    now = now_ms()
+    inject(r, signed("alice", "bob", "20 s old", now - 20_000), "bob")
+    inject(r, signed("alice", "bob", "20 s ahead", now + 20_000), "bob")
+    inject(r, signed("alice", "bob", "1 s old", now - 1_000), "bob")
+    [push] = await bob.wait_messages(1)
+    assert push["content"] == "1 s old"
+    await wait_drops(bob, 2)
+    assert [e["reason"] for e in drops(bob)] == ["replay", "replay"]
+    assert bob.channel() == [push]
 
 
 async def test_a_log_dated_in_the_future_is_refused_loudly_and_can_be_reset(agents, r):
@@ -516,17 +646,21 @@ async def test_operator_commands_never_show_the_redis_password(agents, password_
             assert "Traceback" not in out, (command, out)
             if command == ["doctor"]:
                 assert "***" in out, out
-    # tail on the good URL: its start-up log and the line a terminal would show
-    with anyio.move_on_after(3):
+    # tail on the good URL: its start-up log and the line a terminal would show (a deadline
+    # for start-up, not a time it must start in)
+    seen = b""
+    with anyio.fail_after(30):
         process = await anyio.open_process(
             [BRIDGE, "tail"], env=cli_env(BRIDGE_REDIS_URL=password_redis.url(),
                                           BRIDGE_LOG_LEVEL="INFO"),
             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         try:
             assert process.stderr is not None
-            seen = b""
             while b"tail_started" not in seen:
-                seen += await process.stderr.receive()
+                try:
+                    seen += await process.stderr.receive()
+                except anyio.EndOfStream:
+                    raise AssertionError(f"tail exited before it started: {seen!r}") from None
         finally:
             process.kill()
             await process.wait()
