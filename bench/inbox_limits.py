@@ -9,6 +9,11 @@ Run (stdlib only; root is used for a private loopback-only network namespace whe
     python3 bench/inbox_limits.py --harness DIR/cc_harness \
         --claude /path/to/node_modules/.bin/claude [--only auth,burst,...] [--json out.json]
 
+Groups (--only, default all, ~9 min): auth burst refill dedup timing queue (one interactive
+session), size (its own session), bypass (--dangerously-skip-permissions; IS_SANDBOX=1 lets
+root use it), flag (limits seeded through GrowthBook), print (`claude -p`). It prints each
+figure; Claude Code's request and debug logs stay in --run-dir.
+
 `--harness` is the folder of the cc_harness driver (run_channel_check.py, fake_api.py), which
 starts the real `claude` in tmux against a scripted fake Messages API on 127.0.0.1. Nothing
 leaves the machine: the model is fake, and every request Claude Code makes is logged.
@@ -252,7 +257,8 @@ class Session:
         self.run.shutdown()
 
     # ---- posting ----------------------------------------------------------------------------
-    def post(self, items: list[tuple[float, str]], proc: str = "fresh", **spec: Any) -> dict:
+    def post(self, items: list[tuple[float, str]], proc: str = "fresh",
+             **spec: Any) -> dict[str, Any]:
         """proc: fresh (new child of the MCP server), self (the MCP server process), outside
         (a new process that is no descendant of Claude Code)."""
         spec = dict(spec, items=items)
@@ -379,6 +385,10 @@ def exp_burst(s: Session) -> dict[str, Any]:
     out: dict[str, Any] = {}
     s.post(burst("B1", 40), proc="fresh", conn="one")
     out["fresh process, one connection: 40 sent"] = delivered(s, "B1")
+    order = [int(b) for text in s.texts_with("MK.B1.") for a, b in MARK_RE.findall(text)
+             if a == "B1"]
+    out["fresh process, one connection: which were delivered, in what order"] = (
+        f"{order[:3]}...{order[-3:]}, in the order sent: {order == sorted(order)}")
     out["fresh process, one connection: turns the delivered posts took"] = len(
         s.scan("B1")["turns"])
     text = s.texts_with("MK.B1.0000 ")
@@ -599,7 +609,8 @@ def print_mode(rcc: Any, claude: str, run_dir: str) -> dict[str, Any]:
         while time.time() < deadline and s.inst["popen"].poll() is None:
             time.sleep(0.2)
         sc = s.scan("P1")
-        stdout = open(os.path.join(s.inst["dir"], "claude.stdout"), errors="replace").read()
+        with open(os.path.join(s.inst["dir"], "claude.stdout"), errors="replace") as f:
+            stdout = f.read()
         return {"delivered": "MK.P1.0000" in sc["first"], "model requests": len(s.requests()),
                 "turns with the post": len(sc["turns"]),
                 "exit code": s.inst["popen"].returncode, "stdout": stdout.strip()[-200:]}
