@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import replace
 
 import anyio
 import structlog
@@ -25,10 +26,15 @@ from bridge.subscriber import Backoff
 
 log = structlog.get_logger("bridge.inbox")
 
-COALESCE_SECONDS = 0.2  # what arrives this soon after the first message joins its post
-POST_INTERVAL = 2.0  # seconds between posts after a burst of POST_BURST: well under the limit
-POST_BURST = 5
-MAX_POST_CHARS = 96 * 1024  # a post holds several messages up to this size, one at least
+# Measured (docs/inbox.md, Claude Code 2.1.328 and 2.1.332): one sender process may post a
+# burst of 30, then 0.5 per second; a repeat of its previous body within 30 s is dropped; a line
+# over 1,048,576 characters is lost with the next one. All silently. Its server can set
+# stricter limits per account. So: one post at once, then at most one every 5 s, with all
+# that queued meanwhile in it.
+COALESCE_SECONDS = 0.5  # what arrives this soon after the first message joins its post
+POST_INTERVAL = 5.0
+POST_BURST = 1
+MAX_POST_CHARS = 64 * 1024  # a post holds messages up to this much text (~16 k tokens)
 RETRY_FIRST, RETRY_CAP = 1.0, 30.0
 MAX_CHANGES = 20  # room changes remembered for the next post (the newest)
 
@@ -53,10 +59,11 @@ class PostRate:
 class InboxDelivery:
     def __init__(self, bridge: Bridge, poster: InboxPoster, *, push_events: bool,
                  ready: Callable[[], Awaitable[None]],
-                 screen: Callable[[Bridge, list[Incoming]], Awaitable[list[Incoming]]]
-                 ) -> None:
+                 screen: Callable[[Bridge, list[Incoming]], Awaitable[list[Incoming]]],
+                 keep: Callable[[Incoming], None]) -> None:
         self.bridge = bridge
         self.screen = screen
+        self.keep = keep  # for read_messages: the whole of a message too long to post
         self.poster = poster
         self.push_events = push_events
         self.ready = ready
@@ -114,6 +121,15 @@ class InboxDelivery:
             for person in people:
                 self.peers[person.name] = Peer(person.role, person.host)
 
+    def _cut(self, item: Envelope | Notice) -> Envelope | Notice:
+        """A message too long for a post, cut, with a pointer to the whole."""
+        if not isinstance(item, Envelope) or len(item.text) <= MAX_POST_CHARS:
+            return item
+        rest = len(item.text) - MAX_POST_CHARS
+        return replace(item, text=item.text[:MAX_POST_CHARS] + (
+            f"\n[cut here by bridge: {rest} more characters. Call read_messages for the "
+            f"whole message]"))
+
     async def _post_all(self, items: list[Envelope | Notice]) -> bool:
         """Post ``items`` in posts of at most MAX_POST_CHARS. On a failed write, what was not
         posted goes back to the inbox (for read_messages, or the next attempt) and the cursor
@@ -126,7 +142,8 @@ class InboxDelivery:
                     break
                 count += 1
             chunk, items = items[:count], items[count:]
-            text = post_text(chunk, self.peers, self.changes)
+            posted = [self._cut(item) for item in chunk]
+            text = post_text(posted, self.peers, self.changes)
             try:
                 await self.poster.post(text)
             except (OSError, TimeoutError) as e:
@@ -138,7 +155,11 @@ class InboxDelivery:
                 return False
             self.posted += 1
             self.changes = []
-            self.bridge.ack(*chunk)
+            for item, sent in zip(chunk, posted, strict=True):
+                if sent is item:
+                    self.bridge.ack(item)
+                else:  # cut: the whole stays for read_messages, the cursor before it
+                    self.keep(item)
             try:
                 await self.bridge.flush_cursor()
             except (RedisError, OSError) as e:  # the background writer tries again

@@ -152,7 +152,8 @@ class BridgeServer:
         self.fatal: BridgeError | None = None
         # pull mode: what read_messages returned and the agent has not acknowledged yet
         self._returned: list[Incoming] = []
-        # reply loops: messages of a held peer wait here for read_messages
+        # messages kept from the conversation for read_messages: a held peer's (reply loops),
+        # or one too long for an inbox post
         self.loops = LoopGuard(settings.name, settings.loop_limit, settings.loop_window)
         self.held: list[Incoming] = []
         self._status_before_hold: str | None = None
@@ -194,7 +195,8 @@ class BridgeServer:
                         await InboxDelivery(bridge, InboxPoster(address),
                                             push_events=self.settings.push_events,
                                             ready=self.session.initialized.wait,
-                                            screen=self.screened).run()
+                                            screen=self.screened,
+                                            keep=self.held.append).run()
                     await anyio.sleep_forever()
             except (RedisUnavailable, RedisError, OSError) as e:
                 if self._bridge is not None:
@@ -292,9 +294,9 @@ class BridgeServer:
         unread = (self._bridge.unread if self._bridge else 0) + len(self.held)
         note = ("no unread messages" if unread == 0 else
                 f"{unread} unread message(s) waiting: call read_messages")
-        if self.held:
-            note += (f"; {len(self.held)} of them held from "
-                     f"{', '.join(sorted(self.loops.held_peers))} (a reply loop?)")
+        if self.loops.held_peers:
+            note += (f"; held from {', '.join(sorted(self.loops.held_peers))} "
+                     f"(a reply loop?)")
         return f"{text}\n\n({note})", error
 
     async def send_message(self, arguments: dict[str, Any]) -> str:

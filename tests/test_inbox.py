@@ -174,3 +174,16 @@ async def test_doctor_tells_which_path_messages_take(redis_server, inbox, tmp_pa
                         env=cli_env(CLAUDE_CODE_MESSAGING_SOCKET=str(tmp_path / "gone")))
     assert re.search(r"^warn +delivery: CLAUDE_CODE_MESSAGING_SOCKET is set but the inbox "
                      r"does not answer", gone.stdout, re.M), gone.stdout
+
+
+async def test_a_message_too_long_for_a_post_is_cut_and_read_whole(agents, inbox):
+    big = {"BRIDGE_MAX_BYTES": "300000"}
+    bob = await agents.start("bob", env=dict(inbox.env) | big)
+    alice = await agents.start("alice", env=dict(big))
+    text = "".join(f"{i:06d} " for i in range(20_000))  # 140,000 characters
+    await alice.tool("send_message", to="bob", text=text)
+    await inbox.wait(lambda: inbox.posts)
+    [post] = inbox.posts
+    assert len(post) < 70_000 and "Call read_messages for the whole message" in post
+    whole = await bob.tool("read_messages")
+    assert text in whole

@@ -32,7 +32,7 @@ async def test_a_reply_loop_is_held_and_read_messages_resumes_it(agents, redis_s
     status = {a["name"]: a["status"] for a in who["agents"]}
     assert status["bob"].startswith("holding alice's messages")  # the operator sees it
     note = await bob.tool("list_participants")
-    assert "1 of them held from alice" in note
+    assert "1 unread message(s) waiting" in note and "held from alice" in note
 
     held = await bob.tool("read_messages")  # nothing is lost; reading resumes
     assert "a2" in held
