@@ -50,6 +50,7 @@ from bridge.subscriber import Backoff, close_quietly, published
 log = structlog.get_logger("bridge.bus")
 
 CATCH_UP_PAGE = 500
+MAX_WANTED = 1000  # wake-ups remembered between two reads of the log (more are only read)
 BACKOFF_FIRST, BACKOFF_CAP = 0.1, 5.0
 SUBSCRIBE_TIMEOUT = 5.0
 LEAVE_TIMEOUT = 0.75  # seconds for the leave at a stop (a live Redis takes milliseconds)
@@ -76,7 +77,7 @@ class Bridge:
         self._queued_bytes = 0  # about how much the inbox holds (read_ahead_bytes bounds it)
         self._behind = False  # stopped reading the log because the inbox was full
         self._to_read = anyio.Event()  # a wake-up, or the client took a full inbox: read on
-        self._wanted: str | None = None  # the newest id a wake-up claimed, not yet read
+        self._wanted: list[str] = []  # ids that wake-ups claimed, not yet read
         self._reading = anyio.Lock()  # one reader of the log at a time
         self._events_dropped = 0
         self._early: list[dict[str, Any]] = []  # pub/sub messages seen while subscribing
@@ -247,7 +248,7 @@ class Bridge:
         log.warning("log_reset", room=self.settings.room, reason=why, cursor=str(self._last_seen),
                     hint="the room's log is new (a new or emptied Redis): starting over on it")
         self._generation += 1
-        self._wanted = None
+        self._wanted = []
         self._last_seen = Position()
         self.cursor.reset(Position(), epoch)
         self._accept(Notice(
@@ -260,7 +261,7 @@ class Bridge:
                     log_end=str(log_end),
                     hint="the log's newest entry is behind what we read: it lost its end")
         self._generation += 1
-        self._wanted = None
+        self._wanted = []
         self._last_seen = log_end
         self.cursor.reset(log_end, epoch)
         self._accept(Notice(
@@ -439,8 +440,8 @@ class Bridge:
         wanted = parse_id(claimed_id)
         if wanted <= self._last_seen.order or self._behind:
             return  # already read from the log, or to be read once the client catches up
-        if self._wanted is None or wanted > parse_id(self._wanted):
-            self._wanted = claimed_id
+        if len(self._wanted) < MAX_WANTED:  # (each is checked, and a forgery logged, once)
+            self._wanted.append(claimed_id)
         self._to_read.set()
 
     async def _report_gap(self) -> None:
@@ -499,17 +500,17 @@ class Bridge:
         while True:
             await self._to_read.wait()
             self._to_read = anyio.Event()
-            wanted, self._wanted = self._wanted, None
+            wanted, self._wanted = self._wanted, []
             try:
                 await self._catch_up()
             except (RedisError, OSError, TimeoutError) as e:  # a reconnect catches up too
                 log.warning("log_read_failed", error=str(e) or type(e).__name__)
                 continue
             trace.mark("log_read")
-            if wanted is not None and parse_id(wanted) > self._last_seen.order \
-                    and not self._behind:
-                log.warning("payload_dropped", reason="forged id: no such message in the log",
-                            id=wanted[:40])
+            for claimed in wanted:
+                if parse_id(claimed) > self._last_seen.order and not self._behind:
+                    log.warning("payload_dropped", id=claimed[:40],
+                                reason="forged id: no such message in the log")
 
     # ---------------------------------------------------------------- cursor
 __all__ = ["Bridge", "BridgeError", "Incoming", "SendResult"]
