@@ -364,7 +364,7 @@ def test_mcp_json_renders_with_json_escaping() -> None:
     assert server["command"] == "/usr/local/bin/bridge" and server["args"] == ["serve"]
     assert server["env"] == {"BRIDGE_REDIS_URL": URL, "BRIDGE_ROOM": 'we"ird\\room',
                              "BRIDGE_NAME": "alice", "BRIDGE_ROLE": "developer",
-                             "BRIDGE_DELIVERY": "push"}
+                             "BRIDGE_DELIVERY": "auto"}
     with pytest.raises(render.RenderError, match="unset: BRIDGE_NAME, BRIDGE_REDIS_URL"):
         render.render_file(str(DEPLOY / "mcp.json"), {})
 
