@@ -4,9 +4,10 @@ Each agent gets one pane: Claude Code with bridge as its MCP server (`bridge ser
 NAME --role ROLE --room ROOM`) and its role prompt appended to the system prompt. Messages
 reach it through Claude Code's session inbox (2.1.224 and later): no flag, no dialog.
 `--channel` adds `--dangerously-load-development-channels server:bridge` for older versions,
-and each pane then asks to confirm it once. One more pane runs `bridge tail`. The tmux server is a dedicated one (`tmux -L SESSION`), started by this
-command, so every pane inherits this command's environment (ANTHROPIC_BASE_URL,
-ANTHROPIC_API_KEY, BRIDGE_REDIS_URL, ...): an already running tmux server would keep its own.
+and each pane then asks to confirm it once. One more pane runs `bridge tail`. The tmux
+server is a dedicated one (`tmux -L SESSION`), started by this command, so every pane
+inherits this command's environment (ANTHROPIC_BASE_URL, ANTHROPIC_API_KEY,
+BRIDGE_REDIS_URL, ...): an already running tmux server would keep its own.
 """
 
 from __future__ import annotations
@@ -296,9 +297,9 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         description="Open a tmux session with one interactive Claude Code per agent, each with "
                     "bridge as its MCP server and its role prompt, plus a pane running bridge "
                     "tail. Messages reach each agent through Claude Code's session inbox "
-                    "(2.1.224 or newer): no flag, no dialog. The environment (ANTHROPIC_*, BRIDGE_REDIS_URL, ...) passes "
-                    "through to every pane; without BRIDGE_REDIS_URL all use the embedded "
-                    "Redis.")
+                    "(2.1.224 or newer): no flag, no dialog. The environment (ANTHROPIC_*, "
+                    "BRIDGE_REDIS_URL, ...) passes through to every pane; without "
+                    "BRIDGE_REDIS_URL all use the embedded Redis.")
     team.add_argument("agents", nargs="*", metavar="NAME:ROLE",
                       help="e.g. carol:manager alice:developer bob:developer")
     team.add_argument("--agents", dest="more_agents", action="append", default=[],
