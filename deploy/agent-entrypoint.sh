@@ -18,6 +18,7 @@ SESSION=agent
 TMUX_SOCKET=${BRIDGE_TMUX_SOCKET:-bridge}
 tmux() { command tmux -L "$TMUX_SOCKET" "$@"; }
 DIALOG_SECONDS=${BRIDGE_DIALOG_SECONDS:-120}
+CHANNEL_DIALOG_SECONDS=${BRIDGE_CHANNEL_DIALOG_SECONDS:-15}
 
 die() { echo "agent-entrypoint: $*" >&2; exit 64; }
 
@@ -46,28 +47,35 @@ session() {
 
 # Answer the dialogs a fresh start shows (the harness's list, Claude Code 2.1.328), then
 # stop watching: from then on the screen belongs to the agent and to whoever attaches.
-# Ready is the input prompt, a line that starts with "❯" (a dialog's choice reads "❯ 1.");
-# with the channel flag, only once its dialog is confirmed: it may come up after the prompt.
+# Ready is the input prompt, a line that starts with "❯" (a dialog's choice reads "❯ 1.").
+# With the channel flag the channels dialog may come up after the prompt, so it is given
+# CHANNEL_DIALOG_SECONDS more; it never comes while channels are off (telemetry, account).
 accept_dialogs() {
-  local deadline=$((SECONDS + DIALOG_SECONDS)) screen channels_ok=0 ready="Claude Code is up"
-  if [ "$CHANNEL_FLAG" = 1 ]; then
-    ready="Claude Code is up with the bridge channel"
-  else
-    channels_ok=1  # no channel: no dialog to wait for
-  fi
+  local deadline=$((SECONDS + DIALOG_SECONDS)) screen channel=unseen prompt_since=""
   while [ $SECONDS -lt $deadline ] && tmux has-session -t "$SESSION" 2>/dev/null; do
     screen=$(tmux capture-pane -p -t "$SESSION" 2>/dev/null || true)
     if grep -q "I am using this for local development" <<<"$screen"; then
-      tmux send-keys -t "$SESSION" Enter; channels_ok=1; sleep 2
+      tmux send-keys -t "$SESSION" Enter; channel=confirmed; sleep 2
     elif grep -qE "Yes, I trust this folder|Do you trust the files" <<<"$screen"; then
       tmux send-keys -t "$SESSION" Enter; sleep 2
     elif grep -q "Detected a custom API key" <<<"$screen"; then
       tmux send-keys -t "$SESSION" Up; tmux send-keys -t "$SESSION" Enter; sleep 2
     elif grep -q "Choose the text style" <<<"$screen"; then
       tmux send-keys -t "$SESSION" Enter; sleep 2
-    elif [ $channels_ok = 1 ] && grep -E "^[[:space:]]*❯" <<<"$screen" | grep -qvE "❯[[:space:]]*[0-9]+\."; then
-      echo "agent-entrypoint: $ready; make attach NAME=$BRIDGE_NAME to watch"
-      return 0
+    elif grep -E "^[[:space:]]*❯" <<<"$screen" | grep -qvE "❯[[:space:]]*[0-9]+\."; then
+      if [ "$CHANNEL_FLAG" != 1 ]; then
+        echo "agent-entrypoint: Claude Code is up; make attach NAME=$BRIDGE_NAME to watch"
+        return 0
+      elif [ $channel = confirmed ]; then
+        echo "agent-entrypoint: Claude Code is up with the bridge channel; make attach NAME=$BRIDGE_NAME to watch"
+        return 0
+      fi
+      prompt_since=${prompt_since:-$SECONDS}
+      if [ $((SECONDS - prompt_since)) -ge "$CHANNEL_DIALOG_SECONDS" ]; then
+        echo "agent-entrypoint: Claude Code is up, but did not ask to load the bridge channel: channels are off for it (DISABLE_TELEMETRY and the like, or the account), so messages arrive only if it has the session inbox (Claude Code 2.1.224 or newer); make attach NAME=$BRIDGE_NAME to watch" >&2
+        return 0
+      fi
+      sleep 0.5
     else
       sleep 0.5
     fi

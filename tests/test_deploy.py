@@ -572,12 +572,15 @@ def claude_bin(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return ensure_claude(tmp_path_factory)
 
 
-def test_entrypoint_runs_claude_code_with_the_role_prompt_and_no_channel_flag(
-        claude_bin: Path, redis_server: Any, tmp_path: Path) -> None:
+@pytest.mark.parametrize("channel_flag", [False, True], ids=["inbox", "channel-flag"])
+def test_entrypoint_runs_claude_code_with_the_role_prompt(
+        channel_flag: bool, claude_bin: Path, redis_server: Any, tmp_path: Path) -> None:
     """What an agent container runs, outside Docker: the entrypoint renders mcp.json and the
     prompt, starts Claude Code in tmux with no channel flag (so no channel dialog), and the
     agent then answers a message that bridge posted to its session inbox; SIGTERM makes it
-    leave the room."""
+    leave the room. With BRIDGE_CHANNEL_FLAG=1 (for Claude Code before 2.1.224) it also
+    confirms the development-channels dialog, and warns that telemetry off switches the
+    channel off."""
     from tests.claude_code import FAKE_API, FAKE_API_KEY, QUIET_ENV, read_tail
 
     turns = tmp_path / "turns.json"
@@ -592,7 +595,11 @@ def test_entrypoint_runs_claude_code_with_the_role_prompt_and_no_channel_flag(
     home, work, log = tmp_path / "home", tmp_path / "workspace", tmp_path / "entrypoint.log"
     home.mkdir()
     work.mkdir()
-    # No GrowthBook flag for channels is cached: the session inbox needs none
+    if channel_flag:
+        # Offline there is no GrowthBook to switch channels on: cache the flag, as the
+        # harness does (test only; the entrypoint seeds no flag). The inbox needs none.
+        (home / ".claude.json").write_text(json.dumps({"cachedGrowthBookFeatures":
+                                                       {"tengu_harbor": True}}))
     socket_name = f"bridge-test-{os.getpid()}"
     env = {
         "PATH": f"{claude_bin.parent}:{ROOT / '.venv' / 'bin'}:{os.environ['PATH']}",
@@ -602,6 +609,7 @@ def test_entrypoint_runs_claude_code_with_the_role_prompt_and_no_channel_flag(
         "BRIDGE_REDIS_URL": redis_server.url, "BRIDGE_DEPLOY_DIR": str(DEPLOY),
         "BRIDGE_PROMPT_DIR": str(DEPLOY / "prompts"), "BRIDGE_RUN_DIR": str(tmp_path / "run"),
         "BRIDGE_WORKDIR": str(work), "BRIDGE_TMUX_SOCKET": socket_name,
+        "BRIDGE_CHANNEL_FLAG": "1" if channel_flag else "0",
     }
     client = redis_server.client()
     agent = None
@@ -618,15 +626,17 @@ def test_entrypoint_runs_claude_code_with_the_role_prompt_and_no_channel_flag(
                                    "agent"], capture_output=True, text=True, timeout=10)
             return f"entrypoint log:\n{read_tail(log)}\nscreen:\n{shot.stdout}"
 
+        up = ("Claude Code is up with the bridge channel;" if channel_flag
+              else "Claude Code is up;")
         wait_until("Claude Code past its dialogs",
-                   lambda: "agent-entrypoint: Claude Code is up; make attach NAME=alice"
-                   in log.read_text(), 120, screen)
+                   lambda: f"agent-entrypoint: {up} make attach NAME=alice" in log.read_text(),
+                   120, screen)
         record = wait_until("alice in the room",
                             lambda: client.hgetall("bridge:{deploy}:agent:alice"), 60, screen)
         assert record[b"role"] == b"developer"
         text = log.read_text()
         # the harness needs DISABLE_TELEMETRY; it switches channels off, not the inbox
-        assert "WARNING" not in text, text
+        assert ("agent-entrypoint: WARNING DISABLE_TELEMETRY is set" in text) == channel_flag
         assert FAKE_API_KEY not in text and "Redis reachable" in text  # bridge doctor ran
 
         boss = subprocess.run(
@@ -645,12 +655,11 @@ def test_entrypoint_runs_claude_code_with_the_role_prompt_and_no_channel_flag(
         bodies = [json.loads(line)["body"] for line in requests.read_text().splitlines()]
         system = json.dumps([b.get("system") for b in bodies if b])
         assert "Your role: developer" in system  # the role prompt reached the model
-        # an inbox post (bridge/posts.py), not a channel block: there is no channel
+        # an inbox post (bridge/posts.py), not a channel block: the inbox comes first
         conversation = "\n".join(text for b in bodies if b for text in user_texts(b))
         assert re.search(r"^\[bridge\] message from boss, id [0-9]+-[0-9]+:\n> HELLO-FROM-BOSS$",
                          conversation, re.M), conversation[-3000:]
-        assert "<channel" not in conversation
-        assert "I am using this for local development" not in screen()
+        assert '<channel source="bridge"' not in conversation
 
         agent.terminate()  # what docker stop sends (through tini)
         assert agent.wait(timeout=60) == 0, read_tail(log)
