@@ -51,8 +51,10 @@ bench: install
 # --- Docker, across machines (README: "Run a team across machines") ---
 # Settings from make's command line or the environment: REDIS_URL, ROOM, AGENTS="NAME:ROLE ...",
 # for up-redis REDIS_PASSWORD or REDIS_ACL_FILE; optional files (host paths) CLAUDE_CREDENTIALS,
-# BRIDGE_SECRET_FILE, BRIDGE_TLS_CA/CERT/KEY, PROMPT_DIR. deploy/compose_agents.py checks them
-# before anything starts. DRY_RUN=1 prints the compose commands instead of running them.
+# BRIDGE_SECRET_FILE, BRIDGE_TLS_CA/CERT/KEY, PROMPT_DIR; CHANNEL_FLAG=1 for Claude Code
+# before 2.1.224 (the development channel, as it has no session inbox).
+# deploy/compose_agents.py checks them before anything starts. DRY_RUN=1 prints the compose
+# commands instead of running them.
 .PHONY: up up-redis down logs who tail attach
 COMPOSE ?= $(shell docker compose version >/dev/null 2>&1 && echo "docker compose" || echo docker-compose)
 PROJECT ?= bridge

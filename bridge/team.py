@@ -1,10 +1,13 @@
 """`bridge team`: a team of interactive Claude Codes on one machine, in one tmux session.
 
-Each agent gets one pane: Claude Code with bridge as its channel (`bridge serve --name NAME
---role ROLE --room ROOM`) and its role prompt appended to the system prompt. One more pane
-runs `bridge tail`. The tmux server is a dedicated one (`tmux -L SESSION`), started by this
-command, so every pane inherits this command's environment (ANTHROPIC_BASE_URL,
-ANTHROPIC_API_KEY, BRIDGE_REDIS_URL, ...): an already running tmux server would keep its own.
+Each agent gets one pane: Claude Code with bridge as its MCP server (`bridge serve --name
+NAME --role ROLE --room ROOM`) and its role prompt appended to the system prompt. Messages
+reach it through Claude Code's session inbox (2.1.224 and later): no flag, no dialog.
+`--channel` adds `--dangerously-load-development-channels server:bridge` for older versions,
+and each pane then asks to confirm it once. One more pane runs `bridge tail`. The tmux
+server is a dedicated one (`tmux -L SESSION`), started by this command, so every pane
+inherits this command's environment (ANTHROPIC_BASE_URL, ANTHROPIC_API_KEY,
+BRIDGE_REDIS_URL, ...): an already running tmux server would keep its own.
 """
 
 from __future__ import annotations
@@ -107,6 +110,7 @@ class Team:
     workdir: Path
     bridge: tuple[str, ...]
     tmux: str = "tmux"
+    channel: bool = False  # also load bridge as a development channel (no session inbox)
 
     def mcp_config(self, member: Member) -> str:
         server = {"type": "stdio", "command": self.bridge[0],
@@ -120,7 +124,9 @@ class Team:
             # only this bridge: a `bridge` the user registered (with another name) must not
             # shadow it
             "--mcp-config", self.mcp_config(member), "--strict-mcp-config",
-            "--dangerously-load-development-channels", "server:bridge",
+            # the session inbox needs no flag; before 2.1.224 only the channel can push
+            *(["--dangerously-load-development-channels", "server:bridge"]
+              if self.channel else []),
             # messaging is the team's job: no permission prompt for each bridge tool call
             "--allowedTools", "mcp__bridge",
             "--append-system-prompt-file", str(member.prompt),
@@ -129,8 +135,9 @@ class Team:
 
     def identity(self, member: Member) -> str:
         # Said here, not only in bridge's MCP instructions: a conversation whose first turn a
-        # channel push starts (a peer joining) never gets those (Claude Code 2.1.328 keeps
-        # the system prompt of the first request), nor the list of MCP tools.
+        # pushed message starts (an inbox post, or a channel push) may never get those
+        # (Claude Code 2.1.328 keeps the system prompt of the first request), nor the list
+        # of MCP tools.
         team = ", ".join(f"{m.name} ({m.role})" for m in self.members)
         return (f"You are {member.name}, the {member.role}, in bridge room {self.room}. "
                 f"The team: {team}. Your bridge tools are mcp__bridge__send_message, "
@@ -205,6 +212,7 @@ class Team:
 def build(
     specs: Sequence[str], *, room: str, session: str | None, claude: str | None,
     workdir: str | None, prompt_dir: str | None, dry_run: bool,
+    channel: bool = False,
 ) -> Team:
     """Check every input and resolve the executables; nothing is started."""
     members = parse_members(specs, Path(prompt_dir) if prompt_dir else None)
@@ -225,7 +233,7 @@ def build(
     else:
         executable = find_claude(claude)
     return Team(members, room, session, executable, folder, tuple(bridge_command()),
-                tmux or "tmux")
+                tmux or "tmux", channel)
 
 
 def channel_warning(env: Mapping[str, str]) -> str | None:
@@ -239,13 +247,32 @@ def channel_warning(env: Mapping[str, str]) -> str | None:
             f"conversations by themselves; unset {'it' if len(found) == 1 else 'them'}")
 
 
+def delivery(team: Team) -> str:
+    """How messages reach the agents, for the dry run's header."""
+    if team.channel:
+        return ("messages arrive through the session inbox, or the development channel on "
+                "Claude Code before 2.1.224 (each pane asks once to confirm loading it)")
+    return ("messages arrive through the session inbox (Claude Code 2.1.224 or newer; "
+            "--channel for older)")
+
+
+def confirm(team: Team) -> str:
+    """What a person must answer in the panes before the team can work."""
+    if team.channel:
+        return ("Each Claude Code asks once to confirm loading the development channel (and, "
+                "in a new folder, whether you trust it): press Enter in each pane. ")
+    return ("In a folder it has not seen, each Claude Code asks whether you trust it: press "
+            "Enter in each pane. ")
+
+
 def run(team: Team, *, dry_run: bool, attach: bool | None, out: TextIO = sys.stdout) -> int:
-    warning = channel_warning(os.environ)
+    # telemetry switches only the channel off; the session inbox works without it
+    warning = channel_warning(os.environ) if team.channel else None
     if warning:
         print(f"bridge: warning: {warning}", file=sys.stderr)
     if dry_run:
         print(f"# bridge team: room {team.room}, tmux session {team.session}; every pane "
-              f"inherits this environment", file=out)
+              f"inherits this environment; {delivery(team)}", file=out)
         for command in team.commands():
             print(shlex.join(command), file=out)
         print(shlex.join(team.attach_command()), file=out)
@@ -255,9 +282,7 @@ def run(team: Team, *, dry_run: bool, attach: bool | None, out: TextIO = sys.std
     print(f"team started in room {team.room}: {who}, and bridge tail\n"
           f"  watch: {shlex.join(team.attach_command())}\n"
           f"  stop:  {shlex.join(team.stop_command())}\n"
-          f"Each Claude Code asks once to confirm loading the development channel (and, in "
-          f"a new folder, whether you trust it): press Enter in each pane. Then give the "
-          f"manager its task.", file=out, flush=True)
+          f"{confirm(team)}Then give the manager its task.", file=out, flush=True)
     if attach is None:
         attach = sys.stdin.isatty() and out.isatty()
     if attach:
@@ -270,10 +295,11 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     team = sub.add_parser(
         "team", help="run a team of Claude Codes in tmux, one pane each, plus bridge tail",
         description="Open a tmux session with one interactive Claude Code per agent, each with "
-                    "bridge as its channel and its role prompt, plus a pane running bridge "
-                    "tail. The environment (ANTHROPIC_*, BRIDGE_REDIS_URL, ...) passes "
-                    "through to every pane; without BRIDGE_REDIS_URL all use the embedded "
-                    "Redis.")
+                    "bridge as its MCP server and its role prompt, plus a pane running bridge "
+                    "tail. Messages reach each agent through Claude Code's session inbox "
+                    "(2.1.224 or newer): no flag, no dialog. The environment (ANTHROPIC_*, "
+                    "BRIDGE_REDIS_URL, ...) passes through to every pane; without "
+                    "BRIDGE_REDIS_URL all use the embedded Redis.")
     team.add_argument("agents", nargs="*", metavar="NAME:ROLE",
                       help="e.g. carol:manager alice:developer bob:developer")
     team.add_argument("--agents", dest="more_agents", action="append", default=[],
@@ -288,6 +314,10 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     team.add_argument("--prompt-dir", dest="prompt_dir", metavar="DIR",
                       help="a folder of ROLE.md prompts; they add to or replace the built-in "
                            f"roles ({', '.join(sorted(roles(None)))})")
+    team.add_argument("--channel", action="store_true",
+                      help="also start Claude Code with --dangerously-load-development-channels "
+                           "server:bridge, for versions before 2.1.224 (no session inbox); "
+                           "each pane then asks once to confirm it")
     team.add_argument("--dry-run", dest="dry_run", action="store_true",
                       help="print the commands instead of running them")
     team.add_argument("--attach", action=argparse.BooleanOptionalAction, default=None,
@@ -302,7 +332,7 @@ def main(args: argparse.Namespace) -> int:
         room = Settings.from_env(room=args.room).room
         team = build([*args.more_agents, *args.agents], room=room, session=args.session,
                      claude=args.claude, workdir=args.workdir, prompt_dir=args.prompt_dir,
-                     dry_run=args.dry_run)
+                     dry_run=args.dry_run, channel=args.channel)
         return run(team, dry_run=args.dry_run, attach=args.attach)
     except BridgeError as e:
         print(f"bridge: {e}", file=sys.stderr)

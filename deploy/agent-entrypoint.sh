@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
-# The agent container: an interactive Claude Code with bridge as its channel, inside tmux.
-# Channels reach only an interactive Claude Code (../shared/CHANNELS.md), so `claude -p` is
-# no option; tmux gives it a terminal, and `make attach NAME=...` lets a person look in.
+# The agent container: an interactive Claude Code with bridge as its MCP server, inside tmux.
+# Messages arrive through Claude Code's session inbox (2.1.224 and later): no flag, no dialog.
+# BRIDGE_CHANNEL_FLAG=1 adds --dangerously-load-development-channels server:bridge for older
+# versions, whose only push is the channel. An agent waits for work, so it runs interactive;
+# tmux gives it a terminal, and `make attach NAME=...` lets a person look in.
 #
 #   agent-entrypoint.sh            start the session and stay up while it runs (the default)
 #   agent-entrypoint.sh --session  what runs inside tmux: Claude Code itself
@@ -16,16 +18,26 @@ SESSION=agent
 TMUX_SOCKET=${BRIDGE_TMUX_SOCKET:-bridge}
 tmux() { command tmux -L "$TMUX_SOCKET" "$@"; }
 DIALOG_SECONDS=${BRIDGE_DIALOG_SECONDS:-120}
+CHANNEL_DIALOG_SECONDS=${BRIDGE_CHANNEL_DIALOG_SECONDS:-15}
 
 die() { echo "agent-entrypoint: $*" >&2; exit 64; }
 
+case "${BRIDGE_CHANNEL_FLAG:-0}" in
+  1) CHANNEL_FLAG=1 ;;
+  0) CHANNEL_FLAG=0 ;;
+  *) die "BRIDGE_CHANNEL_FLAG='$BRIDGE_CHANNEL_FLAG': use 1 (also load bridge as a development channel, for Claude Code before 2.1.224) or 0 (the default: the session inbox, no flag)" ;;
+esac
+
 session() {
   cd "$WORKDIR"
-  local status=0
+  local status=0 channel=()
+  if [ "$CHANNEL_FLAG" = 1 ]; then
+    channel=(--dangerously-load-development-channels server:bridge)
+  fi
   # CLAUDE_ARGS is split on purpose: extra flags, e.g. "--permission-mode acceptEdits"
   # shellcheck disable=SC2086
   claude --mcp-config "$RUN_DIR/mcp.json" --strict-mcp-config \
-    --dangerously-load-development-channels server:bridge \
+    "${channel[@]}" \
     --allowedTools mcp__bridge \
     --append-system-prompt "$(cat "$RUN_DIR/prompt.md")" \
     ${CLAUDE_ARGS:-} || status=$?
@@ -35,21 +47,35 @@ session() {
 
 # Answer the dialogs a fresh start shows (the harness's list, Claude Code 2.1.328), then
 # stop watching: from then on the screen belongs to the agent and to whoever attaches.
+# Ready is the input prompt, a line that starts with "❯" (a dialog's choice reads "❯ 1.").
+# With the channel flag the channels dialog may come up after the prompt, so it is given
+# CHANNEL_DIALOG_SECONDS more; it never comes while channels are off (telemetry, account).
 accept_dialogs() {
-  local deadline=$((SECONDS + DIALOG_SECONDS)) screen channels_ok=0
+  local deadline=$((SECONDS + DIALOG_SECONDS)) screen channel=unseen prompt_since=""
   while [ $SECONDS -lt $deadline ] && tmux has-session -t "$SESSION" 2>/dev/null; do
     screen=$(tmux capture-pane -p -t "$SESSION" 2>/dev/null || true)
     if grep -q "I am using this for local development" <<<"$screen"; then
-      tmux send-keys -t "$SESSION" Enter; channels_ok=1; sleep 2
+      tmux send-keys -t "$SESSION" Enter; channel=confirmed; sleep 2
     elif grep -qE "Yes, I trust this folder|Do you trust the files" <<<"$screen"; then
       tmux send-keys -t "$SESSION" Enter; sleep 2
     elif grep -q "Detected a custom API key" <<<"$screen"; then
       tmux send-keys -t "$SESSION" Up; tmux send-keys -t "$SESSION" Enter; sleep 2
     elif grep -q "Choose the text style" <<<"$screen"; then
       tmux send-keys -t "$SESSION" Enter; sleep 2
-    elif [ $channels_ok = 1 ] && grep -q "❯" <<<"$screen"; then
-      echo "agent-entrypoint: Claude Code is up with the bridge channel; make attach NAME=$BRIDGE_NAME to watch"
-      return 0
+    elif grep -E "^[[:space:]]*❯" <<<"$screen" | grep -qvE "❯[[:space:]]*[0-9]+\."; then
+      if [ "$CHANNEL_FLAG" != 1 ]; then
+        echo "agent-entrypoint: Claude Code is up; make attach NAME=$BRIDGE_NAME to watch"
+        return 0
+      elif [ $channel = confirmed ]; then
+        echo "agent-entrypoint: Claude Code is up with the bridge channel; make attach NAME=$BRIDGE_NAME to watch"
+        return 0
+      fi
+      prompt_since=${prompt_since:-$SECONDS}
+      if [ $((SECONDS - prompt_since)) -ge "$CHANNEL_DIALOG_SECONDS" ]; then
+        echo "agent-entrypoint: Claude Code is up, but did not ask to load the bridge channel: channels are off for it (DISABLE_TELEMETRY and the like, or the account), so messages arrive only if it has the session inbox (Claude Code 2.1.224 or newer); make attach NAME=$BRIDGE_NAME to watch" >&2
+        return 0
+      fi
+      sleep 0.5
     else
       sleep 0.5
     fi
@@ -70,9 +96,10 @@ prompt="$PROMPT_DIR/$BRIDGE_ROLE.md"
 if [ ! -r "$prompt" ]; then
   die "no prompt for role '$BRIDGE_ROLE' in $PROMPT_DIR; roles: $(cd "$PROMPT_DIR" 2>/dev/null && ls ./*.md 2>/dev/null | sed 's|^\./||; s|\.md$||' | tr '\n' ' ')"
 fi
+# telemetry switches only the channel off; the session inbox works without it
 for var in DISABLE_TELEMETRY DO_NOT_TRACK CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC; do
-  if [ -n "${!var:-}" ]; then
-    echo "agent-entrypoint: WARNING $var is set: Claude Code switches channels off with it, so messages will not be pushed; unset it" >&2
+  if [ "$CHANNEL_FLAG" = 1 ] && [ -n "${!var:-}" ]; then
+    echo "agent-entrypoint: WARNING $var is set: Claude Code switches channels off with it, so messages will not be pushed over the channel; unset it" >&2
   fi
 done
 if [ -z "${ANTHROPIC_API_KEY:-}" ] && [ ! -r /run/claude/credentials.json ] && [ ! -s "$HOME/.claude/.credentials.json" ]; then

@@ -8,7 +8,8 @@ has nothing but Python, make and Docker. Settings come from the environment (the
 exports them), so a password never shows on a command line.
 
     compose_agents.py agents OUT   AGENTS, ROOM, REDIS_URL or REDIS_URL_<NAME> per agent (+
-                                   optional files): writes OUT, prints the service names
+                                   optional files, CHANNEL_FLAG): writes OUT, prints the
+                                   service names
     compose_agents.py room         checks REDIS_URL and ROOM (who, tail)
     compose_agents.py redis OUT    checks REDIS_PASSWORD or REDIS_ACL_FILE (+ REDIS_TLS_*):
                                    writes OUT
@@ -176,8 +177,17 @@ def hostname(env: Mapping[str, str], agent: Agent) -> str:
     return f"{machine[:62 - len(suffix)].rstrip('-')}-{suffix}"
 
 
+def check_channel_flag(env: Mapping[str, str]) -> None:
+    flag = env.get("CHANNEL_FLAG", "")
+    if flag not in ("", "0", "1"):
+        raise DeployError(f"bad CHANNEL_FLAG {flag!r}: use 1 (also load bridge as a development "
+                          f"channel, for Claude Code before 2.1.224) or 0 (the default: the "
+                          f"session inbox, no flag)")
+
+
 def agents_override(env: Mapping[str, str]) -> tuple[dict[str, object], list[Agent]]:
     check_room(env)
+    check_channel_flag(env)
     agents = parse_agents(env)
     own_url = {agent.name: url_var(agent) for agent in agents if env.get(url_var(agent))}
     for var in own_url.values():

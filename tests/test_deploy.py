@@ -111,12 +111,23 @@ def test_up_turns_agents_into_one_service_each(tmp_path: Path) -> None:
         assert service["environment"]["BRIDGE_ROOM"] == "team1"
         assert service["environment"]["BRIDGE_REDIS_URL"] == URL
         assert service["hostname"] == f"hostb-{name}"
+        # the session inbox by default: no channel flag, no dialog
+        assert service["environment"]["BRIDGE_CHANNEL_FLAG"] == "0"
         assert "agents" in service["profiles"]
         assert sorted(v.split(":")[:2] for v in service["volumes"]) == [
             [f"agent-{name}-home", "/home/agent"], [f"agent-{name}-workspace", "/workspace"]]
         assert "mcp__bridge" not in json.dumps(service)  # the command line is the image's
     # the template itself is never started by make up
     assert services["agent"]["profiles"] == ["template"]
+
+
+@needs_compose
+def test_up_with_channel_flag_gives_old_claude_codes_the_channel(tmp_path: Path) -> None:
+    result = make("up", tmp_path, REDIS_URL=URL, AGENTS="alice:developer", CHANNEL_FLAG="1")
+    assert result.returncode == 0, result.stderr
+    services = compose_config(tmp_path, tmp_path / "generated" / "agents.yml",
+                              REDIS_URL=URL, CHANNEL_FLAG="1")["services"]
+    assert services["agent-alice"]["environment"]["BRIDGE_CHANNEL_FLAG"] == "1"
 
 
 @needs_compose
@@ -178,6 +189,8 @@ def test_an_agent_can_have_its_own_url_for_its_own_acl_user(tmp_path: Path) -> N
     ({"REDIS_URL": "redis://:pw@hosta:6379/zero", "AGENTS": "a:developer"}, "database number"),
     ({"REDIS_URL": URL, "AGENTS": "a:developer", "BRIDGE_TLS_CA": "/nonexistent/ca.pem"},
      "BRIDGE_TLS_CA=/nonexistent/ca.pem is not a file"),
+    ({"REDIS_URL": URL, "AGENTS": "a:developer", "CHANNEL_FLAG": "yes"},
+     "bad CHANNEL_FLAG 'yes': use 1"),
 ])
 def test_up_stops_on_bad_settings_before_anything_starts(
         tmp_path: Path, variables: dict[str, str], message: str) -> None:
@@ -364,7 +377,7 @@ def test_mcp_json_renders_with_json_escaping() -> None:
     assert server["command"] == "/usr/local/bin/bridge" and server["args"] == ["serve"]
     assert server["env"] == {"BRIDGE_REDIS_URL": URL, "BRIDGE_ROOM": 'we"ird\\room',
                              "BRIDGE_NAME": "alice", "BRIDGE_ROLE": "developer",
-                             "BRIDGE_DELIVERY": "push"}
+                             "BRIDGE_DELIVERY": "auto"}
     with pytest.raises(render.RenderError, match="unset: BRIDGE_NAME, BRIDGE_REDIS_URL"):
         render.render_file(str(DEPLOY / "mcp.json"), {})
 
@@ -421,7 +434,56 @@ def test_entrypoint_refuses_missing_settings(tmp_path: Path) -> None:
     assert bad_role.returncode == 64
     assert "no prompt for role 'tester'" in bad_role.stderr
     assert "developer" in bad_role.stderr and "manager" in bad_role.stderr
+    bad_flag = entrypoint({"BRIDGE_NAME": "alice", "BRIDGE_REDIS_URL": URL,
+                           "BRIDGE_CHANNEL_FLAG": "yes"}, tmp_path)
+    assert bad_flag.returncode == 64
+    assert "BRIDGE_CHANNEL_FLAG='yes': use 1" in bad_flag.stderr
     assert not (tmp_path / "run").exists()  # stopped before writing anything
+
+
+@pytest.mark.parametrize("channel_flag", ["", "0", "1"])
+def test_entrypoint_adds_the_channel_flag_only_when_asked(
+        channel_flag: str, redis_server: Any, tmp_path: Path) -> None:
+    """A stand-in `claude` records its argv: no channel flag by default, the flag with
+    BRIDGE_CHANNEL_FLAG=1 (Claude Code before 2.1.224); telemetry off is a warning only then."""
+    from tests.claude_code import require_tmux
+
+    require_tmux()
+    bin_dir, argv_file = tmp_path / "bin", tmp_path / "argv.json"
+    bin_dir.mkdir()
+    (bin_dir / "claude").write_text(f"#!{sys.executable}\nimport json, sys\n"
+                                    f"json.dump(sys.argv[1:], open({str(argv_file)!r}, 'w'))\n")
+    (bin_dir / "claude").chmod(0o755)
+    (tmp_path / "workspace").mkdir()
+    socket_name = f"bridge-flag-{os.getpid()}-{channel_flag or 'unset'}"
+    env = {"PATH": f"{bin_dir}:{ROOT / '.venv' / 'bin'}:{os.environ['PATH']}",
+           "HOME": str(tmp_path), "LANG": "C.UTF-8", "BRIDGE_NAME": "alice",
+           "BRIDGE_REDIS_URL": redis_server.url, "BRIDGE_DEPLOY_DIR": str(DEPLOY),
+           "BRIDGE_PROMPT_DIR": str(DEPLOY / "prompts"), "BRIDGE_RUN_DIR": str(tmp_path / "run"),
+           "BRIDGE_WORKDIR": str(tmp_path / "workspace"), "BRIDGE_TMUX_SOCKET": socket_name,
+           "BRIDGE_DIALOG_SECONDS": "5", "DISABLE_TELEMETRY": "1"}
+    if channel_flag:
+        env["BRIDGE_CHANNEL_FLAG"] = channel_flag
+    try:
+        done = subprocess.run(["bash", str(DEPLOY / "agent-entrypoint.sh")], env=env,
+                              capture_output=True, text=True, timeout=90)
+    finally:
+        subprocess.run(["tmux", "-L", socket_name, "kill-server"], capture_output=True)
+    assert done.returncode == 0, done.stderr
+    argv = json.loads(argv_file.read_text())
+    assert argv[:3] == ["--mcp-config", str(tmp_path / "run" / "mcp.json"), "--strict-mcp-config"]
+    assert "--append-system-prompt" in argv and flag_value(argv, "--allowedTools") == "mcp__bridge"
+    warned = "WARNING DISABLE_TELEMETRY is set" in done.stderr
+    if channel_flag == "1":
+        assert flag_value(argv, "--dangerously-load-development-channels") == "server:bridge"
+        assert warned, done.stderr
+    else:
+        assert "--dangerously-load-development-channels" not in argv
+        assert not warned, done.stderr
+
+
+def flag_value(argv: list[str], name: str) -> str:
+    return argv[argv.index(name) + 1]
 
 
 # --- the Redis service's start script, against a real redis-server ---
@@ -510,11 +572,15 @@ def claude_bin(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return ensure_claude(tmp_path_factory)
 
 
-def test_entrypoint_runs_claude_code_with_the_channel_and_the_role_prompt(
-        claude_bin: Path, redis_server: Any, tmp_path: Path) -> None:
+@pytest.mark.parametrize("channel_flag", [False, True], ids=["inbox", "channel-flag"])
+def test_entrypoint_runs_claude_code_with_the_role_prompt(
+        channel_flag: bool, claude_bin: Path, redis_server: Any, tmp_path: Path) -> None:
     """What an agent container runs, outside Docker: the entrypoint renders mcp.json and the
-    prompt, starts Claude Code in tmux, gets it past the channels dialog, and the agent then
-    answers a message pushed to it through bridge; SIGTERM makes it leave the room."""
+    prompt, starts Claude Code in tmux with no channel flag (so no channel dialog), and the
+    agent then answers a message that bridge posted to its session inbox; SIGTERM makes it
+    leave the room. With BRIDGE_CHANNEL_FLAG=1 (for Claude Code before 2.1.224) it also
+    confirms the development-channels dialog, and warns that telemetry off switches the
+    channel off."""
     from tests.claude_code import FAKE_API, FAKE_API_KEY, QUIET_ENV, read_tail
 
     turns = tmp_path / "turns.json"
@@ -529,10 +595,11 @@ def test_entrypoint_runs_claude_code_with_the_channel_and_the_role_prompt(
     home, work, log = tmp_path / "home", tmp_path / "workspace", tmp_path / "entrypoint.log"
     home.mkdir()
     work.mkdir()
-    # Offline there is no GrowthBook to switch channels on: cache the flag, as the harness
-    # does (test only; the entrypoint itself seeds no flag)
-    (home / ".claude.json").write_text(json.dumps({"cachedGrowthBookFeatures":
-                                                   {"tengu_harbor": True}}))
+    if channel_flag:
+        # Offline there is no GrowthBook to switch channels on: cache the flag, as the
+        # harness does (test only; the entrypoint seeds no flag). The inbox needs none.
+        (home / ".claude.json").write_text(json.dumps({"cachedGrowthBookFeatures":
+                                                       {"tengu_harbor": True}}))
     socket_name = f"bridge-test-{os.getpid()}"
     env = {
         "PATH": f"{claude_bin.parent}:{ROOT / '.venv' / 'bin'}:{os.environ['PATH']}",
@@ -542,6 +609,7 @@ def test_entrypoint_runs_claude_code_with_the_channel_and_the_role_prompt(
         "BRIDGE_REDIS_URL": redis_server.url, "BRIDGE_DEPLOY_DIR": str(DEPLOY),
         "BRIDGE_PROMPT_DIR": str(DEPLOY / "prompts"), "BRIDGE_RUN_DIR": str(tmp_path / "run"),
         "BRIDGE_WORKDIR": str(work), "BRIDGE_TMUX_SOCKET": socket_name,
+        "BRIDGE_CHANNEL_FLAG": "1" if channel_flag else "0",
     }
     client = redis_server.client()
     agent = None
@@ -558,14 +626,17 @@ def test_entrypoint_runs_claude_code_with_the_channel_and_the_role_prompt(
                                    "agent"], capture_output=True, text=True, timeout=10)
             return f"entrypoint log:\n{read_tail(log)}\nscreen:\n{shot.stdout}"
 
+        up = ("Claude Code is up with the bridge channel;" if channel_flag
+              else "Claude Code is up;")
         wait_until("Claude Code past its dialogs",
-                   lambda: "Claude Code is up with the bridge channel" in log.read_text(),
+                   lambda: f"agent-entrypoint: {up} make attach NAME=alice" in log.read_text(),
                    120, screen)
         record = wait_until("alice in the room",
                             lambda: client.hgetall("bridge:{deploy}:agent:alice"), 60, screen)
         assert record[b"role"] == b"developer"
         text = log.read_text()
-        assert "WARNING DISABLE_TELEMETRY is set" in text  # the harness needs it; users are told
+        # the harness needs DISABLE_TELEMETRY; it switches channels off, not the inbox
+        assert ("agent-entrypoint: WARNING DISABLE_TELEMETRY is set" in text) == channel_flag
         assert FAKE_API_KEY not in text and "Redis reachable" in text  # bridge doctor ran
 
         boss = subprocess.run(
@@ -584,8 +655,11 @@ def test_entrypoint_runs_claude_code_with_the_channel_and_the_role_prompt(
         bodies = [json.loads(line)["body"] for line in requests.read_text().splitlines()]
         system = json.dumps([b.get("system") for b in bodies if b])
         assert "Your role: developer" in system  # the role prompt reached the model
-        channel = json.dumps([b.get("messages") for b in bodies if b])
-        assert '<channel source=\\"bridge\\" from=\\"boss\\"' in channel.replace("\\\\", "\\")
+        # an inbox post (bridge/posts.py), not a channel block: the inbox comes first
+        conversation = "\n".join(text for b in bodies if b for text in user_texts(b))
+        assert re.search(r"^\[bridge\] message from boss, id [0-9]+-[0-9]+:\n> HELLO-FROM-BOSS$",
+                         conversation, re.M), conversation[-3000:]
+        assert '<channel source="bridge"' not in conversation
 
         agent.terminate()  # what docker stop sends (through tini)
         assert agent.wait(timeout=60) == 0, read_tail(log)
@@ -600,6 +674,18 @@ def test_entrypoint_runs_claude_code_with_the_channel_and_the_role_prompt(
         subprocess.run(["tmux", "-L", socket_name, "kill-server"], capture_output=True)
         api.terminate()
         api.wait(timeout=30)
+
+
+def user_texts(body: dict[str, Any]) -> list[str]:
+    """The texts of a request's user turns."""
+    texts = []
+    for message in body.get("messages", []):
+        if message.get("role") == "user":
+            content = message["content"]
+            texts += [content] if isinstance(content, str) else [
+                b["text"] for b in content
+                if isinstance(b, dict) and isinstance(b.get("text"), str)]
+    return texts
 
 
 @pytest.mark.skipif(shutil.which("openssl") is None, reason="openssl is not installed")

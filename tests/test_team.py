@@ -3,10 +3,11 @@
 The fast tests drive the real CLI as a subprocess: `--dry-run` output, bad input, and a real
 tmux session whose panes run a stand-in executable that records how it was started. The end
 to end test starts three real interactive Claude Codes (the npm package, pinned) with
-`bridge team`, all pointed at one scripted fake Messages API by ANTHROPIC_BASE_URL; the
-scripted manager asks both developers to agree on an endpoint, both developers'
-conversations must receive that message as a bridge channel block, and the developers'
-proposal and confirmation must reach each other and the manager.
+`bridge team`, all pointed at one scripted fake Messages API by ANTHROPIC_BASE_URL, with no
+channel flag and no dialog to confirm; the scripted manager asks both developers to agree on
+an endpoint, both developers' conversations must receive that message as a bridge post in
+their session inbox, and the developers' proposal and confirmation must reach each other and
+the manager.
 """
 
 from __future__ import annotations
@@ -91,6 +92,9 @@ def test_dry_run_prints_one_claude_per_agent_and_a_tail(tmp_path: Path) -> None:
     result = team(*args, *TEAM)
     assert result.returncode == 0, result.stderr
     assert result.stderr == ""
+    assert result.stdout.splitlines()[0].endswith(
+        "messages arrive through the session inbox (Claude Code 2.1.224 or newer; --channel "
+        "for older)")
     commands = dry_run_commands(result.stdout)
     assert all(Path(c[0]).name == "tmux" and c[1:3] == ["-L", session] for c in commands)
     assert commands[0][commands[0].index("new-session"):][:5] == [
@@ -107,7 +111,8 @@ def test_dry_run_prints_one_claude_per_agent_and_a_tail(tmp_path: Path) -> None:
         assert server["args"] == ["serve", "--name", name, "--role", role, "--room", "demo"]
         assert "env" not in server  # BRIDGE_REDIS_URL etc. come from the environment
         assert "--strict-mcp-config" in argv
-        assert flag(argv, "--dangerously-load-development-channels") == "server:bridge"
+        # the session inbox needs no flag and shows no dialog
+        assert "--dangerously-load-development-channels" not in argv
         assert flag(argv, "--allowedTools") == "mcp__bridge"
         prompt = Path(flag(argv, "--append-system-prompt-file"))
         assert prompt == PROMPTS / f"{role}.md" and prompt.is_file()
@@ -131,12 +136,26 @@ def test_dry_run_prints_one_claude_per_agent_and_a_tail(tmp_path: Path) -> None:
                           check=False).returncode != 0
 
 
-def test_dry_run_warns_when_telemetry_switches_channels_off() -> None:
-    result = team("--dry-run", "a:developer", env=clean_env(DISABLE_TELEMETRY="1",
-                                                              DO_NOT_TRACK="1"))
+def test_channel_adds_the_development_channel_flag_for_old_claude_codes() -> None:
+    result = team("--dry-run", "--channel", "--claude", "/bin/sh", *TEAM)
+    assert result.returncode == 0, result.stderr
+    assert "the development channel on Claude Code before 2.1.224" in result.stdout
+    agents = claude_commands(dry_run_commands(result.stdout), "/bin/sh")
+    assert list(agents) == ["carol", "alice", "bob"]
+    for argv in agents.values():
+        assert flag(argv, "--dangerously-load-development-channels") == "server:bridge"
+        assert flag(argv, "--allowedTools") == "mcp__bridge"
+
+
+def test_telemetry_off_is_a_warning_only_with_the_channel() -> None:
+    env = clean_env(DISABLE_TELEMETRY="1", DO_NOT_TRACK="1")
+    result = team("--dry-run", "--channel", "a:developer", env=env)
     assert result.returncode == 0
     assert result.stderr.startswith("bridge: warning: DISABLE_TELEMETRY and DO_NOT_TRACK are "
                                     "set: Claude Code then switches channels off")
+    # the session inbox works with telemetry off: nothing to warn about
+    inbox = team("--dry-run", "a:developer", env=env)
+    assert inbox.returncode == 0 and inbox.stderr == ""
 
 
 def test_a_prompt_dir_adds_and_overrides_roles(tmp_path: Path) -> None:
@@ -201,7 +220,11 @@ def test_the_role_prompts_state_the_protocol() -> None:
     manager = (PROMPTS / "manager.md").read_text()
     developer = (PROMPTS / "developer.md").read_text()
     for text in (manager, developer):
-        for needle in ('<channel source="bridge"', "send_message", "list_participants",
+        # a message arrives as an inbox post or (the fallback) a channel block; room changes
+        # ride along and are not answered; answers go through bridge, not SendMessage
+        for needle in ("`[bridge] message from NAME", '<channel source="bridge"',
+                       "since your last message:", "do not answer them", "send_message",
+                       "never with the built-in `SendMessage`", "list_participants",
                        "CONTRACT AGREED:", "DONE:", 'kind="joined"'):
             assert needle in text, needle
     assert "set_status" in manager and "set_status" in developer
@@ -355,14 +378,15 @@ KICKOFF = "KICKOFF-TEAM-E2E: build a todo app, a backend and a frontend"
 ASK = ("alice (backend) and bob (frontend): before you write code, agree between you on "
        "GET /api/todos: the response JSON shape, status codes, and the CORS origin. "
        "TOKEN-7F3A")
-CHANNEL_RE = re.compile(r'<channel source="bridge"([^>]*)>\s*(.*?)\s*</channel>', re.S)
-ATTR_RE = re.compile(r'([A-Za-z_][A-Za-z0-9_]*)="([^"]*)"')
+# one message of an inbox post (bridge/posts.py): its header line, then its text quoted
+POST_RE = re.compile(r"^(?:\[bridge\] message from|from) ([a-z0-9][a-z0-9_.-]*)(?: \([^)\n]*\))?"
+                     r", id ([0-9]+-[0-9]+)(?:, reply to [^:\n]+)?:\n((?:> .*(?:\n|$))+)", re.M)
 IDENTITY_RE = re.compile(r"You are ([a-z0-9_.-]+), the ([a-z0-9_.-]+), in bridge room e2e\.")
 DIALOGS = {  # screen text -> keys, as the shared harness answers them (run_channel_check.py)
-    "I am using this for local development": ["Enter"],
     "Yes, I trust this folder": ["Enter"],
     "Detected a custom API key": ["Up", "Enter"],
 }
+CHANNEL_DIALOG = "I am using this for local development"  # must not show: no flag
 READY_RE = re.compile(r"^\s*❯\s*$", re.M)  # the empty input prompt
 
 
@@ -413,26 +437,30 @@ def conversations(log: Path) -> dict[str, list[dict[str, Any]]]:
     return by_agent
 
 
-def channels(record: dict[str, Any]) -> list[tuple[dict[str, str], str]]:
-    """(attributes, text) of every bridge channel block in the request's user/system turns."""
+def posts(record: dict[str, Any]) -> list[tuple[str, str, str]]:
+    """(sender, message id, text) of every bridge message posted to the session inbox, as
+    the request's user turns show them."""
     found = []
     for message in record["body"]["messages"]:
-        if message.get("role") not in ("user", "system"):
+        if message.get("role") != "user":
             continue
         content = message.get("content")
         blocks = [content] if isinstance(content, str) else [
             b.get("text", "") for b in content or [] if isinstance(b, dict)]
         for text in blocks:
-            found += [(dict(ATTR_RE.findall(m.group(1))), m.group(2))
-                      for m in CHANNEL_RE.finditer(text)]
+            if not isinstance(text, str) or "[bridge] " not in text:
+                continue
+            found += [(m.group(1), m.group(2),
+                       "\n".join(line[2:] for line in m.group(3).rstrip("\n").split("\n")))
+                      for m in POST_RE.finditer(text)]
     return found
 
 
 def received(records: list[dict[str, Any]], sender: str, text: str) -> dict[str, str] | None:
-    """The attributes of `sender`'s message `text` in this conversation, once it is there."""
-    return next((attrs for record in records for attrs, content in channels(record)
-                 if attrs.get("from") == sender and attrs.get("kind") == "message"
-                 and attrs.get("message_id") and text in content), None)
+    """`sender`'s message `text` in this conversation ({"from", "message_id"}), once there."""
+    return next(({"from": who, "message_id": message_id} for record in records
+                 for who, message_id, content in posts(record)
+                 if who == sender and text in content), None)
 
 
 def the_ask(records: list[dict[str, Any]]) -> dict[str, str] | None:
@@ -451,7 +479,7 @@ def test_a_scripted_manager_reaches_both_developers_through_bridge_team(
     claude_bin: Path, tmux_team: TmuxTeam, tmp_path: Path
 ) -> None:
     home, work = tmp_path / "home", tmp_path / "work"
-    seed_home(home, work, channels=True)
+    seed_home(home, work)  # no channels flag cached: the session inbox needs none
     (tmp_path / "turns.json").write_text(json.dumps(script(), indent=1))
     log, port_file = tmp_path / "requests.jsonl", tmp_path / "api.port"
     api_out = open(tmp_path / "fake_api.out", "w")  # noqa: SIM115 (closed with the process)
@@ -462,8 +490,8 @@ def test_a_scripted_manager_reaches_both_developers_through_bridge_team(
     port = wait_until("the fake Messages API", lambda: port_file.exists()
                       and port_file.read_text().strip(), 20,
                       lambda: read_tail(tmp_path / "fake_api.out"))
-    # The harness's environment (throwaway HOME, channels flag cached, no telemetry), with the
-    # fake API as the model: bridge team must hand it to every pane.
+    # The harness's environment (throwaway HOME, no telemetry), with the fake API as the
+    # model: bridge team must hand it to every pane.
     tmux_team.env = minimal_env(home) | {
         "ANTHROPIC_BASE_URL": f"http://127.0.0.1:{port}",
         "BRIDGE_RUNTIME_DIR": tmux_team.env["BRIDGE_RUNTIME_DIR"],
@@ -479,11 +507,12 @@ def test_a_scripted_manager_reaches_both_developers_through_bridge_team(
                    "--claude", str(claude_bin), "--workdir", str(work), *TEAM,
                    env=tmux_team.env)
     assert started.returncode == 0, started.stderr
-    # the harness's quiet switches include DISABLE_TELEMETRY: the user is warned
-    assert "bridge: warning: DISABLE_TELEMETRY" in started.stderr
+    # DISABLE_TELEMETRY (the harness's) switches channels off, not the inbox: no warning
+    assert "warning" not in started.stderr, started.stderr
+    assert "development channel" not in started.stdout, started.stdout
 
     # Answer each Claude Code's start-up dialogs as a person would, until all three sit at an
-    # empty prompt and all three bridges are in the room.
+    # empty prompt and all three bridges are in the room. No channel, so no channel dialog.
     pressed: dict[tuple[str, str], float] = {}
 
     def ready() -> bool:
@@ -494,6 +523,8 @@ def test_a_scripted_manager_reaches_both_developers_through_bridge_team(
         for name in ("carol", "alice", "bob"):
             pane = panes[name][0]
             screen = tmux_team.screen(pane)
+            if CHANNEL_DIALOG in screen:
+                pytest.fail(f"{name} asks to confirm a development channel\n{diagnose()}")
             dialog = next((text for text in DIALOGS if text in screen), None)
             if dialog:
                 waiting = True
