@@ -17,8 +17,8 @@ def clean(text: str) -> str:
     for char in text.replace("\r\n", "\n"):
         if char == "\n":
             out.append(" ⏎ ")
-        elif char == "\t":
-            out.append(" ")
+        elif char == "\t" or (char != " " and unicodedata.category(char) in ("Zs", "Zl", "Zp")):
+            out.append(" ")  # U+2028/2029 would break the line; odd spaces line up falsely
         elif unicodedata.category(char) in ("Cc", "Cf", "Cs", "Co", "Cn"):
             out.append("\ufffd")
         else:

@@ -263,3 +263,11 @@ def test_ttl_is_bounded():
         with pytest.raises(Exception, match="from 1 to 3600"):
             Settings.from_env({"BRIDGE_TTL": bad})
 
+
+
+def test_unicode_line_and_odd_space_separators_are_plain_spaces() -> None:
+    from bridge.untrusted import clean
+
+    # U+2028/U+2029 end a line in some terminals; U+00A0 is not printable by str's rule
+    assert clean("a\u2028b\u2029c\xa0d") == "a b c d"
+    assert clean("a\u2028b").isprintable()
