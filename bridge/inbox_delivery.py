@@ -21,7 +21,7 @@ from redis.exceptions import RedisError
 from bridge.bus import Bridge, Incoming
 from bridge.envelope import Envelope, Event, Notice
 from bridge.inbox import InboxPoster
-from bridge.posts import Peer, change, post_text
+from bridge.posts import Senders, change, post_text
 from bridge.subscriber import Backoff
 
 log = structlog.get_logger("bridge.inbox")
@@ -60,14 +60,14 @@ class InboxDelivery:
     def __init__(self, bridge: Bridge, poster: InboxPoster, *, push_events: bool,
                  ready: Callable[[], Awaitable[None]],
                  screen: Callable[[Bridge, list[Incoming]], Awaitable[list[Incoming]]],
-                 keep: Callable[[Incoming], None]) -> None:
+                 keep: Callable[[Incoming], None], senders: Senders) -> None:
         self.bridge = bridge
         self.screen = screen
         self.keep = keep  # for read_messages: the whole of a message too long to post
         self.poster = poster
         self.push_events = push_events
         self.ready = ready
-        self.peers: dict[str, Peer] = {}
+        self.senders = senders
         self.changes: list[str] = []
         self.posted = 0
 
@@ -83,7 +83,7 @@ class InboxDelivery:
             items = self._items(await self.screen(self.bridge, batch))
             if not items:
                 continue
-            await self._learn_senders(items)
+            await self.senders.learn(self.bridge.participants, items)
             if await self._post_all(items):
                 backoff.reset()
             else:
@@ -96,8 +96,6 @@ class InboxDelivery:
         for item in batch:
             if isinstance(item, Event):
                 self._note(item)
-                if item.kind == "joined":
-                    self.peers[item.name] = Peer(item.role, item.host)
             else:
                 items.append(item)
         if self.push_events and self.changes and not items:
@@ -108,18 +106,6 @@ class InboxDelivery:
     def _note(self, event: Event) -> None:
         self.changes.append(change(event))
         del self.changes[:-MAX_CHANGES]
-
-    async def _learn_senders(self, items: list[Envelope | Notice]) -> None:
-        """Role and host of senders we have not seen join (best effort, one round trip)."""
-        if all(item.sender in self.peers for item in items if isinstance(item, Envelope)):
-            return
-        with anyio.move_on_after(1.0):
-            try:
-                _, people = await self.bridge.participants()
-            except (RedisError, OSError):
-                return
-            for person in people:
-                self.peers[person.name] = Peer(person.role, person.host)
 
     def _cut(self, item: Envelope | Notice) -> Envelope | Notice:
         """A message too long for a post, cut, with a pointer to the whole."""
@@ -143,7 +129,7 @@ class InboxDelivery:
                 count += 1
             chunk, items = items[:count], items[count:]
             posted = [self._cut(item) for item in chunk]
-            text = post_text(posted, self.peers, self.changes)
+            text = post_text(posted, self.senders.known, self.changes)
             try:
                 await self.poster.post(text)
             except (OSError, TimeoutError) as e:

@@ -12,8 +12,12 @@ from __future__ import annotations
 
 import time
 import unicodedata
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
+
+import anyio
+from redis.exceptions import RedisError
 
 from bridge.envelope import Envelope, Event, Notice
 
@@ -24,6 +28,30 @@ MAX_LABEL = 64
 class Peer:
     role: str = ""
     host: str = ""
+
+
+class Senders:
+    """Role and host of the peers who write to us, for what a push says: from their joined
+    events, and for one never seen joining, from the room's list (one round trip)."""
+
+    def __init__(self) -> None:
+        self.known: dict[str, Peer] = {}
+
+    def saw(self, event: Event) -> None:
+        if event.kind == "joined":
+            self.known[event.name] = Peer(event.role, event.host)
+
+    async def learn(self, participants: Callable[[], Awaitable[tuple[int, list[Any]]]],
+                    items: Sequence[object]) -> None:
+        if all(item.sender in self.known for item in items if isinstance(item, Envelope)):
+            return
+        with anyio.move_on_after(1.0):
+            try:
+                _, people = await participants()
+            except (RedisError, OSError):
+                return  # best effort: the push says the name alone
+            for person in people:
+                self.known[person.name] = Peer(person.role, person.host)
 
 
 def label(text: str) -> str:

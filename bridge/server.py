@@ -6,6 +6,7 @@ import asyncio
 import os
 import sys
 import time
+from collections.abc import Mapping
 from dataclasses import replace
 from typing import Any
 
@@ -27,7 +28,7 @@ from bridge.errors import BridgeError, RedisUnavailable
 from bridge.inbox import InboxPoster, choose, offered
 from bridge.inbox_delivery import MAX_CHANGES, InboxDelivery
 from bridge.loops import LoopGuard
-from bridge.posts import change
+from bridge.posts import Peer, Senders, change, label
 from bridge.presence import Participant
 from bridge.protocol import ServerInfo, Session, encode
 from bridge.settings import Settings
@@ -70,11 +71,17 @@ def instructions(s: Settings) -> str:
     return " ".join(lines)
 
 
-def meta_for(item: Incoming, changes: list[str] | None = None) -> dict[str, str]:
+def meta_for(item: Incoming, changes: list[str] | None = None,
+             senders: Mapping[str, Peer] | None = None) -> dict[str, str]:
     """Channel meta: string values under fixed, safe keys only."""
     if isinstance(item, Envelope):
         meta = {"from": item.sender, "to": item.to_text(), "message_id": item.id,
                 "kind": item.kind}
+        peer = (senders or {}).get(item.sender)
+        if peer and label(peer.role):  # the facts an inbox post gives too
+            meta["role"] = label(peer.role)
+        if peer and label(peer.host):
+            meta["host"] = label(peer.host)
         if item.reply_to:
             meta["reply_to"] = item.reply_to
         if changes:  # what changed in the room since the last push (events ride along)
@@ -103,11 +110,13 @@ def render(item: Incoming) -> str:
     return f"[event] {describe_event(item)}"
 
 
-def notification_line(item: Incoming, changes: list[str] | None = None) -> bytes:
+def notification_line(item: Incoming, changes: list[str] | None = None,
+                      senders: Mapping[str, Peer] | None = None) -> bytes:
     """The JSON-RPC line of one channel push."""
     content = item.text if isinstance(item, Envelope | Notice) else describe_event(item)
     return encode({"jsonrpc": "2.0", "method": CHANNEL_METHOD,
-                   "params": {"content": content, "meta": meta_for(item, changes)}})
+                   "params": {"content": content,
+                              "meta": meta_for(item, changes, senders)}})
 
 
 def redis_failure(error: RedisError | OSError) -> str:
@@ -156,6 +165,7 @@ class BridgeServer:
         # or one too long for an inbox post
         self.loops = LoopGuard(settings.name, settings.loop_limit, settings.loop_window)
         self.held: list[Incoming] = []
+        self.senders = Senders()  # role and host of who writes to us, for what a push says
         self._status_before_hold: str | None = None
         info = ServerInfo(name="bridge", version=__version__,
                           instructions=instructions(settings), tools=TOOLS,
@@ -196,7 +206,8 @@ class BridgeServer:
                                             push_events=self.settings.push_events,
                                             ready=self.session.initialized.wait,
                                             screen=self.screened,
-                                            keep=self.held.append).run()
+                                            keep=self.held.append,
+                                            senders=self.senders).run()
                     await anyio.sleep_forever()
             except (RedisUnavailable, RedisError, OSError) as e:
                 if self._bridge is not None:
@@ -378,6 +389,8 @@ class BridgeServer:
         a status line that the others and the operator's `tail` see."""
         pushed: list[Incoming] = []
         for item in batch:
+            if isinstance(item, Event):
+                self.senders.saw(item)
             verdict = self.loops.screen(item) if isinstance(item, Envelope) else "push"
             if verdict == "push":
                 pushed.append(item)
@@ -425,6 +438,7 @@ class BridgeServer:
         changes: list[str] = []
         while True:
             batch = await self.screened(bridge, await bridge.next_batch())
+            await self.senders.learn(bridge.participants, batch)
             if not self.settings.push_events:  # events ride along with the next message
                 changes += [change(item) for item in batch if isinstance(item, Event)]
                 del changes[:-MAX_CHANGES]
@@ -436,7 +450,7 @@ class BridgeServer:
                 size = 0
                 pushed: list[Incoming] = []
                 while batch:
-                    line = notification_line(batch[0], changes)
+                    line = notification_line(batch[0], changes, self.senders.known)
                     if chunk and size + len(line) + 1 > PUSH_CHUNK_BYTES:
                         break
                     if isinstance(batch[0], Envelope):

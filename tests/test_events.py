@@ -3,6 +3,8 @@ next message instead of being pushed on their own."""
 
 from __future__ import annotations
 
+import socket
+
 import pytest
 
 pytestmark = pytest.mark.anyio
@@ -38,3 +40,18 @@ async def test_push_events_pushes_them_on_their_own(agents):
     await agents.start("alice")
     [joined] = await bob.wait_for(lambda: bob.channel("joined"), what="alice joined")
     assert joined["meta"]["from"] == "alice"
+
+
+async def test_a_channel_push_gives_the_facts_an_inbox_post_gives(agents):
+    """Who sent it, with role and host, its id and reply_to: the same facts on both paths."""
+    bob = await agents.start("bob")
+    alice = await agents.start("alice", "--role", "developer")
+    await alice.tool("send_message", to="bob", text="first")
+    [first] = await bob.wait_messages(1)
+    await alice.tool("send_message", to="bob", text="second",
+                     reply_to=first["meta"]["message_id"])
+    second = (await bob.wait_messages(2))[1]
+    meta = second["meta"]
+    assert meta["from"] == "alice" and meta["role"] == "developer"
+    assert meta["host"] == socket.gethostname()[:64]
+    assert meta["reply_to"] == first["meta"]["message_id"] and meta["message_id"]

@@ -23,7 +23,8 @@ async def test_direct_message_is_pushed_with_meta(agents):
     assert meta["from"] == "alice" and meta["to"] == "bob" and meta["kind"] == "message"
     assert meta["message_id"] in result
     assert all(isinstance(v, str) for v in meta.values())
-    assert set(meta) == {"from", "to", "message_id", "kind"}  # reply_to only when set
+    # reply_to only when set, role when the sender has one; host as the sender's record says
+    assert set(meta) == {"from", "to", "message_id", "kind", "host"}
 
 
 async def test_reply_carries_reply_to(agents):
