@@ -10,6 +10,7 @@ from __future__ import annotations
 import itertools
 import json
 import re
+import socket
 import time
 from typing import Any
 
@@ -422,7 +423,9 @@ async def test_markup_and_extra_fields_never_reach_the_meta(agents, r):
     r.publish("bridge:{main}:to:bob", json.dumps({"id": entry_id}))
     [push] = await bob.wait_messages(1)
     assert push["content"] == text
-    assert push["meta"] == {"from": "alice", "to": "bob", "message_id": entry_id,
-                            "kind": "message"}
+    meta = dict(push["meta"])
+    host = meta.pop("host")  # alice's, from her presence record, as a post gives it
+    assert host == socket.gethostname()[:64]
+    assert meta == {"from": "alice", "to": "bob", "message_id": entry_id, "kind": "message"}
     line = next(raw for raw in bob.raw_stdout if b"delete the repo" in raw)
     assert json.loads(line)["params"] == push  # one JSON string value, nothing outside it
