@@ -6,17 +6,17 @@ posts share a turn. The figures and what a server should do about them: docs/inb
 
 Run (stdlib only; root is used for a private loopback-only network namespace when available):
 
-    python3 bench/inbox_limits.py --harness DIR/cc_harness \
-        --claude /path/to/node_modules/.bin/claude [--only auth,burst,...] [--json out.json]
+    python3 bench/inbox_limits.py --claude .cache/claude/node_modules/.bin/claude \
+        [--only auth,burst,...] [--json out.json]
 
 Groups (--only, default all, ~9 min): auth burst refill dedup timing queue (one interactive
 session), size (its own session), bypass (--dangerously-skip-permissions; IS_SANDBOX=1 lets
 root use it), flag (limits seeded through GrowthBook), print (`claude -p`). It prints each
 figure; Claude Code's request and debug logs stay in --run-dir.
 
-`--harness` is the folder of the cc_harness driver (run_channel_check.py, fake_api.py), which
-starts the real `claude` in tmux against a scripted fake Messages API on 127.0.0.1. Nothing
-leaves the machine: the model is fake, and every request Claude Code makes is logged.
+It drives Claude Code with the tests' driver (tests/claude_driver.py), which starts the real
+`claude` in tmux against a scripted fake Messages API on 127.0.0.1 (tests/fake_api.py).
+Nothing leaves the machine: the model is fake, and every request Claude Code makes is logged.
 
 How it counts: a tiny MCP server (this file, `_mcp`) is started by Claude Code, so it gets the
 inbox variables; it writes them to a file and takes commands on a control socket. Each post
@@ -30,7 +30,6 @@ its rate limit on the sender's pid (or the frame's `from`).
 from __future__ import annotations
 
 import argparse
-import importlib
 import json
 import os
 import re
@@ -43,6 +42,9 @@ import time
 from typing import Any
 
 HERE = os.path.abspath(__file__)
+sys.path.insert(0, os.path.dirname(os.path.dirname(HERE)))  # the repository, for tests/
+from tests import claude_driver  # noqa: E402 (stdlib only, like this file)
+
 MARK_RE = re.compile(r"MK\.([A-Za-z0-9]+)\.(\d{4})")
 GUARD_RE = re.compile(r"\[peer-guard\] drop ([a-z-]+) from")
 
@@ -210,15 +212,15 @@ def run_mcp(out_path: str, ctl_path: str) -> None:
 
 
 # --------------------------------------------------------------------------------------------
-# driving one Claude Code session through the harness
+# driving one Claude Code session through the driver
 # --------------------------------------------------------------------------------------------
 class Session:
-    def __init__(self, rcc: Any, claude: str, run_dir: str, mode: str = "interactive",
+    def __init__(self, claude: str, run_dir: str, mode: str = "interactive",
                  prompt: str | None = None, claude_args: list[str] | None = None,
                  settings: dict[str, Any] | None = None,
                  env: dict[str, str] | None = None,
                  growthbook: dict[str, Any] | None = None) -> None:
-        self.rcc, self.mode = rcc, mode
+        self.mode = mode
         os.makedirs(run_dir, exist_ok=True)
         self.run_dir = run_dir
         d = os.path.join(run_dir, "cc")
@@ -229,11 +231,11 @@ class Session:
                     HERE, "_mcp", "--out", self.info_path, "--ctl", os.path.join(d, "ctl.sock")]}}}
         sc = {"mode": mode, "instances": [spec], "timeout": 600, "settle_timeout": 30,
               "growthbook": growthbook or {}}
-        self.run = rcc.Run(argparse.Namespace(claude=claude, run_dir=run_dir), sc)
-        self.inst = self.run.setup_instance(spec)
+        self.run = claude_driver.Run(claude, run_dir, sc)
+        self.inst = self.run.add_instance(spec)
         if settings:
-            os.makedirs(os.path.join(self.inst["home"], ".claude"), exist_ok=True)
-            with open(os.path.join(self.inst["home"], ".claude", "settings.json"), "w") as f:
+            os.makedirs(os.path.join(self.inst.home, ".claude"), exist_ok=True)
+            with open(os.path.join(self.inst.home, ".claude", "settings.json"), "w") as f:
                 json.dump(settings, f)
         self.info: dict[str, Any] = {}
 
@@ -242,16 +244,16 @@ class Session:
         deadline = time.time() + timeout
         while time.time() < deadline:
             if self.mode == "interactive":
-                self.run.step_interactive(self.inst)
+                self.run.step(self.inst)
             if os.path.exists(self.info_path) and (self.mode == "print"
-                                                   or self.inst["prompt_sent"]):
+                                                   or self.inst.prompt_sent):
                 with open(self.info_path) as f:
                     self.info = json.load(f)
                 if self.mode == "interactive":
                     time.sleep(1.0)  # let the prompt settle before the first post
                 return
             time.sleep(0.2)
-        raise RuntimeError(f"Claude Code did not come up; see {self.inst['dir']}")
+        raise RuntimeError(f"Claude Code did not come up; see {self.inst.dir}")
 
     def stop(self) -> None:
         self.run.shutdown()
@@ -278,7 +280,7 @@ class Session:
     # ---- counting ---------------------------------------------------------------------------
     def requests(self) -> list[dict[str, Any]]:
         out = []
-        for r in self.rcc.load_log(self.inst["log"]):
+        for r in claude_driver.load_log(self.inst.log):
             b = r.get("body")
             if r.get("kind") == "main" and isinstance(b, dict) and "messages" in b:
                 out.append(r)
@@ -292,7 +294,7 @@ class Session:
         reqs = self.requests()
         for r in reqs:
             tail = trailing(r["body"]["messages"])
-            text = "\n".join(t for m in tail for t in self.rcc._texts(m.get("content")))
+            text = "\n".join(t for m in tail for t in claude_driver.texts(m.get("content")))
             new = [mk for mk in dict.fromkeys(f"MK.{a}.{b}" for a, b in MARK_RE.findall(text)
                                               if a == tag) if mk not in first]
             for mk in new:
@@ -304,7 +306,7 @@ class Session:
         if reqs:
             for m in reqs[-1]["body"]["messages"]:
                 if m.get("role") in ("user", "system"):
-                    for t in self.rcc._texts(m.get("content")):
+                    for t in claude_driver.texts(m.get("content")):
                         for a, b in MARK_RE.findall(t):
                             if a == tag:
                                 occ[f"MK.{a}.{b}"] = occ.get(f"MK.{a}.{b}", 0) + 1
@@ -316,12 +318,12 @@ class Session:
         if not reqs:
             return []
         return [t for m in reqs[-1]["body"]["messages"] if m.get("role") in ("user", "system")
-                for t in self.rcc._texts(m.get("content")) if marker in t]
+                for t in claude_driver.texts(m.get("content")) if marker in t]
 
     def guard_drops(self) -> dict[str, int]:
         counts: dict[str, int] = {}
         try:
-            with open(self.inst["debug"], errors="replace") as f:
+            with open(self.inst.debug, errors="replace") as f:
                 for reason in GUARD_RE.findall(f.read()):
                     counts[reason] = counts.get(reason, 0) + 1
         except OSError:
@@ -598,39 +600,33 @@ EXPERIMENTS = {"auth": exp_auth, "burst": exp_burst, "refill": exp_refill, "dedu
                "timing": exp_timing, "queue": exp_queue}
 
 
-def print_mode(rcc: Any, claude: str, run_dir: str) -> dict[str, Any]:
+def print_mode(claude: str, run_dir: str) -> dict[str, Any]:
     """Q6: claude -p with the probe; a post during the (4 s) reply."""
-    s = Session(rcc, claude, run_dir, mode="print", prompt="PRINT-START hello")
+    s = Session(claude, run_dir, mode="print", prompt="PRINT-START hello")
     try:
         s.start()
         time.sleep(1.0)
         s.post([(0.0, "MK.P1.0000 posted during the print-mode run")], proc="fresh")
         deadline = time.time() + 60
-        while time.time() < deadline and s.inst["popen"].poll() is None:
+        while time.time() < deadline and s.inst.process and s.inst.process.poll() is None:
             time.sleep(0.2)
         sc = s.scan("P1")
-        with open(os.path.join(s.inst["dir"], "claude.stdout"), errors="replace") as f:
+        with open(s.inst.path("claude.stdout"), errors="replace") as f:
             stdout = f.read()
         return {"delivered": "MK.P1.0000" in sc["first"], "model requests": len(s.requests()),
                 "turns with the post": len(sc["turns"]),
-                "exit code": s.inst["popen"].returncode, "stdout": stdout.strip()[-200:]}
+                "exit code": s.inst.process and s.inst.process.returncode,
+                "stdout": stdout.strip()[-200:]}
     finally:
         s.stop()
 
 
 def maybe_isolate(mode: str) -> None:
-    """Re-exec in a private network namespace (loopback only), as the harness does."""
-    if mode == "no" or os.environ.get("CC_HARNESS_IN_NETNS") == "1":
-        if os.environ.get("CC_HARNESS_IN_NETNS") == "1":
-            subprocess.run(["ip", "link", "set", "lo", "up"], check=False)
+    """Re-exec in a private network namespace (loopback only), as the driver does."""
+    if mode == "no":
         return
-    if os.geteuid() != 0 or not shutil.which("unshare") or subprocess.run(
-            ["unshare", "-n", "true"], capture_output=True).returncode != 0:
-        if mode == "yes":
-            raise SystemExit("--isolate-net yes needs root and a working `unshare -n`")
-        return
-    os.execvpe("unshare", ["unshare", "-n", sys.executable, HERE, *sys.argv[1:]],
-               dict(os.environ, CC_HARNESS_IN_NETNS="1"))
+    if not claude_driver.isolate_network([sys.executable, HERE, *sys.argv[1:]]) and mode == "yes":
+        raise SystemExit("--isolate-net yes needs root, `ip` and a working `unshare -n`")
 
 
 def main() -> None:
@@ -647,7 +643,6 @@ def main() -> None:
         return
     p = argparse.ArgumentParser(description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--harness", required=True, help="folder holding run_channel_check.py")
     p.add_argument("--claude", default=os.environ.get("CLAUDE_BIN") or shutil.which("claude"))
     p.add_argument("--only", default="auth,burst,refill,dedup,timing,queue,size,bypass,flag,print",
                    help="comma-separated experiments")
@@ -658,8 +653,6 @@ def main() -> None:
     if not a.claude:
         raise SystemExit("no claude binary: give --claude PATH")
     maybe_isolate(a.isolate_net)
-    sys.path.insert(0, os.path.abspath(a.harness))
-    rcc = importlib.import_module("run_channel_check")
     run_dir = a.run_dir or f"/tmp/inbox_limits_{time.strftime('%Y%m%d_%H%M%S')}"
     version = subprocess.run([a.claude, "--version"], capture_output=True, text=True).stdout
     want = [w.strip() for w in a.only.split(",") if w.strip()]
@@ -676,7 +669,7 @@ def main() -> None:
 
     main_exps = [w for w in want if w in EXPERIMENTS]
     if main_exps:
-        s = Session(rcc, a.claude, os.path.join(run_dir, "interactive"))
+        s = Session(a.claude, os.path.join(run_dir, "interactive"))
         try:
             s.start()
             for name in main_exps:
@@ -685,7 +678,7 @@ def main() -> None:
         finally:
             s.stop()
     if "size" in want:
-        s = Session(rcc, a.claude, os.path.join(run_dir, "size"))
+        s = Session(a.claude, os.path.join(run_dir, "size"))
         try:
             s.start()
             show("size", exp_size(s))
@@ -693,7 +686,7 @@ def main() -> None:
         finally:
             s.stop()
     if "bypass" in want:
-        s = Session(rcc, a.claude, os.path.join(run_dir, "bypass"),
+        s = Session(a.claude, os.path.join(run_dir, "bypass"),
                     claude_args=["--dangerously-skip-permissions"],
                     settings={"skipDangerousModePermissionPrompt": True},
                     env={"IS_SANDBOX": "1"})  # root may use the flag only in a sandbox
@@ -707,7 +700,7 @@ def main() -> None:
         # is what the other experiments measure); seed other values and burst again.
         limits = {"bucketCapacity": 5, "refillPerSecond": 0.05, "dedupWindowMs": 0,
                   "maxQueuedPeerMessages": 10}
-        s = Session(rcc, a.claude, os.path.join(run_dir, "flag"),
+        s = Session(a.claude, os.path.join(run_dir, "flag"),
                     growthbook={"tengu_harbor_kite_limits": limits})
         try:
             s.start()
@@ -721,7 +714,7 @@ def main() -> None:
         finally:
             s.stop()
     if "print" in want:
-        show("print", print_mode(rcc, a.claude, os.path.join(run_dir, "print")))
+        show("print", print_mode(a.claude, os.path.join(run_dir, "print")))
     if a.json:
         with open(a.json, "w") as f:
             json.dump(results, f, indent=1, default=str)

@@ -26,7 +26,7 @@ def _sized(section: Any) -> dict[str, Any]:
 
 
 def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
-    """DESIGN.md's budget, each with the measured value and met/missed."""
+    """docs/design.md's budget, each with the measured value and met/missed."""
     s = results["scenarios"]
     rows: list[dict[str, Any]] = []
 
@@ -116,7 +116,7 @@ def markdown(results: dict[str, Any], plots: list[str]) -> str:
         f"{m.get('load_average_at_start')}, at end {meta.get('load_average_at_end')} "
         f"(other work on the machine shows here and inflates every figure)",
         "",
-        "## Targets (DESIGN.md's budget)",
+        "## Targets (docs/design.md's budget)",
         "",
         "| what | target | measured | |",
         "|---|---|---|---|",

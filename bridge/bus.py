@@ -1,6 +1,6 @@
 """The Bridge: one agent's connection to its room. Sends, receives, presence, cursor.
 
-Receive path (DESIGN.md): subscribe first, then claim presence, then catch up from the log.
+Receive path (docs/design.md): subscribe first, then claim presence, then catch up from the log.
 A live pub/sub message is only a wake-up: what is delivered is always read back from the
 log, after our cursor. So a forged payload on our channels can never be delivered, a message
 missed on pub/sub is picked up by the next read, and nothing is delivered twice.

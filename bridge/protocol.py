@@ -28,7 +28,7 @@ from bridge import trace
 log = structlog.get_logger("bridge.protocol")
 
 # The revisions of the classic `initialize` handshake, newest last (as mcp 1.x knows them).
-# Claude Code registers a channel only on this handshake (CHANNELS.md).
+# Claude Code registers a channel only on this handshake (docs/claude-code.md).
 PROTOCOL_VERSIONS = ("2024-11-05", "2025-03-26", "2025-06-18", "2025-11-25")
 
 # The revisions in which a JSON-RPC batch (an array of messages on one line) is a message:

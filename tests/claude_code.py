@@ -1,6 +1,6 @@
 """The real Claude Code CLI for tests: the pinned npm package, installed once into
-<repo>/.cache/claude, and the throwaway HOME and environment the shared harness
-(`../shared/tools/cc_harness`) gives it. Used by test_real_client.py and test_team.py.
+<repo>/.cache/claude, and the throwaway HOME and environment that tests/claude_driver.py gives
+it. Used by test_real_client.py, test_team.py and test_deploy.py.
 """
 
 from __future__ import annotations
@@ -18,30 +18,24 @@ from typing import TypeVar
 
 import pytest
 
+from tests import claude_driver
+
 T = TypeVar("T")
 
 CLAUDE_CODE_VERSION = "2.1.328"
 CLAUDE_CODE_PACKAGE = "@anthropic-ai/claude-code"
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED = REPO.parent / "shared"
-HARNESS_DIR = SHARED / "tools" / "cc_harness"
-FAKE_API = HARNESS_DIR / "fake_api.py"
+FAKE_API = Path(claude_driver.FAKE_API)  # the scripted model (tests/fake_api.py)
+CLAUDE_DRIVER = Path(claude_driver.__file__)  # runs scenarios of Claude Code sessions
 CACHE = REPO / ".cache" / "claude"
 # The venv's own `bridge` script; no resolve(): the venv's bin is the python's sibling.
 BRIDGE = Path(sys.executable).with_name("bridge")
 
-# What the harness sets for every Claude Code: no telemetry, no auto-update, no marketplace
-# downloads, no error reports, no nonessential traffic (see the harness README).
-QUIET_ENV = {
-    "DISABLE_TELEMETRY": "1",
-    "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1",
-    "CLAUDE_CODE_DISABLE_OFFICIAL_MARKETPLACE_AUTOINSTALL": "1",
-    "DISABLE_AUTOUPDATER": "1",
-    "DISABLE_ERROR_REPORTING": "1",
-    "CLAUDE_CODE_GB_DISK_CACHE_WHEN_TELEMETRY_OFF": "1",
-}
-FAKE_API_KEY = "sk-ant-api03-fake-harness-key-0000000000"
+# What every Claude Code of the tests gets: no telemetry, no auto-update, no marketplace
+# downloads, no error reports, no nonessential traffic; a fake key.
+QUIET_ENV = claude_driver.QUIET_ENV
+FAKE_API_KEY = claude_driver.FAKE_API_KEY
 
 NPM_INSTALL_TIMEOUT = 600
 CLAUDE_CMD_TIMEOUT = 90
@@ -116,12 +110,12 @@ def require_tmux() -> str:
     found = shutil.which("tmux")
     if found is None:
         pytest.fail("tmux is not installed; the real Claude Code must run interactively for "
-                    "channels, and the harness drives it in tmux (apt-get install -y tmux)")
+                    "channels, and the tests drive it in tmux (apt-get install -y tmux)")
     return found
 
 
 def minimal_env(home: Path) -> dict[str, str]:
-    """What the harness gives Claude Code: a throwaway HOME, PATH, and the quiet switches.
+    """What the driver gives Claude Code: a throwaway HOME, PATH, and the quiet switches.
 
     ANTHROPIC_BASE_URL points at the discard port, so nothing can reach a real API.
     """
@@ -138,7 +132,7 @@ def minimal_env(home: Path) -> dict[str, str]:
 
 
 def seed_home(home: Path, work: Path, *, channels: bool = False) -> None:
-    """A ~/.claude.json that skips onboarding and trusts the work dir, like the harness's.
+    """A ~/.claude.json that skips onboarding and trusts the work dir, like the driver's.
 
     ``channels``: also cache the GrowthBook flag that gates channels (``tengu_harbor``); with
     telemetry off, Claude Code reads it from there only with
@@ -146,17 +140,7 @@ def seed_home(home: Path, work: Path, *, channels: bool = False) -> None:
     """
     home.mkdir(parents=True, exist_ok=True)
     work.mkdir(parents=True, exist_ok=True)
-    config = {
-        "hasCompletedOnboarding": True,
-        "lastOnboardingVersion": CLAUDE_CODE_VERSION,
-        "theme": "dark",
-        "numStartups": 1,
-        "customApiKeyResponses": {"approved": [FAKE_API_KEY[-20:]], "rejected": []},
-        "projects": {str(work): {"hasTrustDialogAccepted": True, "allowedTools": [],
-                                 "hasCompletedProjectOnboarding": True}},
-    }
-    if channels:
-        config["cachedGrowthBookFeatures"] = {"tengu_harbor": True}
+    config = claude_driver.claude_config(str(work), {"tengu_harbor": True} if channels else None)
     (home / ".claude.json").write_text(json.dumps(config, indent=1))
 
 

@@ -36,8 +36,8 @@ import render  # noqa: E402
 
 PASSWORD = "0123456789abcdef0123456789abcdef"
 URL = f"redis://:{PASSWORD}@hosta:6379/0"
-# Claude Code switches channels off with any of these (../shared/CHANNELS.md), and channels
-# need the first-party API (the harness README's gate 3): none may be set by the deployment.
+# Claude Code switches channels off with any of these, and channels need the first-party API
+# (docs/claude-code.md): none may be set by the deployment.
 CHANNEL_KILLERS = {"DISABLE_TELEMETRY", "DO_NOT_TRACK", "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC",
                    "CLAUDE_CODE_USE_BEDROCK", "CLAUDE_CODE_USE_VERTEX", "CLAUDE_CODE_USE_FOUNDRY"}
 SECRET_NAME = re.compile(r"KEY|SECRET|PASSWORD|PASS|TOKEN|CREDENTIAL", re.IGNORECASE)
@@ -597,7 +597,7 @@ def test_entrypoint_runs_claude_code_with_the_role_prompt(
     work.mkdir()
     if channel_flag:
         # Offline there is no GrowthBook to switch channels on: cache the flag, as the
-        # harness does (test only; the entrypoint seeds no flag). The inbox needs none.
+        # driver does (test only; the entrypoint seeds no flag). The inbox needs none.
         (home / ".claude.json").write_text(json.dumps({"cachedGrowthBookFeatures":
                                                        {"tengu_harbor": True}}))
     socket_name = f"bridge-test-{os.getpid()}"
@@ -635,7 +635,7 @@ def test_entrypoint_runs_claude_code_with_the_role_prompt(
                             lambda: client.hgetall("bridge:{deploy}:agent:alice"), 60, screen)
         assert record[b"role"] == b"developer"
         text = log.read_text()
-        # the harness needs DISABLE_TELEMETRY; it switches channels off, not the inbox
+        # the tests need DISABLE_TELEMETRY; it switches channels off, not the inbox
         assert ("agent-entrypoint: WARNING DISABLE_TELEMETRY is set" in text) == channel_flag
         assert FAKE_API_KEY not in text and "Redis reachable" in text  # bridge doctor ran
 

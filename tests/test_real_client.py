@@ -1,10 +1,10 @@
 """End to end against the real Claude Code CLI (npm `@anthropic-ai/claude-code`).
 
 Test A registers `bridge serve` with `claude mcp add` and checks that `claude mcp list` can
-connect to it. Test B runs two interactive Claude Codes (alice, bob) with the shared
-harness (`../shared/tools/cc_harness/run_channel_check.py`): each one's model is a scripted
-fake Messages API on loopback, and their messages must arrive in the other's conversation as
-`<channel source="bridge" from="...">` blocks, through one redis-server.
+connect to it. The others run real Claude Code sessions with tests/claude_driver.py: each
+one's model is a scripted fake Messages API on loopback (tests/fake_api.py), and the messages
+of its peers must arrive in its conversation (as `<channel source="bridge" from="...">`
+blocks, or as session inbox posts), through one redis-server.
 
 The CLI is installed once into `<repo>/.cache/claude` (about 360 MB). No account and no network
 beyond the npm registry are needed.
@@ -28,7 +28,7 @@ import pytest
 from tests.claude_code import (
     BRIDGE,
     CLAUDE_CMD_TIMEOUT,
-    HARNESS_DIR,
+    CLAUDE_DRIVER,
     NPM_INSTALL_TIMEOUT,
     minimal_env,
     read_tail,
@@ -36,17 +36,13 @@ from tests.claude_code import (
 )
 from tests.conftest import RedisServer, free_port
 
-HARNESS = HARNESS_DIR / "run_channel_check.py"
-TEMPLATE = HARNESS_DIR / "examples" / "bridge_two_agents.template.json"
-SCENARIO_TIMEOUT = 150  # the harness's own deadline for test B
+SCENARIO_TIMEOUT = 150  # the driver's own deadline for a scenario
 
 
 @pytest.fixture(scope="session")
-def harness() -> Path:
-    if not HARNESS.exists() or not TEMPLATE.exists():
-        pytest.fail(f"the Claude Code harness is missing: expected {HARNESS} and {TEMPLATE} "
-                    f"(shared/ must sit beside the repo)")
-    return HARNESS
+def driver() -> Path:
+    """The Claude Code driver (tests/claude_driver.py)."""
+    return CLAUDE_DRIVER
 
 
 def run_claude(
@@ -108,21 +104,38 @@ def bridge_server(name: str, redis_url: str, delivery: str) -> dict[str, Any]:
             "env": {"BRIDGE_REDIS_URL": redis_url, "BRIDGE_LOG_LEVEL": "DEBUG"}}
 
 
+def send(to: str, text: str) -> list[dict[str, Any]]:
+    """A model reply that calls bridge's send_message."""
+    return [{"type": "tool_use", "name": "mcp__bridge__send_message",
+             "input": {"to": to, "text": text}}]
+
+
 def two_agents_scenario(redis_port: int, delivery: str = "channel") -> dict[str, Any]:
-    """The harness's bridge template, pointed at our bridge and a redis on `redis_port`."""
-    scenario: dict[str, Any] = json.loads(TEMPLATE.read_text())
-    scenario.pop("_comment", None)
-    scenario["timeout"] = SCENARIO_TIMEOUT
+    """alice, once bob is up too, is told to say hi to bob: she sends PING-FROM-ALICE, and
+    bob's model answers it with PONG-FROM-BOB; one redis-server on `redis_port`."""
     redis_server = shutil.which("redis-server") or "redis-server"
-    scenario["services"] = [{
-        "name": "redis",
-        "command": [redis_server, "--port", str(redis_port), "--bind", "127.0.0.1",
-                    "--save", "", "--appendonly", "no"],
-        "ready_tcp": redis_port,
-    }]
     redis_url = f"redis://127.0.0.1:{redis_port}/0"
+    bob = {"name": "bob", "turns": {"default_reply": "OK", "rules": [
+        {"id": "reply", "when": {"last_user_contains": "PING-FROM-ALICE"},
+         "reply": send("alice", "PONG-FROM-BOB")},
+        {"id": "done", "when": {"after": "reply", "last_user_not_contains": "PING-FROM-ALICE"},
+         "reply": "replied"}]}}
+    alice = {"name": "alice", "prompt": "say hi to bob", "prompt_after": ["bob"],
+             "turns": {"default_reply": "OK", "rules": [
+                 {"id": "send", "when": {"last_user_contains": "say hi to bob"},
+                  "reply": send("bob", "PING-FROM-ALICE")},
+                 {"id": "got_reply", "when": {"last_user_contains": "PONG-FROM-BOB"},
+                  "reply": "bob answered", "times": -1}]}}
+    scenario: dict[str, Any] = {
+        "timeout": SCENARIO_TIMEOUT, "negotiation": "legacy",
+        "services": [{
+            "name": "redis",
+            "command": [redis_server, "--port", str(redis_port), "--bind", "127.0.0.1",
+                        "--save", "", "--appendonly", "no"],
+            "ready_tcp": redis_port,
+        }],
+        "instances": [bob, alice]}
     instances = {spec["name"]: spec for spec in scenario["instances"]}
-    assert set(instances) == {"alice", "bob"}, f"unexpected template: {list(instances)}"
     for name, spec in instances.items():
         spec["mcp_servers"] = {"bridge": bridge_server(name, redis_url, delivery)}
     # Each message must arrive from the right sender, and each send must be acknowledged.
@@ -140,10 +153,10 @@ def two_agents_scenario(redis_port: int, delivery: str = "channel") -> dict[str,
     return scenario
 
 
-def run_harness(harness: Path, claude: Path, scenario: Path, run_dir: Path) -> int:
+def run_driver(driver: Path, claude: Path, scenario: Path, run_dir: Path) -> int:
     """Run the driver; on our own timeout, SIGINT it so its cleanup still runs."""
-    out_path = run_dir / "harness.out"
-    cmd = [sys.executable, str(harness), "--scenario", str(scenario), "--run-dir", str(run_dir),
+    out_path = run_dir / "driver.out"
+    cmd = [sys.executable, str(driver), "--scenario", str(scenario), "--run-dir", str(run_dir),
            "--claude", str(claude)]
     with open(out_path, "w") as out:
         proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT,
@@ -157,7 +170,7 @@ def run_harness(harness: Path, claude: Path, scenario: Path, run_dir: Path) -> i
             except subprocess.TimeoutExpired:
                 os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait()
-            pytest.fail(f"the harness did not finish in {SCENARIO_TIMEOUT + 90}s; run dir "
+            pytest.fail(f"the driver did not finish in {SCENARIO_TIMEOUT + 90}s; run dir "
                         f"{run_dir}\n{read_tail(out_path)}")
 
 
@@ -165,40 +178,40 @@ def channels(summary: dict[str, Any], name: str) -> list[dict[str, Any]]:
     return list(summary.get(name, {}).get("summary", {}).get("channels", []))
 
 
-def run_scenario(harness: Path, claude: Path, tmp_path: Path, scenario: dict[str, Any],
+def run_scenario(driver: Path, claude: Path, tmp_path: Path, scenario: dict[str, Any],
                  names: set[str]) -> tuple[dict[str, Any], Path, str]:
     """Run one scenario; every instance must PASS. Returns (summary, run dir, where)."""
-    harness_run = tmp_path / "run"
-    harness_run.mkdir()
-    scenario_path = harness_run / "scenario.json"
+    driver_run = tmp_path / "run"
+    driver_run.mkdir()
+    scenario_path = driver_run / "scenario.json"
     scenario_path.write_text(json.dumps(scenario, indent=1))
     started = time.monotonic()
-    rc = run_harness(harness, claude, scenario_path, harness_run)
+    rc = run_driver(driver, claude, scenario_path, driver_run)
     elapsed = time.monotonic() - started
-    print(f"\nharness: exit {rc} in {elapsed:.0f}s; run dir {harness_run}", file=sys.stderr)
-    where = (f"run dir {harness_run}\n--- harness output (tail) ---\n"
-             f"{read_tail(harness_run / 'harness.out', 80)}")
-    assert rc == 0, f"harness exit {rc} (0 PASS, 1 FAIL, 2 harness error); {where}"
-    summary_path = harness_run / "summary.json"
+    print(f"\ndriver: exit {rc} in {elapsed:.0f}s; run dir {driver_run}", file=sys.stderr)
+    where = (f"run dir {driver_run}\n--- driver output (tail) ---\n"
+             f"{read_tail(driver_run / 'driver.out', 80)}")
+    assert rc == 0, f"driver exit {rc} (0 PASS, 1 FAIL, 2 driver error); {where}"
+    summary_path = driver_run / "summary.json"
     assert summary_path.exists(), f"no summary.json; {where}"
     summary = json.loads(summary_path.read_text())
     assert set(summary) == names, f"summary has {list(summary)}; {where}"
     for name in names:
         assert summary[name]["ok"], f"{name}: {summary[name]['checks']}; {where}"
-    return summary, harness_run, where
+    return summary, driver_run, where
 
 
 @pytest.mark.timeout(NPM_INSTALL_TIMEOUT + 600)
 def test_without_an_inbox_two_claude_codes_talk_through_the_channel(
-    claude_bin: Path, tmux: str, harness: Path, tmp_path: Path
+    claude_bin: Path, tmux: str, driver: Path, tmp_path: Path
 ) -> None:
     """The fallback: a Claude Code whose session inbox is switched off (its gate seeded off,
     as for versions before 2.1.224): --delivery auto takes the channel."""
     scenario = two_agents_scenario(free_port(), "auto")
     scenario["growthbook"] = {"tengu_harbor_kite": False}
-    summary, _, where = run_scenario(harness, claude_bin, tmp_path, scenario, {"alice", "bob"})
+    summary, _, where = run_scenario(driver, claude_bin, tmp_path, scenario, {"alice", "bob"})
 
-    # Checked here too, not only by the harness: who said what, as the model saw it.
+    # Checked here too, not only by the driver: who said what, as the model saw it.
     at_bob = [c for c in channels(summary, "bob")
               if c["source"] == "bridge" and "PING-FROM-ALICE" in c["content"]]
     at_alice = [c for c in channels(summary, "alice")
@@ -238,12 +251,12 @@ def sends_in(request: dict[str, Any]) -> list[dict[str, Any]]:
             if block.get("type") == "tool_use" and block.get("name") == "mcp__bridge__send_message"]
 
 
-DRIVER = Path(__file__).with_name("room_driver.py")
+ROOM_DRIVER = Path(__file__).with_name("room_driver.py")
 
 
 @pytest.mark.timeout(NPM_INSTALL_TIMEOUT + 600)
 def test_claude_codes_talk_through_the_session_inbox_with_no_flag(
-    claude_bin: Path, tmux: str, harness: Path, tmp_path: Path
+    claude_bin: Path, tmux: str, driver: Path, tmp_path: Path
 ) -> None:
     """Plain `claude`, no channel flag, no dialog: alice and bob exchange messages through
     their session inboxes; carol, idle, sees five agents join and leave without a single
@@ -255,7 +268,7 @@ def test_claude_codes_talk_through_the_session_inbox_with_no_flag(
     report = tmp_path / "driver.json"
     scenario["services"].append({
         "name": "driver",
-        "command": [sys.executable, str(DRIVER), "--redis", redis_url, "--to", "carol",
+        "command": [sys.executable, str(ROOM_DRIVER), "--redis", redis_url, "--to", "carol",
                     "--churn", "5", "--settle", "4", "--text", "MARKER-AFTER-CHURN",
                     "--burst", "100", "--report", str(report)]})
     scenario["instances"].append({
@@ -271,7 +284,7 @@ def test_claude_codes_talk_through_the_session_inbox_with_no_flag(
             "request_contains": [f"[bridge] message from {other}", word],
             "tool_round_trips": [{"name": "mcp__bridge__send_message",
                                   "result_contains": "sent"}]}
-    _, run_dir, where = run_scenario(harness, claude_bin, tmp_path, scenario,
+    _, run_dir, where = run_scenario(driver, claude_bin, tmp_path, scenario,
                                      {"alice", "bob", "carol"})
 
     turns = requests_of(run_dir, "carol")
@@ -291,7 +304,7 @@ def test_claude_codes_talk_through_the_session_inbox_with_no_flag(
 
 @pytest.mark.timeout(NPM_INSTALL_TIMEOUT + 600)
 def test_print_mode_receives_a_message_sent_during_its_run(
-    claude_bin: Path, harness: Path, tmp_path: Path
+    claude_bin: Path, driver: Path, tmp_path: Path
 ) -> None:
     """`claude -p`: channels never reach print mode, the session inbox does."""
     port = free_port()
@@ -313,14 +326,14 @@ def test_print_mode_receives_a_message_sent_during_its_run(
     }
     scenario["services"].append({
         "name": "driver",
-        "command": [sys.executable, str(DRIVER), "--redis", redis_url, "--to", "dave",
+        "command": [sys.executable, str(ROOM_DRIVER), "--redis", redis_url, "--to", "dave",
                     "--text", "PRINT-MODE-PING", "--report", str(tmp_path / "driver.json")]})
-    run_scenario(harness, claude_bin, tmp_path, scenario, {"dave"})
+    run_scenario(driver, claude_bin, tmp_path, scenario, {"dave"})
 
 
 @pytest.mark.timeout(NPM_INSTALL_TIMEOUT + 600)
 def test_a_reply_loop_between_two_claude_codes_is_cut(
-    claude_bin: Path, tmux: str, harness: Path, tmp_path: Path
+    claude_bin: Path, tmux: str, driver: Path, tmp_path: Path
 ) -> None:
     """Two models that acknowledge every acknowledgement: bridge holds the loop after
     BRIDGE_LOOP_LIMIT messages, and says so to the agent that holds."""
@@ -343,7 +356,7 @@ def test_a_reply_loop_between_two_claude_codes_is_cut(
     next(s for s in scenario["instances"] if s["name"] == "alice")["prompt"] = "start the loop"
     next(s for s in scenario["instances"] if s["name"] == "bob")["expect"] = {
         "request_contains": ["bridge is holding alice's messages"]}
-    _, run_dir, where = run_scenario(harness, claude_bin, tmp_path, scenario, {"alice", "bob"})
+    _, run_dir, where = run_scenario(driver, claude_bin, tmp_path, scenario, {"alice", "bob"})
     sends = {name: len(sends_in(requests_of(run_dir, name)[-1])) for name in ("alice", "bob")}
     print(f"\nreply loop: alice sent {sends['alice']}, bob {sends['bob']}", file=sys.stderr)
     assert sends["alice"] + sends["bob"] <= 7, f"{sends}; {where}"  # 6 + the one held

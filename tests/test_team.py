@@ -382,7 +382,7 @@ ASK = ("alice (backend) and bob (frontend): before you write code, agree between
 POST_RE = re.compile(r"^(?:\[bridge\] message from|from) ([a-z0-9][a-z0-9_.-]*)(?: \([^)\n]*\))?"
                      r", id ([0-9]+-[0-9]+)(?:, reply to [^:\n]+)?:\n((?:> .*(?:\n|$))+)", re.M)
 IDENTITY_RE = re.compile(r"You are ([a-z0-9_.-]+), the ([a-z0-9_.-]+), in bridge room e2e\.")
-DIALOGS = {  # screen text -> keys, as the shared harness answers them (run_channel_check.py)
+DIALOGS = {  # screen text -> keys, as tests/claude_driver.py answers them
     "Yes, I trust this folder": ["Enter"],
     "Detected a custom API key": ["Up", "Enter"],
 }
@@ -490,7 +490,7 @@ def test_a_scripted_manager_reaches_both_developers_through_bridge_team(
     port = wait_until("the fake Messages API", lambda: port_file.exists()
                       and port_file.read_text().strip(), 20,
                       lambda: read_tail(tmp_path / "fake_api.out"))
-    # The harness's environment (throwaway HOME, no telemetry), with the fake API as the
+    # The driver's environment (throwaway HOME, no telemetry), with the fake API as the
     # model: bridge team must hand it to every pane.
     tmux_team.env = minimal_env(home) | {
         "ANTHROPIC_BASE_URL": f"http://127.0.0.1:{port}",
@@ -507,7 +507,7 @@ def test_a_scripted_manager_reaches_both_developers_through_bridge_team(
                    "--claude", str(claude_bin), "--workdir", str(work), *TEAM,
                    env=tmux_team.env)
     assert started.returncode == 0, started.stderr
-    # DISABLE_TELEMETRY (the harness's) switches channels off, not the inbox: no warning
+    # DISABLE_TELEMETRY (the driver's) switches channels off, not the inbox: no warning
     assert "warning" not in started.stderr, started.stderr
     assert "development channel" not in started.stdout, started.stdout
 
