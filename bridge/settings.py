@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from bridge.errors import SettingsError
-from bridge.keys import NAME_PATTERN, ROOM_PATTERN
+from bridge.room.keys import NAME_PATTERN, ROOM_PATTERN
 
 T = TypeVar("T")
 
@@ -218,7 +218,7 @@ def _secret(path: Any, source: str, inline: str) -> str:
 
 
 def _redacted(url: Any) -> str:
-    from bridge.connection import redact  # connection imports settings
+    from bridge.room.clients import redact  # connection imports settings
 
     return redact(str(url))
 

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import anyio
 
-from bridge.bus import Bridge
+from bridge.room.connection import Bridge
 from bridge.settings import Settings
 
 

@@ -23,7 +23,7 @@ from typing import Any
 import pytest
 import redis
 
-from bridge.keys import NAME_PATTERN
+from bridge.room.keys import NAME_PATTERN
 from tests.claude_code import wait_until
 from tests.conftest import REDIS_SERVER, free_port
 

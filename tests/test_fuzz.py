@@ -19,8 +19,9 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from bridge import logs
-from bridge.bus import Bridge
-from bridge.envelope import (
+from bridge.mcp.protocol import ServerInfo, Session
+from bridge.room.connection import Bridge
+from bridge.room.envelope import (
     MAX_HOST,
     MAX_RECIPIENTS,
     MAX_ROLE,
@@ -32,11 +33,10 @@ from bridge.envelope import (
     decode_event,
     wake_id,
 )
-from bridge.presence import Participant
-from bridge.protocol import ServerInfo, Session
-from bridge.scripts import LIST_FIELDS
+from bridge.room.presence import Participant
+from bridge.room.scripts import LIST_FIELDS
+from bridge.room.signing import Gate
 from bridge.settings import DELIVERY_MODES, Settings
-from bridge.signing import Gate
 
 NAME = re.compile(r"[a-z0-9][a-z0-9_.-]{0,31}")
 ID = re.compile(r"[0-9]{1,20}-[0-9]{1,20}")

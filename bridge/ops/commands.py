@@ -17,10 +17,8 @@ import anyio
 from redis.asyncio import Redis
 from redis.exceptions import NoPermissionError
 
-from bridge.connection import check_reachable, make_client, resolve_url
-from bridge.envelope import Envelope, Notice, decode_entry
 from bridge.errors import BridgeError, SettingsError
-from bridge.human import (
+from bridge.ops.human import (
     Style,
     ago,
     color_wanted,
@@ -33,11 +31,13 @@ from bridge.human import (
     to_json,
     until_interrupted,
 )
-from bridge.keys import PREFIX, ROOM_PATTERN, Keys
-from bridge.presence import Participant, Presence
+from bridge.room.clients import check_reachable, make_client, resolve_url
+from bridge.room.envelope import Envelope, Notice, decode_entry
+from bridge.room.keys import PREFIX, ROOM_PATTERN, Keys
+from bridge.room.presence import Participant, Presence
+from bridge.room.signing import Signer, make_signer
+from bridge.room.untrusted import clean
 from bridge.settings import Settings
-from bridge.signing import Signer, make_signer
-from bridge.untrusted import clean
 
 PAGE = 500
 MARKERS = {"unsigned": "[unsigned]", "bad_signature": "[forged]", "replay": "[replayed]",
@@ -266,7 +266,7 @@ async def send(settings: Settings, to: str, text: str, *, reply_to: str, wait: b
                err: TextIO = sys.stderr) -> int:
     """Join as ``settings.name`` (pull delivery), send, and with ``wait`` print what arrives
     for that name until Ctrl-C or ``timeout``. The name leaves the room on exit."""
-    from bridge.bus import Bridge
+    from bridge.room.connection import Bridge
 
     settings = replace(settings, delivery="pull", announce=False)
     recipients: str | list[str] = "*" if to.strip() == "*" else \

@@ -13,9 +13,9 @@ from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialWithJitterBackoff, NoBackoff
 from redis.exceptions import AuthenticationError, RedisError, ResponseError
 
-from bridge.embedded import EmbeddedRedis
 from bridge.errors import RedisRefused, RedisUnavailable
-from bridge.quickwrite import use_quick_writes
+from bridge.room.embedded import EmbeddedRedis
+from bridge.room.quickwrite import use_quick_writes
 from bridge.settings import Settings
 
 POOL_SIZE = 32  # connections per client; more calls at once queue for one

@@ -21,20 +21,20 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from bridge import __version__, trace
-from bridge.bus import Bridge, Incoming
-from bridge.envelope import Envelope, Event, Notice
 from bridge.errors import BridgeError, RedisUnavailable
-from bridge.inbox import InboxPoster, choose, offered
-from bridge.inbox_delivery import MAX_CHANGES, InboxDelivery
-from bridge.loops import LoopGuard
-from bridge.posts import change
-from bridge.presence import Participant
-from bridge.protocol import ServerInfo, Session, encode
+from bridge.mcp.inbox import InboxPoster, choose, offered
+from bridge.mcp.inbox_delivery import MAX_CHANGES, InboxDelivery
+from bridge.mcp.loops import LoopGuard
+from bridge.mcp.posts import change
+from bridge.mcp.protocol import ServerInfo, Session, encode
+from bridge.mcp.shutdown import CALLS_GRACE, Shutdown
+from bridge.mcp.stdio import PipeTransport, pipe_transport
+from bridge.mcp.tools import MAX_WAIT_SECONDS, TOOLS, seconds_argument
+from bridge.room.connection import Bridge, Incoming
+from bridge.room.envelope import Envelope, Event, Notice
+from bridge.room.presence import Participant
+from bridge.room.subscriber import Backoff
 from bridge.settings import Settings
-from bridge.shutdown import CALLS_GRACE, Shutdown
-from bridge.stdio import PipeTransport, pipe_transport
-from bridge.subscriber import Backoff
-from bridge.tools import MAX_WAIT_SECONDS, TOOLS, seconds_argument
 
 log = structlog.get_logger("bridge.server")
 

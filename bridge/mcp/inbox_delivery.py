@@ -18,11 +18,11 @@ import anyio
 import structlog
 from redis.exceptions import RedisError
 
-from bridge.bus import Bridge, Incoming
-from bridge.envelope import Envelope, Event, Notice
-from bridge.inbox import InboxPoster
-from bridge.posts import Peer, change, post_text
-from bridge.subscriber import Backoff
+from bridge.mcp.inbox import InboxPoster
+from bridge.mcp.posts import Peer, change, post_text
+from bridge.room.connection import Bridge, Incoming
+from bridge.room.envelope import Envelope, Event, Notice
+from bridge.room.subscriber import Backoff
 
 log = structlog.get_logger("bridge.inbox")
 

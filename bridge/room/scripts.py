@@ -1,7 +1,7 @@
 """The Lua scripts. Each runs atomically on the Redis server, in one round trip.
 
 Time comes from Redis' TIME, so presence expiry does not depend on the agents' clocks.
-Key names arrive through KEYS/ARGV: they are built in ``bridge.keys`` only.
+Key names arrive through KEYS/ARGV: they are built in ``bridge.room.keys`` only.
 """
 
 from bridge.settings import MAX_TTL

@@ -21,10 +21,11 @@ from redis.asyncio.client import PubSub
 from redis.exceptions import RedisError
 
 from bridge import trace
-from bridge.batcher import ScriptBatcher
-from bridge.connection import check_reachable, make_client, redact, resolve_url
-from bridge.cursor import CursorSeal, CursorWriter, Position
-from bridge.envelope import (
+from bridge.errors import BridgeError, MessageRejected, NameTaken
+from bridge.room.batcher import ScriptBatcher
+from bridge.room.clients import check_reachable, make_client, redact, resolve_url
+from bridge.room.cursor import CursorSeal, CursorWriter, Position
+from bridge.room.envelope import (
     Envelope,
     Event,
     Notice,
@@ -33,19 +34,18 @@ from bridge.envelope import (
     parse_id,
     wake_id,
 )
-from bridge.errors import BridgeError, MessageRejected, NameTaken
-from bridge.keys import Keys
-from bridge.outgoing import (
+from bridge.room.keys import Keys
+from bridge.room.outgoing import (
     SendResult,
     check_message,
     future_log,
     rate_limited,
     send_arguments,
 )
-from bridge.presence import Claim, Participant, Presence
+from bridge.room.presence import Claim, Participant, Presence
+from bridge.room.signing import Gate
+from bridge.room.subscriber import Backoff, close_quietly, published
 from bridge.settings import Settings
-from bridge.signing import Gate
-from bridge.subscriber import Backoff, close_quietly, published
 
 log = structlog.get_logger("bridge.bus")
 

@@ -25,8 +25,8 @@ from typing import Any
 import structlog
 from redis.asyncio import Redis
 
-from bridge.cursor import Position
-from bridge.envelope import Envelope, Event, decode_entry, parse_id
+from bridge.room.cursor import Position
+from bridge.room.envelope import Envelope, Event, decode_entry, parse_id
 from bridge.settings import Settings
 
 log = structlog.get_logger("bridge.signing")

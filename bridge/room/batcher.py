@@ -22,7 +22,7 @@ from redis.exceptions import AuthenticationError, BusyLoadingError, RedisError, 
 
 from bridge import trace
 from bridge.errors import RedisRefused, RedisUnavailable
-from bridge.functions import Function, recoverable
+from bridge.room.functions import Function, recoverable
 
 log = structlog.get_logger("bridge.batcher")
 

@@ -27,8 +27,8 @@ from redis.asyncio import Redis
 from redis.exceptions import NoPermissionError, RedisError, ResponseError
 
 from bridge.errors import SettingsError
-from bridge.functions import NAMES, function_name
-from bridge.keys import NAME_PATTERN, PREFIX, Keys
+from bridge.room.functions import NAMES, function_name
+from bridge.room.keys import NAME_PATTERN, PREFIX, Keys
 from bridge.settings import Settings
 
 # Everything `bridge serve`, `who`, `tail`, `history` and `send --as` run, directly or inside

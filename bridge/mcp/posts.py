@@ -15,7 +15,7 @@ import unicodedata
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from bridge.envelope import Envelope, Event, Notice
+from bridge.room.envelope import Envelope, Event, Notice
 
 MAX_LABEL = 64
 

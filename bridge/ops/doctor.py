@@ -14,15 +14,15 @@ import anyio
 from redis.asyncio import Redis
 from redis.exceptions import NoPermissionError, RedisError, ResponseError
 
-from bridge import functions
-from bridge.acl import excess_rights, used_commands
-from bridge.connection import make_client, redact, resolve_url, shown, tls_failure, with_tls
 from bridge.errors import BridgeError
-from bridge.human import Style, color_wanted
-from bridge.inbox import SOCKET_VAR, offered, probe
-from bridge.keys import PREFIX, Keys
-from bridge.ops import redis_now_ms
-from bridge.presence import Presence
+from bridge.mcp.inbox import SOCKET_VAR, offered, probe
+from bridge.ops.acl import excess_rights, used_commands
+from bridge.ops.commands import redis_now_ms
+from bridge.ops.human import Style, color_wanted
+from bridge.room import functions
+from bridge.room.clients import make_client, redact, resolve_url, shown, tls_failure, with_tls
+from bridge.room.keys import PREFIX, Keys
+from bridge.room.presence import Presence
 from bridge.settings import Settings
 
 MIN_VERSION = (6, 2)  # exclusive XRANGE bounds, XTRIM MINID

@@ -28,10 +28,9 @@ from redis.exceptions import (
     TryAgainError,
 )
 
-from bridge.connection import check_reachable, make_client, redact, resolve_url
-from bridge.envelope import Event, decode_entry, decode_event, parse_id
 from bridge.errors import BridgeError, SettingsError
-from bridge.human import (
+from bridge.ops.commands import MARKERS, checked_entry, redis_now_ms
+from bridge.ops.human import (
     Style,
     color_wanted,
     event_line,
@@ -41,11 +40,12 @@ from bridge.human import (
     to_json,
     until_interrupted,
 )
-from bridge.keys import PREFIX, Keys
-from bridge.ops import MARKERS, checked_entry, redis_now_ms
+from bridge.room.clients import check_reachable, make_client, redact, resolve_url
+from bridge.room.envelope import Event, decode_entry, decode_event, parse_id
+from bridge.room.keys import PREFIX, Keys
+from bridge.room.signing import make_signer
+from bridge.room.subscriber import Backoff, close_quietly, published
 from bridge.settings import Settings
-from bridge.signing import make_signer
-from bridge.subscriber import Backoff, close_quietly, published
 
 log = structlog.get_logger("bridge.tail")
 
