@@ -169,7 +169,7 @@ async def test_acl_user_is_refused_outside_its_room(redis_server, r):
         "KEYS": lambda: c.keys("*"), "SCAN": lambda: c.scan(0), "INFO": c.info,
         "MONITOR": lambda: _monitor(c),
         "PUBLISH to another room": lambda: c.publish(OTHER.events, "{}"),
-        "SUBSCRIBE to another room": lambda: _subscribe(c, OTHER.inbox("bob"), OTHER.broadcast),
+        "SUBSCRIBE to another room": lambda: _subscribe(c, OTHER.direct("bob"), OTHER.broadcast),
         "PSUBSCRIBE bridge:*": lambda: _subscribe(c, "bridge:*", pattern=True),
         "ACL SETUSER (escalate herself)": lambda: c.acl_setuser("bridge-main-alice",
                                                                 commands=["+@all"]),

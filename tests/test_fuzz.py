@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 
 from bridge import logs
 from bridge.mcp.protocol import ServerInfo, Session
-from bridge.room.connection import Bridge
+from bridge.room.connection import Room
 from bridge.room.envelope import (
     MAX_HOST,
     MAX_RECIPIENTS,
@@ -327,9 +327,9 @@ def hostile_run(url: str, entries: list[dict[Any, Any]], garbage: list[Any],
     async def main() -> None:
         room = f"fuzz{next(rooms)}"
         common = {"redis_url": url, "room": room, "secret": secret, "delivery": "pull"}
-        async with Bridge.connect(Settings(name="bob", **common)) as bob, \
-                Bridge.connect(Settings(name="alice", **common)) as alice:
-            log, inbox = bob.keys.log, bob.keys.inbox("bob")
+        async with Room.connect(Settings(name="bob", **common)) as bob, \
+                Room.connect(Settings(name="alice", **common)) as alice:
+            log, inbox = bob.keys.log, bob.keys.direct("bob")
             for fields in entries:
                 entry_id = await alice.redis.xadd(log, fields)  # type: ignore[arg-type]
                 await alice.redis.publish(inbox, json.dumps({"id": entry_id.decode()}))

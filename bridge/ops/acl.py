@@ -78,8 +78,8 @@ def used_commands(keys: Keys, name: str) -> list[list[str]]:
         ["XREVRANGE", keys.log, "+", "-"], ["XTRIM", keys.log, "MAXLEN", "~", "100"],
         ["XLEN", keys.log], ["XREAD", "STREAMS", keys.log, "0-0"],
         ["PUBLISH", keys.events, "{}"], ["PUBLISH", keys.broadcast, "{}"],
-        ["PUBLISH", keys.inbox(name), "{}"],
-        ["SUBSCRIBE", keys.inbox(name), keys.broadcast, keys.events],
+        ["PUBLISH", keys.direct(name), "{}"],
+        ["SUBSCRIBE", keys.direct(name), keys.broadcast, keys.events],
     ]
 
 

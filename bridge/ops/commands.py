@@ -266,7 +266,7 @@ async def send(settings: Settings, to: str, text: str, *, reply_to: str, wait: b
                err: TextIO = sys.stderr) -> int:
     """Join as ``settings.name`` (pull delivery), send, and with ``wait`` print what arrives
     for that name until Ctrl-C or ``timeout``. The name leaves the room on exit."""
-    from bridge.room.connection import Bridge
+    from bridge.room.connection import Room
 
     settings = replace(settings, delivery="pull", announce=False)
     recipients: str | list[str] = "*" if to.strip() == "*" else \
@@ -275,8 +275,8 @@ async def send(settings: Settings, to: str, text: str, *, reply_to: str, wait: b
     received = 0
 
     # an operator's one-off send: the unverified-names warning is for agents' logs
-    async with Bridge.connect(settings, warn_unverified=False) as bridge:
-        result = await bridge.send(recipients, text, reply_to=reply_to)
+    async with Room.connect(settings, warn_unverified=False) as room:
+        result = await room.send(recipients, text, reply_to=reply_to)
         if as_json:
             print(to_json({"sent": result.id, "online": result.online,
                            "offline": result.offline}), file=out)
@@ -295,16 +295,16 @@ async def send(settings: Settings, to: str, text: str, *, reply_to: str, wait: b
         async def receive() -> None:
             nonlocal received
             while True:
-                for item in await bridge.next_batch(timeout=None):
+                for item in await room.next_batch(timeout=None):
                     if isinstance(item, Envelope):
                         print(to_json(envelope_record(item)) if as_json
                               else envelope_line(item, style, width), file=out)
-                        bridge.ack(item)
+                        room.ack(item)
                         received += 1
                     elif isinstance(item, Notice):
                         print(notice_line(item, style, width), file=err)
                 out.flush()
-                await bridge.flush_cursor()
+                await room.flush_cursor()
 
         async def bounded() -> None:
             with anyio.move_on_after(timeout):
@@ -312,7 +312,7 @@ async def send(settings: Settings, to: str, text: str, *, reply_to: str, wait: b
 
         await until_interrupted(bounded)
         with anyio.CancelScope(shield=True):
-            await bridge.flush_cursor()
+            await room.flush_cursor()
     if timeout is not None and not received:
         print(f"bridge: no reply to {settings.name} within {timeout:g} s", file=err)
         return 1

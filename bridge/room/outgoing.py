@@ -38,7 +38,7 @@ def send_arguments(settings: Settings, envelope: Envelope) -> tuple[list[str], l
     ]
     for name in names:
         script_keys += [keys.agent(name), keys.cursor(name)]
-        args += [name, keys.inbox(name)]
+        args += [name, keys.direct(name)]
     return script_keys, args
 
 
