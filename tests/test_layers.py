@@ -81,3 +81,22 @@ def test_importing_the_room_layer_loads_nothing_of_mcp_or_ops():
     loaded = json.loads(done.stdout)
     assert "bridge.room.connection" in loaded  # every room module was imported
     assert [n for n in loaded if n.startswith(("bridge.mcp", "bridge.ops", "bridge.cli"))] == []
+
+
+def test_no_import_cycles_between_modules():
+    # e.g. settings once imported the Redis clients (lazily) that import settings
+    modules = {module_name(path): path for path in PACKAGE.rglob("*.py")}
+    graph = {name: {n for n in imports(path.read_text(), module_name(path.parent / "__init__.py"))
+                    if n in modules and n != name}
+             for name, path in modules.items()}
+
+    def reachable(start: str) -> set[str]:
+        seen: set[str] = set()
+        todo = [start]
+        while todo:
+            for nxt in graph[todo.pop()] - seen:
+                seen.add(nxt)
+                todo.append(nxt)
+        return seen
+
+    assert [name for name in graph if name in reachable(name)] == []
