@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import sys
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import aclosing, asynccontextmanager
 from dataclasses import asdict, dataclass, replace
 from typing import Any, TextIO
 
@@ -34,12 +34,12 @@ from bridge.ops.human import (
 from bridge.room.clients import check_reachable, make_client, resolve_url
 from bridge.room.envelope import Envelope, Notice, decode_entry
 from bridge.room.keys import PREFIX, ROOM_PATTERN, Keys
+from bridge.room.paging import pages
 from bridge.room.presence import Participant, Presence
 from bridge.room.signing import Signer, make_signer
 from bridge.room.untrusted import clean
 from bridge.settings import Settings
 
-PAGE = 500
 MARKERS = {"unsigned": "[unsigned]", "bad_signature": "[forged]", "replay": "[replayed]",
            "duplicate": "[duplicate]"}
 
@@ -186,21 +186,16 @@ async def read_log(redis: Redis, keys: Keys, start: str, *, inclusive: bool = Tr
     ``limit``, the newest ``limit`` of them."""
     low = start if inclusive else f"({start}"
     found: list[Envelope] = []
-    page: Any
     if limit is None:
-        while True:
-            page = await redis.xrange(keys.log, low, "+", count=PAGE)
+        async for page in pages(redis, keys.log, low):
             found += [e for e in _decode(page) if matches(e, sender, recipient)]
-            if len(page) < PAGE:
-                return found
-            low = f"({page[-1][0].decode()}"
-    high = "+"
-    while len(found) < limit:
-        page = await redis.xrevrange(keys.log, high, low, count=PAGE)
-        found += [e for e in _decode(page) if matches(e, sender, recipient)]
-        if len(page) < PAGE:
-            break
-        high = f"({page[-1][0].decode()}"
+        return found
+    if limit > 0:
+        async with aclosing(pages(redis, keys.log, low, newest_first=True)) as newest:
+            async for page in newest:
+                found += [e for e in _decode(page) if matches(e, sender, recipient)]
+                if len(found) >= limit:
+                    break
     return list(reversed(found[:limit]))
 
 

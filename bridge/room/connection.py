@@ -42,14 +42,14 @@ from bridge.room.outgoing import (
     rate_limited,
     send_arguments,
 )
+from bridge.room.paging import PAGE
 from bridge.room.presence import Claim, Participant, Presence
 from bridge.room.signing import Gate
-from bridge.room.subscriber import Backoff, close_quietly, published
+from bridge.room.subscriber import Backoff, close_quietly, published, subscribe_confirmed
 from bridge.settings import Settings, redact
 
 log = structlog.get_logger("bridge.bus")  # the name logs have always carried
 
-CATCH_UP_PAGE = 500
 MAX_WANTED = 1000  # wake-ups remembered between two reads of the log (more are only read)
 BACKOFF_FIRST, BACKOFF_CAP = 0.1, 5.0
 SUBSCRIBE_TIMEOUT = 5.0
@@ -358,19 +358,11 @@ class Room:
     async def _subscribe(self) -> PubSub:
         pubsub = self.subscriber.pubsub()
         channels = [self.keys.direct(self.name), self.keys.broadcast, self.keys.events]
-        await pubsub.subscribe(*channels)
-        # Wait until Redis confirms every subscription before reading the log: anything
-        # published after that is either in the log we are about to read or still in the
-        # socket. Messages that arrive meanwhile are kept for _listen.
-        confirmed = 0
+        # Confirmed before the log is read: anything published after that is either in the
+        # log we are about to read or still in the socket. Messages that arrive meanwhile
+        # are kept for _listen.
         self._early.clear()
-        with anyio.fail_after(SUBSCRIBE_TIMEOUT):
-            while confirmed < len(channels):
-                message = await pubsub.get_message(timeout=SUBSCRIBE_TIMEOUT)
-                if message and message["type"] == "subscribe":
-                    confirmed += 1
-                elif message and message["type"] == "message":
-                    self._early.append(message)
+        self._early += await subscribe_confirmed(pubsub, channels, SUBSCRIBE_TIMEOUT)
         return pubsub
 
     async def _receive_forever(self, pubsub: PubSub | None) -> None:
@@ -473,7 +465,7 @@ class Room:
         """Read the log after what we have read, into `received`, until it is full."""
         while True:
             entries: list[tuple[bytes, dict[bytes, bytes]]] = await self.redis.xrange(
-                self.keys.log, f"({self._last_seen.id}", "+", count=CATCH_UP_PAGE
+                self.keys.log, f"({self._last_seen.id}", "+", count=PAGE
             )  # type: ignore[assignment]
             for entry_id, fields in entries:
                 if self._full:
@@ -491,7 +483,7 @@ class Room:
                 self._last_seen = Position(envelope.id, envelope.seq)
                 if self.gate.admits(envelope):
                     self._accept(envelope)
-            if len(entries) < CATCH_UP_PAGE:
+            if len(entries) < PAGE:
                 return
 
     async def _read_forever(self) -> None:
