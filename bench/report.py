@@ -180,8 +180,9 @@ def markdown(results: dict[str, Any], plots: list[str]) -> str:
     imp = st.get("import")
     if imp:
         out.append(
-            f"- 5. `python -X importtime -c 'import bridge.server'`: {imp['total_ms']:.0f} ms of "
-            f"imports (bridge.server cumulative {imp['bridge_server_cumulative_ms']:.0f} ms; "
+            f"- 5. `python -X importtime -c 'import bridge.mcp.server'`: "
+            f"{imp['total_ms']:.0f} ms of imports (bridge.mcp.server cumulative "
+            f"{imp['bridge_server_cumulative_ms']:.0f} ms; "
             f"the whole `python -c` {imp['wall_ms_python_c']:.0f} ms). Largest top-level "
             f"imports: " + ", ".join(f"{n} {ms:.0f} ms" for n, ms in imp["top_level"][:6]) + ".")
     cu = s.get("catchup", {})

@@ -23,7 +23,7 @@ from anyio.streams.buffered import BufferedByteReceiveStream
 from redis.asyncio import Redis
 
 from bench.common import Processes, RedisServer, line, summary
-from bridge.presence import Presence
+from bridge.room.presence import Presence
 from bridge.settings import Settings
 from tests.mcp_client import Agent
 
@@ -642,7 +642,7 @@ async def profile_list(ctx: Context, observer: Agent) -> dict[str, Any]:
 # --------------------------------------------------------------------------- 5. start-up
 def import_time() -> dict[str, Any]:
     started = time.perf_counter()
-    done = subprocess.run([sys.executable, "-X", "importtime", "-c", "import bridge.server"],
+    done = subprocess.run([sys.executable, "-X", "importtime", "-c", "import bridge.mcp.server"],
                           capture_output=True, text=True, timeout=60)
     wall = (time.perf_counter() - started) * 1000
     total_us = 0
@@ -655,7 +655,7 @@ def import_time() -> dict[str, Any]:
         total_us += int(own)
         if not name.startswith("  "):  # a top-level import
             top.append((int(cumulative), name.strip()))
-        if name.strip() == "bridge.server":
+        if name.strip() == "bridge.mcp.server":
             server_us = int(cumulative)
     top.sort(reverse=True)
     return {"total_ms": total_us / 1000, "bridge_server_cumulative_ms": server_us / 1000,
@@ -701,8 +701,8 @@ async def startup(ctx: Context) -> dict[str, Any]:
               "import": imports}
     print(line("exec -> initialize answered", result["initialize_ms"]))
     print(line("exec -> presence visible in Redis", result["presence_ms"]))
-    print(f"  python -X importtime -c 'import bridge.server': {imports['total_ms']:.0f} ms "
-          f"of imports (bridge.server cumulative {imports['bridge_server_cumulative_ms']:.0f} "
+    print(f"  python -X importtime -c 'import bridge.mcp.server': {imports['total_ms']:.0f} ms "
+          f"of imports (bridge.mcp.server cumulative {imports['bridge_server_cumulative_ms']:.0f} "
           f"ms); top: " + ", ".join(f"{n} {ms:.0f}" for n, ms in imports["top_level"][:5]))
     return result
 

@@ -52,7 +52,7 @@ from anyio.abc import Process, TaskGroup
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from bridge.keys import Keys
+from bridge.room.keys import Keys
 from tests.mcp_client import Agent, start_agent
 
 ROOM = "main"

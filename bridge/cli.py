@@ -67,11 +67,11 @@ def build_parser() -> argparse.ArgumentParser:
                                        "applies (env BRIDGE_BURST; default 5000)")
 
     sub.add_parser("redis", help="run the embedded per-user Redis in the foreground")
-    from bridge import acl
+    from bridge.ops import acl
 
     acl.add_parser(sub)
     _operator_commands(sub)
-    from bridge import team
+    from bridge.ops import team
 
     team.add_parser(sub)
     return parser
@@ -165,7 +165,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         logs.configure(os.environ.get("BRIDGE_LOG_LEVEL") or "WARNING")
         return _operator(args)
     if args.command == "team":
-        from bridge import team
+        from bridge.ops import team
 
         logs.configure(os.environ.get("BRIDGE_LOG_LEVEL") or "WARNING")
         return team.main(args)
@@ -177,11 +177,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "serve":
             return _serve(args)
         if args.command == "acl":
-            from bridge import acl
+            from bridge.ops import acl
 
             return acl.main(args)
         if args.command == "redis":
-            from bridge.embedded import EmbeddedRedis
+            from bridge.room.embedded import EmbeddedRedis
 
             return EmbeddedRedis.for_user().run_foreground()
     except BridgeError as e:
@@ -199,8 +199,8 @@ def _operator(args: argparse.Namespace) -> int:
     """who / tail / send / history / doctor: any failure is one line on stderr."""
     from redis.exceptions import RedisError
 
-    from bridge import human
-    from bridge.tail import OutputClosed
+    from bridge.ops import human
+    from bridge.ops.tail import OutputClosed
 
     human.safe_stdout()
     try:
@@ -231,10 +231,10 @@ def _leaf(error: BaseException) -> BaseException:
 def _run_operator(args: argparse.Namespace) -> int:
     import anyio
 
-    from bridge import ops
+    from bridge.ops import commands as ops
 
     if args.command == "functions" and args.action == "show":
-        from bridge.functions import CODE
+        from bridge.room.functions import CODE
 
         sys.stdout.write(CODE)
         return 0
@@ -246,7 +246,7 @@ def _run_operator(args: argparse.Namespace) -> int:
         settings = Settings.from_env(**flags)
     except BridgeError as e:
         if args.command == "doctor":  # the URL check is the doctor's first line
-            from bridge.doctor import Doctor
+            from bridge.ops.doctor import Doctor
 
             return Doctor(Settings()).bad_settings(e)
         raise
@@ -257,11 +257,11 @@ def _run_operator(args: argparse.Namespace) -> int:
             settings, sender=args.sender, recipient=args.recipient, since=args.since,
             limit=args.limit, as_json=args.json))
     if args.command == "doctor":
-        from bridge.doctor import doctor
+        from bridge.ops.doctor import doctor
 
         return anyio.run(doctor, settings)
     if args.command == "functions":
-        from bridge.functions import load_library
+        from bridge.room.functions import load_library
 
         return anyio.run(load_library, settings)
     if args.command == "send":
@@ -269,7 +269,7 @@ def _run_operator(args: argparse.Namespace) -> int:
         return anyio.run(lambda: ops.send(
             settings, args.to, text, reply_to=args.reply_to, wait=args.wait,
             timeout=args.timeout, as_json=args.json))
-    from bridge.tail import tail
+    from bridge.ops.tail import tail
 
     return anyio.run(lambda: tail(settings, since=args.since, as_json=args.json))
 
@@ -277,7 +277,7 @@ def _run_operator(args: argparse.Namespace) -> int:
 def _serve(args: argparse.Namespace) -> int:
     import anyio
 
-    from bridge.server import serve
+    from bridge.mcp.server import serve
 
     flags = {key: getattr(args, key, None)
              for key in ("redis", "room", "name", "role", "ttl", "delivery", "push_events",

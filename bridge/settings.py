@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from bridge.errors import SettingsError
-from bridge.keys import NAME_PATTERN, ROOM_PATTERN
+from bridge.room.keys import NAME_PATTERN, ROOM_PATTERN
 
 T = TypeVar("T")
 
@@ -85,7 +85,7 @@ class Settings:
                 return parse(value)
             except (TypeError, ValueError) as e:
                 label = f"--{flag.replace('_', '-')} / {var}"
-                shown = _redacted(value) if var == "BRIDGE_REDIS_URL" else value
+                shown = redact(str(value)) if var == "BRIDGE_REDIS_URL" else value
                 raise SettingsError(
                     f"bad value for {label} (from {source}): {shown!r}; {hint}"
                 ) from e
@@ -217,10 +217,19 @@ def _secret(path: Any, source: str, inline: str) -> str:
     return secret
 
 
-def _redacted(url: Any) -> str:
-    from bridge.connection import redact  # connection imports settings
+def redact(url: str) -> str:
+    """The URL with its password replaced, for logs and error messages: the one before the
+    ``@`` and a ``password=`` query parameter (redis-py takes both)."""
+    url = _QUERY_PASSWORD.sub(r"\1***", url)
+    scheme, sep, rest = url.partition("://")
+    if not sep or "@" not in rest:
+        return url
+    credentials, _, host = rest.rpartition("@")
+    user = credentials.split(":", 1)[0]
+    return f"{scheme}://{user + ':' if user else ':'}***@{host}"
 
-    return redact(str(url))
+
+_QUERY_PASSWORD = re.compile(r"([?&]password=)[^&#]*", re.IGNORECASE)
 
 
 def _choice(choices: tuple[str, ...]) -> Callable[[Any], str]:

@@ -32,7 +32,7 @@ from urllib.parse import urlsplit
 ROOT = Path(__file__).resolve().parent.parent
 COMPOSE_FILE = ROOT / "docker-compose.yml"
 PROMPTS = ROOT / "deploy" / "prompts"
-# the same rule as bridge/keys.py NAME_PATTERN (tests/test_deploy.py checks they agree)
+# the same rule as bridge/room/keys.py NAME_PATTERN (tests/test_deploy.py checks they agree)
 NAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,31}\Z")
 NAME_HINT = "1-32 of a-z 0-9 _ . - starting with a letter or digit"
 # safe unquoted in a URL and in redis.conf

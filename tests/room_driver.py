@@ -17,14 +17,14 @@ from pathlib import Path
 
 import anyio
 
-from bridge.bus import Bridge
+from bridge.room.connection import Room
 from bridge.settings import Settings
 
 
 async def wait_for(settings: Settings, name: str, timeout: float) -> None:
-    async with Bridge.connect(settings, warn_unverified=False) as bridge:
+    async with Room.connect(settings, warn_unverified=False) as room:
         with anyio.fail_after(timeout):
-            while not any(p.name == name for p in (await bridge.participants())[1]):
+            while not any(p.name == name for p in (await room.participants())[1]):
                 await anyio.sleep(0.2)
 
 
@@ -36,16 +36,16 @@ async def main(args: argparse.Namespace) -> None:
     for i in range(args.churn):
         churner = Settings(redis_url=args.redis, room=args.room, name=f"churn{i}",
                            delivery="pull", role="tester")
-        async with Bridge.connect(churner, warn_unverified=False):
+        async with Room.connect(churner, warn_unverified=False):
             pass
     report["churned"] = time.time()
     await anyio.sleep(args.settle)  # the window in which no turn may start
-    async with Bridge.connect(base, warn_unverified=False) as bridge:
+    async with Room.connect(base, warn_unverified=False) as room:
         report["marker_sent"] = time.time()
         if args.text:
-            await bridge.send(args.to, args.text)
+            await room.send(args.to, args.text)
         for i in range(args.burst):
-            await bridge.send(args.to, f"BURST-{i:03d}")
+            await room.send(args.to, f"BURST-{i:03d}")
         report["burst_sent"] = time.time()
     Path(args.report).write_text(json.dumps(report))
 

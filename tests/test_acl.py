@@ -16,10 +16,10 @@ import pytest
 import redis
 from redis.exceptions import NoPermissionError, ResponseError
 
-from bridge import functions, scripts
-from bridge.acl import COMMANDS
-from bridge.doctor import Doctor
-from bridge.keys import Keys
+from bridge.ops.acl import COMMANDS
+from bridge.ops.doctor import Doctor
+from bridge.room import functions, scripts
+from bridge.room.keys import Keys
 from tests.conftest import RedisServer, agent_pool, free_port
 from tests.test_cli_ops import (  # noqa: F401 - cli is a fixture
     BRIDGE,
@@ -169,7 +169,7 @@ async def test_acl_user_is_refused_outside_its_room(redis_server, r):
         "KEYS": lambda: c.keys("*"), "SCAN": lambda: c.scan(0), "INFO": c.info,
         "MONITOR": lambda: _monitor(c),
         "PUBLISH to another room": lambda: c.publish(OTHER.events, "{}"),
-        "SUBSCRIBE to another room": lambda: _subscribe(c, OTHER.inbox("bob"), OTHER.broadcast),
+        "SUBSCRIBE to another room": lambda: _subscribe(c, OTHER.direct("bob"), OTHER.broadcast),
         "PSUBSCRIBE bridge:*": lambda: _subscribe(c, "bridge:*", pattern=True),
         "ACL SETUSER (escalate herself)": lambda: c.acl_setuser("bridge-main-alice",
                                                                 commands=["+@all"]),
@@ -518,15 +518,17 @@ async def test_functions_show_is_what_load_loads(redis_server, r):
 
 
 def test_every_script_runs_as_one_of_bridges_functions():
-    # a script added to bridge/scripts.py but run some other way (register_script, EVALSHA)
-    # would be refused to every `bridge acl` user: each is a function of the library
+    # a script added to bridge/room/scripts.py but run some other way (register_script,
+    # EVALSHA) would be refused to every `bridge acl` user: each is a function of the library
     fragments = {"NOW_MS", "STALE"}  # pieces the scripts are built from
     bodies = {name: value for name, value in vars(scripts).items()
               if name.isupper() and not name.startswith("_") and isinstance(value, str)}
     assert set(bodies) - fragments == {name.upper() for name in functions.SOURCES}
     assert all(functions.SOURCES[name.lower()] == bodies[name] for name in set(bodies) - fragments)
-    bridge_dir = Path(functions.__file__).parent
-    for module in bridge_dir.glob("*.py"):
+    bridge_dir = Path(functions.__file__).parent.parent  # every module, in every layer
+    modules = sorted(bridge_dir.rglob("*.py"))
+    assert len(modules) > 30 and bridge_dir / "room" / "functions.py" in modules
+    for module in modules:
         if module.name not in ("functions.py", "acl.py"):  # acl.py: probes, to be refused
             assert not re.search(r"register_script\(|\.evalsha\(|\.eval\(|['\"]EVAL",
                                  module.read_text()), module

@@ -23,7 +23,7 @@ from typing import Any
 import pytest
 import redis
 
-from bridge.keys import NAME_PATTERN
+from bridge.room.keys import NAME_PATTERN
 from tests.claude_code import wait_until
 from tests.conftest import REDIS_SERVER, free_port
 
@@ -655,7 +655,7 @@ def test_entrypoint_runs_claude_code_with_the_role_prompt(
         bodies = [json.loads(line)["body"] for line in requests.read_text().splitlines()]
         system = json.dumps([b.get("system") for b in bodies if b])
         assert "Your role: developer" in system  # the role prompt reached the model
-        # an inbox post (bridge/posts.py), not a channel block: the inbox comes first
+        # an inbox post (bridge/mcp/posts.py), not a channel block: the inbox comes first
         conversation = "\n".join(text for b in bodies if b for text in user_texts(b))
         assert re.search(r"^\[bridge\] message from boss, id [0-9]+-[0-9]+:\n> HELLO-FROM-BOSS$",
                          conversation, re.M), conversation[-3000:]

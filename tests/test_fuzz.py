@@ -20,8 +20,9 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from bridge import logs
-from bridge.bus import Bridge
-from bridge.envelope import (
+from bridge.mcp.protocol import ServerInfo, Session
+from bridge.room.connection import Room
+from bridge.room.envelope import (
     MAX_HOST,
     MAX_RECIPIENTS,
     MAX_ROLE,
@@ -33,11 +34,10 @@ from bridge.envelope import (
     decode_event,
     wake_id,
 )
-from bridge.presence import Participant
-from bridge.protocol import ServerInfo, Session
-from bridge.scripts import LIST_FIELDS
+from bridge.room.presence import Participant
+from bridge.room.scripts import LIST_FIELDS
+from bridge.room.signing import Gate
 from bridge.settings import DELIVERY_MODES, Settings
-from bridge.signing import Gate
 
 NAME = re.compile(r"[a-z0-9][a-z0-9_.-]{0,31}")
 ID = re.compile(r"[0-9]{1,20}-[0-9]{1,20}")
@@ -328,9 +328,9 @@ def hostile_run(url: str, entries: list[dict[Any, Any]], garbage: list[Any],
     async def main() -> None:
         room = f"fuzz{next(rooms)}"
         common = {"redis_url": url, "room": room, "secret": secret, "delivery": "pull"}
-        async with Bridge.connect(Settings(name="bob", **common)) as bob, \
-                Bridge.connect(Settings(name="alice", **common)) as alice:
-            log, inbox = bob.keys.log, bob.keys.inbox("bob")
+        async with Room.connect(Settings(name="bob", **common)) as bob, \
+                Room.connect(Settings(name="alice", **common)) as alice:
+            log, inbox = bob.keys.log, bob.keys.direct("bob")
             for fields in entries:
                 entry_id = await alice.redis.xadd(log, fields)  # type: ignore[arg-type]
                 await alice.redis.publish(inbox, json.dumps({"id": entry_id.decode()}))

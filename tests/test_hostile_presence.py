@@ -17,10 +17,10 @@ import pytest
 import redis
 from redis.asyncio import Redis as AsyncRedis
 
-from bridge.envelope import Event
-from bridge.presence import Presence
+from bridge.room.envelope import Event
+from bridge.room.presence import Presence
+from bridge.room.signing import DROP_LOG_MAX, Signer
 from bridge.settings import Settings
-from bridge.signing import DROP_LOG_MAX, Signer
 from tests.test_cli_ops import cli  # noqa: F401 - a fixture
 from tests.test_security import SECRET, SIGNED, bridge, cli_env
 

@@ -87,7 +87,7 @@ def test_only_a_redis_that_does_not_answer_is_called_unreachable() -> None:
     from redis.exceptions import ConnectionError as RedisConnectionError
     from redis.exceptions import TimeoutError as RedisTimeoutError
 
-    from bridge.server import redis_failure
+    from bridge.mcp.server import redis_failure
 
     for down in (RedisConnectionError("Error 111 connecting"), RedisTimeoutError("Timeout"),
                  ConnectionRefusedError(111, "refused"), TimeoutError()):
@@ -172,7 +172,7 @@ def test_a_starved_event_loop_still_stops_on_sigterm(tmp_path: Path) -> None:
     script = textwrap.dedent("""
         import asyncio, sys
         from bridge import logs
-        from bridge.shutdown import Shutdown
+        from bridge.mcp.shutdown import Shutdown
 
         async def main():
             logs.configure()

@@ -15,7 +15,7 @@ from mcp import ClientSession, StdioServerParameters
 from mcp.client.stdio import stdio_client
 from mcp.shared.version import SUPPORTED_PROTOCOL_VERSIONS
 
-from bridge.protocol import PROTOCOL_VERSIONS
+from bridge.mcp.protocol import PROTOCOL_VERSIONS
 from tests.conftest import Agents
 from tests.mcp_client import Agent
 

@@ -20,10 +20,10 @@ import anyio
 import pytest
 import redis
 
-from bridge.envelope import Envelope
 from bridge.errors import SettingsError
+from bridge.room.envelope import Envelope
+from bridge.room.signing import DROP_LOG_MAX, Signer
 from bridge.settings import Settings
-from bridge.signing import DROP_LOG_MAX, Signer
 from tests.conftest import REDIS_SERVER, free_port
 from tests.mcp_client import ToolError, serve_until_it_exits
 from tests.test_cli_ops import cli  # noqa: F401 - a fixture

@@ -378,7 +378,7 @@ KICKOFF = "KICKOFF-TEAM-E2E: build a todo app, a backend and a frontend"
 ASK = ("alice (backend) and bob (frontend): before you write code, agree between you on "
        "GET /api/todos: the response JSON shape, status codes, and the CORS origin. "
        "TOKEN-7F3A")
-# one message of an inbox post (bridge/posts.py): its header line, then its text quoted
+# one message of an inbox post (bridge/mcp/posts.py): its header line, then its text quoted
 POST_RE = re.compile(r"^(?:\[bridge\] message from|from) ([a-z0-9][a-z0-9_.-]*)(?: \([^)\n]*\))?"
                      r", id ([0-9]+-[0-9]+)(?:, reply to [^:\n]+)?:\n((?:> .*(?:\n|$))+)", re.M)
 IDENTITY_RE = re.compile(r"You are ([a-z0-9_.-]+), the ([a-z0-9_.-]+), in bridge room e2e\.")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 import ssl
 from typing import Any
 from urllib.parse import parse_qs, urlencode, urlsplit
@@ -13,26 +12,12 @@ from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialWithJitterBackoff, NoBackoff
 from redis.exceptions import AuthenticationError, RedisError, ResponseError
 
-from bridge.embedded import EmbeddedRedis
 from bridge.errors import RedisRefused, RedisUnavailable
-from bridge.quickwrite import use_quick_writes
-from bridge.settings import Settings
+from bridge.room.embedded import EmbeddedRedis
+from bridge.room.quickwrite import use_quick_writes
+from bridge.settings import Settings, redact
 
 POOL_SIZE = 32  # connections per client; more calls at once queue for one
-
-def redact(url: str) -> str:
-    """The URL with its password replaced, for logs and error messages: the one before the
-    ``@`` and a ``password=`` query parameter (redis-py takes both)."""
-    url = _QUERY_PASSWORD.sub(r"\1***", url)
-    scheme, sep, rest = url.partition("://")
-    if not sep or "@" not in rest:
-        return url
-    credentials, _, host = rest.rpartition("@")
-    user = credentials.split(":", 1)[0]
-    return f"{scheme}://{user + ':' if user else ':'}***@{host}"
-
-
-_QUERY_PASSWORD = re.compile(r"([?&]password=)[^&#]*", re.IGNORECASE)
 
 
 async def resolve_url(settings: Settings) -> str:
@@ -63,7 +48,8 @@ def make_client(url: str, *, retries: int = 3, single_connection: bool = False) 
     each one needs a catch-up from the log.
     """
     backoff = ExponentialWithJitterBackoff(base=0.05, cap=1.0) if retries else NoBackoff()
-    # redis-py's own health check would swallow the subscriber's PONGs; the bus pings it.
+    # redis-py's own health check would swallow the subscriber's PONGs; the room connection
+    # pings it.
     tcp: dict[str, Any] = {} if url.startswith("unix://") else {"socket_keepalive": True}
     options: dict[str, Any] = dict(
         tcp,

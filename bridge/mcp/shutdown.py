@@ -4,8 +4,8 @@ second, whatever a tool is doing.
 The clean stop runs on the event loop: tool calls under way are cancelled, except sends
 (shielded, so that one agent's sends keep their order), which get CALLS_GRACE to finish (a
 live Redis takes milliseconds) and are then abandoned; the agent leaves the room
-(bus.LEAVE_TIMEOUT). The signal handler is a Python-level one (``signal.signal``), not the
-event loop's: Python runs it between bytecodes even when the loop never gets a turn (a
+(room.connection.LEAVE_TIMEOUT). The signal handler is a Python-level one (``signal.signal``),
+not the event loop's: Python runs it between bytecodes even when the loop never gets a turn (a
 coroutine that spins without yielding). It asks the loop for the clean stop and arms the
 last resort, a thread that ends the process FORCE_AFTER seconds later in any case.
 """

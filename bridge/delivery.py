@@ -1,26 +1,20 @@
-"""Claude Code's session inbox: push into the conversation with no flag and no dialog.
-
-Claude Code (2.1.224 and later) gives every stdio MCP server it starts the address of its
-session's inbox, in CLAUDE_CODE_MESSAGING_SOCKET and CLAUDE_CODE_MESSAGING_TOKEN. A line
-written there becomes a user turn of that session, interactive or in print mode, whether or
-not channels are enabled. The wire: a Unix stream socket, newline-delimited JSON, an auth line
-with the token first, then ``{"type": "user", "message": {"role": "user", "content": TEXT}}``.
-Claude Code writes nothing back, so a post that was written whole is all we can know.
+"""Which path messages take into the client, decided at start-up (``--delivery``): Claude
+Code's session inbox where it offers one that answers, else the channel, or pull. `bridge serve`
+(bridge.mcp) chooses with it; `bridge doctor` (bridge.ops) reports with it. How a post is
+written into the inbox is bridge/mcp/inbox.py.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import socket
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-import anyio
+from bridge.errors import SettingsError
 
 SOCKET_VAR, TOKEN_VAR = "CLAUDE_CODE_MESSAGING_SOCKET", "CLAUDE_CODE_MESSAGING_TOKEN"
 CONNECT_TIMEOUT = 2.0
-WRITE_TIMEOUT = 5.0
 
 
 @dataclass(frozen=True)
@@ -47,34 +41,9 @@ def probe(address: InboxAddress) -> str | None:
     return None
 
 
-def frame(content: str) -> bytes:
-    """One user turn, as Claude Code's inbox reads it."""
-    return json.dumps({"type": "user", "message": {"role": "user", "content": content}},
-                      ensure_ascii=False).encode("utf-8", "backslashreplace") + b"\n"
-
-
-class InboxPoster:
-    """Writes posts into the session inbox: a connection per post (Claude Code closes one that
-    is quiet for 30 s), the auth line, the post, and a clean close."""
-
-    def __init__(self, address: InboxAddress) -> None:
-        self.address = address
-        auth = {"type": "auth", "token": address.token} if address.token else None
-        self._auth = (json.dumps(auth).encode() + b"\n") if auth else b""
-
-    async def post(self, content: str) -> None:
-        """Raises OSError (or TimeoutError) if the post was not written whole."""
-        with anyio.fail_after(CONNECT_TIMEOUT + WRITE_TIMEOUT):
-            stream = await anyio.connect_unix(self.address.path)
-            async with stream:
-                await stream.send(self._auth + frame(content))
-
-
 def choose(requested: str, env: Mapping[str, str] | None = None) -> tuple[str, str]:
     """The delivery path for ``--delivery`` (auto, inbox, channel, pull; push means auto),
     and why. Raises SettingsError when the inbox was asked for and is not there."""
-    from bridge.errors import SettingsError
-
     if requested in ("pull", "channel"):
         return requested, f"--delivery {requested}"
     address = offered(env)

@@ -25,8 +25,9 @@ from typing import Any
 import structlog
 from redis.asyncio import Redis
 
-from bridge.cursor import Position
-from bridge.envelope import Envelope, Event, decode_entry, parse_id
+from bridge.room.cursor import Position
+from bridge.room.envelope import Envelope, Event, decode_entry, parse_id
+from bridge.room.paging import pages
 from bridge.settings import Settings
 
 log = structlog.get_logger("bridge.signing")
@@ -67,7 +68,6 @@ DROP_HINTS = {
 # last_seen are Redis' time, set by the scripts, and not signed)
 PRESENCE_FIELDS = ("name", "role", "host", "pid", "session", "delivery", "status", "version",
                    "ttl")
-PAGE = 500
 # a writer flooding the log with forgeries must not flood every agent's log file with it too
 DROP_LOG_MAX, DROP_LOG_WINDOW = 100, 60.0  # drop lines per reason per window
 
@@ -292,8 +292,7 @@ class Gate:
         if self.signer is None or cursor.order == (0, 0):
             return
         low = f"{max(0, cursor.order[0] - 2 * self.signer.window_ms)}-0"
-        while True:
-            page: Any = await redis.xrange(log_key, low, cursor.id, count=PAGE)
+        async for page in pages(redis, log_key, low, cursor.id):
             for entry_id, fields in page:
                 try:
                     envelope = decode_entry(entry_id, fields)
@@ -301,6 +300,3 @@ class Gate:
                     continue
                 if envelope.addressed_to(self.name) and not self.signer.authentic(envelope):
                     self.signer.remember(envelope)
-            if len(page) < PAGE:
-                return
-            low = f"({page[-1][0].decode()}"

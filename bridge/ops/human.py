@@ -17,8 +17,8 @@ from typing import Any, TextIO
 
 import anyio
 
-from bridge.envelope import Envelope, Event, Notice, parse_id
-from bridge.untrusted import clean
+from bridge.room.envelope import Envelope, Event, Notice, parse_id
+from bridge.room.untrusted import clean
 
 DURATION = re.compile(r"^(\d+(?:\.\d+)?)([smhd])$")
 UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}

@@ -14,16 +14,16 @@ import anyio
 from redis.asyncio import Redis
 from redis.exceptions import NoPermissionError, RedisError, ResponseError
 
-from bridge import functions
-from bridge.acl import excess_rights, used_commands
-from bridge.connection import make_client, redact, resolve_url, shown, tls_failure, with_tls
+from bridge.delivery import SOCKET_VAR, offered, probe
 from bridge.errors import BridgeError
-from bridge.human import Style, color_wanted
-from bridge.inbox import SOCKET_VAR, offered, probe
-from bridge.keys import PREFIX, Keys
-from bridge.ops import redis_now_ms
-from bridge.presence import Presence
-from bridge.settings import Settings
+from bridge.ops.acl import excess_rights, used_commands
+from bridge.ops.commands import redis_now_ms
+from bridge.ops.human import Style, color_wanted
+from bridge.room import functions
+from bridge.room.clients import make_client, resolve_url, shown, tls_failure, with_tls
+from bridge.room.keys import PREFIX, Keys
+from bridge.room.presence import Presence
+from bridge.settings import Settings, redact
 
 MIN_VERSION = (6, 2)  # exclusive XRANGE bounds, XTRIM MINID
 CHANNEL_KILLERS = ("DISABLE_TELEMETRY", "DO_NOT_TRACK", "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC")

@@ -60,7 +60,7 @@ class Keys:
         """HASH, expires when full again: the sender's token bucket (tokens, at ms)."""
         return f"{self.base}:rate:{name}"
 
-    def inbox(self, name: str) -> str:
+    def direct(self, name: str) -> str:
         """Channel: live delivery to one agent."""
         return f"{self.base}:to:{name}"
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import sys
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import aclosing, asynccontextmanager
 from dataclasses import asdict, dataclass, replace
 from typing import Any, TextIO
 
@@ -17,10 +17,8 @@ import anyio
 from redis.asyncio import Redis
 from redis.exceptions import NoPermissionError
 
-from bridge.connection import check_reachable, make_client, resolve_url
-from bridge.envelope import Envelope, Notice, decode_entry
 from bridge.errors import BridgeError, SettingsError
-from bridge.human import (
+from bridge.ops.human import (
     Style,
     ago,
     color_wanted,
@@ -33,13 +31,15 @@ from bridge.human import (
     to_json,
     until_interrupted,
 )
-from bridge.keys import PREFIX, ROOM_PATTERN, Keys
-from bridge.presence import Participant, Presence
+from bridge.room.clients import check_reachable, make_client, resolve_url
+from bridge.room.envelope import Envelope, Notice, decode_entry
+from bridge.room.keys import PREFIX, ROOM_PATTERN, Keys
+from bridge.room.paging import pages
+from bridge.room.presence import Participant, Presence
+from bridge.room.signing import Signer, make_signer
+from bridge.room.untrusted import clean
 from bridge.settings import Settings
-from bridge.signing import Signer, make_signer
-from bridge.untrusted import clean
 
-PAGE = 500
 MARKERS = {"unsigned": "[unsigned]", "bad_signature": "[forged]", "replay": "[replayed]",
            "duplicate": "[duplicate]"}
 
@@ -186,21 +186,16 @@ async def read_log(redis: Redis, keys: Keys, start: str, *, inclusive: bool = Tr
     ``limit``, the newest ``limit`` of them."""
     low = start if inclusive else f"({start}"
     found: list[Envelope] = []
-    page: Any
     if limit is None:
-        while True:
-            page = await redis.xrange(keys.log, low, "+", count=PAGE)
+        async for page in pages(redis, keys.log, low):
             found += [e for e in _decode(page) if matches(e, sender, recipient)]
-            if len(page) < PAGE:
-                return found
-            low = f"({page[-1][0].decode()}"
-    high = "+"
-    while len(found) < limit:
-        page = await redis.xrevrange(keys.log, high, low, count=PAGE)
-        found += [e for e in _decode(page) if matches(e, sender, recipient)]
-        if len(page) < PAGE:
-            break
-        high = f"({page[-1][0].decode()}"
+        return found
+    if limit > 0:
+        async with aclosing(pages(redis, keys.log, low, newest_first=True)) as newest:
+            async for page in newest:
+                found += [e for e in _decode(page) if matches(e, sender, recipient)]
+                if len(found) >= limit:
+                    break
     return list(reversed(found[:limit]))
 
 
@@ -266,7 +261,7 @@ async def send(settings: Settings, to: str, text: str, *, reply_to: str, wait: b
                err: TextIO = sys.stderr) -> int:
     """Join as ``settings.name`` (pull delivery), send, and with ``wait`` print what arrives
     for that name until Ctrl-C or ``timeout``. The name leaves the room on exit."""
-    from bridge.bus import Bridge
+    from bridge.room.connection import Room
 
     settings = replace(settings, delivery="pull", announce=False)
     recipients: str | list[str] = "*" if to.strip() == "*" else \
@@ -275,8 +270,8 @@ async def send(settings: Settings, to: str, text: str, *, reply_to: str, wait: b
     received = 0
 
     # an operator's one-off send: the unverified-names warning is for agents' logs
-    async with Bridge.connect(settings, warn_unverified=False) as bridge:
-        result = await bridge.send(recipients, text, reply_to=reply_to)
+    async with Room.connect(settings, warn_unverified=False) as room:
+        result = await room.send(recipients, text, reply_to=reply_to)
         if as_json:
             print(to_json({"sent": result.id, "online": result.online,
                            "offline": result.offline}), file=out)
@@ -295,16 +290,16 @@ async def send(settings: Settings, to: str, text: str, *, reply_to: str, wait: b
         async def receive() -> None:
             nonlocal received
             while True:
-                for item in await bridge.next_batch(timeout=None):
+                for item in await room.next_batch(timeout=None):
                     if isinstance(item, Envelope):
                         print(to_json(envelope_record(item)) if as_json
                               else envelope_line(item, style, width), file=out)
-                        bridge.ack(item)
+                        room.ack(item)
                         received += 1
                     elif isinstance(item, Notice):
                         print(notice_line(item, style, width), file=err)
                 out.flush()
-                await bridge.flush_cursor()
+                await room.flush_cursor()
 
         async def bounded() -> None:
             with anyio.move_on_after(timeout):
@@ -312,7 +307,7 @@ async def send(settings: Settings, to: str, text: str, *, reply_to: str, wait: b
 
         await until_interrupted(bounded)
         with anyio.CancelScope(shield=True):
-            await bridge.flush_cursor()
+            await room.flush_cursor()
     if timeout is not None and not received:
         print(f"bridge: no reply to {settings.name} within {timeout:g} s", file=err)
         return 1

@@ -18,11 +18,11 @@ import anyio
 import structlog
 from redis.exceptions import RedisError
 
-from bridge.bus import Bridge, Incoming
-from bridge.envelope import Envelope, Event, Notice
-from bridge.inbox import InboxPoster
-from bridge.posts import Senders, change, post_text
-from bridge.subscriber import Backoff
+from bridge.mcp.inbox import InboxPoster
+from bridge.mcp.posts import Senders, change, post_text
+from bridge.room.connection import Incoming, Room
+from bridge.room.envelope import Envelope, Event, Notice
+from bridge.room.subscriber import Backoff
 
 log = structlog.get_logger("bridge.inbox")
 
@@ -57,11 +57,11 @@ class PostRate:
 
 
 class InboxDelivery:
-    def __init__(self, bridge: Bridge, poster: InboxPoster, *, push_events: bool,
+    def __init__(self, room: Room, poster: InboxPoster, *, push_events: bool,
                  ready: Callable[[], Awaitable[None]],
-                 screen: Callable[[Bridge, list[Incoming]], Awaitable[list[Incoming]]],
+                 screen: Callable[[Room, list[Incoming]], Awaitable[list[Incoming]]],
                  keep: Callable[[Incoming], None], senders: Senders) -> None:
-        self.bridge = bridge
+        self.room = room
         self.screen = screen
         self.keep = keep  # for read_messages: the whole of a message too long to post
         self.poster = poster
@@ -76,14 +76,14 @@ class InboxDelivery:
         rate = PostRate()
         backoff = Backoff(RETRY_FIRST, RETRY_CAP)
         while True:
-            batch = await self.bridge.next_batch()
+            batch = await self.room.next_batch()
             await anyio.sleep(COALESCE_SECONDS)  # let a burst gather
             await rate.wait()
-            batch += await self.bridge.next_batch(0)  # and all that queued meanwhile
-            items = self._items(await self.screen(self.bridge, batch))
+            batch += await self.room.next_batch(0)  # and all that queued meanwhile
+            items = self._items(await self.screen(self.room, batch))
             if not items:
                 continue
-            await self.senders.learn(self.bridge.participants, items)
+            await self.senders.learn(self.room.participants, items)
             if await self._post_all(items):
                 backoff.reset()
             else:
@@ -133,7 +133,7 @@ class InboxDelivery:
             try:
                 await self.poster.post(text)
             except (OSError, TimeoutError) as e:
-                self.bridge.give_back([*chunk, *items])
+                self.room.give_back([*chunk, *items])
                 log.warning("inbox_post_failed", error=str(e) or type(e).__name__,
                             waiting=len(chunk) + len(items),
                             hint="the messages wait for read_messages or the next attempt; "
@@ -143,11 +143,11 @@ class InboxDelivery:
             self.changes = []
             for item, sent in zip(chunk, posted, strict=True):
                 if sent is item:
-                    self.bridge.ack(item)
+                    self.room.ack(item)
                 else:  # cut: the whole stays for read_messages, the cursor before it
                     self.keep(item)
             try:
-                await self.bridge.flush_cursor()
+                await self.room.flush_cursor()
             except (RedisError, OSError) as e:  # the background writer tries again
                 log.warning("cursor_flush_failed", error=str(e) or type(e).__name__)
         return True

@@ -1,4 +1,5 @@
-"""What every pub/sub reader of bridge needs: liveness pings, a quiet close, and backoff."""
+"""What every pub/sub reader of bridge needs: a confirmed subscription, liveness pings, a quiet
+close; and the backoff of every reconnect and retry loop."""
 
 from __future__ import annotations
 
@@ -14,6 +15,24 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 
 PING_WHEN_QUIET, PONG_TIMEOUT = 3.0, 3.0
+
+
+async def subscribe_confirmed(pubsub: PubSub, channels: list[str], timeout: float
+                              ) -> list[dict[str, Any]]:
+    """SUBSCRIBE, and wait until Redis confirms every channel (TimeoutError after
+    ``timeout`` s): anything published after that reaches us. Returns the messages that
+    arrived meanwhile, for the reader (``published(pubsub, pending=...)``)."""
+    await pubsub.subscribe(*channels)
+    early: list[dict[str, Any]] = []
+    confirmed = 0
+    with anyio.fail_after(timeout):
+        while confirmed < len(channels):
+            message = await pubsub.get_message(timeout=timeout)
+            if message and message["type"] == "subscribe":
+                confirmed += 1
+            elif message and message["type"] == "message":
+                early.append(message)
+    return early
 
 
 async def published(pubsub: PubSub, pending: list[dict[str, Any]] | None = None
@@ -47,7 +66,7 @@ async def close_quietly(pubsub: PubSub) -> None:
 
 
 class Backoff:
-    """Capped exponential backoff with jitter, for reconnect loops."""
+    """Capped exponential backoff with jitter, for reconnect and retry loops."""
 
     def __init__(self, first: float, cap: float) -> None:
         self.first, self.cap = first, cap

@@ -19,7 +19,7 @@ from typing import Any
 import anyio
 from redis.exceptions import RedisError
 
-from bridge.envelope import Envelope, Event, Notice
+from bridge.room.envelope import Envelope, Event, Notice
 
 MAX_LABEL = 64
 

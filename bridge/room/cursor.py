@@ -21,7 +21,7 @@ import structlog
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from bridge.envelope import parse_id
+from bridge.room.envelope import parse_id
 
 log = structlog.get_logger("bridge.cursor")
 

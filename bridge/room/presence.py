@@ -12,14 +12,15 @@ from typing import Any
 import structlog
 from redis.asyncio import Redis
 
-from bridge import __version__, scripts
-from bridge.envelope import MAX_HOST, MAX_ROLE, MAX_STATUS, Event
+from bridge import __version__
 from bridge.errors import NameTaken
-from bridge.functions import Function
-from bridge.keys import NAME_PATTERN, Keys
+from bridge.room import scripts
+from bridge.room.envelope import MAX_HOST, MAX_ROLE, MAX_STATUS, Event
+from bridge.room.functions import Function
+from bridge.room.keys import NAME_PATTERN, Keys
+from bridge.room.signing import PRESENCE_FIELDS, Signer, make_signer
+from bridge.room.untrusted import bounded
 from bridge.settings import DELIVERY_PATHS, MAX_TTL, Settings
-from bridge.signing import PRESENCE_FIELDS, Signer, make_signer
-from bridge.untrusted import bounded
 
 MAX_PID = 10  # digits
 
@@ -49,7 +50,7 @@ def _ms(text: str) -> int:
 class Claim:
     """What the claim script answers besides "the name is ours"."""
 
-    cursor: str  # the cursor key as stored (bridge.cursor reads it)
+    cursor: str  # the cursor key as stored (bridge.room.cursor reads it)
     fresh: bool  # a new session: the others were told that we joined
     created: bool  # the cursor key was missing and the script set it to the end of the log
     epoch: str  # the room log's epoch (created if the room had none)

@@ -1,5 +1,5 @@
 """The send path's pure parts: checking a message, building the send script's arguments, and
-the errors for what the script refuses (retrying through an outage is bridge.batcher's)."""
+the errors for what the script refuses (retrying through an outage is bridge.room.batcher's)."""
 
 from __future__ import annotations
 
@@ -7,9 +7,9 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
-from bridge.envelope import BROADCAST, Envelope, parse_id
 from bridge.errors import MessageRejected
-from bridge.keys import NAME_PATTERN, Keys
+from bridge.room.envelope import BROADCAST, Envelope, parse_id
+from bridge.room.keys import NAME_PATTERN, Keys
 from bridge.settings import Settings
 
 
@@ -38,7 +38,7 @@ def send_arguments(settings: Settings, envelope: Envelope) -> tuple[list[str], l
     ]
     for name in names:
         script_keys += [keys.agent(name), keys.cursor(name)]
-        args += [name, keys.inbox(name)]
+        args += [name, keys.direct(name)]
     return script_keys, args
 
 

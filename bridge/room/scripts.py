@@ -1,7 +1,7 @@
 """The Lua scripts. Each runs atomically on the Redis server, in one round trip.
 
 Time comes from Redis' TIME, so presence expiry does not depend on the agents' clocks.
-Key names arrive through KEYS/ARGV: they are built in ``bridge.keys`` only.
+Key names arrive through KEYS/ARGV: they are built in ``bridge.room.keys`` only.
 """
 
 from bridge.settings import MAX_TTL
@@ -165,7 +165,7 @@ return {now, out, pruned}
 # ARGV: maxlen, from, to, text, reply_to, kind, ts, payload tail, broadcast channel ('' if
 #       direct), max age ms ('' for none), dedupe ttl ms, sig ('' when signing is off),
 #       rate (messages/s, '0' for no limit), burst, replay window ms ('' when signing is
-#       off), then (name, inbox channel) per named recipient
+#       off), then (name, direct channel) per named recipient
 # The dedupe key makes a retried send (after a lost reply) return the first attempt's id
 # instead of logging the message twice.
 # The rate limit is a token bucket per sender name kept here, in Redis, rather than in the

@@ -26,9 +26,9 @@ from pathlib import Path
 from typing import TextIO
 
 from bridge.errors import BridgeError, SettingsError
-from bridge.keys import NAME_PATTERN
+from bridge.room.keys import NAME_PATTERN
 
-PROMPTS = Path(__file__).resolve().with_name("prompts")
+PROMPTS = Path(__file__).resolve().parent.parent / "prompts"
 SESSION_PATTERN = re.compile(r"^[A-Za-z0-9_-]{1,64}$")  # tmux forbids ':' and '.' in targets
 WINDOW = "team"
 NAME_HINT = "use 1-32 of a-z 0-9 _ . - starting with a letter or digit"
@@ -237,7 +237,7 @@ def build(
 
 
 def channel_warning(env: Mapping[str, str]) -> str | None:
-    from bridge.doctor import CHANNEL_KILLERS  # (not at import: `bridge serve` starts fast)
+    from bridge.ops.doctor import CHANNEL_KILLERS  # (not at import: `bridge serve` starts fast)
 
     found = [var for var in CHANNEL_KILLERS if env.get(var)]
     if not found:
@@ -338,7 +338,7 @@ def main(args: argparse.Namespace) -> int:
         print(f"bridge: {e}", file=sys.stderr)
         return 1
     except BrokenPipeError:  # `bridge team --dry-run ... | head`
-        from bridge.human import quiet_broken_pipe
+        from bridge.ops.human import quiet_broken_pipe
 
         quiet_broken_pipe()
         return 0

@@ -22,20 +22,21 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from bridge import __version__, trace
-from bridge.bus import Bridge, Incoming
-from bridge.envelope import Envelope, Event, Notice
+from bridge.delivery import choose, offered
 from bridge.errors import BridgeError, RedisUnavailable
-from bridge.inbox import InboxPoster, choose, offered
-from bridge.inbox_delivery import MAX_CHANGES, InboxDelivery
-from bridge.loops import LoopGuard
-from bridge.posts import Peer, Senders, change, label
-from bridge.presence import Participant
-from bridge.protocol import ServerInfo, Session, encode
+from bridge.mcp.inbox import InboxPoster
+from bridge.mcp.inbox_delivery import MAX_CHANGES, InboxDelivery
+from bridge.mcp.loops import LoopGuard
+from bridge.mcp.posts import Peer, Senders, change, label
+from bridge.mcp.protocol import ServerInfo, Session, encode
+from bridge.mcp.shutdown import CALLS_GRACE, Shutdown
+from bridge.mcp.stdio import PipeTransport, pipe_transport
+from bridge.mcp.tools import MAX_WAIT_SECONDS, TOOLS, seconds_argument
+from bridge.room.connection import Incoming, Room
+from bridge.room.envelope import Envelope, Event, Notice
+from bridge.room.presence import Participant
+from bridge.room.subscriber import Backoff
 from bridge.settings import Settings
-from bridge.shutdown import CALLS_GRACE, Shutdown
-from bridge.stdio import PipeTransport, pipe_transport
-from bridge.subscriber import Backoff
-from bridge.tools import MAX_WAIT_SECONDS, TOOLS, seconds_argument
 
 log = structlog.get_logger("bridge.server")
 
@@ -153,7 +154,7 @@ class BridgeServer:
     def __init__(self, settings: Settings, transport: PipeTransport) -> None:
         self.settings = settings
         self.transport = transport
-        self._bridge: Bridge | None = None
+        self._room: Room | None = None
         self._connected = anyio.Event()
         self._join_asked = anyio.Event()  # the client has sent initialize
         self.first_try = anyio.Event()  # the first connection attempt has ended, either way
@@ -188,21 +189,21 @@ class BridgeServer:
         backoff = Backoff(CONNECT_RETRY_FIRST, CONNECT_RETRY_CAP)
         while True:
             try:
-                async with Bridge.connect(self.settings) as bridge:
-                    self._bridge = bridge
+                async with Room.connect(self.settings) as room:
+                    self._room = room
                     self._connected.set()
                     self.first_try.set()
                     if self.settings.name_was_derived:
-                        log.info("name_derived", name=bridge.name,
+                        log.info("name_derived", name=room.name,
                                  hint="set --name / BRIDGE_NAME to choose the name yourself")
                     # Pushing runs in this task, inside the connection: at shutdown it stops
                     # before the room is left, so the final cursor write sees its last ack.
                     if self.settings.delivery == "channel":
-                        await self.push_forever(bridge)
+                        await self.push_forever(room)
                     elif self.settings.delivery == "inbox":
                         address = offered()
                         assert address is not None  # choose() found it
-                        await InboxDelivery(bridge, InboxPoster(address),
+                        await InboxDelivery(room, InboxPoster(address),
                                             push_events=self.settings.push_events,
                                             ready=self.session.initialized.wait,
                                             screen=self.screened,
@@ -210,7 +211,7 @@ class BridgeServer:
                                             senders=self.senders).run()
                     await anyio.sleep_forever()
             except (RedisUnavailable, RedisError, OSError) as e:
-                if self._bridge is not None:
+                if self._room is not None:
                     raise  # the connected bridge handles outages itself: this is a bug
                 if not self.settings.redis_url:  # the embedded server: no network to wait for
                     self.fatal = e if isinstance(e, BridgeError) else RedisUnavailable(str(e))
@@ -226,20 +227,20 @@ class BridgeServer:
                 stop.cancel()
                 return
 
-    async def live_bridge(self) -> Bridge:
+    async def live_room(self) -> Room:
         """The connected bridge; waits for it up to BRIDGE_SEND_TIMEOUT."""
         if not self._join_asked.is_set():
             raise BridgeError(
                 "bridge has not joined the room: the client has not sent `initialize` yet. "
                 "Initialise the MCP session first; nothing was done.")
-        if self._bridge is None:
+        if self._room is None:
             with anyio.move_on_after(self.settings.send_timeout):
                 await self._connected.wait()
-        if self._bridge is None:
+        if self._room is None:
             raise BridgeError(
                 f"bridge is not connected to Redis yet ({self._waiting_for}). It keeps "
                 f"trying in the background; nothing was done, try again shortly.")
-        return self._bridge
+        return self._room
 
     async def serve_client(self, shutdown: Shutdown) -> None:
         """Answer the client until it closes stdin or a signal asks us to stop."""
@@ -266,8 +267,8 @@ class BridgeServer:
                 await self.first_try.wait()
 
     def _abandon_sends(self) -> None:
-        if self._bridge is not None:
-            self._bridge.abandon_sends()
+        if self._room is not None:
+            self._room.abandon_sends()
 
     # ---------------------------------------------------------------- tools
     async def call(self, name: str, arguments: dict[str, Any]) -> tuple[str, bool]:
@@ -288,9 +289,9 @@ class BridgeServer:
                 except UnicodeEncodeError as e:  # it would fail every later re-claim
                     raise BridgeError("the status is not valid Unicode (a lone surrogate); "
                                       "send plain UTF-8 text") from e
-                bridge = await self.live_bridge()
-                await bridge.set_status(status)
-                text = f"status set: {bridge.presence.status}"
+                room = await self.live_room()
+                await room.set_status(status)
+                text = f"status set: {room.presence.status}"
             else:
                 raise BridgeError(f"unknown tool {name!r}")
         except BridgeError as e:
@@ -302,7 +303,7 @@ class BridgeServer:
         return self._result(text)
 
     def _result(self, text: str, *, error: bool = False) -> tuple[str, bool]:
-        unread = (self._bridge.unread if self._bridge else 0) + len(self.held)
+        unread = (self._room.unread if self._room else 0) + len(self.held)
         note = ("no unread messages" if unread == 0 else
                 f"{unread} unread message(s) waiting: call read_messages")
         if self.loops.held_peers:
@@ -319,7 +320,7 @@ class BridgeServer:
             raise BridgeError("`text` must be a string")
         if reply_to is not None and not isinstance(reply_to, str):
             raise BridgeError("`reply_to` must be a message id string, like 1732400000000-0")
-        result = await (await self.live_bridge()).send(to, text, reply_to or "")
+        result = await (await self.live_room()).send(to, text, reply_to or "")
         self.loops.sent([to] if isinstance(to, str) else list(to))
         parts = [f"sent, message_id {result.id}."]
         if arguments.get("to") == "*":
@@ -333,7 +334,7 @@ class BridgeServer:
         return " ".join(parts)
 
     async def list_participants(self) -> str:
-        now, people = await (await self.live_bridge()).participants()
+        now, people = await (await self.live_room()).participants()
         if not people:
             return "Nobody is in the room."
         lines = [f"Room {self.settings.room}: {len(people)} agent(s)"]
@@ -356,19 +357,19 @@ class BridgeServer:
         between cannot lose it: the next session returns it again. Nothing here waits for
         Redis: the cursor is written in the background."""
         wait = seconds_argument(arguments, "wait_seconds", MAX_WAIT_SECONDS)
-        bridge = await self.live_bridge()
+        room = await self.live_room()
         answered, self._returned = self._returned, []
         if answered:
-            bridge.ack(*answered)
-            bridge.flush_cursor_soon()
+            room.ack(*answered)
+            room.flush_cursor_soon()
         items, self.held = self.held, []  # reading what was held resumes the peers
         if self.loops.release():
-            await self._restore_status(bridge)
+            await self._restore_status(room)
         if items:
-            items += await bridge.next_batch(0)
+            items += await room.next_batch(0)
         deadline = time.monotonic() + wait
         while not items:
-            items = await bridge.next_batch(max(0.0, deadline - time.monotonic()))
+            items = await room.next_batch(max(0.0, deadline - time.monotonic()))
             if time.monotonic() >= deadline:
                 break
         if not items:
@@ -378,12 +379,12 @@ class BridgeServer:
         if self.settings.delivery == "pull":
             self._returned = items
         else:  # the pushes after these move the cursor anyway; keep them from stalling it
-            bridge.ack(*items)
-            bridge.flush_cursor_soon()
+            room.ack(*items)
+            room.flush_cursor_soon()
         return "\n\n".join(render(item) for item in items)
 
     # ---------------------------------------------------------------- push
-    async def screened(self, bridge: Bridge, batch: list[Incoming]) -> list[Incoming]:
+    async def screened(self, room: Room, batch: list[Incoming]) -> list[Incoming]:
         """What of ``batch`` to push: a peer caught in a reply loop with us is held (its
         messages wait for read_messages, unacknowledged), with one notice to the agent and
         a status line that the others and the operator's `tail` see."""
@@ -406,28 +407,28 @@ class BridgeServer:
                     f"bridge is holding {item.sender}'s messages: {why}. They are not lost: "
                     f"call read_messages to read them, which also resumes pushing. If you "
                     f"were only acknowledging each other, stop replying."))
-                await self._set_hold_status(bridge, item.sender)
+                await self._set_hold_status(room, item.sender)
         return pushed
 
-    async def _set_hold_status(self, bridge: Bridge, peer: str) -> None:
+    async def _set_hold_status(self, room: Room, peer: str) -> None:
         if self._status_before_hold is None:
-            self._status_before_hold = bridge.presence.status
+            self._status_before_hold = room.presence.status
         try:
-            await bridge.set_status(f"holding {peer}'s messages (reply loop?); "
+            await room.set_status(f"holding {peer}'s messages (reply loop?); "
                                     f"read_messages resumes")
         except (RedisError, OSError) as e:
             log.warning("status_failed", error=str(e) or type(e).__name__)
 
-    async def _restore_status(self, bridge: Bridge) -> None:
+    async def _restore_status(self, room: Room) -> None:
         before, self._status_before_hold = self._status_before_hold, None
         if before is None:
             return
         try:
-            await bridge.set_status(before)
+            await room.set_status(before)
         except (RedisError, OSError) as e:
             log.warning("status_failed", error=str(e) or type(e).__name__)
 
-    async def push_forever(self, bridge: Bridge) -> None:
+    async def push_forever(self, room: Room) -> None:
         """Push every incoming item as a channel notification, once the client is ready.
 
         A chunk of lines goes into the pipe in one write, and the cursor is written right
@@ -437,8 +438,8 @@ class BridgeServer:
         await self.session.initialized.wait()
         changes: list[str] = []
         while True:
-            batch = await self.screened(bridge, await bridge.next_batch())
-            await self.senders.learn(bridge.participants, batch)
+            batch = await self.screened(room, await room.next_batch())
+            await self.senders.learn(room.participants, batch)
             if not self.settings.push_events:  # events ride along with the next message
                 changes += [change(item) for item in batch if isinstance(item, Event)]
                 del changes[:-MAX_CHANGES]
@@ -464,9 +465,9 @@ class BridgeServer:
                     log.info("client_gone", hint="stdout is closed; nothing more to push")
                     return
                 trace.mark("pushed")
-                bridge.ack(*pushed)  # only now: the cursor must never run ahead of the pipe
+                room.ack(*pushed)  # only now: the cursor must never run ahead of the pipe
                 try:
-                    await bridge.flush_cursor()  # nothing may run between these two
+                    await room.flush_cursor()  # nothing may run between these two
                 except (RedisError, OSError) as e:  # the periodic flush tries again
                     log.warning("cursor_flush_failed", error=str(e) or type(e).__name__)
 
@@ -497,6 +498,6 @@ async def serve(settings: Settings) -> None:
         async with anyio.create_task_group() as tg:
             tg.start_soon(app.connect_forever, tg.cancel_scope)
             await app.serve_client(shutdown)
-            tg.cancel_scope.cancel()  # and the room is left (bus.LEAVE_TIMEOUT)
+            tg.cancel_scope.cancel()  # and the room is left (room.connection.LEAVE_TIMEOUT)
     if app.fatal is not None:
         raise app.fatal

@@ -4,7 +4,7 @@ Why functions: with Redis >= 7.0 an agent's ACL user may call bridge's functions
 first-argument rule per function) and nothing else; with EVAL, EVALSHA or SCRIPT LOAD a room
 member could run a script of its own that loops and stops every room on the Redis.
 
-The library is built here, at import, from the script bodies in ``bridge.scripts``: each body
+The library is built here, at import, from the script bodies in ``bridge.room.scripts``: each body
 becomes ``function(KEYS, ARGV) <body> end``. Its version is a hash of those bodies, and the
 version is part of the library's and each function's name (``bridge_<version>_send``). So two
 bridge versions in one room (a rolling upgrade) each call their own functions, side by side:
@@ -31,8 +31,9 @@ from redis.asyncio import Redis
 from redis.asyncio.client import Pipeline
 from redis.exceptions import NoPermissionError, NoScriptError, ResponseError
 
-from bridge import __version__, scripts
+from bridge import __version__
 from bridge.errors import BridgeError, RedisRefused, RedisUnavailable
+from bridge.room import scripts
 from bridge.settings import Settings
 
 log = structlog.get_logger("bridge.functions")
@@ -226,7 +227,7 @@ class Function:
 async def load_library(settings: Settings) -> int:
     """`bridge functions load`: FUNCTION LOAD REPLACE of this version's library (replacing
     only a library of the very same name, so other versions' agents keep theirs)."""
-    from bridge.connection import check_reachable, make_client, resolve_url, shown
+    from bridge.room.clients import check_reachable, make_client, resolve_url, shown
 
     url = await resolve_url(settings)
     client = make_client(url, retries=0)

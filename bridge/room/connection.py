@@ -1,4 +1,4 @@
-"""The Bridge: one agent's connection to its room. Sends, receives, presence, cursor.
+"""The Room: one agent's connection to its room. Sends, receives, presence, cursor.
 
 Receive path (docs/design.md): subscribe first, then claim presence, then catch up from the log.
 A live pub/sub message is only a wake-up: what is delivered is always read back from the
@@ -21,10 +21,11 @@ from redis.asyncio.client import PubSub
 from redis.exceptions import RedisError
 
 from bridge import trace
-from bridge.batcher import ScriptBatcher
-from bridge.connection import check_reachable, make_client, redact, resolve_url
-from bridge.cursor import CursorSeal, CursorWriter, Position
-from bridge.envelope import (
+from bridge.errors import BridgeError, MessageRejected, NameTaken
+from bridge.room.batcher import ScriptBatcher
+from bridge.room.clients import check_reachable, make_client, resolve_url
+from bridge.room.cursor import CursorSeal, CursorWriter, Position
+from bridge.room.envelope import (
     Envelope,
     Event,
     Notice,
@@ -33,23 +34,22 @@ from bridge.envelope import (
     parse_id,
     wake_id,
 )
-from bridge.errors import BridgeError, MessageRejected, NameTaken
-from bridge.keys import Keys
-from bridge.outgoing import (
+from bridge.room.keys import Keys
+from bridge.room.outgoing import (
     SendResult,
     check_message,
     future_log,
     rate_limited,
     send_arguments,
 )
-from bridge.presence import Claim, Participant, Presence
-from bridge.settings import Settings
-from bridge.signing import Gate
-from bridge.subscriber import Backoff, close_quietly, published
+from bridge.room.paging import PAGE
+from bridge.room.presence import Claim, Participant, Presence
+from bridge.room.signing import Gate
+from bridge.room.subscriber import Backoff, close_quietly, published, subscribe_confirmed
+from bridge.settings import Settings, redact
 
-log = structlog.get_logger("bridge.bus")
+log = structlog.get_logger("bridge.bus")  # the name logs have always carried
 
-CATCH_UP_PAGE = 500
 MAX_WANTED = 1000  # wake-ups remembered between two reads of the log (more are only read)
 BACKOFF_FIRST, BACKOFF_CAP = 0.1, 5.0
 SUBSCRIBE_TIMEOUT = 5.0
@@ -58,7 +58,7 @@ LEAVE_TIMEOUT = 0.75  # seconds for the leave at a stop (a live Redis takes mill
 Incoming = Envelope | Event | Notice
 
 
-class Bridge:
+class Room:
     def __init__(self, settings: Settings, redis: Redis, subscriber: Redis,
                  cursor_client: Redis) -> None:
         self.settings = settings
@@ -72,18 +72,18 @@ class Bridge:
         self.presence = Presence(redis, settings)
         # what was read and not yet taken, each with the generation of the log it came from
         # (a new one after a reset of the room's log)
-        self.inbox: deque[tuple[Incoming, int]] = deque()
+        self.received: deque[tuple[Incoming, int]] = deque()
         self._generation = 0
-        self._queued_bytes = 0  # about how much the inbox holds (read_ahead_bytes bounds it)
-        self._behind = False  # stopped reading the log because the inbox was full
-        self._to_read = anyio.Event()  # a wake-up, or the client took a full inbox: read on
+        self._queued_bytes = 0  # about how much `received` holds (read_ahead_bytes bounds it)
+        self._behind = False  # stopped reading the log because `received` was full
+        self._to_read = anyio.Event()  # a wake-up, or the client emptied a full `received`: read on
         self._wanted: list[str] = []  # ids that wake-ups claimed, not yet read
         self._reading = anyio.Lock()  # one reader of the log at a time
         self._events_dropped = 0
         self._early: list[dict[str, Any]] = []  # pub/sub messages seen while subscribing
         self._arrived = anyio.Event()
         self._sends = ScriptBatcher(redis, "send", settings.send_timeout)
-        self._last_seen = Position()  # the last log entry read (and, if ours, put in the inbox)
+        self._last_seen = Position()  # the last log entry read (and, if ours, put in `received`)
         self.gate = Gate(settings)  # what of the log we deliver: size, signature, replays
         self._primed = False
 
@@ -91,7 +91,7 @@ class Bridge:
     @classmethod
     @asynccontextmanager
     async def connect(cls, settings: Settings, *,
-                      warn_unverified: bool = True) -> AsyncIterator[Bridge]:
+                      warn_unverified: bool = True) -> AsyncIterator[Room]:
         """Join the room; leave it (and flush the cursor) on exit."""
         url = await resolve_url(settings)
         redis, subscriber = make_client(url), make_client(url, retries=0)
@@ -99,29 +99,29 @@ class Bridge:
         cursor_client = make_client(url, single_connection=True)
         try:
             await check_reachable(redis, url)
-            bridge = cls(settings, redis, subscriber, cursor_client)
-            pubsub = await bridge._subscribe()
+            room = cls(settings, redis, subscriber, cursor_client)
+            pubsub = await room._subscribe()
             try:
-                await bridge._claim()
+                await room._claim()
             except BaseException:
                 await pubsub.aclose()  # type: ignore[no-untyped-call]
                 raise
             log.info("joined", name=settings.name, room=settings.room, redis=redact(url),
                      delivery=settings.delivery, derived_name=settings.name_was_derived,
-                     signed=bridge.gate.signer is not None)
+                     signed=room.gate.signer is not None)
             if warn_unverified:
-                bridge.gate.warn_if_unsigned()
+                room.gate.warn_if_unsigned()
             async with anyio.create_task_group() as tg:
-                tg.start_soon(bridge._receive_forever, pubsub)
-                tg.start_soon(bridge._heartbeat_forever)
-                tg.start_soon(bridge.cursor.rescue_forever)
-                tg.start_soon(bridge._read_forever)
+                tg.start_soon(room._receive_forever, pubsub)
+                tg.start_soon(room._heartbeat_forever)
+                tg.start_soon(room.cursor.rescue_forever)
+                tg.start_soon(room._read_forever)
                 try:
-                    yield bridge
+                    yield room
                 finally:
                     tg.cancel_scope.cancel()
                     with anyio.CancelScope(shield=True), anyio.move_on_after(LEAVE_TIMEOUT):
-                        await bridge._leave()
+                        await room._leave()
         finally:
             with anyio.CancelScope(shield=True):
                 for client in (redis, subscriber, cursor_client):
@@ -287,20 +287,20 @@ class Bridge:
 
     # ---------------------------------------------------------------- receiving
     async def next_batch(self, timeout: float | None = None) -> list[Incoming]:
-        """Wait (up to ``timeout`` s) for incoming items, then take them all from the inbox.
+        """Wait (up to ``timeout`` s) for incoming items, then take them all from `received`.
 
         The messages taken are handed out: the cursor passes them only once each is
         acknowledged (``ack``)."""
         if timeout != 0:
             with anyio.move_on_after(timeout):
-                while not self.inbox:  # another taker may have emptied it first
+                while not self.received:  # another taker may have emptied it first
                     await self._arrived.wait()
         items = []
-        for item, generation in self.inbox:
+        for item, generation in self.received:
             if isinstance(item, Envelope) and generation == self._generation:
                 self.cursor.hand(item, Position(item.id, item.seq))
             items.append(item)
-        self.inbox.clear()
+        self.received.clear()
         self._queued_bytes = 0
         if self._behind:  # the log is the buffer: read on from it
             self._behind = False
@@ -315,10 +315,10 @@ class Bridge:
 
     def give_back(self, items: list[Incoming]) -> None:
         """These were taken but did not reach the agent (a failed post): back to the front of
-        the inbox, in order, for the next taker; the cursor stays before them."""
+        `received`, in order, for the next taker; the cursor stays before them."""
         for item in reversed(items):
             self.cursor.unhand(item)
-            self.inbox.appendleft((item, self._generation))
+            self.received.appendleft((item, self._generation))
             self._queued_bytes += len(item.text if isinstance(item, Envelope | Notice) else
                                       item.status) + 256
         if items:
@@ -335,14 +335,14 @@ class Bridge:
 
     @property
     def unread(self) -> int:
-        return len(self.inbox)
+        return len(self.received)
 
     @property
     def _full(self) -> bool:
-        return bool(self.inbox) and self._queued_bytes >= self.settings.read_ahead_bytes
+        return bool(self.received) and self._queued_bytes >= self.settings.read_ahead_bytes
 
     def _accept(self, item: Incoming) -> None:
-        self.inbox.append((item, self._generation))
+        self.received.append((item, self._generation))
         # about its size in memory: the text, and the rest of the envelope
         self._queued_bytes += len(item.text if isinstance(item, Envelope | Notice) else
                                   item.status) + 256
@@ -357,20 +357,12 @@ class Bridge:
 
     async def _subscribe(self) -> PubSub:
         pubsub = self.subscriber.pubsub()
-        channels = [self.keys.inbox(self.name), self.keys.broadcast, self.keys.events]
-        await pubsub.subscribe(*channels)
-        # Wait until Redis confirms every subscription before reading the log: anything
-        # published after that is either in the log we are about to read or still in the
-        # socket. Messages that arrive meanwhile are kept for _listen.
-        confirmed = 0
+        channels = [self.keys.direct(self.name), self.keys.broadcast, self.keys.events]
+        # Confirmed before the log is read: anything published after that is either in the
+        # log we are about to read or still in the socket. Messages that arrive meanwhile
+        # are kept for _listen.
         self._early.clear()
-        with anyio.fail_after(SUBSCRIBE_TIMEOUT):
-            while confirmed < len(channels):
-                message = await pubsub.get_message(timeout=SUBSCRIBE_TIMEOUT)
-                if message and message["type"] == "subscribe":
-                    confirmed += 1
-                elif message and message["type"] == "message":
-                    self._early.append(message)
+        self._early += await subscribe_confirmed(pubsub, channels, SUBSCRIBE_TIMEOUT)
         return pubsub
 
     async def _receive_forever(self, pubsub: PubSub | None) -> None:
@@ -470,10 +462,10 @@ class Bridge:
             await self._read_log()
 
     async def _read_log(self) -> None:
-        """Read the log after what we have read, into the inbox, until it is full."""
+        """Read the log after what we have read, into `received`, until it is full."""
         while True:
             entries: list[tuple[bytes, dict[bytes, bytes]]] = await self.redis.xrange(
-                self.keys.log, f"({self._last_seen.id}", "+", count=CATCH_UP_PAGE
+                self.keys.log, f"({self._last_seen.id}", "+", count=PAGE
             )  # type: ignore[assignment]
             for entry_id, fields in entries:
                 if self._full:
@@ -491,11 +483,11 @@ class Bridge:
                 self._last_seen = Position(envelope.id, envelope.seq)
                 if self.gate.admits(envelope):
                     self._accept(envelope)
-            if len(entries) < CATCH_UP_PAGE:
+            if len(entries) < PAGE:
                 return
 
     async def _read_forever(self) -> None:
-        """Read the log when woken: by a live message, or by the client taking a full inbox
+        """Read the log when woken: by a live message, or by the client taking a full `received`
         (the wake-ups that came while we were full were not followed)."""
         while True:
             await self._to_read.wait()
@@ -513,4 +505,4 @@ class Bridge:
                                 reason="forged id: no such message in the log")
 
     # ---------------------------------------------------------------- cursor
-__all__ = ["Bridge", "BridgeError", "Incoming", "SendResult"]
+__all__ = ["BridgeError", "Incoming", "Room", "SendResult"]

@@ -11,8 +11,8 @@ import re
 from dataclasses import dataclass, replace
 from typing import Any
 
-from bridge.keys import NAME_PATTERN
-from bridge.untrusted import bounded
+from bridge.room.keys import NAME_PATTERN
+from bridge.room.untrusted import bounded
 
 # [0-9] and \Z, not \d and $: \d takes any Unicode digit, $ a trailing newline
 STREAM_ID = re.compile(r"^([0-9]{1,20})-([0-9]{1,20})\Z")
@@ -46,7 +46,7 @@ class Envelope:
     kind: str = "message"
     ts: int = 0  # ms since epoch, from the sender's clock
     seq: int = 0  # position in the room's log (counts every message ever logged); 0 if unknown
-    sig: str = ""  # "v1:<nonce>:<hmac>" when the room has a secret (bridge.signing)
+    sig: str = ""  # "v1:<nonce>:<hmac>" when the room has a secret (bridge.room.signing)
 
     @property
     def is_broadcast(self) -> bool:
@@ -197,7 +197,7 @@ class Event:
     status: str = ""
     reason: str = ""
     ts: int = 0
-    sig: str = ""  # "v1:<nonce>:<hmac>" when the room has a secret (bridge.signing)
+    sig: str = ""  # "v1:<nonce>:<hmac>" when the room has a secret (bridge.room.signing)
 
     def encode(self) -> str:
         body: dict[str, Any] = {

@@ -10,7 +10,6 @@ the round trip is shared by the whole batch. A lone send is still a batch of one
 from __future__ import annotations
 
 import asyncio
-import random
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -22,7 +21,8 @@ from redis.exceptions import AuthenticationError, BusyLoadingError, RedisError, 
 
 from bridge import trace
 from bridge.errors import RedisRefused, RedisUnavailable
-from bridge.functions import Function, recoverable
+from bridge.room.functions import Function, recoverable
+from bridge.room.subscriber import Backoff
 
 log = structlog.get_logger("bridge.batcher")
 
@@ -119,7 +119,7 @@ class ScriptBatcher:
 
     async def _with_retry(self, batch: list[Pending]) -> list[Any]:
         deadline = time.monotonic() + self.timeout
-        delay = RETRY_FIRST
+        backoff = Backoff(RETRY_FIRST, RETRY_CAP)
         while True:
             try:
                 async with asyncio.timeout(max(0.5, deadline - time.monotonic())):
@@ -131,16 +131,15 @@ class ScriptBatcher:
                     raise RedisRefused(
                         f"the message was NOT sent: Redis refused the login ({e}). Check the "
                         f"user name and password (--redis / BRIDGE_REDIS_URL)") from e
-                if time.monotonic() + delay >= deadline:
+                if time.monotonic() + backoff.delay >= deadline:
                     raise RedisUnavailable(
                         f"the message was NOT sent: Redis did not answer for "
                         f"{self.timeout:g} s ({e or type(e).__name__}). "
                         f"Send it again once Redis is back (BRIDGE_SEND_TIMEOUT sets the wait)."
                     ) from e
                 log.warning("send_retry", error=str(e) or type(e).__name__,
-                            retry_in=round(delay, 2), batch=len(batch))
-                await anyio.sleep(delay * random.uniform(0.5, 1.0))
-                delay = min(delay * 2, RETRY_CAP)
+                            retry_in=round(backoff.delay, 2), batch=len(batch))
+                await backoff.wait()
 
     async def _execute(self, batch: list[Pending]) -> list[Any]:
         for _ in range(Function.ATTEMPTS):

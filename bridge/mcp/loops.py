@@ -12,7 +12,7 @@ import time
 from collections import deque
 from dataclasses import dataclass, field
 
-from bridge.envelope import Envelope
+from bridge.room.envelope import Envelope
 
 
 @dataclass

@@ -28,10 +28,9 @@ from redis.exceptions import (
     TryAgainError,
 )
 
-from bridge.connection import check_reachable, make_client, redact, resolve_url
-from bridge.envelope import Event, decode_entry, decode_event, parse_id
 from bridge.errors import BridgeError, SettingsError
-from bridge.human import (
+from bridge.ops.commands import MARKERS, checked_entry, redis_now_ms
+from bridge.ops.human import (
     Style,
     color_wanted,
     event_line,
@@ -41,16 +40,17 @@ from bridge.human import (
     to_json,
     until_interrupted,
 )
-from bridge.keys import PREFIX, Keys
-from bridge.ops import MARKERS, checked_entry, redis_now_ms
-from bridge.settings import Settings
-from bridge.signing import make_signer
-from bridge.subscriber import Backoff, close_quietly, published
+from bridge.room.clients import check_reachable, make_client, resolve_url
+from bridge.room.envelope import Event, decode_entry, decode_event, parse_id
+from bridge.room.keys import PREFIX, Keys
+from bridge.room.paging import PAGE
+from bridge.room.signing import make_signer
+from bridge.room.subscriber import Backoff, close_quietly, published, subscribe_confirmed
+from bridge.settings import Settings, redact
 
 log = structlog.get_logger("bridge.tail")
 
 BLOCK_MS = 2000
-PAGE = 500
 BACKOFF_FIRST, BACKOFF_CAP = 0.1, 2.0
 SUBSCRIBE_TIMEOUT = 5.0
 MAX_SEQ = 2**64 - 1
@@ -121,12 +121,8 @@ class Follower:
     async def subscribe(self) -> PubSub:
         pubsub = self.subscriber.pubsub()
         try:
-            await pubsub.subscribe(self.keys.events)
-            with anyio.fail_after(SUBSCRIBE_TIMEOUT):
-                while True:
-                    message = await pubsub.get_message(timeout=SUBSCRIBE_TIMEOUT)
-                    if message and message["type"] == "subscribe":
-                        return pubsub
+            await subscribe_confirmed(pubsub, [self.keys.events], SUBSCRIBE_TIMEOUT)
+            return pubsub
         except BaseException:
             with anyio.CancelScope(shield=True):
                 await pubsub.aclose()  # type: ignore[no-untyped-call]

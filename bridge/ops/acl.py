@@ -27,8 +27,8 @@ from redis.asyncio import Redis
 from redis.exceptions import NoPermissionError, RedisError, ResponseError
 
 from bridge.errors import SettingsError
-from bridge.functions import NAMES, function_name
-from bridge.keys import NAME_PATTERN, PREFIX, Keys
+from bridge.room.functions import NAMES, function_name
+from bridge.room.keys import NAME_PATTERN, PREFIX, Keys
 from bridge.settings import Settings
 
 # Everything `bridge serve`, `who`, `tail`, `history` and `send --as` run, directly or inside
@@ -78,8 +78,8 @@ def used_commands(keys: Keys, name: str) -> list[list[str]]:
         ["XREVRANGE", keys.log, "+", "-"], ["XTRIM", keys.log, "MAXLEN", "~", "100"],
         ["XLEN", keys.log], ["XREAD", "STREAMS", keys.log, "0-0"],
         ["PUBLISH", keys.events, "{}"], ["PUBLISH", keys.broadcast, "{}"],
-        ["PUBLISH", keys.inbox(name), "{}"],
-        ["SUBSCRIBE", keys.inbox(name), keys.broadcast, keys.events],
+        ["PUBLISH", keys.direct(name), "{}"],
+        ["SUBSCRIBE", keys.direct(name), keys.broadcast, keys.events],
     ]
 
 
