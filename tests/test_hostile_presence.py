@@ -266,7 +266,7 @@ def test_ttl_is_bounded():
 
 
 def test_unicode_line_and_odd_space_separators_are_plain_spaces() -> None:
-    from bridge.untrusted import clean
+    from bridge.room.untrusted import clean
 
     # U+2028/U+2029 end a line in some terminals; U+00A0 is not printable by str's rule
     assert clean("a\u2028b\u2029c\xa0d") == "a b c d"
