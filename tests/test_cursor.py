@@ -111,7 +111,7 @@ async def test_a_cursor_set_back_by_hand_does_not_replay_signed_messages(agents,
     r.set(key, "0-0 0")  # someone without the secret sets it back
     bob = await agents.start("bob", env=dict(SIGNED))
     [notice] = await bob.wait_for(lambda: bob.channel("notice"), what="a notice")
-    assert "changed in Redis by someone without the room secret" in notice["content"]
+    assert "not written by this agent with the room secret" in notice["content"]
     await alice.tool("send_message", to="bob", text="marker")
     await bob.wait_messages(1)
     assert contents(bob) == ["marker"]  # the old ones were not delivered again

@@ -117,37 +117,39 @@ class InboxDelivery:
             f"whole message]"))
 
     async def _post_all(self, items: list[Envelope | Notice]) -> bool:
-        """Post ``items`` in posts of at most MAX_POST_CHARS. On a failed write, what was not
-        posted goes back to the inbox (for read_messages, or the next attempt) and the cursor
+        """Post the first MAX_POST_CHARS of ``items``; the rest goes back to the inbox, to
+        be posted at the next turn of the rate (with whatever arrives meanwhile). On a failed
+        write, all of it goes back (for read_messages, or the next attempt) and the cursor
         stays before it; returns False."""
-        while items:
-            size, count = 0, 0
-            for item in items:
-                size += len(item.text) + 200
-                if count and size > MAX_POST_CHARS:
-                    break
-                count += 1
-            chunk, items = items[:count], items[count:]
-            posted = [self._cut(item) for item in chunk]
-            text = post_text(posted, self.senders.known, self.changes)
-            try:
-                await self.poster.post(text)
-            except (OSError, TimeoutError) as e:
-                self.room.give_back([*chunk, *items])
-                log.warning("inbox_post_failed", error=str(e) or type(e).__name__,
-                            waiting=len(chunk) + len(items),
-                            hint="the messages wait for read_messages or the next attempt; "
-                                 "the cursor does not move past them")
-                return False
-            self.posted += 1
-            self.changes = []
-            for item, sent in zip(chunk, posted, strict=True):
-                if sent is item:
-                    self.room.ack(item)
-                else:  # cut: the whole stays for read_messages, the cursor before it
-                    self.keep(item)
-            try:
-                await self.room.flush_cursor()
-            except (RedisError, OSError) as e:  # the background writer tries again
-                log.warning("cursor_flush_failed", error=str(e) or type(e).__name__)
+        size, count = 0, 0
+        for item in items:
+            size += len(item.text) + 200
+            if count and size > MAX_POST_CHARS:
+                break
+            count += 1
+        chunk, rest = items[:count], items[count:]
+        posted = [self._cut(item) for item in chunk]
+        text = post_text(posted, self.senders.known, self.changes)
+        try:
+            await self.poster.post(text)
+        except (OSError, TimeoutError, anyio.BrokenResourceError,
+                anyio.ClosedResourceError) as e:  # (anyio's, for a peer gone mid-write)
+            self.room.give_back(items)
+            log.warning("inbox_post_failed", error=str(e) or type(e).__name__,
+                        waiting=len(items),
+                        hint="the messages wait for read_messages or the next attempt; "
+                             "the cursor does not move past them")
+            return False
+        self.room.give_back(rest)
+        self.posted += 1
+        self.changes = []
+        for item, sent in zip(chunk, posted, strict=True):
+            if sent is item:
+                self.room.ack(item)
+            else:  # cut: the whole stays for read_messages, the cursor before it
+                self.keep(item)
+        try:
+            await self.room.flush_cursor()
+        except (RedisError, OSError) as e:  # the background writer tries again
+            log.warning("cursor_flush_failed", error=str(e) or type(e).__name__)
         return True

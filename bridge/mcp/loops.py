@@ -22,14 +22,18 @@ class LoopGuard:
     window: float  # seconds
     # peer -> times of the messages we received from it, and of those we sent it
     _pairs: dict[str, tuple[deque[float], deque[float]]] = field(default_factory=dict)
-    _others: deque[float] = field(default_factory=deque)  # messages with anyone else
+    _others: deque[float] = field(default_factory=lambda: deque(maxlen=1))  # the last with
+    # anyone else: all the check needs
     held_peers: set[str] = field(default_factory=set)
+    _screened: deque[str] = field(default_factory=lambda: deque(maxlen=256))
 
     def _note(self, peer: str | None, now: float, *, received: bool) -> None:
         if peer is None:
             self._others.append(now)
-        else:
-            self._pairs.setdefault(peer, (deque(), deque()))[0 if received else 1].append(now)
+        else:  # only "more than limit" matters: no pair keeps more than that
+            bound = self.limit + 1
+            pair = self._pairs.setdefault(peer, (deque(maxlen=bound), deque(maxlen=bound)))
+            pair[0 if received else 1].append(now)
 
     def _looping(self, peer: str, now: float) -> bool:
         """More than ``limit`` messages with ``peer`` in the window, at least half of
@@ -52,10 +56,14 @@ class LoopGuard:
         self._note(peer, time.monotonic(), received=False)
 
     def screen(self, envelope: Envelope) -> str:
-        """'push', 'hold' (the peer is held), or 'start' (this message starts a hold)."""
+        """'push', 'hold' (the peer is held), or 'start' (this message starts a hold).
+        A message screened before (given back after a failed post) is not counted again."""
         peer = envelope.sender
         if peer in self.held_peers:
             return "hold"
+        if envelope.id in self._screened:
+            return "push"
+        self._screened.append(envelope.id)
         direct = envelope.to == (self.me,)
         now = time.monotonic()
         self._note(peer if direct else None, now, received=True)

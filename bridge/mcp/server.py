@@ -42,6 +42,7 @@ log = structlog.get_logger("bridge.server")
 
 CHANNEL_METHOD = "notifications/claude/channel"
 PUSH_CHUNK_BYTES = 4096  # PIPE_BUF: a pipe write this small lands whole or not at all
+MAX_HELD = 200  # messages held from reply loops before the hold gives way (memory bound)
 CONNECT_RETRY_FIRST, CONNECT_RETRY_CAP = 0.5, 10.0  # seconds, while Redis is down at start
 
 
@@ -168,6 +169,8 @@ class BridgeServer:
         self.held: list[Incoming] = []
         self.senders = Senders()  # role and host of who writes to us, for what a push says
         self._status_before_hold: str | None = None
+        self._hold_status = ""  # the status line a hold set, to restore only that one
+        self._background: set[asyncio.Task[None]] = set()
         info = ServerInfo(name="bridge", version=__version__,
                           instructions=instructions(settings), tools=TOOLS,
                           experimental={"claude/channel": {}})
@@ -363,8 +366,10 @@ class BridgeServer:
             room.ack(*answered)
             room.flush_cursor_soon()
         items, self.held = self.held, []  # reading what was held resumes the peers
-        if self.loops.release():
-            await self._restore_status(room)
+        if self.loops.release():  # (in the background: this answer must not wait for Redis)
+            task = asyncio.get_running_loop().create_task(self._restore_status(room))
+            self._background.add(task)
+            task.add_done_callback(self._background.discard)
         if items:
             items += await room.next_batch(0)
         deadline = time.monotonic() + wait
@@ -377,7 +382,7 @@ class BridgeServer:
                 return "No messages waiting (they arrive in your conversation by themselves)."
             return "No messages waiting."
         if self.settings.delivery == "pull":
-            self._returned = items
+            self._returned += items  # (two calls at once: both answers wait for the next)
         else:  # the pushes after these move the cursor anyway; keep them from stalling it
             room.ack(*items)
             room.flush_cursor_soon()
@@ -393,6 +398,13 @@ class BridgeServer:
             if isinstance(item, Event):
                 self.senders.saw(item)
             verdict = self.loops.screen(item) if isinstance(item, Envelope) else "push"
+            if verdict == "hold" and len(self.held) >= MAX_HELD:
+                assert isinstance(item, Envelope)
+                self.loops.held_peers.discard(item.sender)  # memory is bounded: push again
+                log.warning("reply_loop_hold_ended", peer=item.sender, held=len(self.held),
+                            hint=f"over {MAX_HELD} messages held and no read_messages: "
+                                 f"pushing again; the held ones wait for read_messages")
+                verdict = "push"
             if verdict == "push":
                 pushed.append(item)
                 continue
@@ -413,16 +425,16 @@ class BridgeServer:
     async def _set_hold_status(self, room: Room, peer: str) -> None:
         if self._status_before_hold is None:
             self._status_before_hold = room.presence.status
+        self._hold_status = f"holding {peer}'s messages (reply loop?); read_messages resumes"
         try:
-            await room.set_status(f"holding {peer}'s messages (reply loop?); "
-                                    f"read_messages resumes")
+            await room.set_status(self._hold_status)
         except (RedisError, OSError) as e:
             log.warning("status_failed", error=str(e) or type(e).__name__)
 
     async def _restore_status(self, room: Room) -> None:
         before, self._status_before_hold = self._status_before_hold, None
-        if before is None:
-            return
+        if before is None or room.presence.status != self._hold_status:
+            return  # the agent set a status of its own meanwhile: that one stays
         try:
             await room.set_status(before)
         except (RedisError, OSError) as e:

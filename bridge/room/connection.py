@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import time
 from collections import deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -86,6 +86,7 @@ class Room:
         self._last_seen = Position()  # the last log entry read (and, if ours, put in `received`)
         self.gate = Gate(settings)  # what of the log we deliver: size, signature, replays
         self._primed = False
+        self._primed_epoch = ""  # an epoch adopted at the first claim (see _adopt_a_lost_epoch)
 
     # ---------------------------------------------------------------- lifecycle
     @classmethod
@@ -186,12 +187,44 @@ class Room:
         """Claim our name, and decide where in the log to go on from (see _resume)."""
         claim = await self.presence.claim()
         first = not self.cursor.epoch
+        await self._adopt_a_lost_epoch(claim, first)
         self._resume(claim, first)
         if not self._primed:
             await self.gate.remember_before(self.redis, self.keys.log, self._last_seen)
             self._primed = True
         if claim.fresh:
             log.info("presence_claimed", name=self.name, session=self.presence.session)
+
+    async def _adopt_a_lost_epoch(self, claim: Claim, first: bool) -> None:
+        """A new epoch with our last entry still in the log is no new log: the epoch key
+        alone was lost (evicted, deleted by hand). Take the new epoch and go on; starting
+        over would deliver the whole log again."""
+        if first:
+            try:
+                stored = self.cursor.seal.read(claim.cursor)
+            except ValueError:
+                return
+            if not stored.sealed or not stored.epoch or stored.epoch == claim.epoch:
+                return
+            position = stored.position
+        else:
+            if claim.epoch == self.cursor.epoch:
+                return
+            position = self._last_seen
+        if position.order == (0, 0):
+            return
+        found: list[Any] = await self.redis.xrange(
+            self.keys.log, position.id, position.id, count=1)  # type: ignore[assignment]
+        if not found:
+            return
+        log.warning("log_epoch_restored", room=self.settings.room, epoch=claim.epoch,
+                    hint="the epoch key changed but our last entry is still in the log: "
+                         "the same log, going on")
+        if first:
+            self._start(position, claim.epoch, write=True)
+            self._primed_epoch = claim.epoch
+        else:
+            self.cursor.adopt(claim.epoch)
 
     def _resume(self, claim: Claim, first: bool) -> None:
         """Where to read on from: our cursor, unless the log it points into is gone.
@@ -208,6 +241,8 @@ class Room:
             stored = self.cursor.seal.read(claim.cursor)
         except ValueError:
             stored = None
+        if first and self._primed_epoch == claim.epoch:  # (an adopted epoch: started above)
+            return
         if first:
             if claim.created and stored is not None:  # a new name: the end of the log
                 self._start(stored.position, claim.epoch, write=True)
@@ -217,8 +252,9 @@ class Room:
                                  "cursor); going on from the end of the log")
                 self._start(log_end, claim.epoch, write=True)
                 self._accept(Notice(
-                    f"Your read position in room {room} was changed in Redis by someone "
-                    f"without the room secret (or is unreadable), so bridge does not trust it "
+                    f"Your read position in room {room} was not written by this agent with "
+                    f"the room secret (bridge 0.1 wrote it so, before cursors were sealed, or "
+                    f"someone changed it in Redis), so bridge does not trust it "
                     f"and goes on from the end of the room's log. Messages sent to you while "
                     f"you were away may be missing: ask the others to repeat what matters."))
             elif stored.epoch and stored.epoch != claim.epoch:
@@ -313,7 +349,7 @@ class Room:
             if isinstance(item, Envelope):
                 self.cursor.ack(item)
 
-    def give_back(self, items: list[Incoming]) -> None:
+    def give_back(self, items: Sequence[Incoming]) -> None:
         """These were taken but did not reach the agent (a failed post): back to the front of
         `received`, in order, for the next taker; the cursor stays before them."""
         for item in reversed(items):

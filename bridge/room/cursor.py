@@ -123,6 +123,12 @@ class CursorWriter:
         if write:
             self.flushed = None
 
+    def adopt(self, epoch: str) -> None:
+        """The same log under a new epoch (its key was lost): write the cursor with it."""
+        self.epoch = epoch
+        self.flushed = None
+        self._resets += 1
+
     def reset(self, position: Position, epoch: str) -> None:
         """Start over at ``position`` of a new log: what was handed out of the old one no
         longer moves the cursor, and the key is written anew."""
@@ -134,8 +140,12 @@ class CursorWriter:
 
     def hand(self, item: object, position: Position) -> None:
         """``item`` (at ``position`` of the log) is on its way to the agent: pushed, or
-        returned by a read."""
-        self._handed.append([item, position, False])
+        returned by a read. Kept in log order: one given back after a failed post is handed
+        again after others were."""
+        at = len(self._handed)
+        while at and position.order < self._handed[at - 1][1].order:  # type: ignore[attr-defined]
+            at -= 1
+        self._handed.insert(at, [item, position, False])
 
     def unhand(self, item: object) -> None:
         """``item`` did not reach the agent after all: it will be handed out again."""
@@ -147,9 +157,16 @@ class CursorWriter:
     def ack(self, item: object) -> None:
         """The agent has ``item``. Items not handed out since the last reset of the log (the
         old log's, whose ids may even equal the new log's) are ignored."""
-        for entry in self._handed:
+        for index, entry in enumerate(self._handed):
             if entry[0] is item:
                 entry[2] = True
+                # of acknowledged neighbours only the later one counts: keep one, so an
+                # entry never acknowledged (a held message) does not pile up the rest
+                if index and self._handed[index - 1][2]:
+                    del self._handed[index - 1]
+                    index -= 1
+                if index + 1 < len(self._handed) and self._handed[index + 1][2]:
+                    del self._handed[index]
                 break
         while self._handed and self._handed[0][2]:
             done = self._handed.popleft()[1]
