@@ -11,27 +11,14 @@ import structlog
 
 from bridge import __version__, logs
 from bridge.errors import BridgeError
-from bridge.settings import Settings
+from bridge.settings import SHARED, Settings, add_flags, flag_values
 
 log = structlog.get_logger("bridge.cli")
 
 
 def _room_flags(parser: argparse.ArgumentParser, *, room: bool = True) -> None:
-    parser.add_argument("--redis", metavar="URL",
-                        help="Redis URL (env BRIDGE_REDIS_URL; default: the embedded Redis)")
-    if room:
-        parser.add_argument("--room", help="room name (env BRIDGE_ROOM; default main)")
-    parser.add_argument("--tls-ca", dest="tls_ca", metavar="PEM",
-                        help="rediss://: the CA that signed the server's certificate "
-                             "(env BRIDGE_TLS_CA; default: the system's CAs)")
-    parser.add_argument("--tls-cert", dest="tls_cert", metavar="PEM",
-                        help="rediss://: client certificate, if the server asks for one "
-                             "(env BRIDGE_TLS_CERT)")
-    parser.add_argument("--tls-key", dest="tls_key", metavar="PEM",
-                        help="rediss://: the client certificate's key (env BRIDGE_TLS_KEY)")
-
-
-TLS_FLAGS = ("tls_ca", "tls_cert", "tls_key")
+    """Where the room is: --redis, --room (unless ``room`` is false) and the --tls-* flags."""
+    add_flags(parser, *(name for name in SHARED if room or name != "room"))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -42,29 +29,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     serve = sub.add_parser("serve", help="run the MCP server for one agent (stdio)")
-    _room_flags(serve)
-    serve.add_argument("--name", help="this agent's name (env BRIDGE_NAME; default: "
-                                      "derived from host and working directory)")
-    serve.add_argument("--role", help="role shown to others, e.g. developer (env BRIDGE_ROLE)")
-    serve.add_argument("--ttl", help="presence TTL in seconds (env BRIDGE_TTL; default 15)")
-    serve.add_argument("--delivery", help="auto (the session inbox Claude Code offers, else "
-                                          "the channel), inbox, channel, or pull "
-                                          "(read_messages) (env BRIDGE_DELIVERY; default auto)")
-    serve.add_argument("--push-events", dest="push_events", action="store_true", default=None,
-                       help="push joined/left/status events on their own; by default they "
-                            "ride along with the next message (env BRIDGE_PUSH_EVENTS)")
-    serve.add_argument("--max-bytes", dest="max_bytes",
-                       help="largest message text in bytes (env BRIDGE_MAX_BYTES; default 65536)")
-    serve.add_argument("--secret-file", dest="secret_file", metavar="PATH",
-                       help="file holding the room secret; messages are then signed and "
-                            "checked (env BRIDGE_SECRET_FILE, or the secret in BRIDGE_SECRET)")
-    serve.add_argument("--max-recipients", dest="max_recipients",
-                       help="most names in one message's `to` (env BRIDGE_MAX_RECIPIENTS; "
-                            "default 64)")
-    serve.add_argument("--rate", help="messages per second this agent may send, 0 for no "
-                                      "limit (env BRIDGE_RATE; default 5000)")
-    serve.add_argument("--burst", help="messages this agent may send at once before --rate "
-                                       "applies (env BRIDGE_BURST; default 5000)")
+    add_flags(serve)  # every setting that has a flag
 
     sub.add_parser("redis", help="run the embedded per-user Redis in the foreground")
     from bridge.ops import acl
@@ -238,12 +203,8 @@ def _run_operator(args: argparse.Namespace) -> int:
 
         sys.stdout.write(CODE)
         return 0
-    flags = {"redis": args.redis, "room": getattr(args, "room", None)} | {
-        k: getattr(args, k) for k in TLS_FLAGS}
-    if args.command == "send":
-        flags |= {"name": args.name, "role": args.role}
-    try:
-        settings = Settings.from_env(**flags)
+    try:  # send's --as and --role are the name and role settings
+        settings = Settings.from_env(**flag_values(args))
     except BridgeError as e:
         if args.command == "doctor":  # the URL check is the doctor's first line
             from bridge.ops.doctor import Doctor
@@ -279,10 +240,6 @@ def _serve(args: argparse.Namespace) -> int:
 
     from bridge.mcp.server import serve
 
-    flags = {key: getattr(args, key, None)
-             for key in ("redis", "room", "name", "role", "ttl", "delivery", "push_events",
-                         "max_bytes",
-                         "secret_file", "max_recipients", "rate", "burst", *TLS_FLAGS)}
-    settings = Settings.from_env(**flags)
+    settings = Settings.from_env(**flag_values(args))
     anyio.run(serve, settings)
     return 0

@@ -29,7 +29,7 @@ from redis.exceptions import NoPermissionError, RedisError, ResponseError
 from bridge.errors import SettingsError
 from bridge.room.functions import NAMES, function_name
 from bridge.room.keys import NAME_PATTERN, PREFIX, Keys
-from bridge.settings import Settings
+from bridge.settings import Settings, add_flags, flag_values
 
 # Everything `bridge serve`, `who`, `tail`, `history` and `send --as` run, directly or inside
 # bridge's functions (Redis checks their calls against the user too), and nothing else.
@@ -138,17 +138,17 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
                     "functions once (bridge functions load); the agent's URL is printed on "
                     "stderr.")
     acl.add_argument("--agent", required=True, metavar="NAME", help="the agent's name")
-    acl.add_argument("--room", help="room name (env BRIDGE_ROOM; default main)")
+    add_flags(acl, "room")
     acl.add_argument("--password", help="the user's password (default: a new random one)")
     acl.add_argument("--format", choices=("command", "file"), default="command",
                      help="command: ACL SETUSER for redis-cli (default); file: a users.acl line")
-    acl.add_argument("--redis", metavar="URL",
-                     help="the Redis the agent uses: its host and port go into the URL shown "
-                          "(env BRIDGE_REDIS_URL)")
+    add_flags(acl, "redis_url", help={
+        "redis_url": "the Redis the agent uses: its host and port go into the URL shown "
+                     "(env BRIDGE_REDIS_URL)"})
 
 
 def main(args: argparse.Namespace) -> int:
-    settings = Settings.from_env(redis=args.redis, room=args.room)
+    settings = Settings.from_env(**flag_values(args))
     if not NAME_PATTERN.match(args.agent):
         raise SettingsError(f"bad value for --agent: {args.agent!r}; use 1-32 of a-z 0-9 _ . - "
                             f"starting with a letter or digit")

@@ -27,6 +27,7 @@ from typing import TextIO
 
 from bridge.errors import BridgeError, SettingsError
 from bridge.room.keys import NAME_PATTERN
+from bridge.settings import Settings, add_flags, flag_values
 
 PROMPTS = Path(__file__).resolve().parent.parent / "prompts"
 SESSION_PATTERN = re.compile(r"^[A-Za-z0-9_-]{1,64}$")  # tmux forbids ':' and '.' in targets
@@ -304,7 +305,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
                       help="e.g. carol:manager alice:developer bob:developer")
     team.add_argument("--agents", dest="more_agents", action="append", default=[],
                       metavar="'NAME:ROLE ...'", help="agents as one space-separated string")
-    team.add_argument("--room", help="room name (env BRIDGE_ROOM; default main)")
+    add_flags(team, "room")
     team.add_argument("--session", metavar="NAME",
                       help="tmux session and socket name (default bridge-ROOM)")
     team.add_argument("--claude", metavar="PATH", help="the Claude Code CLI (default: claude "
@@ -326,10 +327,8 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
 
 def main(args: argparse.Namespace) -> int:
     """`bridge team`: every failure is one line on stderr and exit 1."""
-    from bridge.settings import Settings
-
     try:
-        room = Settings.from_env(room=args.room).room
+        room = Settings.from_env(**flag_values(args)).room
         team = build([*args.more_agents, *args.agents], room=room, session=args.session,
                      claude=args.claude, workdir=args.workdir, prompt_dir=args.prompt_dir,
                      dry_run=args.dry_run, channel=args.channel)
