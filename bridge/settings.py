@@ -138,7 +138,8 @@ class Setting:
     hint: str  # what a good value looks like, after "use"; a bad value's error ends with it
     flag: str = ""  # the command-line flag, e.g. "--ttl"; "": the variable only
     help: str = ""  # the flag's help; "(env VAR; default D)" is added to it
-    shown_default: str | None = None  # "default D" in the help; None: the field's default
+    # what follows "(env VAR" in the help; None: "; default D" from the field's default
+    shown_default: str | None = None
     metavar: str | None = None
     switch: bool = False  # a flag without a value: given means true
     shared: bool = False  # also a flag of the operator commands (where the room is)
