@@ -1,148 +1,189 @@
-"""The `bridge` command line."""
+"""The `bridge` command line: every command's flags, and the one place that runs a command and
+turns its failure into an exit status.
+
+Each command is a `Command` in `COMMANDS`: its flags (a setting's flag comes from its declaration
+in bridge/settings.py) and a `run` that reads the parsed flags and calls its layer, imported on
+use so that `bridge serve` starts without the operator modules. The layers know nothing of
+argparse. A command fails by raising `BridgeError`: `main` prints it as one line `bridge: …` and
+exits 1. Ctrl-C exits 130, or 0 for a command that follows until Ctrl-C (tail, send --wait);
+bad flags exit 2 (argparse's usage message).
+"""
 
 from __future__ import annotations
 
 import argparse
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 import structlog
 
 from bridge import __version__, logs
-from bridge.errors import BridgeError
-from bridge.settings import Settings
+from bridge.errors import BridgeError, SettingsError
+from bridge.settings import SHARED, Settings, add_flags, flag_values
 
 log = structlog.get_logger("bridge.cli")
 
 
+@dataclass(frozen=True)
+class Command:
+    name: str
+    help: str
+    flags: Callable[[argparse.ArgumentParser], None]
+    run: Callable[[argparse.Namespace], int]
+    description: str | None = None
+    # a person reads it: logs only warnings and errors (unless BRIDGE_LOG_LEVEL says otherwise),
+    # no failure on an encoding or a closed pipe (`| head`), a Redis failure is one line
+    for_a_person: bool = True
+    # Ctrl-C is how it normally ends (exit 0, not 130)
+    follows: Callable[[argparse.Namespace], bool] = lambda args: False
+
+
 def _room_flags(parser: argparse.ArgumentParser, *, room: bool = True) -> None:
-    parser.add_argument("--redis", metavar="URL",
-                        help="Redis URL (env BRIDGE_REDIS_URL; default: the embedded Redis)")
-    if room:
-        parser.add_argument("--room", help="room name (env BRIDGE_ROOM; default main)")
-    parser.add_argument("--tls-ca", dest="tls_ca", metavar="PEM",
-                        help="rediss://: the CA that signed the server's certificate "
-                             "(env BRIDGE_TLS_CA; default: the system's CAs)")
-    parser.add_argument("--tls-cert", dest="tls_cert", metavar="PEM",
-                        help="rediss://: client certificate, if the server asks for one "
-                             "(env BRIDGE_TLS_CERT)")
-    parser.add_argument("--tls-key", dest="tls_key", metavar="PEM",
-                        help="rediss://: the client certificate's key (env BRIDGE_TLS_KEY)")
+    """Where the room is: --redis, --room (unless ``room`` is false) and the --tls-* flags."""
+    add_flags(parser, *(name for name in SHARED if room or name != "room"))
 
 
-TLS_FLAGS = ("tls_ca", "tls_cert", "tls_key")
+def _settings(args: argparse.Namespace) -> Settings:
+    """The settings from the environment and the flags this command has."""
+    return Settings.from_env(**flag_values(args))
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="bridge", description="AI coding agents find each other and talk through Redis."
-    )
-    parser.add_argument("--version", action="version", version=f"bridge {__version__}")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+# ------------------------------------------------------------------ serve, redis
+def _serve_flags(parser: argparse.ArgumentParser) -> None:
+    add_flags(parser)  # every setting that has a flag
 
-    serve = sub.add_parser("serve", help="run the MCP server for one agent (stdio)")
-    _room_flags(serve)
-    serve.add_argument("--name", help="this agent's name (env BRIDGE_NAME; default: "
-                                      "derived from host and working directory)")
-    serve.add_argument("--role", help="role shown to others, e.g. developer (env BRIDGE_ROLE)")
-    serve.add_argument("--ttl", help="presence TTL in seconds (env BRIDGE_TTL; default 15)")
-    serve.add_argument("--delivery", help="auto (the session inbox Claude Code offers, else "
-                                          "the channel), inbox, channel, or pull "
-                                          "(read_messages) (env BRIDGE_DELIVERY; default auto)")
-    serve.add_argument("--push-events", dest="push_events", action="store_true", default=None,
-                       help="push joined/left/status events on their own; by default they "
-                            "ride along with the next message (env BRIDGE_PUSH_EVENTS)")
-    serve.add_argument("--max-bytes", dest="max_bytes",
-                       help="largest message text in bytes (env BRIDGE_MAX_BYTES; default 65536)")
-    serve.add_argument("--secret-file", dest="secret_file", metavar="PATH",
-                       help="file holding the room secret; messages are then signed and "
-                            "checked (env BRIDGE_SECRET_FILE, or the secret in BRIDGE_SECRET)")
-    serve.add_argument("--max-recipients", dest="max_recipients",
-                       help="most names in one message's `to` (env BRIDGE_MAX_RECIPIENTS; "
-                            "default 64)")
-    serve.add_argument("--rate", help="messages per second this agent may send, 0 for no "
-                                      "limit (env BRIDGE_RATE; default 5000)")
-    serve.add_argument("--burst", help="messages this agent may send at once before --rate "
-                                       "applies (env BRIDGE_BURST; default 5000)")
 
-    sub.add_parser("redis", help="run the embedded per-user Redis in the foreground")
+def _serve(args: argparse.Namespace) -> int:
+    import anyio
+
+    from bridge.mcp.server import serve
+
+    anyio.run(serve, _settings(args))
+    return 0
+
+
+def _redis(args: argparse.Namespace) -> int:
+    from bridge.room.embedded import EmbeddedRedis
+
+    return EmbeddedRedis.for_user().run_foreground()
+
+
+# ------------------------------------------------------------------ acl, functions
+def _acl_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--agent", required=True, metavar="NAME", help="the agent's name")
+    add_flags(parser, "room")
+    parser.add_argument("--password", help="the user's password (default: a new random one)")
+    parser.add_argument("--format", choices=("command", "file"), default="command",
+                        help="command: ACL SETUSER for redis-cli (default); file: a users.acl "
+                             "line")
+    add_flags(parser, "redis_url", help={
+        "redis_url": "the Redis the agent uses: its host and port go into the URL shown "
+                     "(env BRIDGE_REDIS_URL)"})
+
+
+def _acl(args: argparse.Namespace) -> int:
     from bridge.ops import acl
 
-    acl.add_parser(sub)
-    _operator_commands(sub)
-    from bridge.ops import team
-
-    team.add_parser(sub)
-    return parser
+    return acl.print_rule(_settings(args), agent=args.agent, password=args.password,
+                          file_format=args.format == "file")
 
 
-def _operator_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    who = sub.add_parser("who", help="the agents in the room: role, host, delivery, status",
-                         description="The agents in the room. Expired agents are pruned. "
-                                     "An empty room is an error (exit 1), except with --json.")
-    _room_flags(who)
-    who.add_argument("--json", action="store_true", help="machine-readable output")
-    who.add_argument("--all-rooms", action="store_true",
-                     help="every room on this Redis, with its agent and message counts")
-
-    tail = sub.add_parser("tail", help="follow the room's messages and events live",
-                          description="Live traffic of the room: messages from the log, "
-                                      "joined/left/status events. Follows Redis reconnects "
-                                      "without missing or repeating a message. Ctrl-C stops.")
-    _room_flags(tail)
-    tail.add_argument("--since", metavar="WHEN",
-                      help="first replay the log: a duration (30s, 10m, 2h, 1d) or a message "
-                           "id (replays what came after it)")
-    tail.add_argument("--json", action="store_true", help="one JSON object per line")
-
-    send = sub.add_parser("send", help="join briefly as NAME and send a message",
-                          description="Join the room as NAME (pull delivery, role human), send "
-                                      "TEXT to TO, and leave. With --wait, print what arrives "
-                                      "for NAME until Ctrl-C or --timeout.")
-    _room_flags(send)
-    send.add_argument("--as", dest="name", metavar="NAME", required=True,
-                      help="the participant name to send as")
-    send.add_argument("--role", default="human", help="role shown to others (default human)")
-    send.add_argument("--reply-to", dest="reply_to", default="", metavar="ID",
-                      help="the message id this answers")
-    send.add_argument("--wait", action="store_true",
-                      help="stay and print messages to NAME until Ctrl-C or --timeout")
-    send.add_argument("--timeout", type=float, metavar="SECONDS",
-                      help="with --wait: stop after this long (exit 1 if nothing arrived)")
-    send.add_argument("--json", action="store_true", help="JSON output, one object per line")
-    send.add_argument("to", metavar="TO", help="a name, names separated by commas, or '*'")
-    send.add_argument("text", metavar="TEXT", help="the message; '-' reads it from stdin")
-
-    history = sub.add_parser("history", help="what the room log holds, oldest first")
-    _room_flags(history)
-    history.add_argument("--from", dest="sender", metavar="NAME", help="only messages by NAME")
-    history.add_argument("--to", dest="recipient", metavar="NAME",
-                         help="only messages NAME received (direct or broadcast); '*': only "
-                              "broadcasts")
-    history.add_argument("--since", metavar="WHEN",
-                         help="a duration (30s, 10m, 2h, 1d) or a message id (after it)")
-    history.add_argument("--limit", type=_positive_int, metavar="N",
-                         help="only the last N matching messages")
-    history.add_argument("--json", action="store_true", help="one JSON object per line")
-
-    doctor = sub.add_parser("doctor", help="check that bridge can work with this Redis",
-                            description="One line per check, with a fix for each problem. "
-                                        "Exits 1 if bridge cannot work.")
-    _room_flags(doctor)
-
-    functions = sub.add_parser(
-        "functions", help="bridge's Redis functions: load them as an admin, or show them",
-        description="bridge runs its Lua as a Redis Functions library (Redis 7.0 or newer), "
-                    "named for its version (bridge_VERSION). A user that may load functions "
-                    "(the embedded Redis, the default user) has it loaded by bridge when "
-                    "needed; for agents under `bridge acl` users an admin loads it once per "
-                    "bridge version. Other versions' libraries are left alone.")
-    action = functions.add_subparsers(dest="action", metavar="ACTION", required=True)
+def _functions_flags(parser: argparse.ArgumentParser) -> None:
+    action = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
     load = action.add_parser("load", help="load this version's library (FUNCTION LOAD "
                                           "REPLACE); run it with an admin's --redis URL")
     _room_flags(load, room=False)
     action.add_parser("show", help="print the library's Lua source (what `load` loads)")
+
+
+def _functions(args: argparse.Namespace) -> int:
+    if args.action == "show":
+        from bridge.room.functions import CODE
+
+        sys.stdout.write(CODE)
+        return 0
+    import anyio
+
+    from bridge.room.functions import load_library
+
+    return anyio.run(load_library, _settings(args))
+
+
+# ------------------------------------------------------------------ who, tail, send, history
+def _who_flags(parser: argparse.ArgumentParser) -> None:
+    _room_flags(parser)
+    parser.add_argument("--json", action="store_true", help="machine-readable output")
+    parser.add_argument("--all-rooms", action="store_true",
+                        help="every room on this Redis, with its agent and message counts")
+
+
+def _who(args: argparse.Namespace) -> int:
+    import anyio
+
+    from bridge.ops.commands import who
+
+    settings = _settings(args)
+    return anyio.run(lambda: who(settings, as_json=args.json, all_rooms=args.all_rooms))
+
+
+def _tail_flags(parser: argparse.ArgumentParser) -> None:
+    _room_flags(parser)
+    parser.add_argument("--since", metavar="WHEN",
+                        help="first replay the log: a duration (30s, 10m, 2h, 1d) or a message "
+                             "id (replays what came after it)")
+    parser.add_argument("--json", action="store_true", help="one JSON object per line")
+
+
+def _tail(args: argparse.Namespace) -> int:
+    import anyio
+
+    from bridge.ops.tail import tail
+
+    settings = _settings(args)
+    return anyio.run(lambda: tail(settings, since=args.since, as_json=args.json))
+
+
+def _send_flags(parser: argparse.ArgumentParser) -> None:
+    _room_flags(parser)
+    # --as and --role are the name and role settings (dest name and role), with their own help
+    parser.add_argument("--as", dest="name", metavar="NAME", required=True,
+                        help="the participant name to send as")
+    parser.add_argument("--role", default="human", help="role shown to others (default human)")
+    parser.add_argument("--reply-to", dest="reply_to", default="", metavar="ID",
+                        help="the message id this answers")
+    parser.add_argument("--wait", action="store_true",
+                        help="stay and print messages to NAME until Ctrl-C or --timeout")
+    parser.add_argument("--timeout", type=float, metavar="SECONDS",
+                        help="with --wait: stop after this long (exit 1 if nothing arrived)")
+    parser.add_argument("--json", action="store_true", help="JSON output, one object per line")
+    parser.add_argument("to", metavar="TO", help="a name, names separated by commas, or '*'")
+    parser.add_argument("text", metavar="TEXT", help="the message; '-' reads it from stdin")
+
+
+def _send(args: argparse.Namespace) -> int:
+    import anyio
+
+    from bridge.ops.commands import read_text, send
+
+    settings = _settings(args)
+    text = read_text(args.text)
+    return anyio.run(lambda: send(settings, args.to, text, reply_to=args.reply_to,
+                                  wait=args.wait, timeout=args.timeout, as_json=args.json))
+
+
+def _history_flags(parser: argparse.ArgumentParser) -> None:
+    _room_flags(parser)
+    parser.add_argument("--from", dest="sender", metavar="NAME", help="only messages by NAME")
+    parser.add_argument("--to", dest="recipient", metavar="NAME",
+                        help="only messages NAME received (direct or broadcast); '*': only "
+                             "broadcasts")
+    parser.add_argument("--since", metavar="WHEN",
+                        help="a duration (30s, 10m, 2h, 1d) or a message id (after it)")
+    parser.add_argument("--limit", type=_positive_int, metavar="N",
+                        help="only the last N matching messages")
+    parser.add_argument("--json", action="store_true", help="one JSON object per line")
 
 
 def _positive_int(value: str) -> int:
@@ -152,73 +193,170 @@ def _positive_int(value: str) -> int:
     return number
 
 
+def _history(args: argparse.Namespace) -> int:
+    import anyio
+
+    from bridge.ops.commands import history
+
+    settings = _settings(args)
+    return anyio.run(lambda: history(settings, sender=args.sender, recipient=args.recipient,
+                                     since=args.since, limit=args.limit, as_json=args.json))
+
+
+# ------------------------------------------------------------------ doctor, team
+def _doctor(args: argparse.Namespace) -> int:
+    import anyio
+
+    from bridge.ops.doctor import Doctor, doctor
+
+    try:
+        settings = _settings(args)
+    except SettingsError as e:  # the URL check is the doctor's first line
+        return Doctor(Settings()).bad_settings(e)
+    return anyio.run(doctor, settings)
+
+
+def _team_flags(parser: argparse.ArgumentParser) -> None:
+    from bridge.ops.team import roles
+
+    parser.add_argument("agents", nargs="*", metavar="NAME:ROLE",
+                        help="e.g. carol:manager alice:developer bob:developer")
+    parser.add_argument("--agents", dest="more_agents", action="append", default=[],
+                        metavar="'NAME:ROLE ...'", help="agents as one space-separated string")
+    add_flags(parser, "room")
+    parser.add_argument("--session", metavar="NAME",
+                        help="tmux session and socket name (default bridge-ROOM)")
+    parser.add_argument("--claude", metavar="PATH", help="the Claude Code CLI (default: claude "
+                                                         "on PATH)")
+    parser.add_argument("--workdir", metavar="DIR",
+                        help="the folder every agent works in (default: the current one)")
+    parser.add_argument("--prompt-dir", dest="prompt_dir", metavar="DIR",
+                        help="a folder of ROLE.md prompts; they add to or replace the built-in "
+                             f"roles ({', '.join(sorted(roles(None)))})")
+    parser.add_argument("--channel", action="store_true",
+                        help="also start Claude Code with --dangerously-load-development-"
+                             "channels server:bridge, for versions before 2.1.224 (no session "
+                             "inbox); each pane then asks once to confirm it")
+    parser.add_argument("--dry-run", dest="dry_run", action="store_true",
+                        help="print the commands instead of running them")
+    parser.add_argument("--attach", action=argparse.BooleanOptionalAction, default=None,
+                        help="attach to the session once started (default: when on a terminal)")
+
+
+def _team(args: argparse.Namespace) -> int:
+    from bridge.ops.team import launch
+
+    return launch([*args.more_agents, *args.agents], room=_settings(args).room,
+                  session=args.session, claude=args.claude, workdir=args.workdir,
+                  prompt_dir=args.prompt_dir, dry_run=args.dry_run, channel=args.channel,
+                  attach=args.attach)
+
+
+COMMANDS = {command.name: command for command in (
+    Command("serve", "run the MCP server for one agent (stdio)", _serve_flags, _serve,
+            for_a_person=False),
+    Command("redis", "run the embedded per-user Redis in the foreground", lambda parser: None,
+            _redis, for_a_person=False),
+    Command("acl", "print the Redis ACL rule for one agent's least-privilege user",
+            _acl_flags, _acl, for_a_person=False,
+            description="Print the ACL SETUSER line (or, with --format file, a users.acl line) "
+                        "for user bridge-ROOM-AGENT: only room ROOM's keys and channels, only "
+                        "the commands bridge runs, and of Lua only this bridge version's "
+                        "functions (FCALL; no EVAL, EVALSHA, SCRIPT or FUNCTION). Needs Redis "
+                        "7.0 or newer. Run it as a Redis admin (e.g. pipe it into redis-cli), "
+                        "and load bridge's functions once (bridge functions load); the agent's "
+                        "URL is printed on stderr."),
+    Command("who", "the agents in the room: role, host, delivery, status", _who_flags, _who,
+            description="The agents in the room. Expired agents are pruned. An empty room is "
+                        "an error (exit 1), except with --json."),
+    Command("tail", "follow the room's messages and events live", _tail_flags, _tail,
+            follows=lambda args: True,
+            description="Live traffic of the room: messages from the log, joined/left/status "
+                        "events. Follows Redis reconnects without missing or repeating a "
+                        "message. Ctrl-C stops."),
+    Command("send", "join briefly as NAME and send a message", _send_flags, _send,
+            follows=lambda args: bool(args.wait),
+            description="Join the room as NAME (pull delivery, role human), send TEXT to TO, "
+                        "and leave. With --wait, print what arrives for NAME until Ctrl-C or "
+                        "--timeout."),
+    Command("history", "what the room log holds, oldest first", _history_flags, _history),
+    Command("doctor", "check that bridge can work with this Redis", _room_flags, _doctor,
+            description="One line per check, with a fix for each problem. Exits 1 if bridge "
+                        "cannot work."),
+    Command("functions", "bridge's Redis functions: load them as an admin, or show them",
+            _functions_flags, _functions,
+            description="bridge runs its Lua as a Redis Functions library (Redis 7.0 or "
+                        "newer), named for its version (bridge_VERSION). A user that may load "
+                        "functions (the embedded Redis, the default user) has it loaded by "
+                        "bridge when needed; for agents under `bridge acl` users an admin "
+                        "loads it once per bridge version. Other versions' libraries are left "
+                        "alone."),
+    Command("team", "run a team of Claude Codes in tmux, one pane each, plus bridge tail",
+            _team_flags, _team,
+            description="Open a tmux session with one interactive Claude Code per agent, each "
+                        "with bridge as its MCP server and its role prompt, plus a pane running "
+                        "bridge tail. Messages reach each agent through Claude Code's session "
+                        "inbox (2.1.224 or newer): no flag, no dialog. The environment "
+                        "(ANTHROPIC_*, BRIDGE_REDIS_URL, ...) passes through to every pane; "
+                        "without BRIDGE_REDIS_URL all use the embedded Redis."),
+)}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="bridge", description="AI coding agents find each other and talk through Redis."
+    )
+    parser.add_argument("--version", action="version", version=f"bridge {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for command in COMMANDS.values():
+        command.flags(sub.add_parser(command.name, help=command.help,
+                                     description=command.description))
+    return parser
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parser.parse_args(argv)  # bad flags: usage on stderr, exit 2
+    command = COMMANDS.get(args.command or "")
     try:
         logs.check_level()
-    except BridgeError as e:
-        print(f"bridge: {e}", file=sys.stderr)
-        return 1
-    if args.command in OPERATOR_COMMANDS:
-        # a person is reading: only warnings and errors, unless BRIDGE_LOG_LEVEL says otherwise
-        logs.configure(os.environ.get("BRIDGE_LOG_LEVEL") or "WARNING")
-        return _operator(args)
-    if args.command == "team":
-        from bridge.ops import team
+        if command is not None and command.for_a_person:
+            from bridge.ops.human import safe_stdout
 
-        logs.configure(os.environ.get("BRIDGE_LOG_LEVEL") or "WARNING")
-        return team.main(args)
-    logs.configure()
-    if args.command is None:
-        parser.print_help(sys.stderr)
-        return 2
-    try:
-        if args.command == "serve":
-            return _serve(args)
-        if args.command == "acl":
-            from bridge.ops import acl
-
-            return acl.main(args)
-        if args.command == "redis":
-            from bridge.room.embedded import EmbeddedRedis
-
-            return EmbeddedRedis.for_user().run_foreground()
-    except BridgeError as e:
-        print(f"bridge: {e}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        return 130
-    return 2
-
-
-OPERATOR_COMMANDS = ("who", "tail", "send", "history", "doctor", "functions")
-
-
-def _operator(args: argparse.Namespace) -> int:
-    """who / tail / send / history / doctor: any failure is one line on stderr."""
-    from redis.exceptions import RedisError
-
-    from bridge.ops import human
-    from bridge.ops.tail import OutputClosed
-
-    human.safe_stdout()
-    try:
-        return _run_operator(args)
+            logs.configure(os.environ.get("BRIDGE_LOG_LEVEL") or "WARNING")
+            safe_stdout()
+        else:
+            logs.configure()
+        if command is None:
+            parser.print_help(sys.stderr)
+            return 2
+        return command.run(args)
     except BaseException as e:  # anyio task groups wrap errors in exception groups
-        error = _leaf(e)
-        if isinstance(error, KeyboardInterrupt):  # following is ended by Ctrl-C: not a failure
-            return 0 if args.command == "tail" or getattr(args, "wait", False) else 130
+        return _failed(command, args, e)
+
+
+def _failed(command: Command | None, args: argparse.Namespace, e: BaseException) -> int:
+    """The exit status of a command that raised ``e``; what is not a known failure goes on
+    (a traceback: a bug)."""
+    error = _leaf(e)
+    if isinstance(error, KeyboardInterrupt):
+        return 0 if command is not None and command.follows(args) else 130
+    if isinstance(error, BridgeError):
+        print(f"bridge: {error}", file=sys.stderr)
+        return 1
+    if command is not None and command.for_a_person:
+        from redis.exceptions import RedisError
+
+        from bridge.ops.human import quiet_broken_pipe
+        from bridge.ops.tail import OutputClosed
+
         if isinstance(error, BrokenPipeError | OutputClosed):
-            human.quiet_broken_pipe()
+            quiet_broken_pipe()
             return 0
-        if isinstance(error, BridgeError):
-            print(f"bridge: {error}", file=sys.stderr)
-            return 1
         if isinstance(error, RedisError | OSError):
             print(f"bridge: Redis failed: {error or type(error).__name__}", file=sys.stderr)
             return 1
-        raise
+    raise e
 
 
 def _leaf(error: BaseException) -> BaseException:
@@ -226,63 +364,3 @@ def _leaf(error: BaseException) -> BaseException:
     while isinstance(error, BaseExceptionGroup) and error.exceptions:
         error = error.exceptions[0]
     return error
-
-
-def _run_operator(args: argparse.Namespace) -> int:
-    import anyio
-
-    from bridge.ops import commands as ops
-
-    if args.command == "functions" and args.action == "show":
-        from bridge.room.functions import CODE
-
-        sys.stdout.write(CODE)
-        return 0
-    flags = {"redis": args.redis, "room": getattr(args, "room", None)} | {
-        k: getattr(args, k) for k in TLS_FLAGS}
-    if args.command == "send":
-        flags |= {"name": args.name, "role": args.role}
-    try:
-        settings = Settings.from_env(**flags)
-    except BridgeError as e:
-        if args.command == "doctor":  # the URL check is the doctor's first line
-            from bridge.ops.doctor import Doctor
-
-            return Doctor(Settings()).bad_settings(e)
-        raise
-    if args.command == "who":
-        return anyio.run(lambda: ops.who(settings, as_json=args.json, all_rooms=args.all_rooms))
-    if args.command == "history":
-        return anyio.run(lambda: ops.history(
-            settings, sender=args.sender, recipient=args.recipient, since=args.since,
-            limit=args.limit, as_json=args.json))
-    if args.command == "doctor":
-        from bridge.ops.doctor import doctor
-
-        return anyio.run(doctor, settings)
-    if args.command == "functions":
-        from bridge.room.functions import load_library
-
-        return anyio.run(load_library, settings)
-    if args.command == "send":
-        text = ops.read_text(args.text)
-        return anyio.run(lambda: ops.send(
-            settings, args.to, text, reply_to=args.reply_to, wait=args.wait,
-            timeout=args.timeout, as_json=args.json))
-    from bridge.ops.tail import tail
-
-    return anyio.run(lambda: tail(settings, since=args.since, as_json=args.json))
-
-
-def _serve(args: argparse.Namespace) -> int:
-    import anyio
-
-    from bridge.mcp.server import serve
-
-    flags = {key: getattr(args, key, None)
-             for key in ("redis", "room", "name", "role", "ttl", "delivery", "push_events",
-                         "max_bytes",
-                         "secret_file", "max_recipients", "rate", "burst", *TLS_FLAGS)}
-    settings = Settings.from_env(**flags)
-    anyio.run(serve, settings)
-    return 0

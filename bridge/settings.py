@@ -1,7 +1,13 @@
-"""Settings: one dataclass, built from environment variables and command-line flags (flags win)."""
+"""Settings: one dataclass, built from environment variables and command-line flags (flags win).
+
+Each setting is declared once, as its field of `Settings`: the default, the environment
+variable, the flag (if it has one), the parser, the hint a bad value gets and the flag's help.
+`Settings.from_env` and `add_flags` (the argparse flags of the commands) read those declarations."""
 
 from __future__ import annotations
 
+import argparse
+import dataclasses
 import math
 import os
 import re
@@ -32,118 +38,6 @@ def default_name(host: str | None = None, cwd: str | None = None) -> str:
     folder = Path(cwd or os.getcwd()).name or "root"
     raw = re.sub(r"[^a-z0-9_.-]+", "-", f"{host}-{folder}".lower()).strip("-._")
     return (raw or "agent")[:32].rstrip("-._") or "agent"
-
-
-@dataclass
-class Settings:
-    redis_url: str | None = None  # None: the per-user embedded Redis
-    room: str = "main"
-    name: str = field(default_factory=default_name)
-    role: str = ""
-    ttl: float = 15.0
-    delivery: str = "auto"
-    push_events: bool = False  # push joined/left/status on their own (else they ride along)
-    loop_limit: int = 20  # messages between two agents alone within loop_window: a reply loop
-    loop_window: float = 120.0
-    announce: bool = True  # publish our joined/left (not for an operator's `send --as`)
-    max_bytes: int = 65536
-    log_maxlen: int = 10000
-    cursor_ttl: float = 7 * 24 * 3600.0
-    log_max_age: float = 0.0  # seconds; 0 keeps entries until MAXLEN trims them
-    send_timeout: float = 10.0
-    secret: str = field(default="", repr=False)  # the room secret: never logged or shown
-    replay_window: float = 300.0  # seconds between a message's signed time and its log entry
-    max_recipients: int = 64
-    # bytes of messages (about) held in memory ahead of a client that does not keep up; past
-    # it bridge stops reading the log until the client catches up: the log is the buffer
-    read_ahead_bytes: int = 4 * 1024 * 1024
-    rate: float = 5000.0  # messages/s per sender name (0: no limit); generous: a runaway guard
-    burst: int = 5000
-    tls_ca: str = ""  # PEM: the CA that signed the server's certificate (rediss://)
-    tls_cert: str = ""  # PEM: our client certificate, for servers that ask for one (mTLS)
-    tls_key: str = ""  # PEM: its private key (if not in tls_cert's file)
-    name_was_derived: bool = False
-
-    @classmethod
-    def from_env(
-        cls, env: Mapping[str, str] | None = None, **flags: Any
-    ) -> Settings:
-        """Build settings from ``env`` (default: ``os.environ``); non-None ``flags`` win."""
-        env = os.environ if env is None else env
-
-        def pick(flag: str, var: str) -> tuple[Any, str]:
-            if flags.get(flag) is not None:
-                return flags[flag], "--" + flag.replace("_", "-")
-            value = env.get(var)
-            return (value if value not in (None, "") else None), var
-
-        def get(flag: str, var: str, parse: Callable[[Any], T], default: T, hint: str) -> T:
-            value, source = pick(flag, var)
-            if value is None:
-                return default
-            try:
-                return parse(value)
-            except (TypeError, ValueError) as e:
-                label = f"--{flag.replace('_', '-')} / {var}"
-                shown = redact(str(value)) if var == "BRIDGE_REDIS_URL" else value
-                raise SettingsError(
-                    f"bad value for {label} (from {source}): {shown!r}; {hint}"
-                ) from e
-
-        name_value, _ = pick("name", "BRIDGE_NAME")
-        settings = cls(
-            redis_url=get("redis", "BRIDGE_REDIS_URL", _redis_url, None,
-                          "use redis://host:6379/0, rediss://… or unix:///path/redis.sock"),
-            room=get("room", "BRIDGE_ROOM", _pattern(ROOM_PATTERN), "main",
-                     "use 1-32 of a-z 0-9 _ . - starting with a letter or digit"),
-            name=get("name", "BRIDGE_NAME", _pattern(NAME_PATTERN), "",
-                     "use 1-32 of a-z 0-9 _ . - starting with a letter or digit"),
-            role=get("role", "BRIDGE_ROLE", _role, "", "use up to 64 printable characters"),
-            ttl=get("ttl", "BRIDGE_TTL", _float_range(1.0, MAX_TTL), 15.0,
-                    f"use a number of seconds from 1 to {MAX_TTL:g}, e.g. 15"),
-            delivery=get("delivery", "BRIDGE_DELIVERY", _choice(DELIVERY_MODES), "auto",
-                         "use auto, inbox, channel or pull"),
-            loop_limit=get("loop_limit", "BRIDGE_LOOP_LIMIT", _positive(int, 0), 20,
-                           "use a whole number of messages, e.g. 20 (0: never hold)"),
-            loop_window=get("loop_window", "BRIDGE_LOOP_WINDOW", _positive(float, 1.0), 120.0,
-                            "use a number of seconds >= 1, e.g. 120"),
-            push_events=get("push_events", "BRIDGE_PUSH_EVENTS", _flag, False,
-                            "use 1 (push joined/left/status events on their own) or 0"),
-            max_bytes=get("max_bytes", "BRIDGE_MAX_BYTES", _positive(int, 1), 65536,
-                          "use a whole number of bytes, e.g. 65536"),
-            log_maxlen=get("log_maxlen", "BRIDGE_LOG_MAXLEN", _positive(int, 100), 10000,
-                           "use a whole number of entries >= 100"),
-            cursor_ttl=get("cursor_ttl", "BRIDGE_CURSOR_TTL", _positive(float, 60.0),
-                           7 * 24 * 3600.0, "use a number of seconds >= 60"),
-            log_max_age=get("log_max_age", "BRIDGE_LOG_MAX_AGE", _positive(float, 0.0), 0.0,
-                            "use a number of seconds (0: no age limit)"),
-            send_timeout=get("send_timeout", "BRIDGE_SEND_TIMEOUT", _positive(float, 0.1), 10.0,
-                             "use a number of seconds, e.g. 10"),
-            replay_window=get("replay_window", "BRIDGE_REPLAY_WINDOW", _positive(float, 1.0),
-                              300.0, "use a number of seconds >= 1, e.g. 300"),
-            max_recipients=get("max_recipients", "BRIDGE_MAX_RECIPIENTS", _int_range(1, 1000),
-                               64, "use a whole number from 1 to 1000"),
-            read_ahead_bytes=get("read_ahead_bytes", "BRIDGE_READ_AHEAD_BYTES",
-                                 _positive(int, 4096), 4 * 1024 * 1024,
-                                 "use a whole number of bytes >= 4096, e.g. 4194304"),
-            rate=get("rate", "BRIDGE_RATE", _positive(float, 0.0), 5000.0,
-                     "use messages per second per sender, e.g. 5000 (0: no limit)"),
-            burst=get("burst", "BRIDGE_BURST", _positive(int, 1), 5000,
-                      "use a whole number of messages >= 1, e.g. 5000"),
-            tls_ca=get("tls_ca", "BRIDGE_TLS_CA", _readable_file, "",
-                       "use the path of a readable PEM file (the CA certificate)"),
-            tls_cert=get("tls_cert", "BRIDGE_TLS_CERT", _readable_file, "",
-                         "use the path of a readable PEM file (the client certificate)"),
-            tls_key=get("tls_key", "BRIDGE_TLS_KEY", _readable_file, "",
-                        "use the path of a readable PEM file (the client certificate's key)"),
-        )
-        _check_tls(settings)
-        file_value, file_source = pick("secret_file", "BRIDGE_SECRET_FILE")
-        settings.secret = _secret(file_value, file_source, env.get("BRIDGE_SECRET") or "")
-        if name_value is None:
-            settings.name = default_name()
-            settings.name_was_derived = True
-        return settings
 
 
 def _pattern(pattern: re.Pattern[str]) -> Callable[[Any], str]:
@@ -185,51 +79,6 @@ def _int_range(low: int, high: int) -> Callable[[Any], int]:
         return number
 
     return parse
-
-
-MIN_SECRET = 16
-
-
-def _secret(path: Any, source: str, inline: str) -> str:
-    """The room secret from --secret-file / BRIDGE_SECRET_FILE or BRIDGE_SECRET. Errors never
-    repeat the secret itself."""
-    label = "--secret-file / BRIDGE_SECRET_FILE"
-    if path is not None and inline and source == "BRIDGE_SECRET_FILE":
-        raise SettingsError("both BRIDGE_SECRET and BRIDGE_SECRET_FILE are set; set only one")
-    secret = inline
-    if path is not None:
-        try:
-            secret = Path(str(path)).read_text(encoding="utf-8").rstrip("\r\n")
-        except (OSError, UnicodeDecodeError) as e:
-            reason = e.strerror if isinstance(e, OSError) else "not UTF-8 text"
-            raise SettingsError(
-                f"cannot read the secret file {path} ({label}, from {source}): {reason}; "
-                f"create it with e.g. `openssl rand -hex 32 > {path}`, readable by this user"
-            ) from e
-        if not secret:
-            raise SettingsError(f"the secret file {path} ({label}, from {source}) is empty; "
-                                f"put the room secret in it, e.g. `openssl rand -hex 32`")
-    if secret and len(secret) < MIN_SECRET:
-        raise SettingsError(
-            f"the room secret (BRIDGE_SECRET / BRIDGE_SECRET_FILE) is {len(secret)} "
-            f"characters; use at least {MIN_SECRET}, e.g. the output of `openssl rand -hex 32`"
-        )
-    return secret
-
-
-def redact(url: str) -> str:
-    """The URL with its password replaced, for logs and error messages: the one before the
-    ``@`` and a ``password=`` query parameter (redis-py takes both)."""
-    url = _QUERY_PASSWORD.sub(r"\1***", url)
-    scheme, sep, rest = url.partition("://")
-    if not sep or "@" not in rest:
-        return url
-    credentials, _, host = rest.rpartition("@")
-    user = credentials.split(":", 1)[0]
-    return f"{scheme}://{user + ':' if user else ':'}***@{host}"
-
-
-_QUERY_PASSWORD = re.compile(r"([?&]password=)[^&#]*", re.IGNORECASE)
 
 
 def _choice(choices: tuple[str, ...]) -> Callable[[Any], str]:
@@ -278,6 +127,288 @@ def _readable_file(value: Any) -> str:
     except OSError as e:  # missing, unreadable, a directory: the caller names flag and value
         raise ValueError(str(value)) from e
     return str(path)
+
+
+@dataclass(frozen=True)
+class Setting:
+    """How one field of `Settings` is read: where from, how it is checked, how it is shown."""
+
+    env: str  # the environment variable
+    parse: Callable[[Any], Any]  # raises ValueError (or TypeError) on a bad value
+    hint: str  # what a good value looks like, after "use"; a bad value's error ends with it
+    flag: str = ""  # the command-line flag, e.g. "--ttl"; "": the variable only
+    help: str = ""  # the flag's help; "(env VAR; default D)" is added to it
+    # what follows "(env VAR" in the help; None: "; default D" from the field's default
+    shown_default: str | None = None
+    metavar: str | None = None
+    switch: bool = False  # a flag without a value: given means true
+    shared: bool = False  # also a flag of the operator commands (where the room is)
+    # filled in by `declarations()` from the field the setting is declared on:
+    name: str = ""  # the field of `Settings`
+    default: Any = None  # the field's default (None where a factory makes it)
+
+    @property
+    def key(self) -> str:
+        """The keyword of `Settings.from_env` and the argparse dest: the flag without its
+        dashes (``redis``, ``secret_file``), else the field's name (``loop_limit``)."""
+        return self.flag[2:].replace("-", "_") if self.flag else self.name
+
+    @property
+    def option(self) -> str:
+        """How errors name the flag, also for a setting that has none (``--loop-limit``): it
+        is still a keyword of `from_env`."""
+        return "--" + self.key.replace("_", "-")
+
+
+def setting(default: Any = dataclasses.MISSING, *, repr: bool = True,
+            default_factory: Callable[[], Any] | None = None, **declaration: Any) -> Any:
+    """A field of `Settings` with its `Setting` declaration (see there for the keywords)."""
+    metadata = {"setting": Setting(**declaration)}
+    if default_factory is not None:
+        return field(default_factory=default_factory, repr=repr, metadata=metadata)
+    return field(default=default, repr=repr, metadata=metadata)
+
+
+NAME_HINT = "use 1-32 of a-z 0-9 _ . - starting with a letter or digit"
+
+
+@dataclass
+class Settings:
+    redis_url: str | None = setting(  # None: the per-user embedded Redis
+        None, env="BRIDGE_REDIS_URL", flag="--redis", shared=True, metavar="URL",
+        parse=_redis_url,
+        hint="use redis://host:6379/0, rediss://… or unix:///path/redis.sock",
+        help="Redis URL", shown_default="default: the embedded Redis")
+    room: str = setting(
+        "main", env="BRIDGE_ROOM", flag="--room", shared=True,
+        parse=_pattern(ROOM_PATTERN), hint=NAME_HINT, help="room name")
+    name: str = setting(
+        env="BRIDGE_NAME", flag="--name", default_factory=default_name,
+        parse=_pattern(NAME_PATTERN), hint=NAME_HINT,
+        help="this agent's name",
+        shown_default="default: derived from host and working directory")
+    role: str = setting(
+        "", env="BRIDGE_ROLE", flag="--role", parse=_role,
+        hint="use up to 64 printable characters",
+        help="role shown to others, e.g. developer")
+    ttl: float = setting(
+        15.0, env="BRIDGE_TTL", flag="--ttl",
+        parse=_float_range(1.0, MAX_TTL),
+        hint=f"use a number of seconds from 1 to {MAX_TTL:g}, e.g. 15",
+        help="presence TTL in seconds")
+    delivery: str = setting(
+        "auto", env="BRIDGE_DELIVERY", flag="--delivery",
+        parse=_choice(DELIVERY_MODES),
+        hint="use auto, inbox, channel or pull",
+        help="auto (the session inbox Claude Code offers, else the channel), inbox, channel, "
+             "or pull (read_messages)")
+    push_events: bool = setting(  # push joined/left/status on their own (else they ride along)
+        False, env="BRIDGE_PUSH_EVENTS", flag="--push-events", switch=True,
+        parse=_flag,
+        hint="use 1 (push joined/left/status events on their own) or 0",
+        help="push joined/left/status events on their own; by default they ride along with "
+             "the next message")
+    loop_limit: int = setting(  # messages between two agents alone within loop_window: a loop
+        20, env="BRIDGE_LOOP_LIMIT", parse=_positive(int, 0),
+        hint="use a whole number of messages, e.g. 20 (0: never hold)")
+    loop_window: float = setting(
+        120.0, env="BRIDGE_LOOP_WINDOW",
+        parse=_positive(float, 1.0),
+        hint="use a number of seconds >= 1, e.g. 120")
+    announce: bool = True  # publish our joined/left (not for an operator's `send --as`)
+    max_bytes: int = setting(
+        65536, env="BRIDGE_MAX_BYTES", flag="--max-bytes",
+        parse=_positive(int, 1),
+        hint="use a whole number of bytes, e.g. 65536", help="largest message text in bytes")
+    log_maxlen: int = setting(
+        10000, env="BRIDGE_LOG_MAXLEN",
+        parse=_positive(int, 100),
+        hint="use a whole number of entries >= 100")
+    cursor_ttl: float = setting(
+        7 * 24 * 3600.0, env="BRIDGE_CURSOR_TTL",
+        parse=_positive(float, 60.0), hint="use a number of seconds >= 60")
+    log_max_age: float = setting(  # seconds; 0 keeps entries until MAXLEN trims them
+        0.0, env="BRIDGE_LOG_MAX_AGE",
+        parse=_positive(float, 0.0),
+        hint="use a number of seconds (0: no age limit)")
+    send_timeout: float = setting(
+        10.0, env="BRIDGE_SEND_TIMEOUT",
+        parse=_positive(float, 0.1), hint="use a number of seconds, e.g. 10")
+    # the room secret, never logged or shown: from the file --secret-file / BRIDGE_SECRET_FILE
+    # names, or BRIDGE_SECRET itself (`_secret` reads and checks both)
+    secret: str = setting(
+        "", env="BRIDGE_SECRET_FILE", flag="--secret-file", metavar="PATH",
+        parse=str, hint="", repr=False,
+        help="file holding the room secret; messages are then signed and checked",
+        shown_default=", or the secret in BRIDGE_SECRET")
+    replay_window: float = setting(  # seconds between a message's signed time and its log entry
+        300.0, env="BRIDGE_REPLAY_WINDOW",
+        parse=_positive(float, 1.0),
+        hint="use a number of seconds >= 1, e.g. 300")
+    max_recipients: int = setting(
+        64, env="BRIDGE_MAX_RECIPIENTS", flag="--max-recipients",
+        parse=_int_range(1, 1000),
+        hint="use a whole number from 1 to 1000", help="most names in one message's `to`")
+    # bytes of messages (about) held in memory ahead of a client that does not keep up; past
+    # it bridge stops reading the log until the client catches up: the log is the buffer
+    read_ahead_bytes: int = setting(
+        4 * 1024 * 1024, env="BRIDGE_READ_AHEAD_BYTES",
+        parse=_positive(int, 4096),
+        hint="use a whole number of bytes >= 4096, e.g. 4194304")
+    rate: float = setting(  # messages/s per sender name (0: no limit); generous: a runaway guard
+        5000.0, env="BRIDGE_RATE", flag="--rate", parse=_positive(float, 0.0),
+        hint="use messages per second per sender, e.g. 5000 (0: no limit)",
+        help="messages per second this agent may send, 0 for no limit")
+    burst: int = setting(
+        5000, env="BRIDGE_BURST", flag="--burst", parse=_positive(int, 1),
+        hint="use a whole number of messages >= 1, e.g. 5000",
+        help="messages this agent may send at once before --rate applies")
+    tls_ca: str = setting(  # PEM: the CA that signed the server's certificate (rediss://)
+        "", env="BRIDGE_TLS_CA", flag="--tls-ca", shared=True, metavar="PEM",
+        parse=_readable_file,
+        hint="use the path of a readable PEM file (the CA certificate)",
+        help="rediss://: the CA that signed the server's certificate",
+        shown_default="default: the system's CAs")
+    tls_cert: str = setting(  # PEM: our client certificate, for servers that ask for one (mTLS)
+        "", env="BRIDGE_TLS_CERT", flag="--tls-cert", shared=True, metavar="PEM",
+        parse=_readable_file,
+        hint="use the path of a readable PEM file (the client certificate)",
+        help="rediss://: client certificate, if the server asks for one")
+    tls_key: str = setting(  # PEM: its private key (if not in tls_cert's file)
+        "", env="BRIDGE_TLS_KEY", flag="--tls-key", shared=True, metavar="PEM",
+        parse=_readable_file,
+        hint="use the path of a readable PEM file (the client certificate's key)",
+        help="rediss://: the client certificate's key")
+    name_was_derived: bool = False
+
+    @classmethod
+    def from_env(
+        cls, env: Mapping[str, str] | None = None, **flags: Any
+    ) -> Settings:
+        """Build settings from ``env`` (default: ``os.environ``); non-None ``flags`` win. A
+        flag's keyword is its name without dashes (``redis``, ``ttl``, ``secret_file``); a
+        setting without a flag is passed by its field's name (``loop_limit``)."""
+        env = os.environ if env is None else env
+
+        def pick(declared: Setting) -> tuple[Any, str]:
+            if flags.get(declared.key) is not None:
+                return flags[declared.key], declared.option
+            value = env.get(declared.env)
+            return (value if value not in (None, "") else None), declared.env
+
+        given: dict[str, Any] = {}
+        for declared in declarations():
+            if declared.name == "secret":
+                continue  # the file is read once the rest is known (below)
+            value, source = pick(declared)
+            if value is None:
+                continue  # the field's default
+            try:
+                given[declared.name] = declared.parse(value)
+            except (TypeError, ValueError) as e:
+                label = f"{declared.option} / {declared.env}"
+                shown = redact(str(value)) if declared.name == "redis_url" else value
+                raise SettingsError(
+                    f"bad value for {label} (from {source}): {shown!r}; {declared.hint}"
+                ) from e
+        settings = cls(**given, name_was_derived="name" not in given)
+        _check_tls(settings)
+        [secret] = [declared for declared in declarations() if declared.name == "secret"]
+        file_value, file_source = pick(secret)
+        settings.secret = _secret(file_value, file_source, env.get("BRIDGE_SECRET") or "")
+        return settings
+
+
+def declarations() -> list[Setting]:
+    """Every declared setting, in the order of the fields of `Settings`."""
+    return [dataclasses.replace(f.metadata["setting"], name=f.name,
+                                default=None if f.default is dataclasses.MISSING else f.default)
+            for f in dataclasses.fields(Settings) if "setting" in f.metadata]
+
+
+def add_flags(parser: argparse.ArgumentParser, *names: str,
+              help: Mapping[str, str] | None = None) -> None:
+    """Add the flags of the named settings (fields of `Settings`) to ``parser``, in that order;
+    without names, every setting that has a flag, the shared ones (where the room is) first.
+    ``help`` replaces a flag's help where a command uses the setting differently."""
+    flagged = [declared for declared in declarations() if declared.flag]
+    if not names:
+        names = tuple(d.name for d in sorted(flagged, key=lambda d: not d.shared))
+    by_name = {declared.name: declared for declared in flagged}
+    for name in names:
+        declared = by_name[name]
+        text = (help or {}).get(name) or _help(declared)
+        if declared.switch:
+            parser.add_argument(declared.flag, dest=declared.key, action="store_true",
+                                default=None, help=text)
+        else:
+            parser.add_argument(declared.flag, dest=declared.key, metavar=declared.metavar,
+                                help=text)
+
+
+# the settings that say where the room is: flags of every command that opens it
+SHARED = tuple(declared.name for declared in declarations() if declared.shared)
+
+
+def flag_values(args: argparse.Namespace) -> dict[str, Any]:
+    """The settings among a command's parsed ``args`` (by dest), as keywords of `from_env`."""
+    return {d.key: getattr(args, d.key) for d in declarations() if hasattr(args, d.key)}
+
+
+def _help(declared: Setting) -> str:
+    shown = declared.shown_default
+    if shown is None:
+        value = declared.default
+        if isinstance(value, float) and value.is_integer():
+            value = int(value)  # 15, not 15.0
+        shown = f"default {value}" if value else ""
+    separator = "" if not shown or shown.startswith(",") else "; "
+    return f"{declared.help} (env {declared.env}{separator}{shown})"
+
+
+MIN_SECRET = 16
+
+
+def _secret(path: Any, source: str, inline: str) -> str:
+    """The room secret from --secret-file / BRIDGE_SECRET_FILE or BRIDGE_SECRET. Errors never
+    repeat the secret itself."""
+    label = "--secret-file / BRIDGE_SECRET_FILE"
+    if path is not None and inline and source == "BRIDGE_SECRET_FILE":
+        raise SettingsError("both BRIDGE_SECRET and BRIDGE_SECRET_FILE are set; set only one")
+    secret = inline
+    if path is not None:
+        try:
+            secret = Path(str(path)).read_text(encoding="utf-8").rstrip("\r\n")
+        except (OSError, UnicodeDecodeError) as e:
+            reason = e.strerror if isinstance(e, OSError) else "not UTF-8 text"
+            raise SettingsError(
+                f"cannot read the secret file {path} ({label}, from {source}): {reason}; "
+                f"create it with e.g. `openssl rand -hex 32 > {path}`, readable by this user"
+            ) from e
+        if not secret:
+            raise SettingsError(f"the secret file {path} ({label}, from {source}) is empty; "
+                                f"put the room secret in it, e.g. `openssl rand -hex 32`")
+    if secret and len(secret) < MIN_SECRET:
+        raise SettingsError(
+            f"the room secret (BRIDGE_SECRET / BRIDGE_SECRET_FILE) is {len(secret)} "
+            f"characters; use at least {MIN_SECRET}, e.g. the output of `openssl rand -hex 32`"
+        )
+    return secret
+
+
+def redact(url: str) -> str:
+    """The URL with its password replaced, for logs and error messages: the one before the
+    ``@`` and a ``password=`` query parameter (redis-py takes both)."""
+    url = _QUERY_PASSWORD.sub(r"\1***", url)
+    scheme, sep, rest = url.partition("://")
+    if not sep or "@" not in rest:
+        return url
+    credentials, _, host = rest.rpartition("@")
+    user = credentials.split(":", 1)[0]
+    return f"{scheme}://{user + ':' if user else ':'}***@{host}"
+
+
+_QUERY_PASSWORD = re.compile(r"([?&]password=)[^&#]*", re.IGNORECASE)
 
 
 def _check_tls(settings: Settings) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import os
 import subprocess
 import sys
@@ -82,3 +83,29 @@ def test_a_bad_log_level_is_one_line_not_a_quiet_default() -> None:
         assert result.returncode == 1 and result.stdout == ""
         assert result.stderr.strip() == ("bridge: bad value for BRIDGE_LOG_LEVEL: 'LOUD'; "
                                          "use one of DEBUG, INFO, WARNING, ERROR")
+
+
+def test_each_setting_is_declared_once_for_flag_help_and_readme() -> None:
+    # the flags of `serve`, their help, and the README's settings table all follow the one
+    # declaration of each setting (bridge/settings.py)
+    from bridge.cli import build_parser
+    from bridge.settings import declarations
+
+    [serve] = [action.choices["serve"] for action in build_parser()._actions
+               if isinstance(action, argparse._SubParsersAction)]
+    helps = {flag: action.help or "" for action in serve._actions
+             for flag in action.option_strings}
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    rows = {row.split("|")[2].strip(" `"): row.split("|")[3].strip()
+            for row in readme.splitlines() if row.startswith("| ") and "`BRIDGE_" in row}
+    for declared in declarations():
+        if declared.flag:
+            assert f"(env {declared.env}" in helps.pop(declared.flag)
+        default = declared.default
+        if isinstance(default, int | float) and not isinstance(default, bool):
+            number = int(default) if float(default).is_integer() else default
+            assert rows[declared.env].startswith(f"`{number}`"), declared.env
+        assert declared.env in rows, declared.env
+    assert set(helps) == {"-h", "--help"}  # every flag of serve is a declared setting
+    assert {d.key for d in declarations()} >= {"redis", "room", "name", "ttl", "secret_file",
+                                               "loop_limit", "tls_ca"}

@@ -13,7 +13,6 @@ FUNCTION, so a user cannot run (or load) code of its choice. That needs Redis 7.
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import re
 import secrets
@@ -127,43 +126,25 @@ class AclUser:
         return urlunsplit(parts._replace(netloc=f"{credentials}@{host}", query=query))
 
 
-def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    acl = sub.add_parser(
-        "acl", help="print the Redis ACL rule for one agent's least-privilege user",
-        description="Print the ACL SETUSER line (or, with --format file, a users.acl line) "
-                    "for user bridge-ROOM-AGENT: only room ROOM's keys and channels, only the "
-                    "commands bridge runs, and of Lua only this bridge version's functions "
-                    "(FCALL; no EVAL, EVALSHA, SCRIPT or FUNCTION). Needs Redis 7.0 or newer. "
-                    "Run it as a Redis admin (e.g. pipe it into redis-cli), and load bridge's "
-                    "functions once (bridge functions load); the agent's URL is printed on "
-                    "stderr.")
-    acl.add_argument("--agent", required=True, metavar="NAME", help="the agent's name")
-    acl.add_argument("--room", help="room name (env BRIDGE_ROOM; default main)")
-    acl.add_argument("--password", help="the user's password (default: a new random one)")
-    acl.add_argument("--format", choices=("command", "file"), default="command",
-                     help="command: ACL SETUSER for redis-cli (default); file: a users.acl line")
-    acl.add_argument("--redis", metavar="URL",
-                     help="the Redis the agent uses: its host and port go into the URL shown "
-                          "(env BRIDGE_REDIS_URL)")
-
-
-def main(args: argparse.Namespace) -> int:
-    settings = Settings.from_env(redis=args.redis, room=args.room)
-    if not NAME_PATTERN.match(args.agent):
-        raise SettingsError(f"bad value for --agent: {args.agent!r}; use 1-32 of a-z 0-9 _ . - "
+def print_rule(settings: Settings, *, agent: str, password: str | None,
+               file_format: bool) -> int:
+    """`bridge acl`: the rule for user bridge-ROOM-AGENT on stdout (an ACL SETUSER command, or
+    with ``file_format`` a users.acl line), and how to use it on stderr."""
+    if not NAME_PATTERN.match(agent):
+        raise SettingsError(f"bad value for --agent: {agent!r}; use 1-32 of a-z 0-9 _ . - "
                             f"starting with a letter or digit")
-    password = args.password if args.password is not None else secrets.token_urlsafe(24)
+    password = password if password is not None else secrets.token_urlsafe(24)
     if not PASSWORD.match(password):
         raise SettingsError("bad value for --password: use printable ASCII without spaces, "
                             "quotes or backslashes (or leave it out for a random one)")
-    user = AclUser(settings.room, args.agent, password)
-    print(user.command() if args.format == "command" else user.file_line())
-    create = ("pipe this line into redis-cli as an admin (bridge acl ... | redis-cli -u URL)"
-              if args.format == "command" else "add this line to the aclfile, then ACL LOAD")
+    user = AclUser(settings.room, agent, password)
+    print(user.file_line() if file_format else user.command())
+    create = ("add this line to the aclfile, then ACL LOAD" if file_format else
+              "pipe this line into redis-cli as an admin (bridge acl ... | redis-cli -u URL)")
     print(f"# user {user.name}: room {settings.room}'s keys and channels only, and only the "
           f"commands bridge runs; of Lua, only FCALL of this bridge version's functions "
           f"(Redis 7.0 or newer)\n# {create}\n# once per bridge version, as an admin: "
-          f"bridge functions load --redis ADMIN_URL\n# agent {args.agent}: "
+          f"bridge functions load --redis ADMIN_URL\n# agent {agent}: "
           f"BRIDGE_REDIS_URL='{user.url(settings.redis_url)}'", file=sys.stderr)
     return 0
 

@@ -12,7 +12,6 @@ BRIDGE_REDIS_URL, ...): an already running tmux server would keep its own.
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import re
@@ -291,57 +290,16 @@ def run(team: Team, *, dry_run: bool, attach: bool | None, out: TextIO = sys.std
     return 0
 
 
-def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    team = sub.add_parser(
-        "team", help="run a team of Claude Codes in tmux, one pane each, plus bridge tail",
-        description="Open a tmux session with one interactive Claude Code per agent, each with "
-                    "bridge as its MCP server and its role prompt, plus a pane running bridge "
-                    "tail. Messages reach each agent through Claude Code's session inbox "
-                    "(2.1.224 or newer): no flag, no dialog. The environment (ANTHROPIC_*, "
-                    "BRIDGE_REDIS_URL, ...) passes through to every pane; without "
-                    "BRIDGE_REDIS_URL all use the embedded Redis.")
-    team.add_argument("agents", nargs="*", metavar="NAME:ROLE",
-                      help="e.g. carol:manager alice:developer bob:developer")
-    team.add_argument("--agents", dest="more_agents", action="append", default=[],
-                      metavar="'NAME:ROLE ...'", help="agents as one space-separated string")
-    team.add_argument("--room", help="room name (env BRIDGE_ROOM; default main)")
-    team.add_argument("--session", metavar="NAME",
-                      help="tmux session and socket name (default bridge-ROOM)")
-    team.add_argument("--claude", metavar="PATH", help="the Claude Code CLI (default: claude "
-                                                       "on PATH)")
-    team.add_argument("--workdir", metavar="DIR",
-                      help="the folder every agent works in (default: the current one)")
-    team.add_argument("--prompt-dir", dest="prompt_dir", metavar="DIR",
-                      help="a folder of ROLE.md prompts; they add to or replace the built-in "
-                           f"roles ({', '.join(sorted(roles(None)))})")
-    team.add_argument("--channel", action="store_true",
-                      help="also start Claude Code with --dangerously-load-development-channels "
-                           "server:bridge, for versions before 2.1.224 (no session inbox); "
-                           "each pane then asks once to confirm it")
-    team.add_argument("--dry-run", dest="dry_run", action="store_true",
-                      help="print the commands instead of running them")
-    team.add_argument("--attach", action=argparse.BooleanOptionalAction, default=None,
-                      help="attach to the session once started (default: when on a terminal)")
-
-
-def main(args: argparse.Namespace) -> int:
-    """`bridge team`: every failure is one line on stderr and exit 1."""
-    from bridge.settings import Settings
-
+def launch(specs: Sequence[str], *, room: str, session: str | None, claude: str | None,
+           workdir: str | None, prompt_dir: str | None, dry_run: bool, channel: bool,
+           attach: bool | None) -> int:
+    """`bridge team`: build the team from ``specs`` (NAME:ROLE) and start it, or with
+    ``dry_run`` print the commands. A failure to start is a BridgeError."""
     try:
-        room = Settings.from_env(room=args.room).room
-        team = build([*args.more_agents, *args.agents], room=room, session=args.session,
-                     claude=args.claude, workdir=args.workdir, prompt_dir=args.prompt_dir,
-                     dry_run=args.dry_run, channel=args.channel)
-        return run(team, dry_run=args.dry_run, attach=args.attach)
-    except BridgeError as e:
-        print(f"bridge: {e}", file=sys.stderr)
-        return 1
-    except BrokenPipeError:  # `bridge team --dry-run ... | head`
-        from bridge.ops.human import quiet_broken_pipe
-
-        quiet_broken_pipe()
-        return 0
+        team = build(specs, room=room, session=session, claude=claude, workdir=workdir,
+                     prompt_dir=prompt_dir, dry_run=dry_run, channel=channel)
+        return run(team, dry_run=dry_run, attach=attach)
+    except BrokenPipeError:  # `bridge team --dry-run ... | head`: the CLI ends quietly
+        raise
     except (OSError, subprocess.SubprocessError) as e:
-        print(f"bridge: cannot start the team: {e}", file=sys.stderr)
-        return 1
+        raise BridgeError(f"cannot start the team: {e}") from e
