@@ -34,7 +34,7 @@ from bridge.mcp.stdio import PipeTransport, pipe_transport
 from bridge.mcp.tools import MAX_WAIT_SECONDS, TOOLS, seconds_argument
 from bridge.room.connection import Incoming, Room
 from bridge.room.envelope import Envelope, Event, Notice
-from bridge.room.presence import Participant
+from bridge.room.presence_records import Participant
 from bridge.room.subscriber import Backoff
 from bridge.settings import Settings
 

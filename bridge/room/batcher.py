@@ -22,6 +22,7 @@ from redis.exceptions import AuthenticationError, BusyLoadingError, RedisError, 
 from bridge import trace
 from bridge.errors import RedisRefused, RedisUnavailable
 from bridge.room.functions import Function, recoverable
+from bridge.room.lua import Call, Script
 from bridge.room.subscriber import Backoff
 
 log = structlog.get_logger("bridge.batcher")
@@ -32,8 +33,7 @@ RETRY_FIRST, RETRY_CAP = 0.1, 1.0
 
 @dataclass
 class Pending:
-    keys: list[str]
-    args: list[Any]
+    call: Call
     # settled, or its turn to lead (asyncio's Event: anyio's looks up the event loop
     # library on every creation, which showed in a sender's profile)
     wake: asyncio.Event = field(default_factory=asyncio.Event)
@@ -55,7 +55,7 @@ class ScriptBatcher:
     One leader at a time, so batches go out one after another, in order.
     """
 
-    def __init__(self, redis: Redis, script: str, timeout: float) -> None:
+    def __init__(self, redis: Redis, script: Script, timeout: float) -> None:
         self.redis = redis
         self.function = Function(redis, script)
         self.timeout = timeout
@@ -74,12 +74,12 @@ class ScriptBatcher:
         if self._lead is not None:
             self._lead.cancel()  # the shield keeps out outside cancellation, not its own
 
-    async def call(self, keys: list[str], args: list[Any]) -> Any:
+    async def call(self, call: Call) -> Any:
         """The script's reply. Retries through an outage for up to ``timeout`` seconds
         (the script must be safe to repeat), then raises RedisUnavailable."""
         if self._closed is not None:
             raise self._closed
-        pending = Pending(keys, args)
+        pending = Pending(call)
         self._queue.append(pending)
         if self._leading:
             # Shielded: the send stays queued either way, and the lead may be handed to it;
@@ -158,7 +158,7 @@ class ScriptBatcher:
         trace.mark("script_sent")  # (just before: the bytes leave inside the call)
         try:
             return [await self.redis.execute_command(  # type: ignore[no-untyped-call]
-                *self.function.command(pending.keys, pending.args))]
+                *self.function.command(pending.call))]
         except ResponseError as e:  # this call's own error, as a pipeline would return it
             if isinstance(e, BusyLoadingError):
                 raise
@@ -167,7 +167,7 @@ class ScriptBatcher:
     async def _many(self, batch: list[Pending]) -> list[Any]:
         pipe = self.redis.pipeline(transaction=False)
         for pending in batch:
-            self.function.queue(pipe, pending.keys, pending.args)
+            self.function.queue(pipe, pending.call)
         trace.mark("script_sent")  # (just before: the bytes leave inside execute)
         replies: list[Any] = await pipe.execute(raise_on_error=False)
         return replies

@@ -35,15 +35,10 @@ from bridge.room.envelope import (
     wake_id,
 )
 from bridge.room.keys import Keys
-from bridge.room.outgoing import (
-    SendResult,
-    check_message,
-    future_log,
-    rate_limited,
-    send_arguments,
-)
 from bridge.room.paging import PAGE
-from bridge.room.presence import Claim, Participant, Presence
+from bridge.room.presence import Claim, Presence
+from bridge.room.presence_records import Participant
+from bridge.room.sending import SEND, SendCall, SendResult, check_message, future_log, rate_limited
 from bridge.room.signing import Gate
 from bridge.room.subscriber import Backoff, close_quietly, published, subscribe_confirmed
 from bridge.settings import Settings, redact
@@ -82,7 +77,7 @@ class Room:
         self._events_dropped = 0
         self._early: list[dict[str, Any]] = []  # pub/sub messages seen while subscribing
         self._arrived = anyio.Event()
-        self._sends = ScriptBatcher(redis, "send", settings.send_timeout)
+        self._sends = ScriptBatcher(redis, SEND, settings.send_timeout)
         self._last_seen = Position()  # the last log entry read (and, if ours, put in `received`)
         self.gate = Gate(settings)  # what of the log we deliver: size, signature, replays
         self._primed = False
@@ -148,9 +143,8 @@ class Room:
                             reply_to=reply_to, ts=int(time.time() * 1000))
         if self.gate.signer:
             envelope = self.gate.signer.sign(envelope)
-        keys, args = send_arguments(self.settings, envelope)
         # One agent's sends reach Redis in the order its calls arrived (see batcher.py).
-        reply = await self._sends.call(keys, args)
+        reply = await self._sends.call(SendCall.of(self.settings, envelope))
         if reply[0] == b"unknown":
             unknown = [n.decode() for n in reply[1]]
             raise MessageRejected(
