@@ -1,10 +1,12 @@
 """Sending: checking a message, the SEND script and its typed call (SendCall), reading its
-reply, and the errors for what it refuses (retrying through an outage and batching the calls
-that overlap is bridge.room.batcher's)."""
+reply, and the errors for what it refuses (Sender). Retrying through an outage and batching
+the calls that overlap is bridge.room.batcher's: the Sender is given its ``call``."""
 
 from __future__ import annotations
 
+import time
 import uuid
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -12,6 +14,7 @@ from bridge.errors import MessageRejected
 from bridge.room.envelope import BROADCAST, Envelope, parse_id
 from bridge.room.keys import NAME_PATTERN, Keys
 from bridge.room.lua import NOW_MS, TAIL, Call, Script
+from bridge.room.signing import Signer
 from bridge.settings import Settings
 
 
@@ -145,6 +148,45 @@ return {'ok', id, online, offline}
 """)
 
 SCRIPTS = (SEND,)
+
+
+class Sender:
+    """One agent's sends. ``call`` runs a SendCall (the batcher: one agent's sends reach
+    Redis in the order its calls arrived); ``who_is_here`` says who is, for an error."""
+
+    def __init__(self, settings: Settings, signer: Signer | None,
+                 call: Callable[[SendCall], Awaitable[Any]],
+                 who_is_here: Callable[[], Awaitable[str]]) -> None:
+        self.settings = settings
+        self.signer = signer
+        self.call = call
+        self.who_is_here = who_is_here
+
+    async def send(self, to: str | list[str], text: str, reply_to: str = "") -> SendResult:
+        """Log and publish one message. Retries through a Redis outage for up to
+        ``send_timeout`` seconds; raises RedisUnavailable if it could not be logged."""
+        recipients = check_message(self.settings, to, text, reply_to)
+        envelope = Envelope(id="", sender=self.settings.name, to=recipients, text=text,
+                            reply_to=reply_to, ts=int(time.time() * 1000))
+        if self.signer:
+            envelope = self.signer.sign(envelope)
+        reply = await self.call(SendCall.of(self.settings, envelope))
+        if reply[0] == b"unknown":
+            unknown = [n.decode() for n in reply[1]]
+            raise MessageRejected(
+                f"unknown recipient(s): {', '.join(unknown)}. Nobody by that name has been in "
+                f"room {self.settings.room!r}. {await self.who_is_here()} "
+                f"Nothing was sent; check the name with list_participants and send again."
+            )
+        if reply[0] == b"rate":
+            raise rate_limited(self.settings, reply[1])
+        if reply[0] == b"future":
+            raise future_log(self.settings, reply[1])
+        return SendResult(
+            id=reply[1].decode(),
+            online=sorted(n.decode() for n in reply[2]),
+            offline=sorted(n.decode() for n in reply[3]),
+        )
 
 
 def check_message(settings: Settings, to: str | list[str], text: str,
