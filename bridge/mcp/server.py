@@ -162,7 +162,7 @@ class BridgeServer:
         serving = anyio.CancelScope()
 
         def stop() -> None:
-            serving.cancel()  # tool calls under way are cancelled; sends are shielded
+            serving.cancel()  # tool calls under way are cancelled; sends are shielded (tools.py)
             asyncio.get_running_loop().call_later(CALLS_GRACE, self._abandon_sends)
 
         shutdown.on_stop(stop)

@@ -8,6 +8,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+import anyio
 import structlog
 from redis.exceptions import (
     AuthenticationError,
@@ -187,7 +188,11 @@ class ToolCalls:
             raise BridgeError("`text` must be a string")
         if reply_to is not None and not isinstance(reply_to, str):
             raise BridgeError("`reply_to` must be a message id string, like 1732400000000-0")
-        result = await (await self.live_room()).sender.send(to, text, reply_to or "")
+        room = await self.live_room()
+        # Shielded: at a stop a send under way gets CALLS_GRACE to be answered, then is
+        # abandoned (Room.abandon_sends), rather than cut off with its reply unknown.
+        with anyio.CancelScope(shield=True):
+            result = await room.sender.send(to, text, reply_to or "")
         self.holds.loops.sent([to] if isinstance(to, str) else list(to))
         parts = [f"sent, message_id {result.id}."]
         if arguments.get("to") == "*":

@@ -34,7 +34,7 @@ RETRY_FIRST, RETRY_CAP = 0.1, 1.0
 @dataclass
 class Pending:
     call: Call
-    # settled, or its turn to lead (asyncio's Event: anyio's looks up the event loop
+    # settled (asyncio's Event: anyio's looks up the event loop
     # library on every creation, which showed in a sender's profile)
     wake: asyncio.Event = field(default_factory=asyncio.Event)
     settled: bool = False
@@ -49,10 +49,10 @@ class Pending:
 class ScriptBatcher:
     """Runs one of bridge's functions for many callers, batching the calls that overlap.
 
-    No task of its own: a caller that finds nothing under way leads, running batches from
-    the front of the queue until its own call is done (shielded, so a cancelled caller
-    cannot strand the others), then hands the lead to the first caller still waiting.
-    One leader at a time, so batches go out one after another, in order.
+    Its drain task (``drain_forever``, in the room's task group) takes the queue from the
+    front, in batches, one after another, in order. A caller only waits for its own call's
+    reply: one that stops waiting (cancelled) leaves its call queued, to go out in its turn,
+    and strands nobody.
     """
 
     def __init__(self, redis: Redis, script: Script, timeout: float) -> None:
@@ -60,19 +60,20 @@ class ScriptBatcher:
         self.function = Function(redis, script)
         self.timeout = timeout
         self._queue: list[Pending] = []
-        self._leading = False
-        self._lead: anyio.CancelScope | None = None  # the leader's shielded scope
+        self._queued = asyncio.Event()  # (asyncio's: see Pending.wake)
+        self._under_way: anyio.CancelScope | None = None  # the batch being run
         self._closed: RedisUnavailable | None = None
 
     def close(self, reason: str) -> None:
         """Fail every call queued or under way at once, and every later one: the server is
         stopping, and nobody waits for these answers. A call under way may have run."""
-        self._closed = RedisUnavailable(reason)
+        if self._closed is None:
+            self._closed = RedisUnavailable(reason)
         for pending in self._queue:
             pending.settle(error=self._closed)
         self._queue.clear()
-        if self._lead is not None:
-            self._lead.cancel()  # the shield keeps out outside cancellation, not its own
+        if self._under_way is not None:
+            self._under_way.cancel()
 
     async def call(self, call: Call) -> Any:
         """The script's reply. Retries through an outage for up to ``timeout`` seconds
@@ -81,36 +82,34 @@ class ScriptBatcher:
             raise self._closed
         pending = Pending(call)
         self._queue.append(pending)
-        if self._leading:
-            # Shielded: the send stays queued either way, and the lead may be handed to it;
-            # a follower that stopped waiting would leave the queue with nobody to run it.
-            with anyio.CancelScope(shield=True):
-                await pending.wake.wait()
-        else:
-            self._leading = True
-        if not pending.settled:  # our turn to lead
-            try:
-                with anyio.CancelScope(shield=True) as self._lead:
-                    while not pending.settled:
-                        batch = self._queue[:MAX_BATCH]
-                        del self._queue[:MAX_BATCH]
-                        await self._run(batch)
-            finally:
-                self._lead = None
-                if self._queue:
-                    self._queue[0].wake.set()  # the lead passes on; _leading stays set
-                else:
-                    self._leading = False
+        self._queued.set()
+        await pending.wake.wait()
         if pending.error is not None:
             raise pending.error
         return pending.reply
+
+    async def drain_forever(self) -> None:
+        try:
+            while True:
+                await self._queued.wait()
+                self._queued.clear()
+                while self._queue:
+                    batch = self._queue[:MAX_BATCH]
+                    del self._queue[:MAX_BATCH]
+                    with anyio.CancelScope() as self._under_way:  # close() cancels it
+                        await self._run(batch)
+                    self._under_way = None
+        finally:  # the room is left: nobody may wait for a call that will not run
+            self.close("the room was left; the message may not have been sent")
 
     async def _run(self, batch: list[Pending]) -> None:
         try:
             replies = await self._with_retry(batch)
         except BaseException as e:  # every caller in the batch hears of it; none hangs
-            for pending in batch:
-                pending.settle(error=self._closed or e)  # closed: not a bare cancellation
+            for pending in batch:  # closed or cancelled: a RedisUnavailable that says so
+                pending.settle(error=e if isinstance(e, Exception) else self._closed or
+                               RedisUnavailable("bridge is stopping; the message may not "
+                                                "have been sent"))
             if not isinstance(e, Exception):
                 raise
             return

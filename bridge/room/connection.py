@@ -81,6 +81,7 @@ class Room:
                 tg.start_soon(room._heartbeat_forever)
                 tg.start_soon(room.cursor.rescue_forever)
                 tg.start_soon(room.receiver.read_forever)
+                tg.start_soon(room._sends.drain_forever)
                 try:
                     yield room
                 finally:
