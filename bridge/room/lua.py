@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import operator
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -63,11 +65,22 @@ class Call:
     def more_args(self) -> list[Any]:
         return []
 
+    @classmethod
+    @functools.cache
+    def _getters(cls) -> tuple[Callable[[Any], Any], Callable[[Any], Any]]:
+        # attrgetter of each field list, wrapped to always give a tuple: on the send path
+        # this is half the time of a getattr per field
+        def getter(names: tuple[str, ...]) -> Callable[[Any], Any]:
+            if len(names) == 1:
+                return lambda call: (getattr(call, names[0]),)
+            return operator.attrgetter(*names) if names else lambda call: ()
+        return getter(cls.key_fields()), getter(cls.arg_fields())
+
     def keys(self) -> list[str]:
-        return [*(getattr(self, name) for name in self.key_fields()), *self.more_keys()]
+        return [*self._getters()[0](self), *self.more_keys()]
 
     def args(self) -> list[Any]:
-        return [*(getattr(self, name) for name in self.arg_fields()), *self.more_args()]
+        return [*self._getters()[1](self), *self.more_args()]
 
 
 @dataclass(frozen=True)
