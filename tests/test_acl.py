@@ -5,7 +5,9 @@ functions only, loaded by an admin); `bridge doctor` tells a broad user from a n
 from __future__ import annotations
 
 import contextlib
+import importlib
 import importlib.util
+import pkgutil
 import re
 import subprocess
 from collections.abc import Callable
@@ -16,9 +18,10 @@ import pytest
 import redis
 from redis.exceptions import NoPermissionError, ResponseError
 
+from bridge import room
 from bridge.ops.acl import COMMANDS
 from bridge.ops.doctor import Doctor
-from bridge.room import functions, scripts
+from bridge.room import functions, lua
 from bridge.room.keys import Keys
 from tests.conftest import RedisServer, agent_pool, free_port
 from tests.test_cli_ops import (  # noqa: F401 - cli is a fixture
@@ -255,7 +258,7 @@ async def test_acl_file_line_loads_into_redis(tmp_path: Path):
 
 def test_the_rule_allows_every_command_the_scripts_call():
     # a command added to a Lua script must be added to the rule, or agents under it break
-    source = " ".join(value for value in vars(scripts).values() if isinstance(value, str))
+    source = functions.CODE
     called = {name.lower() for name in re.findall(r"redis\.call\('([A-Za-z]+)'", source)}
     assert called and called <= set(COMMANDS), called - set(COMMANDS)
     used = {command[0].lower() + (f"|{command[1]}" if command[0] == "FCALL" else "")
@@ -518,13 +521,16 @@ async def test_functions_show_is_what_load_loads(redis_server, r):
 
 
 def test_every_script_runs_as_one_of_bridges_functions():
-    # a script added to bridge/room/scripts.py but run some other way (register_script,
-    # EVALSHA) would be refused to every `bridge acl` user: each is a function of the library
-    fragments = {"NOW_MS", "STALE"}  # pieces the scripts are built from
-    bodies = {name: value for name, value in vars(scripts).items()
-              if name.isupper() and not name.startswith("_") and isinstance(value, str)}
-    assert set(bodies) - fragments == {name.upper() for name in functions.SOURCES}
-    assert all(functions.SOURCES[name.lower()] == bodies[name] for name in set(bodies) - fragments)
+    # a script declared beside its caller but left out of functions.SCRIPTS, or run some other
+    # way (register_script, EVALSHA), would be refused to every `bridge acl` user: each is a
+    # function of the library, and the library's version covers its source
+    declared = {id(value): value for module in pkgutil.iter_modules(room.__path__, "bridge.room.")
+                for value in vars(importlib.import_module(module.name)).values()
+                if isinstance(value, lua.Script)}
+    assert sorted(s.name for s in declared.values()) == sorted(s.name for s in functions.SCRIPTS)
+    assert len(functions.SCRIPTS) == len(functions.SOURCES) == 7
+    assert all(functions.SOURCES[s.name] == s.source for s in declared.values())
+    assert all(s.source in functions.CODE for s in declared.values())
     bridge_dir = Path(functions.__file__).parent.parent  # every module, in every layer
     modules = sorted(bridge_dir.rglob("*.py"))
     assert len(modules) > 30 and bridge_dir / "room" / "functions.py" in modules

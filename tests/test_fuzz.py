@@ -34,8 +34,7 @@ from bridge.room.envelope import (
     decode_event,
     wake_id,
 )
-from bridge.room.presence import Participant
-from bridge.room.scripts import LIST_FIELDS
+from bridge.room.presence_records import LIST_FIELDS, Participant
 from bridge.room.signing import Gate
 from bridge.settings import DELIVERY_MODES, Settings
 

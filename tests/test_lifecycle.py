@@ -87,7 +87,7 @@ def test_only_a_redis_that_does_not_answer_is_called_unreachable() -> None:
     from redis.exceptions import ConnectionError as RedisConnectionError
     from redis.exceptions import TimeoutError as RedisTimeoutError
 
-    from bridge.mcp.server import redis_failure
+    from bridge.mcp.tools import redis_failure
 
     for down in (RedisConnectionError("Error 111 connecting"), RedisTimeoutError("Timeout"),
                  ConnectionRefusedError(111, "refused"), TimeoutError()):

@@ -22,6 +22,7 @@ from redis.exceptions import AuthenticationError, BusyLoadingError, RedisError, 
 from bridge import trace
 from bridge.errors import RedisRefused, RedisUnavailable
 from bridge.room.functions import Function, recoverable
+from bridge.room.lua import Call, Script
 from bridge.room.subscriber import Backoff
 
 log = structlog.get_logger("bridge.batcher")
@@ -32,9 +33,8 @@ RETRY_FIRST, RETRY_CAP = 0.1, 1.0
 
 @dataclass
 class Pending:
-    keys: list[str]
-    args: list[Any]
-    # settled, or its turn to lead (asyncio's Event: anyio's looks up the event loop
+    call: Call
+    # settled (asyncio's Event: anyio's looks up the event loop
     # library on every creation, which showed in a sender's profile)
     wake: asyncio.Event = field(default_factory=asyncio.Event)
     settled: bool = False
@@ -49,68 +49,67 @@ class Pending:
 class ScriptBatcher:
     """Runs one of bridge's functions for many callers, batching the calls that overlap.
 
-    No task of its own: a caller that finds nothing under way leads, running batches from
-    the front of the queue until its own call is done (shielded, so a cancelled caller
-    cannot strand the others), then hands the lead to the first caller still waiting.
-    One leader at a time, so batches go out one after another, in order.
+    Its drain task (``drain_forever``, in the room's task group) takes the queue from the
+    front, in batches, one after another, in order. A caller only waits for its own call's
+    reply: one that stops waiting (cancelled) leaves its call queued, to go out in its turn,
+    and strands nobody.
     """
 
-    def __init__(self, redis: Redis, script: str, timeout: float) -> None:
+    def __init__(self, redis: Redis, script: Script, timeout: float) -> None:
         self.redis = redis
         self.function = Function(redis, script)
         self.timeout = timeout
         self._queue: list[Pending] = []
-        self._leading = False
-        self._lead: anyio.CancelScope | None = None  # the leader's shielded scope
+        self._queued = asyncio.Event()  # (asyncio's: see Pending.wake)
+        self._under_way: anyio.CancelScope | None = None  # the batch being run
         self._closed: RedisUnavailable | None = None
 
     def close(self, reason: str) -> None:
         """Fail every call queued or under way at once, and every later one: the server is
         stopping, and nobody waits for these answers. A call under way may have run."""
-        self._closed = RedisUnavailable(reason)
+        if self._closed is None:
+            self._closed = RedisUnavailable(reason)
         for pending in self._queue:
             pending.settle(error=self._closed)
         self._queue.clear()
-        if self._lead is not None:
-            self._lead.cancel()  # the shield keeps out outside cancellation, not its own
+        if self._under_way is not None:
+            self._under_way.cancel()
 
-    async def call(self, keys: list[str], args: list[Any]) -> Any:
+    async def call(self, call: Call) -> Any:
         """The script's reply. Retries through an outage for up to ``timeout`` seconds
         (the script must be safe to repeat), then raises RedisUnavailable."""
         if self._closed is not None:
             raise self._closed
-        pending = Pending(keys, args)
+        pending = Pending(call)
         self._queue.append(pending)
-        if self._leading:
-            # Shielded: the send stays queued either way, and the lead may be handed to it;
-            # a follower that stopped waiting would leave the queue with nobody to run it.
-            with anyio.CancelScope(shield=True):
-                await pending.wake.wait()
-        else:
-            self._leading = True
-        if not pending.settled:  # our turn to lead
-            try:
-                with anyio.CancelScope(shield=True) as self._lead:
-                    while not pending.settled:
-                        batch = self._queue[:MAX_BATCH]
-                        del self._queue[:MAX_BATCH]
-                        await self._run(batch)
-            finally:
-                self._lead = None
-                if self._queue:
-                    self._queue[0].wake.set()  # the lead passes on; _leading stays set
-                else:
-                    self._leading = False
+        self._queued.set()
+        await pending.wake.wait()
         if pending.error is not None:
             raise pending.error
         return pending.reply
+
+    async def drain_forever(self) -> None:
+        try:
+            while True:
+                await self._queued.wait()
+                self._queued.clear()
+                while self._queue:
+                    batch = self._queue[:MAX_BATCH]
+                    del self._queue[:MAX_BATCH]
+                    with anyio.CancelScope() as self._under_way:  # close() cancels it
+                        await self._run(batch)
+                    self._under_way = None
+        finally:  # the room is left: nobody may wait for a call that will not run
+            self.close("the room was left; the message may not have been sent")
 
     async def _run(self, batch: list[Pending]) -> None:
         try:
             replies = await self._with_retry(batch)
         except BaseException as e:  # every caller in the batch hears of it; none hangs
-            for pending in batch:
-                pending.settle(error=self._closed or e)  # closed: not a bare cancellation
+            for pending in batch:  # closed or cancelled: a RedisUnavailable that says so
+                pending.settle(error=e if isinstance(e, Exception) else self._closed or
+                               RedisUnavailable("bridge is stopping; the message may not "
+                                                "have been sent"))
             if not isinstance(e, Exception):
                 raise
             return
@@ -158,7 +157,7 @@ class ScriptBatcher:
         trace.mark("script_sent")  # (just before: the bytes leave inside the call)
         try:
             return [await self.redis.execute_command(  # type: ignore[no-untyped-call]
-                *self.function.command(pending.keys, pending.args))]
+                *self.function.command(pending.call))]
         except ResponseError as e:  # this call's own error, as a pipeline would return it
             if isinstance(e, BusyLoadingError):
                 raise
@@ -167,7 +166,7 @@ class ScriptBatcher:
     async def _many(self, batch: list[Pending]) -> list[Any]:
         pipe = self.redis.pipeline(transaction=False)
         for pending in batch:
-            self.function.queue(pipe, pending.keys, pending.args)
+            self.function.queue(pipe, pending.call)
         trace.mark("script_sent")  # (just before: the bytes leave inside execute)
         replies: list[Any] = await pipe.execute(raise_on_error=False)
         return replies

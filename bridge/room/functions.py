@@ -4,11 +4,13 @@ Why functions: with Redis >= 7.0 an agent's ACL user may call bridge's functions
 first-argument rule per function) and nothing else; with EVAL, EVALSHA or SCRIPT LOAD a room
 member could run a script of its own that loops and stops every room on the Redis.
 
-The library is built here, at import, from the script bodies in ``bridge.room.scripts``: each body
-becomes ``function(KEYS, ARGV) <body> end``. Its version is a hash of those bodies, and the
-version is part of the library's and each function's name (``bridge_<version>_send``). So two
-bridge versions in one room (a rolling upgrade) each call their own functions, side by side:
-nobody replaces anybody's library, and no bridge ever runs another version's code.
+The library is built here, at import, from the scripts declared beside the Python that calls
+them (``bridge.room.presence_records``, ``bridge.room.sending``; how one is declared and called is
+``bridge.room.lua``): each becomes ``function(KEYS, ARGV) <source> end``. Its version is a hash
+of those sources, and the version is part of the library's and each function's name
+(``bridge_<version>_send``). So two bridge versions in one room (a rolling upgrade) each call
+their own functions, side by side: nobody replaces anybody's library, and no bridge ever runs
+another version's code.
 
 Which path, per Redis client:
 - Redis >= 7.0: FCALL. The library missing (a new Redis, another bridge version) is loaded with
@@ -33,17 +35,16 @@ from redis.exceptions import NoPermissionError, NoScriptError, ResponseError
 
 from bridge import __version__
 from bridge.errors import BridgeError, RedisRefused, RedisUnavailable
-from bridge.room import scripts
+from bridge.room import presence_records, sending
+from bridge.room.lua import Call, Script
 from bridge.settings import Settings
 
 log = structlog.get_logger("bridge.functions")
 
-# script name -> body: each becomes the function bridge_<VERSION>_<name>
-SOURCES: dict[str, str] = {
-    "claim": scripts.CLAIM, "heartbeat": scripts.HEARTBEAT, "leave": scripts.LEAVE,
-    "set_status": scripts.SET_STATUS, "prune": scripts.PRUNE, "list": scripts.LIST,
-    "send": scripts.SEND,
-}
+# every script of bridge, in one place
+SCRIPTS = (*presence_records.SCRIPTS, *sending.SCRIPTS)
+# script name -> source: each becomes the function bridge_<VERSION>_<name>
+SOURCES: dict[str, str] = {script.name: script.source for script in SCRIPTS}
 
 LOAD_COMMAND = "bridge functions load --redis ADMIN_URL"
 
@@ -186,40 +187,47 @@ def recoverable(reply: Any) -> bool:
 
 
 class Function:
-    """One of bridge's scripts, called the same way on every Redis:
-    ``await function(keys=[...], args=[...])``."""
+    """One of bridge's scripts on one Redis client, called the same way on every Redis
+    (FCALL, or EVALSHA before Redis 7.0): ``await function(call)``."""
 
     ATTEMPTS = 3  # load the library (or find no FCALL), load the script, then give up
 
-    def __init__(self, redis: Redis, script: str) -> None:
+    def __init__(self, redis: Redis, script: Script) -> None:
         self.redis = redis
         self.library = Library.of(redis)
         self.script = script
-        self.name = function_name(script)
-        self.source = SOURCES[script]
+        self.name = function_name(script.name)
+        self.source = script.source
         self.sha = hashlib.sha1(self.source.encode()).hexdigest()
 
-    def command(self, keys: list[str], args: list[Any]) -> tuple[Any, ...]:
+    def command(self, call: Call) -> tuple[Any, ...]:
+        return self.raw_command(call.keys(), call.args())
+
+    def raw_command(self, keys: list[str], args: list[Any]) -> tuple[Any, ...]:
         how = ("EVALSHA", self.sha) if self.library.by_evalsha else ("FCALL", self.name)
         return (*how, len(keys), *keys, *args)
 
-    def queue(self, pipe: Pipeline, keys: list[str], args: list[Any]) -> None:
+    def queue(self, pipe: Pipeline, call: Call) -> None:
         """Add the call to a pipeline; check its reply with ``recoverable``."""
-        pipe.execute_command(*self.command(keys, args))
+        pipe.execute_command(*self.command(call))
 
     async def recover(self, error: ResponseError) -> None:
         await self.library.recover(error, self.source)
 
-    async def __call__(self, keys: list[str], args: list[Any]) -> Any:
-        for _ in range(self.ATTEMPTS):
+    async def __call__(self, call: Call | None = None, *, keys: list[str] | None = None,
+                       args: list[Any] | None = None) -> Any:
+        """The reply to ``call``; ``keys``/``args`` by hand are for a probe (a test) only."""
+        for _ in range(self.ATTEMPTS):  # (the command anew: recover may switch to EVALSHA)
+            command = (self.command(call) if call is not None else
+                       self.raw_command(keys or [], args or []))
             try:
                 return await self.redis.execute_command(  # type: ignore[no-untyped-call]
-                    *self.command(keys, args))
+                    *command)
             except ResponseError as e:
                 if not recoverable(e):
                     raise
                 await self.recover(e)
-        raise RedisUnavailable(f"bridge's {self.script} script could not be loaded into "
+        raise RedisUnavailable(f"bridge's {self.script.name} script could not be loaded into "
                                f"Redis (it vanished again after each load); try again")
 
 

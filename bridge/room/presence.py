@@ -1,4 +1,8 @@
-"""Presence: claim a name atomically, keep it alive with a TTL heartbeat, leave cleanly."""
+"""Presence: claim a name atomically, keep it alive with a TTL heartbeat, leave cleanly.
+
+The records' scripts (claim, heartbeat, leave, status, list, prune), each with its typed call,
+are ``bridge.room.presence_records``; this is what one agent does with them.
+"""
 
 from __future__ import annotations
 
@@ -14,15 +18,27 @@ from redis.asyncio import Redis
 
 from bridge import __version__
 from bridge.errors import NameTaken
-from bridge.room import scripts
-from bridge.room.envelope import MAX_HOST, MAX_ROLE, MAX_STATUS, Event
+from bridge.room.envelope import MAX_HOST, MAX_STATUS, Event
 from bridge.room.functions import Function
 from bridge.room.keys import NAME_PATTERN, Keys
-from bridge.room.signing import PRESENCE_FIELDS, Signer, make_signer
+from bridge.room.presence_records import (
+    CLAIM,
+    HEARTBEAT,
+    LEAVE,
+    LIST,
+    PRUNE,
+    SET_STATUS,
+    ClaimCall,
+    HeartbeatCall,
+    LeaveCall,
+    Participant,
+    RosterCall,
+    SetStatusCall,
+    pid_text,
+)
+from bridge.room.signing import PRESENCE_FIELDS, make_signer
 from bridge.room.untrusted import bounded
-from bridge.settings import DELIVERY_PATHS, MAX_TTL, Settings
-
-MAX_PID = 10  # digits
+from bridge.settings import MAX_TTL, Settings
 
 log = structlog.get_logger("bridge.presence")
 
@@ -37,15 +53,6 @@ def _process_alive(pid: int) -> bool:
     return True
 
 
-def _pid(text: str) -> str:
-    """A pid as written by a peer: digits, or '?'."""
-    return text if 0 < len(text) <= MAX_PID and text.isascii() and text.isdigit() else "?"
-
-
-def _ms(text: str) -> int:
-    return int(text) if 0 < len(text) <= 20 and text.isascii() and text.isdigit() else 0
-
-
 @dataclass(frozen=True)
 class Claim:
     """What the claim script answers besides "the name is ours"."""
@@ -55,44 +62,6 @@ class Claim:
     created: bool  # the cursor key was missing and the script set it to the end of the log
     epoch: str  # the room log's epoch (created if the room had none)
     log_end: str  # "<id> <seq>" of the log's newest entry, "0-0 0" for an empty log
-
-
-@dataclass(frozen=True)
-class Participant:
-    """One presence record as read: every field bounded and one printable line, whoever
-    wrote it. ``problem`` is why its signature fails ("" when good, or the room has no
-    secret)."""
-
-    name: str
-    role: str
-    host: str
-    pid: str
-    status: str
-    delivery: str
-    joined_at: int  # ms since epoch, Redis clock
-    last_seen: int
-    problem: str = ""
-
-    @classmethod
-    def from_fields(cls, joined: bytes, signer: Signer | None = None) -> Participant | None:
-        """From one record of the LIST script: its fields (scripts.LIST_FIELDS) joined by
-        0x1f; None for a record that does not split into them or has no valid name (written
-        by hand). A string split, no dict per record: at 1,000 agents, parsing was most of
-        list_participants' time (docs/benchmarks.md)."""
-        fields = joined.decode(errors="replace").split("\x1f")
-        if len(fields) != len(scripts.LIST_FIELDS):
-            return None
-        name, role, host, pid, status, delivery, joined_at, last_seen = fields[:8]
-        if not NAME_PATTERN.match(name):
-            return None
-        problem = ""
-        if signer is not None:  # over the fields as written, before they are made safe
-            signed = dict(zip(scripts.LIST_FIELDS, fields, strict=True))
-            problem = signer.record_problem(
-                "presence", [signed[field] for field in PRESENCE_FIELDS], signed["sig"]) or ""
-        return cls(name, bounded(role, MAX_ROLE), bounded(host, MAX_HOST), _pid(pid),
-                   bounded(status, MAX_STATUS), delivery if delivery in DELIVERY_PATHS else "?",
-                   _ms(joined_at), _ms(last_seen), problem)
 
 
 class Presence:
@@ -107,12 +76,13 @@ class Presence:
         self.status = ""
         # with a room secret, our record and events are signed, and peers' records checked
         self.signer = make_signer(settings.secret, settings.room, settings.replay_window)
-        self._claim = Function(redis, "claim")
-        self._heartbeat = Function(redis, "heartbeat")
-        self._leave = Function(redis, "leave")
-        self._set_status = Function(redis, "set_status")
-        self._list = Function(redis, "list")
-        self._prune = Function(redis, "prune")
+        self._claim = Function(redis, CLAIM)
+        self._heartbeat = Function(redis, HEARTBEAT)
+        self._leave = Function(redis, LEAVE)
+        self._set_status = Function(redis, SET_STATUS)
+        self._list = Function(redis, LIST)
+        self._prune = Function(redis, PRUNE)
+        self._roster = RosterCall(agents_key=self.keys.agents, agent_prefix=self.keys.agent_prefix)
 
     @property
     def name(self) -> str:
@@ -150,7 +120,7 @@ class Presence:
         if self.signer is None:
             return ""
         record = self._record()
-        return self.signer.sign_record("presence", [record[field] for field in PRESENCE_FIELDS])
+        return self.signer.sign_record("presence", [record[name] for name in PRESENCE_FIELDS])
 
     async def claim(self) -> Claim:
         """Claim the name. Raises NameTaken if another session holds it.
@@ -163,15 +133,15 @@ class Presence:
         reply = await self._try_claim(stale_session="")
         if int(reply[0]) == 0:
             host, pid, session = (part.decode(errors="replace") for part in reply[1:4])
-            if host == self.host and _pid(pid) != "?" and not _process_alive(int(pid)):
-                log.info("stale_claim_taken_over", name=self.name, old_pid=_pid(pid))
+            if host == self.host and pid_text(pid) != "?" and not _process_alive(int(pid)):
+                log.info("stale_claim_taken_over", name=self.name, old_pid=pid_text(pid))
                 reply = await self._try_claim(stale_session=session)
         if int(reply[0]) == 0:
             host, pid = (part.decode(errors="replace") for part in reply[1:3])
             lapse = int(reply[4]) / 1000 if len(reply) > 4 else self.settings.ttl
             raise NameTaken(
                 f"the name {self.name!r} is already taken in room {self.settings.room!r} "
-                f"by an agent on host {bounded(host, MAX_HOST)} (pid {_pid(pid)}) whose claim "
+                f"by an agent on host {bounded(host, MAX_HOST)} (pid {pid_text(pid)}) whose claim "
                 f"is current. Choose another name with --name / BRIDGE_NAME, or stop that "
                 f"agent; if it has crashed, its claim lapses in {lapse:.0f} s unless renewed "
                 f"(its TTL, honoured up to {MAX_TTL:g} s), and the name is free again."
@@ -181,31 +151,30 @@ class Presence:
                      log_end=reply[5].decode())
 
     async def _try_claim(self, stale_session: str) -> Any:
-        fields: list[Any] = []
-        for field, value in self._record().items():
-            fields += [field, value]
+        record: list[str] = []
+        for name, value in self._record().items():
+            record += [name, value]
         sig = self._record_sig()
         if sig:
-            fields += ["sig", sig]
-        return await self._claim(
-            keys=[self.keys.agent(self.name), self.keys.agents, self.keys.cursor(self.name),
-                  self.keys.log, self.keys.epoch],
-            args=[self.session, self.ttl_ms, self.name, self.cursor_ttl_ms,
-                  self.keys.events, self._announced("joined"), stale_session,
-                  uuid.uuid4().hex,
-                  *fields],
-        )
+            record += ["sig", sig]
+        return await self._claim(ClaimCall(
+            agent_key=self.keys.agent(self.name), agents_key=self.keys.agents,
+            cursor_key=self.keys.cursor(self.name), log_key=self.keys.log,
+            epoch_key=self.keys.epoch, session=self.session, ttl_ms=self.ttl_ms,
+            name=self.name, cursor_ttl_ms=self.cursor_ttl_ms, events=self.keys.events,
+            joined_event=self._announced("joined"), stale_session=stale_session,
+            new_epoch=uuid.uuid4().hex, record=tuple(record)))
 
     async def heartbeat(self) -> bool:
         """Refresh our record, and prune expired peers.
 
         False means our record is gone or no longer ours: re-claim.
         """
-        result = await self._heartbeat(
-            keys=[self.keys.agent(self.name), self.keys.agents, self.keys.cursor(self.name)],
-            args=[self.session, self.ttl_ms, self.name, self.cursor_ttl_ms],
-        )
-        pruned = await self._prune(keys=[self.keys.agents], args=[self.keys.agent_prefix])
+        result = await self._heartbeat(HeartbeatCall(
+            agent_key=self.keys.agent(self.name), agents_key=self.keys.agents,
+            cursor_key=self.keys.cursor(self.name), session=self.session, ttl_ms=self.ttl_ms,
+            name=self.name, cursor_ttl_ms=self.cursor_ttl_ms))
+        pruned = await self._prune(self._roster)
         await self._announce_left(pruned)
         return bool(result)
 
@@ -219,28 +188,24 @@ class Presence:
                                          self._event("left", name=name, reason="timeout"))
 
     async def leave(self) -> None:
-        await self._leave(
-            keys=[self.keys.agent(self.name), self.keys.agents],
-            args=[self.session, self.name, self.keys.events,
-                  self._announced("left", reason="leave")],
-        )
+        await self._leave(LeaveCall(
+            agent_key=self.keys.agent(self.name), agents_key=self.keys.agents,
+            session=self.session, name=self.name, events=self.keys.events,
+            left_event=self._announced("left", reason="leave")))
 
     async def set_status(self, status: str) -> None:
         self.status = status[:MAX_STATUS]
-        await self._set_status(
-            keys=[self.keys.agent(self.name)],
-            args=[self.session, self.status, self.keys.events, self._event("status"),
-                  self._record_sig()],
-        )
+        await self._set_status(SetStatusCall(
+            agent_key=self.keys.agent(self.name), session=self.session, status=self.status,
+            events=self.keys.events, status_event=self._event("status"),
+            sig=self._record_sig()))
 
     async def participants(self, *, unverified: bool = False) -> tuple[int, list[Participant]]:
         """(Redis time in ms, live participants sorted by name); prunes expired ones.
 
         With a room secret, a record whose signature fails is left out, or with
         ``unverified`` kept and marked (its ``problem``), for an operator to see."""
-        now, records, pruned = await self._list(
-            keys=[self.keys.agents], args=[self.keys.agent_prefix]
-        )
+        now, records, pruned = await self._list(self._roster)
         await self._announce_left(pruned)
         people = [Participant.from_fields(record, self.signer) for record in records]
         return int(now), [person for person in people
