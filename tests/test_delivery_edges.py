@@ -15,10 +15,10 @@ import pytest
 
 from tests.test_cli_ops import bridge
 from tests.test_inbox import TOKEN, inbox  # noqa: F401 (the fixture)
+from tests.test_loops import LOOP, hold_a2
 
 pytestmark = pytest.mark.anyio
 
-LOOP = {"BRIDGE_LOOP_LIMIT": "4", "BRIDGE_LOOP_WINDOW": "60"}
 SIGNED = {"BRIDGE_SECRET": "a-room-secret-for-tests"}
 
 
@@ -79,17 +79,6 @@ async def test_a_long_backlog_keeps_to_the_post_rate(agents, inbox):  # noqa: F8
     assert len(inbox.posts) >= 2
     gaps = [b - a for a, b in zip(arrived, arrived[1:], strict=False)]
     assert all(gap >= 4.5 for gap in gaps), gaps  # a lower bound: a slow machine only adds
-
-
-async def hold_a2(alice, bob) -> None:
-    """a0 b0 a1 b1 a2: bob holds alice's a2 as a reply loop (limit 4)."""
-    for i in range(2):
-        await alice.tool("send_message", to="bob", text=f"a{i}")
-        await bob.wait_messages(i + 1)
-        await bob.tool("send_message", to="alice", text=f"b{i}")
-        await alice.wait_messages(i + 1)
-    await alice.tool("send_message", to="bob", text="a2")
-    await bob.wait_for(lambda: bob.channel("notice"), what="the hold's notice")
 
 
 async def test_reading_held_messages_does_not_wait_for_redis(agents, redis_server, r):

@@ -19,6 +19,7 @@ from redis.asyncio import Redis as AsyncRedis
 
 from bridge.room.envelope import Event
 from bridge.room.presence import Presence
+from bridge.room.presence_records import RosterCall
 from bridge.room.signing import DROP_LOG_MAX, Signer
 from bridge.settings import Settings
 from tests.test_cli_ops import cli  # noqa: F401 - a fixture
@@ -119,7 +120,7 @@ async def test_a_huge_forged_record_is_bounded_and_forges_no_line(agents, redis_
     client = AsyncRedis.from_url(redis_server.url)
     try:
         presence = Presence(client, Settings(room="main", name="-"))
-        _, records, _ = await presence._list(keys=[AGENTS], args=[AGENT])
+        _, records, _ = await presence._list(RosterCall(AGENTS, AGENT))
         assert sum(len(record) for record in records) < 4_000
         _, people = await presence.participants()
         mallory = next(p for p in people if p.name == "mallory")

@@ -13,17 +13,22 @@ pytestmark = pytest.mark.anyio
 LOOP = {"BRIDGE_LOOP_LIMIT": "4", "BRIDGE_LOOP_WINDOW": "60"}
 
 
-async def test_a_reply_loop_is_held_and_read_messages_resumes_it(agents, redis_server):
-    alice = await agents.start("alice", env=dict(LOOP))
-    bob = await agents.start("bob", env=dict(LOOP))
-    # a0 b0 a1 b1 a2: the fifth message of the pair within the window, nobody else involved
+async def hold_a2(alice, bob) -> list[dict]:
+    """a0 b0 a1 b1 a2: the fifth message of the pair within the window, nobody else
+    involved: bob holds alice's a2 (BRIDGE_LOOP_LIMIT 4). Returns bob's notices."""
     for i in range(2):
         await alice.tool("send_message", to="bob", text=f"a{i}")
         await bob.wait_messages(i + 1)
         await bob.tool("send_message", to="alice", text=f"b{i}")
         await alice.wait_messages(i + 1)
     await alice.tool("send_message", to="bob", text="a2")
-    [notice] = await bob.wait_for(lambda: bob.channel("notice"), what="the hold's notice")
+    return await bob.wait_for(lambda: bob.channel("notice"), what="the hold's notice")
+
+
+async def test_a_reply_loop_is_held_and_read_messages_resumes_it(agents, redis_server):
+    alice = await agents.start("alice", env=dict(LOOP))
+    bob = await agents.start("bob", env=dict(LOOP))
+    [notice] = await hold_a2(alice, bob)
     assert "holding alice's messages" in notice["content"]
     assert "read_messages" in notice["content"]
     assert [m["content"] for m in bob.channel()] == ["a0", "a1"]  # a2 was not pushed

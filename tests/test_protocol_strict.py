@@ -12,7 +12,7 @@ import anyio
 import mcp.types as types
 import pytest
 
-from bridge.mcp.protocol import MAX_NESTING
+from bridge.mcp.nesting import MAX_NESTING
 from tests.conftest import Agents
 from tests.mcp_client import Agent
 from tests.test_protocol import raw_reply, sdk_valid

@@ -15,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import json
 import math
-import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -24,6 +23,7 @@ import anyio
 import structlog
 
 from bridge import trace
+from bridge.mcp.nesting import MAX_NESTING, too_deep, top_level_id
 
 log = structlog.get_logger("bridge.protocol")
 
@@ -38,10 +38,6 @@ BATCH_REVISIONS = ("2024-11-05", "2025-03-26")
 
 PARSE_ERROR, INVALID_REQUEST, METHOD_NOT_FOUND = -32700, -32600, -32601
 INVALID_PARAMS, INTERNAL_ERROR = -32602, -32603
-
-# Arrays and objects nested deeper than this are refused before anything walks them: no MCP
-# request needs more, and every recursive walk (json itself, repr, a tool) is then safe.
-MAX_NESTING = 100
 
 JSON = dict[str, Any]
 ToolCall = Callable[[str, JSON], Awaitable[tuple[str, bool]]]
@@ -80,78 +76,6 @@ def id_problem(value: Any) -> str | None:
         return f"`id` must be a string or an integer (no fraction or exponent), not {got}"
     kinds = {bool: "a boolean", type(None): "null", list: "an array", dict: "an object"}
     return f"`id` must be a string or an integer, not {kinds.get(type(value), 'that')}"
-
-
-# The tokens of a JSON text that matter for nesting: strings (skipped whole, brackets in them
-# do not count), runs of opening brackets, runs of closing brackets, and everything else.
-_TOKENS = re.compile(rb'"(?:[^"\\]|\\.)*"|[\[{]+|[\]}]+|[^"\[\]{}]+', re.DOTALL)
-
-
-def too_deep(line: bytes) -> bool:
-    """Whether ``line`` nests arrays/objects deeper than MAX_NESTING, without recursion."""
-    if line.count(b"[") + line.count(b"{") <= MAX_NESTING:  # the common case, in C
-        return False
-    depth = 0
-    for token in _TOKENS.finditer(line):
-        first = token.group()[0]
-        if first in b"[{":
-            depth += token.end() - token.start()
-            if depth > MAX_NESTING:
-                return True
-        elif first in b"]}":
-            depth -= token.end() - token.start()
-    return False
-
-
-def top_level_id(line: bytes) -> Any:
-    """The `id` member of the top-level object in ``line``, found without building (or
-    recursing into) anything nested; None when there is none or it is no valid id."""
-    depth, expect, key = 0, "", None  # expect: "key", "colon", "value" or "" (anything else)
-    for token in _TOKENS.finditer(line):
-        text = token.group()
-        first = text[0]
-        if first in b"[{":
-            if depth == 0:
-                if first != ord("{"):
-                    return None  # not an object: it has no id
-                expect = "key" if len(text) == 1 else ""
-            elif depth == 1 and expect == "value":
-                if key == "id":
-                    return None  # an array or object as id
-                expect = ""
-            depth += len(text)
-        elif first in b"]}":
-            depth -= len(text)
-            if depth <= 0:
-                return None
-        elif depth == 1 and first == ord('"'):
-            if expect == "key":
-                key, expect = _loads(text), "colon"
-            elif expect == "value":
-                if key == "id":
-                    value = _loads(text)
-                    return value if id_problem(value) is None else None
-                expect = ""
-        elif depth == 1:  # whitespace, `:`, `,` and scalars (numbers, true, false, null)
-            for part_number, part in enumerate(text.split(b",")):
-                part = part.strip()
-                if part_number:  # a comma: the next string is a key
-                    expect = "key"
-                if expect == "colon" and part.startswith(b":"):
-                    part, expect = part[1:].strip(), "value"
-                if part and expect == "value":
-                    if key == "id":
-                        value = _loads(part)
-                        return value if id_problem(value) is None else None
-                    expect = ""
-    return None
-
-
-def _loads(text: bytes) -> Any:
-    try:
-        return json.loads(text)
-    except ValueError:
-        return None
 
 
 @dataclass
@@ -233,6 +157,8 @@ class Session:
 
     def too_deep_error(self, line: bytes) -> JSON:
         request_id = top_level_id(line)
+        if id_problem(request_id) is not None:
+            request_id = None
         log.warning("protocol_too_deep", limit=MAX_NESTING, id=str(request_id)[:100],
                     line=line[:200])
         what = (f"arrays/objects nested more than {MAX_NESTING} deep; no MCP request needs "

@@ -52,7 +52,6 @@ class Room:
         self._sends = ScriptBatcher(redis, SEND, settings.send_timeout)
         self.sender = Sender(settings, self.gate.signer, self._sends.call, self._who_is_here)
         self._primed = False
-        self._primed_epoch = ""  # an epoch adopted at the first claim (see _adopt_a_lost_epoch)
 
     # ---------------------------------------------------------------- lifecycle
     @classmethod
@@ -118,44 +117,44 @@ class Room:
         """Claim our name, and decide where in the log to go on from (see _resume)."""
         claim = await self.presence.claim()
         first = not self.cursor.epoch
-        await self._adopt_a_lost_epoch(claim, first)
-        self._resume(claim, first)
+        if not await self._adopt_a_lost_epoch(claim, first):
+            self._resume(claim, first)
         if not self._primed:
             await self.gate.remember_before(self.redis, self.keys.log, self.receiver.last_seen)
             self._primed = True
         if claim.fresh:
             log.info("presence_claimed", name=self.name, session=self.presence.session)
 
-    async def _adopt_a_lost_epoch(self, claim: Claim, first: bool) -> None:
+    async def _adopt_a_lost_epoch(self, claim: Claim, first: bool) -> bool:
         """A new epoch with our last entry still in the log is no new log: the epoch key
         alone was lost (evicted, deleted by hand). Take the new epoch and go on; starting
-        over would deliver the whole log again."""
+        over would deliver the whole log again. True: the first claim has started here."""
         if first:
             try:
                 stored = self.cursor.seal.read(claim.cursor)
             except ValueError:
-                return
+                return False
             if not stored.sealed or not stored.epoch or stored.epoch == claim.epoch:
-                return
+                return False
             position = stored.position
         else:
             if claim.epoch == self.cursor.epoch:
-                return
+                return False
             position = self.receiver.last_seen
         if position.order == (0, 0):
-            return
+            return False
         found: list[Any] = await self.redis.xrange(
             self.keys.log, position.id, position.id, count=1)  # type: ignore[assignment]
         if not found:
-            return
+            return False
         log.warning("log_epoch_restored", room=self.settings.room, epoch=claim.epoch,
                     hint="the epoch key changed but our last entry is still in the log: "
                          "the same log, going on")
-        if first:
-            self._start(position, claim.epoch, write=True)
-            self._primed_epoch = claim.epoch
-        else:
+        if not first:  # the re-claim goes on as usual, under the adopted epoch
             self.cursor.adopt(claim.epoch)
+            return False
+        self._start(position, claim.epoch, write=True)
+        return True
 
     def _resume(self, claim: Claim, first: bool) -> None:
         """Where to read on from: our cursor, unless the log it points into is gone.
@@ -172,8 +171,6 @@ class Room:
             stored = self.cursor.seal.read(claim.cursor)
         except ValueError:
             stored = None
-        if first and self._primed_epoch == claim.epoch:  # (an adopted epoch: started above)
-            return
         if first:
             if claim.created and stored is not None:  # a new name: the end of the log
                 self._start(stored.position, claim.epoch, write=True)

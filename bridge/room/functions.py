@@ -201,9 +201,7 @@ class Function:
         self.sha = hashlib.sha1(self.source.encode()).hexdigest()
 
     def command(self, call: Call) -> tuple[Any, ...]:
-        return self.raw_command(call.keys(), call.args())
-
-    def raw_command(self, keys: list[str], args: list[Any]) -> tuple[Any, ...]:
+        keys, args = call.keys(), call.args()
         how = ("EVALSHA", self.sha) if self.library.by_evalsha else ("FCALL", self.name)
         return (*how, len(keys), *keys, *args)
 
@@ -214,12 +212,10 @@ class Function:
     async def recover(self, error: ResponseError) -> None:
         await self.library.recover(error, self.source)
 
-    async def __call__(self, call: Call | None = None, *, keys: list[str] | None = None,
-                       args: list[Any] | None = None) -> Any:
-        """The reply to ``call``; ``keys``/``args`` by hand are for a probe (a test) only."""
+    async def __call__(self, call: Call) -> Any:
+        """The reply to ``call``."""
         for _ in range(self.ATTEMPTS):  # (the command anew: recover may switch to EVALSHA)
-            command = (self.command(call) if call is not None else
-                       self.raw_command(keys or [], args or []))
+            command = self.command(call)
             try:
                 return await self.redis.execute_command(  # type: ignore[no-untyped-call]
                     *command)
