@@ -52,6 +52,9 @@ class Senders:
                 return  # best effort: the push says the name alone
             for person in people:
                 self.known[person.name] = Peer(person.role, person.host)
+            for item in items:  # not in the room (a quiet `send --as`): asked once, not per
+                if isinstance(item, Envelope):  # message; a later joined event fills it in
+                    self.known.setdefault(item.sender, Peer())
 
 
 def label(text: str) -> str:
