@@ -284,6 +284,60 @@ async def test_history_lines_are_shortened_and_made_safe(agents, redis_server):
     assert "\x1b" not in wide and "line two \ufffd[31mred" in wide  # no escape reaches the tty
 
 
+def on_terminal(args: list[str], columns: int, **env: str) -> str:
+    """Run the CLI with its stdout on a pseudo-terminal of ``columns`` columns; its output."""
+    import fcntl
+    import pty
+    import struct
+    import termios
+
+    leader, follower = pty.openpty()
+    fcntl.ioctl(follower, termios.TIOCSWINSZ, struct.pack("HHHH", 24, columns, 0, 0))
+    process = subprocess.Popen([BRIDGE, *args], stdout=follower, stderr=subprocess.DEVNULL,
+                               env=cli_env(**env))
+    os.close(follower)
+    chunks = []
+    while True:
+        try:
+            chunk = os.read(leader, 65536)
+        except OSError:  # EIO: the process closed the terminal
+            break
+        if not chunk:
+            break
+        chunks.append(chunk)
+    os.close(leader)
+    assert process.wait(timeout=30) == 0
+    return b"".join(chunks).decode().replace("\r\n", "\n")
+
+
+ANSI = re.compile(r"\x1b\[[0-9;]*m")
+
+
+def steady(shown: str) -> str:
+    """Output with its times taken out: two runs a second apart print the same."""
+    return re.sub(r"\d+s ago", "_s ago", shown)
+
+
+async def test_on_a_terminal_output_is_coloured_and_fits_its_width(agents, redis_server):
+    alice = await agents.start("alice", "--role", "manager")
+    await agents.start("bob")
+    hostile = "[bold]not markup[/bold] :smile: " + "x" * 100
+    await alice.tool("set_status", text=hostile)
+    await alice.tool("send_message", to="bob", text=hostile)
+    url = ["--redis", redis_server.url]
+    for args in (["history", *url], ["who", *url]):
+        shown = await anyio.to_thread.run_sync(on_terminal, args, 60)
+        assert ANSI.search(shown), shown  # a terminal gets colour
+        visible = ANSI.sub("", shown).splitlines()
+        assert visible and all(len(line.rstrip()) <= 60 for line in visible), visible
+        # what a peer wrote is shown as it is: rich markup and emoji codes are not rendered
+        assert "[bold]no" in "".join(visible) and "…" in "".join(visible)
+        plain = await anyio.to_thread.run_sync(lambda a=args: on_terminal(a, 60, NO_COLOR="1"))
+        assert "\x1b" not in plain and steady(ANSI.sub("", shown)) == steady(plain)
+    history = ANSI.sub("", await anyio.to_thread.run_sync(on_terminal, ["history", *url], 200))
+    assert ":smile: xxx" in history  # wider terminal, longer line: the cut follows the width
+
+
 # ------------------------------------------------------------------ tail
 async def test_tail_shows_messages_and_events_as_they_flow(agents, redis_server, cli):
     alice = await agents.start("alice", "--role", "manager")

@@ -100,3 +100,12 @@ def test_no_import_cycles_between_modules():
         return seen
 
     assert [name for name in graph if name in reachable(name)] == []
+
+
+def test_an_agent_never_loads_the_operators_output_library():
+    # rich (~15 ms to import) is for the operator commands; `bridge serve` starts without it
+    code = ("import sys, bridge.cli, bridge.mcp.server, bridge.mcp.tools\n"
+            "print('rich' in sys.modules)")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=60, check=True)
+    assert done.stdout.strip() == "False"

@@ -16,18 +16,18 @@ from typing import Any, TextIO
 import anyio
 from redis.asyncio import Redis
 from redis.exceptions import NoPermissionError
+from rich.text import Text
 
 from bridge.errors import BridgeError, SettingsError
 from bridge.ops.human import (
-    Style,
+    Terminal,
     ago,
-    color_wanted,
+    dim,
     envelope_line,
     envelope_record,
-    line_width,
+    marked,
     notice_line,
     parse_since,
-    shorten,
     to_json,
     until_interrupted,
 )
@@ -114,8 +114,8 @@ async def who(settings: Settings, *, as_json: bool, all_rooms: bool,
                 return 0
             if not summaries:
                 raise BridgeError("no rooms on this Redis: no agent has joined one yet")
-            _table(["ROOM", "AGENTS", "MESSAGES"],
-                   [[s.room, str(s.agents), str(s.messages)] for s in summaries], out)
+            Terminal(out).table(["ROOM", "AGENTS", "MESSAGES"],
+                                [[s.room, str(s.agents), str(s.messages)] for s in summaries])
             return 0
         presence = Presence(redis, settings)
         # with a room secret, records that fail the check are shown, marked: the operator
@@ -133,8 +133,8 @@ async def who(settings: Settings, *, as_json: bool, all_rooms: bool,
             hint = ("; rooms with agents: " + ", ".join(f"{s.room} ({s.agents})" for s in others)
                     + ". Use --room NAME") if others else ""
             raise BridgeError(f"no agents in room {settings.room!r}{hint}")
-        _table(["NAME", "ROLE", "HOST", "DELIVERY", "JOINED", "LAST SEEN", "STATUS"],
-               [_who_row(p, now) for p in people], out)
+        Terminal(out).table(["NAME", "ROLE", "HOST", "DELIVERY", "JOINED", "LAST SEEN", "STATUS"],
+                            [_who_row(p, now) for p in people])
     return 0
 
 
@@ -154,19 +154,6 @@ def _who_record(p: Participant, *, signed: bool) -> dict[str, Any]:
         if p.problem:
             record["problem"] = p.problem
     return record
-
-
-def _table(header: list[str], rows: list[list[str]], out: TextIO) -> None:
-    style = Style(color_wanted(out))
-    width = line_width(out)
-    sizes = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
-
-    def line(cells: list[str]) -> str:
-        return "  ".join(cell.ljust(size) for cell, size in zip(cells, sizes, strict=True))
-
-    print(style.bold(shorten(line(header).rstrip(), width)), file=out)
-    for row in rows:
-        print(shorten(line(row).rstrip(), width), file=out)
 
 
 # ------------------------------------------------------------------ history
@@ -230,15 +217,14 @@ async def history(settings: Settings, *, sender: str | None, recipient: str | No
                    (("from", sender), ("to", recipient), ("since", since)) if value]
         raise BridgeError(f"no messages in the log of room {settings.room!r}"
                           + (" match " + " ".join(filters) if filters else ""))
-    style, width = Style(color_wanted(out)), line_width(out)
+    terminal = Terminal(out)
     signer = make_signer(settings.secret, settings.room, settings.replay_window)
     for envelope in envelopes:
-        print(checked_entry(envelope, signer, style, width, as_json), file=out)
+        terminal.show(checked_entry(envelope, signer, as_json))
     return 0
 
 
-def checked_entry(envelope: Envelope, signer: Signer | None, style: Style, width: int | None,
-                  as_json: bool) -> str:
+def checked_entry(envelope: Envelope, signer: Signer | None, as_json: bool) -> Text | str:
     """One history or tail line; with a room secret, what fails the check is marked, not hidden
     (the operator should see that someone wrote to the log), and --json says ``verified``."""
     problem = signer.problem(envelope) if signer else None
@@ -249,11 +235,8 @@ def checked_entry(envelope: Envelope, signer: Signer | None, style: Style, width
             if problem:
                 record["problem"] = problem
         return to_json(record)
-    if not problem:
-        return envelope_line(envelope, style, width)
-    marker = MARKERS[problem]
-    cut = None if width is None else max(20, width - len(marker) - 1)
-    return f"{style.red(marker)} {envelope_line(envelope, style, cut)}"
+    return marked(MARKERS[problem], envelope_line(envelope)) if problem else \
+        envelope_line(envelope)
 
 
 # ------------------------------------------------------------------ send --as
@@ -267,39 +250,36 @@ async def send(settings: Settings, to: str, text: str, *, reply_to: str, wait: b
     settings = replace(settings, delivery="pull", announce=False)
     recipients: str | list[str] = "*" if to.strip() == "*" else \
         [name.strip() for name in to.split(",") if name.strip()]
-    style, width = Style(color_wanted(out)), line_width(out)
+    terminal, errors = Terminal(out), Terminal(err)
     received = 0
 
     # an operator's one-off send: the unverified-names warning is for agents' logs
     async with Room.connect(settings, warn_unverified=False) as room:
         result = await room.send(recipients, text, reply_to=reply_to)
         if as_json:
-            print(to_json({"sent": result.id, "online": result.online,
-                           "offline": result.offline}), file=out)
+            terminal.raw(to_json({"sent": result.id, "online": result.online,
+                                  "offline": result.offline}))
         else:
             line = f"sent {result.id} to {', '.join(result.online) or 'nobody online'}"
             if result.offline:
                 line += f"; offline, queued until they return: {', '.join(result.offline)}"
-            print(line, file=out)
-        out.flush()
+            terminal.raw(line)
         if not wait:
             return 0
-        if color_wanted(err):
-            print(Style(True).dim(f"waiting for replies to {settings.name} (Ctrl-C to stop)"),
-                  file=err)
+        if errors.color:
+            errors.line(dim(f"waiting for replies to {settings.name} (Ctrl-C to stop)"))
 
         async def receive() -> None:
             nonlocal received
             while True:
                 for item in await room.next_batch(timeout=None):
                     if isinstance(item, Envelope):
-                        print(to_json(envelope_record(item)) if as_json
-                              else envelope_line(item, style, width), file=out)
+                        terminal.show(to_json(envelope_record(item)) if as_json
+                                      else envelope_line(item))
                         room.ack(item)
                         received += 1
                     elif isinstance(item, Notice):
-                        print(notice_line(item, style, width), file=err)
-                out.flush()
+                        errors.line(notice_line(item))
                 await room.flush_cursor()
 
         async def bounded() -> None:

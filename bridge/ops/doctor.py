@@ -13,12 +13,13 @@ from typing import Any, TextIO
 import anyio
 from redis.asyncio import Redis
 from redis.exceptions import NoPermissionError, RedisError, ResponseError
+from rich.text import Text
 
 from bridge.delivery import SOCKET_VAR, offered, probe
 from bridge.errors import BridgeError
 from bridge.ops.acl import excess_rights, used_commands
 from bridge.ops.commands import redis_now_ms
-from bridge.ops.human import Style, color_wanted
+from bridge.ops.human import Terminal
 from bridge.room import functions
 from bridge.room.clients import make_client, resolve_url, shown, tls_failure, with_tls
 from bridge.room.keys import PREFIX, Keys
@@ -82,19 +83,18 @@ class Doctor:
         self.settings = settings
         self.out = out
         self.env = dict(os.environ if env is None else env)
-        self.style = Style(color_wanted(out))
+        self.terminal = Terminal(out)
         self.failed = False
         self.user = ""  # the ACL user we are, once known
         self.dryrun = False  # whether it may ask ACL DRYRUN about itself
 
     def report(self, check: Check) -> None:
-        colour: Callable[[str], str] = {
-            "ok": self.style.green, "warn": self.style.yellow, "fail": self.style.red,
-        }.get(check.status, self.style.dim)
-        line = f"{colour(self.LABELS[check.status])}  {check.what}"
+        colour = {"ok": "green", "warn": "yellow", "fail": "red"}.get(check.status, "dim")
+        rows: list[tuple[Text | str, Text | str]] = [
+            (Text(self.LABELS[check.status], style=colour), check.what)]
         if check.fix:
-            line += f"\n        fix: {check.fix}"
-        print(line, file=self.out, flush=True)
+            rows.append(("    ", f"fix: {check.fix}"))
+        self.terminal.labelled(rows)
         self.failed = self.failed or check.status == "fail"
 
     async def run(self) -> int:

@@ -1,6 +1,6 @@
-"""Output for people (and for pipes): colour only on a terminal, NO_COLOR respected, text made
-safe to print, lines shortened to the terminal's width, and the shared line formats of the
-operator commands (`tail`, `history`, `send --wait`)."""
+"""Output for people (and for pipes), rendered by rich: colour only on a terminal, NO_COLOR
+respected, text made safe to print, lines cut to the terminal's width; and the shared line
+formats of the operator commands (`who`, `tail`, `history`, `send --wait`, `doctor`)."""
 
 from __future__ import annotations
 
@@ -12,10 +12,12 @@ import signal
 import sys
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from typing import Any, TextIO
 
 import anyio
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
 
 from bridge.room.envelope import Envelope, Event, Notice, parse_id
 from bridge.room.untrusted import clean
@@ -24,57 +26,83 @@ DURATION = re.compile(r"^(\d+(?:\.\d+)?)([smhd])$")
 UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
 
-def color_wanted(stream: TextIO) -> bool:
-    """Colour on a terminal, unless NO_COLOR is set (https://no-color.org)."""
-    if os.environ.get("NO_COLOR"):
-        return False
+def _is_terminal(stream: TextIO) -> bool:
     try:
         return stream.isatty()
     except (AttributeError, ValueError):
         return False
 
 
-def line_width(stream: TextIO) -> int | None:
-    """Where to cut lines: the terminal's width, or COLUMNS if set; None (no cut) in a pipe."""
-    try:
-        tty = stream.isatty()
-    except (AttributeError, ValueError):
-        tty = False
-    if not tty and not os.environ.get("COLUMNS"):
-        return None
-    return max(20, shutil.get_terminal_size().columns)
+NATURAL_WIDTH = 100_000  # wider than any table; lines are cut after rendering
 
 
-@dataclass(frozen=True)
-class Style:
-    enabled: bool
+class Terminal:
+    """Where an operator command prints, rendered by rich.
 
-    def _wrap(self, code: str, text: str) -> str:
-        return f"\033[{code}m{text}\033[0m" if self.enabled and text else text
+    On a terminal: colour (unless NO_COLOR, https://no-color.org), lines cut to its width with
+    an ellipsis, tables fitted to it. In a pipe: plain text and whole lines (cut only when
+    COLUMNS is set), so that scripts can read them. What a peer wrote reaches a line only
+    through ``clean`` and as plain rich ``Text``: rich markup and emoji codes are off.
+    """
 
-    def bold(self, text: str) -> str:
-        return self._wrap("1", text)
+    def __init__(self, stream: TextIO) -> None:
+        self.stream = stream
+        tty = _is_terminal(stream)
+        self.color = tty and not os.environ.get("NO_COLOR")
+        # None: no cut. COLUMNS makes a pipe cut too (a pager, a test)
+        self.width = max(20, shutil.get_terminal_size().columns) \
+            if tty or os.environ.get("COLUMNS") else None
+        self.console = Console(
+            file=stream, width=self.width or NATURAL_WIDTH, force_terminal=self.color,
+            color_system="standard" if self.color else None, no_color=not self.color,
+            markup=False, emoji=False, highlight=False, soft_wrap=True)
 
-    def dim(self, text: str) -> str:
-        return self._wrap("2", text)
+    def line(self, text: Text) -> None:
+        """One line, cut to the width; flushed, so `tail | grep` sees it at once."""
+        line = text.copy()
+        if self.width is not None:
+            line.truncate(self.width, overflow="ellipsis")
+        self.console.print(line)
 
-    def cyan(self, text: str) -> str:
-        return self._wrap("36", text)
+    def show(self, line: Text | str) -> None:
+        """A rendered line (``Text``), or a plain ``str`` (JSON, a summary) printed as it is."""
+        if isinstance(line, str):
+            self.raw(line)
+        else:
+            self.line(line)
 
-    def yellow(self, text: str) -> str:
-        return self._wrap("33", text)
+    def raw(self, text: str) -> None:
+        """A line printed as it is (JSON), not rendered."""
+        print(text, file=self.stream, flush=True)
 
-    def green(self, text: str) -> str:
-        return self._wrap("32", text)
+    def labelled(self, rows: list[tuple[Text | str, Text | str]]) -> None:
+        """Rows of a label and a long text (doctor's findings): on a terminal the text wraps at
+        words under itself, beside its label; in a pipe each row is one whole line, so that
+        grep finds it."""
+        if self.width is None:
+            for label, text in rows:
+                self.console.print(Text.assemble(label, "  ", text))
+            return
+        grid = Table.grid(padding=(0, 2, 0, 0))
+        grid.add_column(no_wrap=True)
+        grid.add_column(overflow="fold")
+        for label, text in rows:
+            grid.add_row(label, text)
+        self.console.print(grid, soft_wrap=False)
 
-    def red(self, text: str) -> str:
-        return self._wrap("31", text)
-
-
-def shorten(text: str, width: int | None) -> str:
-    if width is None or len(text) <= width:
-        return text
-    return text[: max(0, width - 1)] + "…"
+    def table(self, header: list[str], rows: list[list[str]]) -> None:
+        """Columns aligned by rich at their natural width, then each line cut like any other,
+        so that on a narrow terminal the last column (a status, free text) goes first."""
+        table = Table(box=None, pad_edge=False, padding=(0, 2, 0, 0), show_edge=False)
+        for name in header:
+            table.add_column(Text(name, style="bold"), no_wrap=True)
+        for row in rows:
+            table.add_row(*row)
+        natural = self.console.options.update(width=NATURAL_WIDTH)
+        for segments in self.console.render_lines(table, natural, pad=False):
+            line = Text.assemble(*((s.text, s.style or "") for s in segments if not s.control))
+            line.rstrip()  # rich pads each cell: no trailing blanks
+            self.line(line)
 
 
 def clock(ms: int) -> str:
@@ -141,17 +169,13 @@ def to_json(record: dict[str, Any]) -> str:
     return json.dumps(record, ensure_ascii=False, separators=(",", ":"))
 
 
-def envelope_line(envelope: Envelope, style: Style, width: int | None) -> str:
-    when = clock(envelope.order[0])
-    head = f"{when}  {envelope.sender} → {envelope.to_text()}  "
-    body = shorten(head + clean(envelope.text), width)
-    # colour after cutting, so escape codes do not count towards the width
-    styled_head = (f"{style.dim(when)}  {style.cyan(style.bold(envelope.sender))} → "
-                   f"{style.cyan(envelope.to_text())}  ")
-    return styled_head + body[len(head):] if len(body) >= len(head) else body
+def envelope_line(envelope: Envelope) -> Text:
+    return Text.assemble(
+        (clock(envelope.order[0]), "dim"), "  ", (clean(envelope.sender), "bold cyan"), " → ",
+        (clean(envelope.to_text()), "cyan"), "  ", clean(envelope.text))
 
 
-def event_line(event: Event, style: Style, width: int | None) -> str:
+def event_line(event: Event) -> Text:
     when = clock(event.ts) if event.ts > 0 else clock(int(time.time() * 1000))
     if event.kind == "joined":
         who = ", ".join(part for part in (event.role, event.host) if part)
@@ -161,11 +185,20 @@ def event_line(event: Event, style: Style, width: int | None) -> str:
     else:
         what = f"{event.name} status: {event.status}" if event.status else \
             f"{event.name} cleared their status"
-    return style.yellow(style.dim(shorten(f"{when}  · {clean(what)}", width)))
+    return Text(f"{when}  · {clean(what)}", style="dim yellow")
 
 
-def notice_line(notice: Notice, style: Style, width: int | None) -> str:
-    return style.yellow(shorten(f"! {clean(notice.text)}", width))
+def notice_line(notice: Notice) -> Text:
+    return Text(f"! {clean(notice.text)}", style="yellow")
+
+
+def marked(marker: str, line: Text) -> Text:
+    """A line that failed the room's signature check, marked in front (not hidden)."""
+    return Text.assemble((marker, "red"), " ", line)
+
+
+def dim(text: str) -> Text:
+    return Text(text, style="dim")
 
 
 # ------------------------------------------------------------------ process plumbing

@@ -27,15 +27,16 @@ from redis.exceptions import (
     ResponseError,
     TryAgainError,
 )
+from rich.text import Text
 
 from bridge.errors import BridgeError, SettingsError
 from bridge.ops.commands import MARKERS, checked_entry, redis_now_ms
 from bridge.ops.human import (
-    Style,
-    color_wanted,
+    Terminal,
+    dim,
     event_line,
     event_record,
-    line_width,
+    marked,
     parse_since,
     to_json,
     until_interrupted,
@@ -94,8 +95,7 @@ class Follower:
         self.subscriber = subscriber
         self.as_json = as_json
         self.out = out
-        self.style = Style(color_wanted(out))
-        self.width = line_width(out)
+        self.terminal = Terminal(out)
         self.last = "0-0"  # the last log id read; XREAD continues after it
         self.lines = 0
 
@@ -134,9 +134,9 @@ class Follower:
             raise stop from error
 
     # -------------------------------------------------------------- output
-    def emit(self, line: str) -> None:
+    def emit(self, line: Text | str) -> None:
         try:
-            print(line, file=self.out, flush=True)
+            self.terminal.show(line)
         except BrokenPipeError:
             raise OutputClosed from None
         self.lines += 1
@@ -173,8 +173,7 @@ class Follower:
                     except ValueError as e:
                         log.debug("log_entry_skipped", id=self.last, reason=str(e))
                         continue
-                    self.emit(checked_entry(envelope, self.signer, self.style, self.width,
-                                            self.as_json))
+                    self.emit(checked_entry(envelope, self.signer, self.as_json))
 
     # -------------------------------------------------------------- events
     async def follow_events(self, pubsub: PubSub | None) -> None:
@@ -204,7 +203,7 @@ class Follower:
                 continue
             self.emit(self.checked_event(event))
 
-    def checked_event(self, event: Event) -> str:
+    def checked_event(self, event: Event) -> Text | str:
         """One event line; with a room secret, an event that fails the check is marked (as
         messages are), and --json says ``verified``."""
         problem = self.signer.event_problem(event, int(time.time() * 1000)) \
@@ -216,11 +215,8 @@ class Follower:
                 if problem:
                     record["problem"] = problem
             return to_json(record)
-        if not problem:
-            return event_line(event.cleaned(), self.style, self.width)
-        marker = MARKERS[problem]
-        cut = None if self.width is None else max(20, self.width - len(marker) - 1)
-        return f"{self.style.red(marker)} {event_line(event.cleaned(), self.style, cut)}"
+        line = event_line(event.cleaned())
+        return marked(MARKERS[problem], line) if problem else line
 
 
 async def tail(settings: Settings, *, since: str | None, as_json: bool,
@@ -242,9 +238,10 @@ async def tail(settings: Settings, *, since: str | None, as_json: bool,
             follower.stop_if_refused(e, f"reading room {settings.room}'s log")
             raise
         log.info("tail_started", room=settings.room, redis=redact(url), after=follower.last)
-        if color_wanted(err):
-            print(Style(True).dim(f"following room {settings.room} on {redact(url)} "
-                                  f"(Ctrl-C to stop)"), file=err)
+        errors = Terminal(err)
+        if errors.color:
+            errors.line(dim(f"following room {settings.room} on {redact(url)} "
+                            f"(Ctrl-C to stop)"))
 
         async def follow() -> None:
             async with anyio.create_task_group() as tg:
