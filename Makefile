@@ -11,7 +11,7 @@ install: $(BIN)/bridge
 $(BIN)/bridge: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e ".[dev]"
+	$(BIN)/pip install --quiet -e ".[dev,web]"
 	@touch $@
 	@echo "installed: $(BIN)/bridge"
 
