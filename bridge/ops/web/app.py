@@ -24,7 +24,7 @@ from starlette.responses import FileResponse, JSONResponse, Response, StreamingR
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from bridge.errors import BridgeError
+from bridge.errors import BridgeError, NameTaken, RedisRefused
 from bridge.ops.web import feed
 from bridge.ops.web.hub import Hub, frame
 from bridge.ops.web.security import COOKIE, Guard, Guarded
@@ -238,12 +238,16 @@ class Web:
         try:
             async with Room.connect(settings, warn_unverified=False) as joined:
                 result = await joined.send(to, text, reply_to=reply_to)
-        except NoPermissionError as e:
-            raise Refused(403, f"this Redis user may not send ({e}): bridge web sends with "
-                               f"the user of its --redis URL; give it one made by `bridge acl "
+        except (NoPermissionError, RedisRefused) as e:
+            # a read-only user (`bridge acl --read-only`) is refused its first write, or the
+            # function that joins: say what to do about it rather than what Redis said
+            raise Refused(403, f"this Redis user may not send ({e}). bridge web sends with "
+                               f"the user of its --redis URL: give it one made by `bridge acl "
                                f"--room {room} --agent NAME`, not a read-only one") from None
+        except NameTaken as e:
+            raise Refused(409, str(e)) from None
         except BridgeError as e:
-            raise Refused(409 if "taken" in str(e) else 400, str(e)) from None
+            raise Refused(400, str(e)) from None
         return {"sent": result.id, "online": result.online, "offline": result.offline}
 
 
