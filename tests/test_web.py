@@ -204,6 +204,31 @@ async def test_what_agents_write_is_text_and_nothing_runs(agents, web, page):
     assert await page.evaluate("() => window.__pwned") is None
 
 
+async def test_with_a_room_secret_unsigned_and_forged_entries_are_marked(agents, redis_server,
+                                                                        r, tmp_path, page):
+    secret = {"BRIDGE_SECRET": "a-room-secret-of-32-characters!!"}
+    alice = await agents.start("alice", env=dict(secret))
+    server = Web(redis_server.url, tmp_path, free_port(), env=secret)
+    try:
+        await page.goto(await server.start())
+        await alice.tool("send_message", to="*", text="signed by alice")
+        now = int(time.time() * 1000)
+        # written straight into the log "from alice": without a signature, and with a false one
+        for text, sig in (("unsigned entry", ""), ("forged entry", "v1:" + "0" * 16 + ":" +
+                                                   "0" * 64)):
+            fields = {"from": "alice", "to": "*", "text": text, "reply_to": "",
+                      "kind": "message", "ts": str(now)}
+            r.xadd("bridge:{main}:log", {**fields, **({"sig": sig} if sig else {})})
+        await wait_dom(page, SHOWN, "forged entry", "the forged entry")
+        markers = await page.eval_on_selector_all(
+            "#messages li.msg", "nodes => nodes.map(n => [n.querySelector('.text').textContent,"
+                                " n.querySelector('.marker')?.textContent || ''])")
+        assert markers == [["signed by alice", ""], ["unsigned entry", "[unsigned]"],
+                           ["forged entry", "[forged]"]], markers
+    finally:
+        server.kill()
+
+
 # ------------------------------------------------------------------ nothing lost, nothing twice
 async def test_page_resumes_across_web_and_redis_restarts(agents, web, page, redis_server):
     alice = await agents.start("alice", env={"BRIDGE_SEND_TIMEOUT": "30"})
@@ -351,6 +376,22 @@ async def test_a_read_only_redis_user_watches_and_cannot_send(agents, redis_serv
                              ".includes('may not send')", what="the refusal")
     finally:
         server.kill()
+    # `history` and `tail` watch under it too (the README says so)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("BRIDGE_")}
+    env["BRIDGE_REDIS_URL"] = url
+    history = subprocess.run([BRIDGE[0], "history"], env=env, capture_output=True, text=True,
+                             timeout=30)
+    assert history.returncode == 0 and "seen by a reader" in history.stdout, history.stderr
+    tail = subprocess.Popen([BRIDGE[0], "tail", "--since", "1h"], env=env, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        assert tail.stdout is not None
+        with anyio.fail_after(20):
+            line = await anyio.to_thread.run_sync(tail.stdout.readline)
+        assert "seen by a reader" in line, line
+    finally:
+        tail.kill()
+        tail.wait()
     refused = {entry["object"] for entry in r.acl_log(count=100)
                if entry.get("username") == "bridge-main-web"}
     # what it refused is the send (and redis-py's CLIENT SETINFO); reading needed nothing more
