@@ -180,6 +180,12 @@ async def test_messages_and_agents_show_live(agents, web, page):
     # events are dimmed: their own class, not a message's
     assert await page.eval_on_selector_all("li.event", "nodes => nodes.length") >= 3
 
+    # the list of rooms links to this one, with its counts
+    await page.goto(web.base + "/")
+    row = await wait_dom(page, "() => [...document.querySelectorAll('#rooms tbody tr')]"
+                               ".map(r => r.textContent).join('|')", what="the rooms")
+    assert row == "main11", row  # room main: 1 agent (alice), 1 message
+
 
 async def test_what_agents_write_is_text_and_nothing_runs(agents, web, page):
     alice = await agents.start("alice", "--role", "<img src=x onerror=window.__pwned=3>")
@@ -277,7 +283,9 @@ async def test_sending_from_the_page_reaches_an_agent_and_needs_the_token(agents
     [push] = await bob.wait_messages(1, timeout=DEADLINE)
     assert push["content"] == "how far is the parser?" and push["meta"]["from"] == "boss"
     await wait_dom(page, SHOWN, "how far is the parser?", "the operator's message")
-    assert (await page.inner_text("#send-result")).startswith("sent ")
+    # the answer to the POST comes after the leave, which may be after bob has the message
+    await wait_dom(page, "() => document.querySelector('#send-result').textContent"
+                         ".startsWith('sent ')", what="the send's answer")
     # as `bridge send --as`: no joined or left around the operator's message
     assert await page.eval_on_selector_all("li.event[data-name='boss']", "n => n.length") == 0
 
