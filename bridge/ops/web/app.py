@@ -8,9 +8,10 @@ Routes: ``/`` the rooms, ``/r/ROOM`` a room's page, ``/api/rooms``, ``/api/r/ROO
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -24,12 +25,11 @@ from starlette.responses import FileResponse, JSONResponse, Response, StreamingR
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from bridge.errors import BridgeError, NameTaken, RedisRefused
 from bridge.ops.web import feed
 from bridge.ops.web.hub import Hub, frame
-from bridge.ops.web.security import COOKIE, Guard, Guarded
+from bridge.ops.web.security import COOKIE, Guard, Guarded, Refused
+from bridge.ops.web.steer import is_id, send_as
 from bridge.room.clients import make_client
-from bridge.room.envelope import BROADCAST, parse_id
 from bridge.room.keys import NAME_PATTERN, PREFIX, ROOM_PATTERN, Keys
 from bridge.room.paging import PAGE
 from bridge.room.roster import read_roster
@@ -40,12 +40,6 @@ STATIC = Path(__file__).parent / "static"
 MAX_ROOMS = 64  # rooms watched at once (a hub each)
 KEEPALIVE = 15.0  # seconds; also how soon a closed page's stream is noticed
 MAX_BODY = 256 * 1024
-
-
-class Refused(Exception):
-    def __init__(self, status: int, error: str) -> None:
-        super().__init__(error)
-        self.status, self.error = status, error
 
 
 @dataclass
@@ -127,7 +121,7 @@ class Web:
         room, query = self.room(request), request.query_params
         before = query.get("before", "")
         agent = query.get("agent", "")
-        if (before and not _is_id(before)) or (agent and not NAME_PATTERN.match(agent)):
+        if (before and not is_id(before)) or (agent and not NAME_PATTERN.match(agent)):
             raise Refused(400, "before must be a log id and agent a name")
         limit_text = query.get("limit", "100")
         if not (limit_text.isascii() and limit_text.isdigit() and len(limit_text) < 6):
@@ -145,7 +139,7 @@ class Web:
 
     async def thread(self, request: Request) -> Response:
         room, entry_id = self.room(request), request.path_params["entry"]
-        if not _is_id(entry_id):
+        if not is_id(entry_id):
             raise Refused(400, "not a log id")
         return JSONResponse(await feed.thread(self.client(), room, self.signer(room), entry_id))
 
@@ -158,7 +152,7 @@ class Web:
     async def stream(self, request: Request) -> Response:
         room = self.room(request)
         after = request.headers.get("last-event-id") or request.query_params.get("after", "")
-        if after and not _is_id(after):
+        if after and not is_id(after):
             raise Refused(400, "Last-Event-ID must be a log id")
         hub = self.hub(room)
         if not after:
@@ -209,54 +203,10 @@ class Web:
         if len(body) > MAX_BODY:
             raise Refused(413, "the message is too large")
         try:
-            data = await request.json()
+            data = json.loads(body)
         except ValueError:
-            raise Refused(400, "send a JSON object {name, to, text, reply_to}") from None
-        name, to, text, reply_to = (str(data.get(k, "")) for k in
-                                    ("name", "to", "text", "reply_to"))
-        if not NAME_PATTERN.match(name):
-            raise Refused(400, "name: use 1-32 of a-z 0-9 _ . - starting with a letter or digit")
-        recipients = [part.strip() for part in to.split(",") if part.strip()]
-        if to.strip() != BROADCAST and (not recipients or not all(
-                NAME_PATTERN.match(r) for r in recipients)):
-            raise Refused(400, "to: a name, names separated by commas, or *")
-        if not feed.valid_text(text):
-            raise Refused(400, "text: write something to send")
-        if reply_to and not _is_id(reply_to):
-            raise Refused(400, "reply_to: a message id, or empty")
-        return JSONResponse(await self._send_as(room, name, to.strip() if to.strip() ==
-                                                BROADCAST else recipients, text, reply_to))
-
-    async def _send_as(self, room: str, name: str, to: str | list[str], text: str,
-                       reply_to: str) -> dict[str, Any]:
-        """As `bridge send --as`: join quietly (no joined/left event, pull delivery), send,
-        leave."""
-        from bridge.room.connection import Room
-
-        settings = replace(self.settings, room=room, name=name, role="human", delivery="pull",
-                           announce=False, redis_url=self.url)
-        try:
-            async with Room.connect(settings, warn_unverified=False) as joined:
-                result = await joined.send(to, text, reply_to=reply_to)
-        except (NoPermissionError, RedisRefused) as e:
-            # a read-only user (`bridge acl --read-only`) is refused its first write, or the
-            # function that joins: say what to do about it rather than what Redis said
-            raise Refused(403, f"this Redis user may not send ({e}). bridge web sends with "
-                               f"the user of its --redis URL: give it one made by `bridge acl "
-                               f"--room {room} --agent NAME`, not a read-only one") from None
-        except NameTaken as e:
-            raise Refused(409, str(e)) from None
-        except BridgeError as e:
-            raise Refused(400, str(e)) from None
-        return {"sent": result.id, "online": result.online, "offline": result.offline}
-
-
-def _is_id(value: str) -> bool:
-    try:
-        parse_id(value)
-    except ValueError:
-        return False
-    return True
+            data = None
+        return JSONResponse(await send_as(self.settings, room, data))
 
 
 def page(name: str) -> Callable[[Request], Awaitable[Response]]:

@@ -29,6 +29,14 @@ HEADERS = [(b"content-security-policy", CSP.encode()),
            (b"x-frame-options", b"DENY"), (b"cache-control", b"no-store")]
 
 
+class Refused(Exception):
+    """A request turned away: its HTTP status, and an error the page shows."""
+
+    def __init__(self, status: int, error: str) -> None:
+        super().__init__(error)
+        self.status, self.error = status, error
+
+
 def is_loopback(host: str) -> bool:
     if host == "localhost":
         return True
