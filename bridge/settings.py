@@ -279,6 +279,12 @@ class Settings:
         parse=_readable_file,
         hint="use the path of a readable PEM file (the client certificate's key)",
         help="rediss://: the client certificate's key")
+    # `bridge web`'s token (sending needs it; reading too off loopback); a new random one per
+    # run when unset. No flag: a token on the command line shows in `ps`
+    web_token: str = setting(
+        "", env="BRIDGE_WEB_TOKEN", parse=_pattern(re.compile(r"^[A-Za-z0-9_~.-]{16,256}\Z")),
+        hint="use 16-256 of A-Z a-z 0-9 _ ~ . - (e.g. the output of `openssl rand -hex 24`)",
+        repr=False)
     name_was_derived: bool = False
 
     @classmethod
