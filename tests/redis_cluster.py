@@ -61,8 +61,11 @@ class Node:
             [REDIS_SERVER, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
              "--appendonly", "no", "--dir", str(self.directory),
              "--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf",
-             "--cluster-node-timeout", str(NODE_TIMEOUT_MS)],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+             "--cluster-node-timeout", str(NODE_TIMEOUT_MS),
+             # a replica takes over however long it lost its primary (the default refuses
+             # after ten node timeouts: a test machine that stalls must not block a failover)
+             "--cluster-replica-validity-factor", "0"],
+            stdout=open(self.directory / "log", "ab"), stderr=subprocess.STDOUT)
 
     def wait_up(self, timeout: float = 10) -> None:
         deadline = time.monotonic() + timeout
@@ -169,11 +172,15 @@ class Cluster:
             cluster.stop()
 
     def wait_replicas(self, timeout: float = 30) -> None:
+        """Until every replica has synced with its primary (link up, no sync under way)."""
         deadline = time.monotonic() + timeout
         while True:
             with contextlib.suppress(redis.RedisError):
-                if all(int(node.client().info("replication")["connected_slaves"]) >= 1
-                       for node in self.primaries()):
+                infos = [node.client().info("replication") for node in self.live()]
+                replicas = [i for i in infos if i["role"] == "slave"]
+                if len(replicas) == len(infos) - 3 and all(
+                        i["master_link_status"] == "up" and not i["master_sync_in_progress"]
+                        for i in replicas):
                     return
             if time.monotonic() > deadline:
                 raise TimeoutError("the replicas did not connect to their primaries")

@@ -20,6 +20,11 @@ it itself (``shard_pubsub``): a plain PubSub on the primary that owns the room's
 refreshing the slot map. An unrequested ``sunsubscribe`` there ends the link like a dropped
 connection (bridge.room.subscriber), and the receiver reconnects as on any reconnect:
 resubscribe where the slot is now, claim, catch up from the log.
+
+Keys. redis-py's cluster client learns the keys of a command with "movable keys" (FCALL,
+XREAD) by asking a node (COMMAND GETKEYS): a round trip more for every send, and the node it
+asks is fixed when the client starts, so once that node dies every FCALL fails until the
+process restarts (redis-py 8.1). bridge reads those keys itself (``_local_keys``).
 """
 
 from __future__ import annotations
@@ -116,7 +121,28 @@ def make_cluster_client(url: str, *, retries: int, socket_timeout: float | None)
     manager.connection_kwargs["connection_class"] = quick
     for node in manager.startup_nodes.values():  # made before we could set the class
         node.connection_class = quick
+    _local_keys(client)
     return cast(Redis, client)
+
+
+def _local_keys(client: RedisCluster) -> None:
+    """Have the client read the keys of FCALL and XREAD from the command itself (see the
+    module's docstring) rather than ask a node; other commands as before."""
+    parser = client.commands_parser
+    asked = parser.get_keys
+
+    async def get_keys(*args: Any) -> Any:
+        name = str(args[0]).upper()
+        if name in ("FCALL", "FCALL_RO", "EVALSHA") and len(args) >= 3:
+            return list(args[3:3 + int(args[2])])  # FCALL NAME NUMKEYS KEY… ARG…
+        if name == "XREAD":  # XREAD [COUNT n] [BLOCK ms] STREAMS KEY… ID…
+            words = [str(arg).upper() if isinstance(arg, str) else arg for arg in args]
+            if "STREAMS" in words:
+                streams = list(args[words.index("STREAMS") + 1:])
+                return streams[:len(streams) // 2]
+        return await asked(*args)
+
+    parser.get_keys = get_keys  # type: ignore[method-assign]
 
 
 def is_cluster(client: Redis) -> bool:
