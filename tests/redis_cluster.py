@@ -57,7 +57,12 @@ class Node:
 
     def start(self) -> None:
         self.directory.mkdir(parents=True, exist_ok=True)
-        self.process = subprocess.Popen(
+        # its log beside its data, for a failure's post-mortem (the child keeps the file open)
+        with open(self.directory / "log", "ab") as log:
+            self.process = self._popen(log)
+
+    def _popen(self, log: object) -> subprocess.Popen[bytes]:
+        return subprocess.Popen(
             [REDIS_SERVER, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
              "--appendonly", "no", "--dir", str(self.directory),
              "--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf",
@@ -65,7 +70,7 @@ class Node:
              # a replica takes over however long it lost its primary (the default refuses
              # after ten node timeouts: a test machine that stalls must not block a failover)
              "--cluster-replica-validity-factor", "0"],
-            stdout=open(self.directory / "log", "ab"), stderr=subprocess.STDOUT)
+            stdout=log, stderr=subprocess.STDOUT)  # type: ignore[arg-type]
 
     def wait_up(self, timeout: float = 10) -> None:
         deadline = time.monotonic() + timeout
