@@ -4,6 +4,7 @@ spread over the shards, agents talk, a primary dies, a room's slot moves."""
 from __future__ import annotations
 
 import contextlib
+import json
 import re
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -15,11 +16,14 @@ import pytest
 import redis
 
 from bridge.errors import SettingsError
+from bridge.ops.acl import AclUser
 from bridge.room.cluster import parse_cluster_url
 from bridge.room.connection import Room
 from bridge.room.envelope import Envelope
+from bridge.room.functions import load_library
 from bridge.settings import Settings
 from tests.conftest import Agents, agent_pool
+from tests.test_cli_ops import bridge, start_cli
 from tests.mcp_client import Agent, ToolError
 from tests.redis_cluster import Cluster
 
@@ -120,6 +124,67 @@ async def test_thirty_rooms_spread_over_three_shards_and_talk(
         await alice.wait_messages(5)
         assert [m["content"] for m in bob.channel()] == [f"{room} d{i}" for i in range(5)]
         assert [m["content"] for m in alice.channel()] == [f"{room} b{i}" for i in range(5)]
+
+
+async def test_an_acl_user_of_one_room_talks_on_the_cluster(cluster: Cluster) -> None:
+    # ACL users are per node: the admin sets the rule on every node, and loads the functions
+    for node in cluster.live():
+        for name in ("alice", "bob"):
+            user = AclUser("aclroom", name, f"Pw-{name}-1")
+            node.client().execute_command("ACL", "SETUSER", user.name, *user.rules())
+    await load_library(Settings(redis_url=cluster.url))
+
+    def as_user(name: str) -> Settings:
+        url = AclUser("aclroom", name, f"Pw-{name}-1").url(cluster.url)
+        assert url.startswith(f"redis+cluster://bridge-aclroom-{name}:Pw-{name}-1@127.0.0.1:")
+        return Settings(redis_url=url, room="aclroom", name=name, delivery="pull")
+
+    async with Room.connect(as_user("alice"), warn_unverified=False) as alice, \
+            Room.connect(as_user("bob"), warn_unverified=False) as bob:
+        await alice.send("bob", "direct")
+        await alice.send("*", "to all")
+        assert await receive(bob, 2) == ["direct", "to all"]
+    for node in cluster.live():
+        denied = [entry for entry in node.client().acl_log()
+                  if entry.get("object") != "client|setinfo"]
+        assert denied == [], (node.port, denied)
+
+
+async def test_who_all_rooms_doctor_and_tail_on_the_cluster(cluster: Cluster,
+                                                          tmp_path: Path) -> None:
+    rooms = {cluster.owner(f"bridge:{{{room}}}:log").port: room for room in ROOMS}
+    for room in rooms.values():
+        sent = await bridge("send", "--redis", cluster.url, "--room", room, "--as", "op", "*",
+                            f"hello {room}")
+        assert sent.returncode == 0, sent.stderr
+    # every shard's rooms: SCAN runs on every primary
+    listed = await bridge("who", "--all-rooms", "--json", "--redis", cluster.url)
+    assert {r["room"] for r in json.loads(listed.stdout)["rooms"]} >= set(rooms.values())
+
+    room = next(iter(rooms.values()))
+    doctor = await bridge("doctor", "--redis", cluster.url, "--room", room)
+    slot = cluster.slot(f"bridge:{{{room}}}:log")
+    owner = cluster.owner(f"bridge:{{{room}}}:log").port
+    assert (f"Redis Cluster, cluster_state ok, 3 primaries; room {room} is in slot {slot}, "
+            f"served by 127.0.0.1:{owner}") in doctor.stdout, doctor.stdout
+    assert "FAIL" not in doctor.stdout, doctor.stdout
+
+    plain = await bridge("doctor", "--redis", f"redis://127.0.0.1:{owner}/0", "--room", room)
+    assert f"set --redis / BRIDGE_REDIS_URL to redis+cluster://127.0.0.1:{owner}/" in \
+        plain.stdout, plain.stdout
+
+    # tail: the log, and the events channel, a shard channel it subscribes to by name
+    async with anyio.create_task_group() as tg:
+        tail = await start_cli(tg, tmp_path, "tail", "--json", "--redis", cluster.url,
+                               "--room", room)
+        async with Room.connect(settings(cluster, room, "carol")) as carol:
+            await carol.send("*", "live")
+            await tail.wait_for(lambda lines: len(lines) >= 2, what="2 lines")
+        records = tail.records()
+        assert [(r["kind"], r.get("name"), r.get("text")) for r in records[:2]] == [
+            ("joined", "carol", None), ("message", None, "live")]
+        assert await tail.interrupt() == 0
+        tg.cancel_scope.cancel()
 
 
 def replica_of(cluster: Cluster, primary: int) -> list[int]:

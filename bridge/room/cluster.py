@@ -226,3 +226,34 @@ def plain_url_hint(shown_url: str) -> str:
             f"{scheme}://{parts.netloc or 'HOST:PORT'}/ (any node of the cluster will do; "
             f"list a few, separated by commas, so that one node down does not keep bridge "
             f"from finding the rest)")
+
+
+@dataclass(frozen=True)
+class RoomShard:
+    """Where a room lives on a cluster, for `bridge doctor`."""
+
+    slot: int
+    owner: str  # HOST:PORT of the primary that serves the slot
+    replicas: list[str]
+    state: str  # the owner's cluster_state: ok, or fail
+    primaries: int
+
+
+async def room_shard(client: Redis, key: str) -> RoomShard:
+    cluster = await refresh(client)
+    slot = cluster.keyslot(key)
+    nodes = cluster.nodes_manager.slots_cache.get(slot, [])
+    node = nodes[0] if nodes else await owner(client, key)
+    info = await cluster.execute_command("CLUSTER", "INFO", target_nodes=node)
+    text = info.decode() if isinstance(info, bytes) else str(info)
+    state = next((line.split(":", 1)[1].strip() for line in text.splitlines()
+                  if line.startswith("cluster_state:")), "unknown")
+    return RoomShard(slot, node.name, [n.name for n in nodes[1:]], state,
+                     len(cluster.get_primaries()))
+
+
+def node_client(node: ClusterNode) -> Redis:
+    """A plain client of one cluster node (for checks that are per node: ACL, functions,
+    persistence, clock). Close it with ``aclose``."""
+    return Redis(connection_pool=ConnectionPool(connection_class=node.connection_class,
+                                                **node.connection_kwargs))

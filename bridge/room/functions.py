@@ -114,18 +114,24 @@ def is_unknown_command(error: BaseException, command: str) -> bool:
 async def loaded_libraries(client: Redis) -> list[str] | None:
     """The names of the bridge libraries on this Redis (every version's), or None if this
     user may not list them."""
-    try:
-        listed = await client.execute_command(  # type: ignore[no-untyped-call]
-            "FUNCTION", "LIST", "LIBRARYNAME", "bridge_*")
-    except ResponseError:
-        return None
+    command = ("FUNCTION", "LIST", "LIBRARYNAME", "bridge_*")
+    if is_cluster(client):  # what any primary has (a library is per node)
+        replies = list((await on_every_primary(client, *command)).values())
+        if any(isinstance(reply, ResponseError) for reply in replies):
+            return None
+        listed = [entry for reply in replies for entry in reply]
+    else:
+        try:
+            listed = await client.execute_command(*command)  # type: ignore[no-untyped-call]
+        except ResponseError:
+            return None
     names = []
     for entry in listed:  # {b"library_name": …} (redis-py's parsing), or the reply's pairs
         fields = entry if isinstance(entry, dict) else dict(
             zip(entry[::2], entry[1::2], strict=False))
         name = fields.get(b"library_name", fields.get("library_name", b""))
         names.append(name.decode() if isinstance(name, bytes) else str(name))
-    return sorted(names)
+    return sorted(set(names))
 
 
 class Library:
