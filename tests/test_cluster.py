@@ -23,9 +23,9 @@ from bridge.room.envelope import Envelope
 from bridge.room.functions import load_library
 from bridge.settings import Settings
 from tests.conftest import Agents, agent_pool
-from tests.test_cli_ops import bridge, start_cli
 from tests.mcp_client import Agent, ToolError
 from tests.redis_cluster import Cluster
+from tests.test_cli_ops import bridge, start_cli
 
 pytestmark = pytest.mark.anyio
 
