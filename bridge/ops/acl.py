@@ -46,8 +46,10 @@ COMMANDS = (
     "publish", "subscribe", "unsubscribe",
     # a Redis Cluster (redis+cluster://): sharded pub/sub; redis-py's cluster client reads
     # the slot map (CLUSTER SLOTS) and the command table (COMMAND) when it starts, and sends
-    # ASKING when a room's slot is being moved
-    "spublish", "ssubscribe", "sunsubscribe", "cluster|slots", "command", "asking",
+    # ASKING when a room's slot is being moved; CLUSTER INFO tells a cluster node given by
+    # a plain URL (bridge.room.clients.check_not_a_cluster_node)
+    "spublish", "ssubscribe", "sunsubscribe", "cluster|slots", "cluster|info", "command",
+    "asking",
 )
 
 
@@ -86,7 +88,7 @@ def used_commands(keys: Keys, name: str) -> list[list[str]]:
         ["SPUBLISH", keys.events, "{}"], ["SPUBLISH", keys.broadcast, "{}"],
         ["SPUBLISH", keys.direct(name), "{}"],
         ["SSUBSCRIBE", keys.direct(name), keys.broadcast, keys.events],
-        ["CLUSTER", "SLOTS"], ["COMMAND"], ["ASKING"],
+        ["CLUSTER", "SLOTS"], ["CLUSTER", "INFO"], ["COMMAND"], ["ASKING"],
     ]
 
 

@@ -133,7 +133,7 @@ def _local_keys(client: RedisCluster) -> None:
 
     async def get_keys(*args: Any) -> Any:
         name = str(args[0]).upper()
-        if name in ("FCALL", "FCALL_RO", "EVALSHA") and len(args) >= 3:
+        if name in ("FCALL", "FCALL_RO") and len(args) >= 3:
             return list(args[3:3 + int(args[2])])  # FCALL NAME NUMKEYS KEY… ARG…
         if name == "XREAD":  # XREAD [COUNT n] [BLOCK ms] STREAMS KEY… ID…
             words = [str(arg).upper() if isinstance(arg, str) else arg for arg in args]
