@@ -51,7 +51,7 @@ FULL = Sizes(latency=2000, warmup=50, floor=2000, throughput=10000, window=32,
              startups=10, catchup=10000, profile_seconds=5)
 QUICK = Sizes(latency=500, warmup=20, floor=500, throughput=2000, window=32, fanout=(10, 25),
               broadcasts=10, presence=(100, 1000), list_calls=20, startups=3, catchup=2000,
-              profile_seconds=3, shard_rooms=6, shard_messages=100)
+              profile_seconds=3, shard_rooms=6, shard_messages=300)
 SMOKE = Sizes(latency=30, warmup=5, floor=30, throughput=100, window=8, fanout=(2, 4),
               broadcasts=3, presence=(20, 50), list_calls=3, startups=1, catchup=100,
               profile_seconds=1, shard_rooms=2, shard_messages=10)
