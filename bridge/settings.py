@@ -16,6 +16,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
+from urllib.parse import urlsplit
 
 from bridge.errors import SettingsError
 from bridge.room.keys import NAME_PATTERN, ROOM_PATTERN
@@ -29,7 +30,10 @@ DELIVERY_PATHS = ("inbox", "channel", "pull", "push")  # push: written by bridge
 # The longest presence TTL, in seconds. A claim is honoured for its holder's TTL up to this, so a
 # presence record written by hand (no expiry, a huge TTL) blocks its name for an hour at most.
 MAX_TTL = 3600.0
-REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
+CLUSTER_SCHEMES = ("redis+cluster://", "rediss+cluster://")  # a seed list: bridge.room.cluster
+REDIS_SCHEMES = ("redis://", "rediss://", "unix://", *CLUSTER_SCHEMES)
+TLS_SCHEMES = ("rediss://", "rediss+cluster://")
+_SEED = re.compile(r"(\[[0-9a-fA-F:.]+\]|[^\s,/@\[\]:]+):\d{1,5}")
 
 
 def default_name(host: str | None = None, cwd: str | None = None) -> str:
@@ -113,6 +117,11 @@ def _redis_url(value: Any) -> str:
     text = str(value)
     if not text.startswith(REDIS_SCHEMES):
         raise ValueError(text)
+    if text.startswith(CLUSTER_SCHEMES):  # HOST:PORT,HOST:PORT… (redis-py parses one node)
+        seeds = urlsplit(text).netloc.rpartition("@")[2]
+        if not all(_SEED.fullmatch(seed) for seed in seeds.split(",")):
+            raise ValueError(text)
+        return text
     from redis.asyncio.connection import parse_url
 
     parse_url(text)  # raises ValueError on a malformed URL
@@ -177,7 +186,8 @@ class Settings:
     redis_url: str | None = setting(  # None: the per-user embedded Redis
         None, env="BRIDGE_REDIS_URL", flag="--redis", shared=True, metavar="URL",
         parse=_redis_url,
-        hint="use redis://host:6379/0, rediss://… or unix:///path/redis.sock",
+        hint="use redis://host:6379/0, rediss://…, unix:///path/redis.sock, or for a "
+             "Redis Cluster redis+cluster://host1:7000,host2:7001/",
         help="Redis URL", shown_default="default: the embedded Redis")
     room: str = setting(
         "main", env="BRIDGE_ROOM", flag="--room", shared=True,
@@ -422,7 +432,7 @@ def _check_tls(settings: Settings) -> None:
     given = [flag for flag, value in (("--tls-ca / BRIDGE_TLS_CA", settings.tls_ca),
                                       ("--tls-cert / BRIDGE_TLS_CERT", settings.tls_cert),
                                       ("--tls-key / BRIDGE_TLS_KEY", settings.tls_key)) if value]
-    if given and not (settings.redis_url or "").startswith("rediss://"):
+    if given and not (settings.redis_url or "").startswith(TLS_SCHEMES):
         raise SettingsError(
             f"{', '.join(given)} set, but the Redis URL is not rediss://; use "
             f"--redis / BRIDGE_REDIS_URL rediss://HOST:PORT/0 (TLS), or unset them")

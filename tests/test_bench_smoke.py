@@ -34,7 +34,8 @@ def test_bench_smoke_run(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     results = json.loads(out.read_text())
     s = results["scenarios"]
-    assert set(s) == {"latency", "throughput", "fanout", "presence", "startup", "catchup"}
+    assert set(s) == {"latency", "throughput", "fanout", "presence", "startup", "catchup",
+                      "shards"}
     assert not [name for name, r in s.items() if "error" in r]
 
     assert numbers(s["latency"]["bridge"]) and numbers(s["latency"]["floor"])
@@ -58,6 +59,10 @@ def test_bench_smoke_run(tmp_path: Path) -> None:
 
     assert numbers(s["startup"]["initialize_ms"]) and numbers(s["startup"]["presence_ms"])
     assert s["startup"]["import"]["total_ms"] > 0
+    for where in ("one_node", "three_shards"):
+        shard = s["shards"][where]
+        assert shard["exact"] and shard["send_usec_per_call"] > 0, shard
+        assert shard["redis_usec_per_msg"] > 0 and shard["receive_usec_per_call"] > 0
 
     catch = s["catchup"]
     assert catch["messages"] > 0 and catch["from_exec_s"] > 0

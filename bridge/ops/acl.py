@@ -44,6 +44,12 @@ COMMANDS = (
     "zadd", "zrem", "zrange", "zrangebyscore",
     "xadd", "xdel", "xtrim", "xrange", "xrevrange", "xread", "xlen",
     "publish", "subscribe", "unsubscribe",
+    # a Redis Cluster (redis+cluster://): sharded pub/sub; redis-py's cluster client reads
+    # the slot map (CLUSTER SLOTS) and the command table (COMMAND) when it starts, and sends
+    # ASKING when a room's slot is being moved; CLUSTER INFO tells a cluster node given by
+    # a plain URL (bridge.room.clients.check_not_a_cluster_node)
+    "spublish", "ssubscribe", "sunsubscribe", "cluster|slots", "cluster|info", "command",
+    "asking",
 )
 
 
@@ -85,6 +91,10 @@ def used_commands(keys: Keys, name: str) -> list[list[str]]:
         ["PUBLISH", keys.events, "{}"], ["PUBLISH", keys.broadcast, "{}"],
         ["PUBLISH", keys.direct(name), "{}"],
         ["SUBSCRIBE", keys.direct(name), keys.broadcast, keys.events],
+        ["SPUBLISH", keys.events, "{}"], ["SPUBLISH", keys.broadcast, "{}"],
+        ["SPUBLISH", keys.direct(name), "{}"],
+        ["SSUBSCRIBE", keys.direct(name), keys.broadcast, keys.events],
+        ["CLUSTER", "SLOTS"], ["CLUSTER", "INFO"], ["COMMAND"], ["ASKING"],
     ]
 
 

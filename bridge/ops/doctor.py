@@ -20,8 +20,15 @@ from bridge.errors import BridgeError
 from bridge.ops.acl import excess_rights, used_commands
 from bridge.ops.commands import redis_now_ms
 from bridge.ops.human import Terminal
-from bridge.room import functions
-from bridge.room.clients import make_client, resolve_url, shown, tls_failure, with_tls
+from bridge.room import cluster, functions
+from bridge.room.clients import (
+    check_not_a_cluster_node,
+    make_client,
+    resolve_url,
+    shown,
+    tls_failure,
+    with_tls,
+)
 from bridge.room.keys import PREFIX, Keys
 from bridge.room.presence import Presence
 from bridge.settings import Settings, redact
@@ -104,8 +111,11 @@ class Doctor:
         if url is None:
             return 1
         client = make_client(url, retries=0)
+        whole = client  # on a cluster: the cluster client; `client` becomes the room's node
         try:
             if await self._reachable(client, url):
+                if cluster.is_cluster(client):
+                    client = await self._cluster(client)
                 version: tuple[int, ...] = ()
                 checks: list[tuple[str, Callable[[], Awaitable[Any]]]] = [
                     ("TLS", lambda: self._tls(client, url)),
@@ -134,7 +144,22 @@ class Doctor:
         finally:
             with anyio.CancelScope(shield=True):
                 await client.aclose()
+                if whole is not client:
+                    await whole.aclose()
         return 1 if self.failed else 0
+
+    async def _cluster(self, client: Redis) -> Redis:
+        """Where the room lives (its slot, the primary that serves it, the cluster's state);
+        then the checks that follow run on that primary."""
+        shard = await cluster.room_shard(client, Keys(self.settings.room).log)
+        replicas = ", ".join(shard.replicas) or "none: a failure of it stops the room"
+        self.report(Check(
+            "ok" if shard.state == "ok" and shard.replicas else "warn",
+            f"Redis Cluster, cluster_state {shard.state}, {shard.primaries} primaries; room "
+            f"{self.settings.room} is in slot {shard.slot}, served by {shard.owner} "
+            f"(replicas: {replicas}); the checks below ask that node",
+            "" if shard.state == "ok" else "see CLUSTER INFO and CLUSTER NODES on that node"))
+        return cluster.node_client(await cluster.owner(client, Keys(self.settings.room).log))
 
     def bad_settings(self, error: BridgeError) -> int:
         self.report(Check("fail", str(error),
@@ -163,6 +188,12 @@ class Doctor:
                 start = time.perf_counter()
                 await client.ping()
                 rtts.append((time.perf_counter() - start) * 1000)
+            if not cluster.is_cluster(client):
+                await check_not_a_cluster_node(client, url)
+        except BridgeError as e:  # a cluster node by a plain URL
+            self.report(Check("fail", str(e).partition(": set ")[0],
+                              "set " + str(e).partition(": set ")[2]))
+            return False
         except (RedisError, OSError) as e:
             tls = tls_failure(e, url)
             if tls:

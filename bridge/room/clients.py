@@ -12,7 +12,8 @@ from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialWithJitterBackoff, NoBackoff
 from redis.exceptions import AuthenticationError, RedisError, ResponseError
 
-from bridge.errors import RedisRefused, RedisUnavailable
+from bridge.errors import RedisRefused, RedisUnavailable, SettingsError
+from bridge.room.cluster import is_cluster, is_cluster_url, make_cluster_client, plain_url_hint
 from bridge.room.embedded import EmbeddedRedis
 from bridge.room.quickwrite import use_quick_writes
 from bridge.settings import Settings, redact
@@ -45,8 +46,12 @@ def make_client(url: str, *, retries: int = 3, single_connection: bool = False) 
     """A client whose reads notice a dead peer within seconds, not minutes.
 
     ``retries=0`` is for the subscriber: its reconnects are ours to handle, because
-    each one needs a catch-up from the log.
+    each one needs a catch-up from the log. A ``redis+cluster://`` URL gets a cluster client
+    (bridge.room.cluster).
     """
+    if is_cluster_url(url):
+        return make_cluster_client(url, retries=retries,
+                                   socket_timeout=None if single_connection else 10)
     backoff = ExponentialWithJitterBackoff(base=0.05, cap=1.0) if retries else NoBackoff()
     # redis-py's own health check would swallow the subscriber's PONGs; the room connection
     # pings it.
@@ -73,10 +78,24 @@ def make_client(url: str, *, retries: int = 3, single_connection: bool = False) 
 async def check_reachable(client: Redis, url: str) -> None:
     try:
         await client.ping()
+        if not is_cluster(client):
+            await check_not_a_cluster_node(client, url)
     except (RedisError, OSError) as e:
         if refused(e, url):
             raise RedisRefused(unreachable(e, url)) from e
         raise RedisUnavailable(unreachable(e, url)) from e
+
+
+async def check_not_a_cluster_node(client: Redis, url: str) -> None:
+    """A plain URL that names a node of a Redis Cluster: SettingsError saying what to write
+    (every room not served by that node would fail with MOVED). CLUSTER INFO, which the
+    `bridge acl` rule allows: one Redis answers that it has no cluster support. A user who
+    may not run it learns it from the first MOVED instead (bridge.room.connection)."""
+    try:
+        await client.execute_command("CLUSTER", "INFO")  # type: ignore[no-untyped-call]
+    except ResponseError:
+        return  # "cluster support disabled": one Redis; or a user who may not ask
+    raise SettingsError(plain_url_hint(shown(url)))
 
 
 def refused(error: BaseException, url: str) -> bool:

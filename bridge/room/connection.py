@@ -15,11 +15,12 @@ from typing import Any
 import anyio
 import structlog
 from redis.asyncio import Redis
-from redis.exceptions import RedisError
+from redis.exceptions import MovedError, RedisError
 
-from bridge.errors import BridgeError, NameTaken
+from bridge.errors import BridgeError, NameTaken, SettingsError
 from bridge.room.batcher import ScriptBatcher
-from bridge.room.clients import check_reachable, make_client, resolve_url
+from bridge.room.clients import check_reachable, make_client, resolve_url, shown
+from bridge.room.cluster import plain_url_hint
 from bridge.room.cursor import CursorSeal, CursorWriter, Position
 from bridge.room.envelope import Notice
 from bridge.room.keys import Keys
@@ -69,8 +70,10 @@ class Room:
             pubsub = await room.receiver.subscribe()
             try:
                 await room._claim()
-            except BaseException:
+            except BaseException as e:
                 await pubsub.aclose()  # type: ignore[no-untyped-call]
+                if isinstance(e, MovedError):  # a cluster node, by a URL of one Redis
+                    raise SettingsError(plain_url_hint(shown(url))) from e
                 raise
             log.info("joined", name=settings.name, room=settings.room, redis=redact(url),
                      delivery=settings.delivery, derived_name=settings.name_was_derived,

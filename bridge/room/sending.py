@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from bridge.errors import MessageRejected
+from bridge.room.cluster import publish_command
 from bridge.room.envelope import BROADCAST, Envelope, parse_id
 from bridge.room.keys import NAME_PATTERN, Keys
 from bridge.room.lua import NOW_MS, TAIL, Call, Script
@@ -46,6 +47,7 @@ class SendCall(Call):
     ts: str
     payload_tail: str
     broadcast: str  # the broadcast channel; '' if direct
+    publish: str  # PUBLISH, or SPUBLISH on a cluster (bridge.room.cluster.publish_command)
     max_age_ms: int | str  # '' for none
     dedupe_ttl_ms: int
     sig: str  # '' when signing is off
@@ -68,6 +70,7 @@ class SendCall(Call):
             text=envelope.text, reply_to=envelope.reply_to, kind=envelope.kind,
             ts=str(envelope.ts), payload_tail=envelope.payload_tail(),
             broadcast=keys.broadcast if envelope.is_broadcast else "",
+            publish=publish_command(settings.redis_url),
             max_age_ms=int(max_age * 1000) if max_age else "",
             dedupe_ttl_ms=int(settings.send_timeout * 3000), sig=envelope.sig,
             rate=repr(settings.rate), burst=settings.burst,
@@ -140,9 +143,9 @@ end
 redis.call('SET', dedupe_key, id, 'PX', dedupe_ttl_ms)
 local payload = '{"id":"' .. id .. '",' .. payload_tail
 if broadcast ~= '' then
-  redis.call('PUBLISH', broadcast, payload)
+  redis.call(publish, broadcast, payload)
 else
-  for i = 1, n do redis.call('PUBLISH', ARGV[nargs + 2 * i], payload) end
+  for i = 1, n do redis.call(publish, ARGV[nargs + 2 * i], payload) end
 end
 return {'ok', id, online, offline}
 """)
