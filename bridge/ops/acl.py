@@ -44,6 +44,7 @@ COMMANDS = (
     "zadd", "zrem", "zrange", "zrangebyscore",
     "xadd", "xdel", "xtrim", "xrange", "xrevrange", "xread", "xlen",
     "publish", "subscribe", "unsubscribe",
+    "wait",  # after a send, with BRIDGE_MIN_REPLICAS (bridge.room.durability)
 )
 
 
@@ -76,6 +77,7 @@ def used_commands(keys: Keys, name: str) -> list[list[str]]:
         ["XRANGE", keys.log, "-", "+"],
         ["XREVRANGE", keys.log, "+", "-"], ["XTRIM", keys.log, "MAXLEN", "~", "100"],
         ["XLEN", keys.log], ["XREAD", "STREAMS", keys.log, "0-0"],
+        ["WAIT", "0", "0"],
         ["PUBLISH", keys.events, "{}"], ["PUBLISH", keys.broadcast, "{}"],
         ["PUBLISH", keys.direct(name), "{}"],
         ["SUBSCRIBE", keys.direct(name), keys.broadcast, keys.events],

@@ -275,11 +275,14 @@ async def send(settings: Settings, to: str, text: str, *, reply_to: str, wait: b
         result = await room.send(recipients, text, reply_to=reply_to)
         if as_json:
             print(to_json({"sent": result.id, "online": result.online,
-                           "offline": result.offline}), file=out)
+                           "offline": result.offline, **({"durable": result.durable}
+                           if result.durable is not None else {})}), file=out)
         else:
             line = f"sent {result.id} to {', '.join(result.online) or 'nobody online'}"
             if result.offline:
                 line += f"; offline, queued until they return: {', '.join(result.offline)}"
+            if result.durability():
+                line += f". {result.durability()}"
             print(line, file=out)
         out.flush()
         if not wait:

@@ -21,6 +21,7 @@ from bridge.errors import BridgeError, NameTaken
 from bridge.room.batcher import ScriptBatcher
 from bridge.room.clients import check_reachable, make_client, resolve_url
 from bridge.room.cursor import CursorSeal, CursorWriter, Position
+from bridge.room.durability import Durability
 from bridge.room.envelope import Notice
 from bridge.room.keys import Keys
 from bridge.room.presence import Claim, Presence
@@ -49,7 +50,8 @@ class Room:
         self.gate = Gate(settings)  # what of the log we deliver: size, signature, replays
         self.receiver = Receiver(settings, redis, subscriber, self.cursor, self.gate,
                                  reclaim=self._claim)
-        self._sends = ScriptBatcher(redis, SEND, settings.send_timeout)
+        self._sends = ScriptBatcher(redis, SEND, settings.send_timeout,
+                                    Durability.of(settings))
         self.sender = Sender(settings, self.gate.signer, self._sends.call, self._who_is_here)
         self._primed = False
 

@@ -1,0 +1,257 @@
+"""A primary watched by Redis Sentinel: its URL, its clients, and what to say when it fails.
+
+The URL names the sentinels and the primary's service name, in the form other Redis clients
+(Celery/kombu, ioredis, go-redis' failover options) have made common; redis-py has no URL form
+for Sentinel, so it is parsed here:
+
+    redis+sentinel://[[USER]:PASSWORD@]HOST[:PORT][,HOST[:PORT]...]/SERVICE[/DB][?OPTIONS]
+    rediss+sentinel://…   TLS to the sentinels and to the primary
+
+USER and PASSWORD are the primary's (as in a plain redis:// URL); the sentinels' own login, if
+they have one (requirepass in sentinel.conf), rides in the query: ``sentinel_username``,
+``sentinel_password``. PORT defaults to 26379 (Sentinel's). The TLS files (--tls-ca …) apply
+to both, as ``with_tls`` adds them to the query.
+
+Each client is redis-py's ``master_for``: every new connection asks a sentinel where the
+primary is, and a connection that hits a demoted primary (READONLY) is dropped by redis-py as a
+ConnectionError, so bridge's retries (sends) and reconnects (the receiver: claim, resubscribe,
+catch up from the log) carry it over to the new primary, as after any outage.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import parse_qsl, unquote
+
+from redis.asyncio import BlockingConnectionPool, Redis
+from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool
+from redis.exceptions import RedisError, ResponseError
+
+from bridge.errors import RedisRefused, RedisUnavailable
+from bridge.settings import redact
+
+SCHEMES = ("redis+sentinel://", "rediss+sentinel://")
+DEFAULT_PORT = 26379
+FORM = "redis+sentinel://[USER:PASSWORD@]HOST:26379[,HOST:26379…]/SERVICE[/DB]"
+SENTINEL_OPTIONS = {"sentinel_username": "username", "sentinel_password": "password"}
+TLS_OPTIONS = ("ssl_ca_certs", "ssl_certfile", "ssl_keyfile")  # (what with_tls adds)
+SENTINEL_TIMEOUT = 2.0  # a sentinel answers from memory: a slow one is skipped for the next
+_HOST = re.compile(r"^(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9_.-]+)(?::(\d{1,5}))?$")
+_SERVICE = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
+
+
+@dataclass(frozen=True)
+class Target:
+    """What a sentinel URL names."""
+
+    sentinels: tuple[tuple[str, int], ...]
+    service: str
+    db: int
+    tls: bool
+    username: str | None  # the primary's login
+    password: str | None
+    sentinel_login: dict[str, str]  # username / password for the sentinels, if any
+    tls_files: dict[str, str]
+
+
+def is_sentinel_url(url: str) -> bool:
+    return url.startswith(SCHEMES)
+
+
+def parse(url: str) -> Target:
+    """The URL's parts, or ValueError saying what is wrong with it."""
+    scheme, _, rest = url.partition("://")
+    rest, _, query = rest.partition("?")
+    netloc, _, path = rest.partition("/")
+    credentials, at, hosts = netloc.rpartition("@")
+    if not at:
+        hosts = netloc
+    username = password = None
+    if credentials:
+        user, colon, secret = credentials.partition(":")
+        username, password = unquote(user) or None, (unquote(secret) if colon else None)
+        if not colon:  # redis:// reads a lone word before @ as the password too
+            username, password = None, unquote(user)
+    sentinels = []
+    for host in hosts.split(","):
+        match = _HOST.match(host.strip())
+        if not match or (match.group(2) and not 0 < int(match.group(2)) < 65536):
+            raise ValueError(f"{host.strip() or 'an empty host'!r} is not a sentinel address "
+                             f"(HOST or HOST:PORT, comma-separated)")
+        sentinels.append((match.group(1).strip("[]"), int(match.group(2) or DEFAULT_PORT)))
+    parts = path.rstrip("/").split("/") if path.strip("/") else []
+    if not parts or not _SERVICE.match(parts[0]):
+        raise ValueError("the primary's service name is missing after the hosts (the name "
+                         "the sentinels watch it under, e.g. /mymaster)")
+    if len(parts) > 2 or (len(parts) == 2 and not parts[1].isdigit()):
+        raise ValueError(f"{'/'.join(parts[1:])!r} is not a database number (/SERVICE/DB, "
+                         f"e.g. /mymaster/0)")
+    options = dict(parse_qsl(query, keep_blank_values=True))
+    unknown = sorted(set(options) - set(SENTINEL_OPTIONS) - set(TLS_OPTIONS))
+    if unknown:
+        raise ValueError(f"unknown option {unknown[0]!r}; a sentinel URL takes "
+                         f"{', '.join(SENTINEL_OPTIONS)} (the sentinels' login)")
+    return Target(
+        sentinels=tuple(sentinels), service=parts[0],
+        db=int(parts[1]) if len(parts) == 2 else 0, tls=scheme == "rediss+sentinel",
+        username=username, password=password,
+        sentinel_login={SENTINEL_OPTIONS[k]: v for k, v in options.items()
+                        if k in SENTINEL_OPTIONS and v},
+        tls_files={k: v for k, v in options.items() if k in TLS_OPTIONS})
+
+
+class BlockingSentinelPool(SentinelConnectionPool, BlockingConnectionPool):
+    """redis-py's Sentinel pool, but a call waits for a free connection rather than failing
+    past the pool's size (as bridge's plain pool does); closing it closes its sentinels."""
+
+    async def aclose(self) -> None:
+        await super().aclose()
+        await self.sentinel_manager.aclose()
+
+
+def _tls(target: Target) -> dict[str, Any]:
+    return {"ssl": True, **target.tls_files} if target.tls else {}
+
+
+def _sentinel_options(target: Target) -> dict[str, Any]:
+    """For the connections to the sentinels: short timeouts, their own login, TLS."""
+    return {"socket_connect_timeout": SENTINEL_TIMEOUT, "socket_timeout": SENTINEL_TIMEOUT,
+            **target.sentinel_login, **_tls(target)}
+
+
+def _manager(target: Target) -> Sentinel:
+    return Sentinel(list(target.sentinels),  # type: ignore[no-untyped-call]
+                    sentinel_kwargs=_sentinel_options(target))
+
+
+def make_client(url: str, options: dict[str, Any], *, pool_size: int,
+                single_connection: bool) -> Redis:
+    """A client of the primary that ``url`` names; ``options`` as for a plain URL's."""
+    target = parse(url)
+    sentinel = _manager(target)
+    # (the pool picks its TLS connection class from ssl=True)
+    primary = dict(options, db=target.db, username=target.username, password=target.password,
+                   **_tls(target))
+    if single_connection:
+        pool = SentinelConnectionPool(  # type: ignore[no-untyped-call]
+            target.service, sentinel, is_master=True, **primary)
+        client = Redis(connection_pool=pool, single_connection_client=True)
+        client.auto_close_connection_pool = True
+        return client
+    pool = BlockingSentinelPool(target.service, sentinel, is_master=True,  # type: ignore[no-untyped-call]
+                                max_connections=pool_size, timeout=None, **primary)
+    return Redis.from_pool(pool)
+
+
+# ---------------------------------------------------------------- errors and doctor
+async def explain(error: BaseException, url: str) -> RedisUnavailable | RedisRefused:
+    """The error for a primary that could not be reached through the sentinels: which
+    sentinels answered, and whether they know the service."""
+    target = parse(url)
+    text = str(error)
+    where = ", ".join(f"{host}:{port}" for host, port in target.sentinels)
+    if any(sign in text for sign in ("AuthenticationError", "invalid username-password",
+                                     "NOAUTH", "WRONGPASS")):
+        return RedisRefused(
+            f"a Sentinel at {where} refused the login ({text[:300]}). Set the sentinels' "
+            f"password with ?sentinel_password=… (and ?sentinel_username=…) in --redis / "
+            f"BRIDGE_REDIS_URL; the USER:PASSWORD@ part is the primary's")
+    if "SSL" in text or "certificate" in text.lower():
+        return RedisRefused(
+            f"TLS with the sentinels at {where} failed ({text[:300]}); rediss+sentinel:// "
+            f"uses TLS to the sentinels and the primary, with --tls-ca / BRIDGE_TLS_CA "
+            f"(and --tls-cert, --tls-key); use redis+sentinel:// if they take no TLS")
+    watched = await watched_services(target)
+    if watched is not None and target.service not in watched:
+        return RedisRefused(
+            f"the sentinels at {where} watch no primary named {target.service!r} (they "
+            f"watch: {', '.join(watched) or 'none'}); fix the name after the hosts in "
+            f"--redis / BRIDGE_REDIS_URL ({redact(url).partition('?')[0]})")
+    return RedisUnavailable(
+        f"cannot reach the primary {target.service!r} through the sentinels at {where}: "
+        f"{text[:400] or type(error).__name__}. Check that the sentinels run and agree on "
+        f"a primary (redis-cli -p 26379 SENTINEL MASTERS); during a failover this lasts "
+        f"seconds")
+
+
+async def watched_services(target: Target) -> list[str] | None:
+    """The service names the first sentinel that answers watches; None if none answers."""
+    for host, port in target.sentinels:
+        client = Redis(host=host, port=port, **_sentinel_options(target))
+        try:
+            masters = await client.sentinel_masters()
+            return sorted(str(name) for name in masters)
+        except (RedisError, OSError):
+            continue
+        finally:
+            await client.aclose()
+    return None
+
+
+async def refuse_a_sentinel(client: Redis, url: str) -> None:
+    """A sentinel's address given as a plain URL answers PING, and nothing bridge needs:
+    say what to write instead. SELECT is one of bridge's commands (an ACL user may run it)
+    and Sentinel does not know it; only then is INFO asked."""
+    if is_sentinel_url(url) or url.startswith("unix://"):
+        return
+    db = client.connection_pool.connection_kwargs.get("db") or 0
+    try:
+        await client.execute_command("SELECT", db)  # type: ignore[no-untyped-call]
+        return
+    except ResponseError as e:
+        if "unknown command" not in str(e).lower():
+            return
+    try:
+        info = await client.info("server")
+        masters = await client.sentinel_masters()
+    except (RedisError, OSError):
+        return
+    if info.get("redis_mode") != "sentinel":
+        return
+    kwargs = client.connection_pool.connection_kwargs
+    address = f"{kwargs.get('host')}:{kwargs.get('port')}"
+    names = sorted(str(name) for name in masters) or ["SERVICE"]
+    scheme = "rediss+sentinel" if url.startswith("rediss") else "redis+sentinel"
+    raise RedisRefused(
+        f"{redact(url).partition('?')[0]} is a Redis Sentinel, not a Redis server: bridge "
+        f"needs the primary it watches. Use --redis / BRIDGE_REDIS_URL "
+        f"{scheme}://{address}/{names[0]} (list every sentinel, comma-separated: "
+        f"{FORM}); it watches: {', '.join(names) if masters else 'nothing yet'}")
+
+
+@dataclass(frozen=True)
+class Watched:
+    """What `bridge doctor` says about a Sentinel-watched primary."""
+
+    service: str
+    primary: str  # host:port, as the sentinels give it
+    replicas: int  # replicas the sentinels see up
+    sentinels: int  # sentinels that watch it (the one asked and the others it knows)
+    sentinels_up: int  # of those listed in the URL, how many answered
+    quorum: int
+
+
+async def describe(url: str) -> Watched:
+    """Ask the sentinels about the primary: RedisError if none answers."""
+    target = parse(url)
+    sentinel = _manager(target)
+    try:
+        up = 0
+        state: dict[str, Any] | None = None
+        for client in sentinel.sentinels:
+            try:
+                masters = await client.sentinel_masters()
+            except (RedisError, OSError):
+                continue
+            up += 1
+            state = state or masters.get(target.service)  # type: ignore[union-attr]
+        if state is None:
+            raise RedisError(f"no sentinel in the URL knows {target.service!r}")
+        replicas = await sentinel.discover_replicas(target.service)
+        return Watched(service=target.service, primary=f"{state['ip']}:{state['port']}",
+                       replicas=len(replicas), sentinels=int(state["num-other-sentinels"]) + 1,
+                       sentinels_up=up, quorum=int(state["quorum"]))
+    finally:
+        await sentinel.aclose()
