@@ -40,7 +40,7 @@ PRIMARY = ("--repl-diskless-sync-delay", "0")
 
 
 def start_replica(server: RedisServer, primary: RedisServer, *extra: str) -> None:
-    server.start("--replicaof", "127.0.0.1", str(primary.port), *extra)
+    server.start("--replicaof", "127.0.0.1", str(primary.port), *PRIMARY, *extra)
     poll(lambda: server.client().info("replication").get("master_link_status") == "up",
          15, f"replica {server.port} in sync")
 
