@@ -26,7 +26,8 @@ from typing import Any
 from urllib.parse import parse_qsl, unquote
 
 from redis.asyncio import BlockingConnectionPool, Redis
-from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool
+from redis.asyncio.connection import SSLConnection
+from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool, SentinelManagedConnection
 from redis.exceptions import RedisError, ResponseError
 
 from bridge.errors import RedisRefused, RedisUnavailable
@@ -102,6 +103,24 @@ def parse(url: str) -> Target:
         tls_files={k: v for k, v in options.items() if k in TLS_OPTIONS})
 
 
+class FollowingConnection(SentinelManagedConnection):
+    """redis-py 8.1 reconnects a broken connection inside ``send_packed_command`` (its
+    retries, a single-connection client) by ``connect_check_health``, which skips the
+    sentinel lookup of ``SentinelManagedConnection.connect``: such a connection goes back to
+    the old primary's address for good (writes to a restarted old primary are lost; once it
+    is demoted, every write answers READONLY). Every connect asks the sentinels here."""
+
+    async def connect_check_health(self, check_health: bool = True,
+                                   retry_socket_connect: bool = True) -> None:
+        if not self.is_connected and self.connection_pool.is_master:
+            self.host, self.port = await self.connection_pool.get_master_address()
+        await super().connect_check_health(check_health, retry_socket_connect)
+
+
+class FollowingSSLConnection(FollowingConnection, SSLConnection):
+    pass
+
+
 class BlockingSentinelPool(SentinelConnectionPool, BlockingConnectionPool):
     """redis-py's Sentinel pool, but a call waits for a free connection rather than failing
     past the pool's size (as bridge's plain pool does); closing it closes its sentinels."""
@@ -131,9 +150,9 @@ def make_client(url: str, options: dict[str, Any], *, pool_size: int,
     """A client of the primary that ``url`` names; ``options`` as for a plain URL's."""
     target = parse(url)
     sentinel = _manager(target)
-    # (the pool picks its TLS connection class from ssl=True)
     primary = dict(options, db=target.db, username=target.username, password=target.password,
-                   **_tls(target))
+                   connection_class=FollowingSSLConnection if target.tls else
+                   FollowingConnection, **target.tls_files)
     if single_connection:
         pool = SentinelConnectionPool(  # type: ignore[no-untyped-call]
             target.service, sentinel, is_master=True, **primary)
