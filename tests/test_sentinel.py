@@ -123,7 +123,7 @@ async def test_a_failover_mid_stream_loses_no_durable_message(sentinels, tmp_pat
                 await anyio.to_thread.run_sync(lambda: old.start(*PRIMARY))
             new = redis.Redis(port=new_port, socket_timeout=5)
             await anyio.to_thread.run_sync(lambda: poll(
-                lambda: new.info("replication")["connected_slaves"] == 1, 30,
+                lambda: new.info("replication")["connected_slaves"] == 1, 60,
                 "the old primary back as a replica"))
             times["new_port"] = new_port
 

@@ -18,6 +18,7 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from bridge.errors import BridgeError, NameTaken
+from bridge.room import sentinel
 from bridge.room.batcher import ScriptBatcher
 from bridge.room.clients import check_reachable, make_client, resolve_url
 from bridge.room.cursor import CursorSeal, CursorWriter, Position
@@ -85,6 +86,9 @@ class Room:
                 tg.start_soon(room.cursor.rescue_forever)
                 tg.start_soon(room.receiver.read_forever)
                 tg.start_soon(room._sends.drain_forever)
+                if sentinel.is_sentinel_url(url):
+                    tg.start_soon(sentinel.follow_failovers, url,
+                                  (redis, subscriber, cursor_client))
                 try:
                     yield room
                 finally:

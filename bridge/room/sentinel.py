@@ -21,17 +21,22 @@ catch up from the log) carry it over to the new primary, as after any outage.
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qsl, unquote
 
+import structlog
 from redis.asyncio import BlockingConnectionPool, Redis
 from redis.asyncio.connection import SSLConnection
 from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool, SentinelManagedConnection
-from redis.exceptions import RedisError, ResponseError
+from redis.exceptions import ConnectionError, RedisError, ResponseError
 
 from bridge.errors import RedisRefused, RedisUnavailable
+from bridge.room.subscriber import Backoff, close_quietly, published, subscribe_confirmed
 from bridge.settings import redact
+
+log = structlog.get_logger("bridge.sentinel")
 
 SCHEMES = ("redis+sentinel://", "rediss+sentinel://")
 DEFAULT_PORT = 26379
@@ -117,6 +122,19 @@ class FollowingConnection(SentinelManagedConnection):
         await super().connect_check_health(check_health, retry_socket_connect)
 
 
+    async def read_response(self, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return await super().read_response(*args, **kwargs)
+        except ResponseError as e:
+            # A primary that lost its replicas refuses writes if configured to
+            # (min-replicas-to-write): so does a primary being demoted. Like READONLY (which
+            # redis-py handles so), drop the connection and ask the sentinels again.
+            if not str(e).startswith("NOREPLICAS") or not self.connection_pool.is_master:
+                raise
+            await self.disconnect()
+            raise ConnectionError(f"the primary refuses writes: {e}") from e
+
+
 class FollowingSSLConnection(FollowingConnection, SSLConnection):
     pass
 
@@ -162,6 +180,44 @@ def make_client(url: str, options: dict[str, Any], *, pool_size: int,
     pool = BlockingSentinelPool(target.service, sentinel, is_master=True,  # type: ignore[no-untyped-call]
                                 max_connections=pool_size, timeout=None, **primary)
     return Redis.from_pool(pool)
+
+
+SWITCH = "+switch-master"  # what a sentinel publishes once a failover is done
+
+
+async def follow_failovers(url: str, clients: Sequence[Redis]) -> None:
+    """Close every connection of ``clients`` as soon as a sentinel announces a failover.
+
+    Until then connections already open stay on the old primary: a demoted primary is only
+    told so (and its clients killed) once a sentinel next looks at it, seconds later, and
+    meanwhile its subscribers hear nothing of the new primary's messages. Closed, each
+    connection reconnects through the sentinels: the receiver as after any outage (claim
+    our name, resubscribe, catch up from the log), the sends by their retries.
+    """
+    target = parse(url)
+    backoff = Backoff(0.5, 5.0)
+    while True:
+        for host, port in target.sentinels:
+            client = Redis(host=host, port=port, **dict(_sentinel_options(target),
+                                                         socket_timeout=None))
+            pubsub = client.pubsub()
+            try:
+                await subscribe_confirmed(pubsub, [SWITCH], SENTINEL_TIMEOUT)
+                backoff.reset()
+                async for message in published(pubsub):
+                    name, *_, new_host, new_port = message["data"].decode().split()
+                    if name != target.service:
+                        continue
+                    log.warning("failover", service=name, primary=f"{new_host}:{new_port}",
+                                hint="the sentinels moved the primary: reconnecting")
+                    for each in clients:
+                        await each.connection_pool.disconnect()
+            except (RedisError, OSError, TimeoutError, ValueError):
+                pass  # that sentinel is down, or said something odd: the next one
+            finally:
+                await close_quietly(pubsub)
+                await client.aclose()
+        await backoff.wait()
 
 
 # ---------------------------------------------------------------- errors and doctor
