@@ -228,6 +228,11 @@ class Doctor:
                 return
             listed = len(sentinel.parse(url).sentinels)
             replicas = watched.replicas
+            if watched.sentinels < watched.quorum:
+                self.report(Check("warn", f"Sentinel: {watched.sentinels} sentinel(s) watch "
+                                          f"{watched.service!r}, fewer than its quorum "
+                                          f"({watched.quorum}): no failover can happen",
+                                  "run at least three sentinels, on separate hosts"))
             self.report(Check(
                 "ok" if watched.sentinels_up == listed else "warn",
                 f"Sentinel-watched primary {watched.service!r} at {watched.primary}: "
