@@ -23,6 +23,7 @@ from anyio.streams.buffered import BufferedByteReceiveStream
 from redis.asyncio import Redis
 
 from bench.common import Processes, RedisServer, line, summary
+from bench.durability import durability
 from bridge.room.presence import Presence
 from bridge.settings import Settings
 from tests.mcp_client import Agent
@@ -740,7 +741,8 @@ async def catchup(ctx: Context) -> dict[str, Any]:
 
 
 SCENARIOS = {"latency": latency, "throughput": throughput, "fanout": fanout,
-             "presence": presence, "startup": startup, "catchup": catchup}
+             "presence": presence, "startup": startup, "catchup": catchup,
+             "durability": durability}
 
 
 def new_tmp() -> tempfile.TemporaryDirectory[str]:
