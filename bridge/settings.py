@@ -118,11 +118,11 @@ def _redis_url(value: Any) -> str:
     text = str(value)
     if not text.startswith(REDIS_SCHEMES):
         raise ValueError(text)
-    from bridge.room import sentinel
+    from bridge.room import sentinel_url
 
-    if sentinel.is_sentinel_url(text):
+    if sentinel_url.is_sentinel_url(text):
         try:
-            sentinel.parse(text)
+            sentinel_url.parse(text)
         except ValueError as e:
             raise Reason(str(e)) from e
         return text
