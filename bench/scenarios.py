@@ -23,6 +23,7 @@ from anyio.streams.buffered import BufferedByteReceiveStream
 from redis.asyncio import Redis
 
 from bench.common import Processes, RedisServer, line, summary
+from bench.durability import durability
 from bridge.room.presence import Presence
 from bridge.settings import Settings
 from tests.mcp_client import Agent
@@ -748,7 +749,8 @@ async def _shards(ctx: Context) -> dict[str, Any]:
 
 
 SCENARIOS = {"latency": latency, "throughput": throughput, "fanout": fanout,
-             "presence": presence, "startup": startup, "catchup": catchup, "shards": _shards}
+             "presence": presence, "startup": startup, "catchup": catchup, "shards": _shards,
+             "durability": durability}
 
 
 def new_tmp() -> tempfile.TemporaryDirectory[str]:

@@ -31,8 +31,9 @@ DELIVERY_PATHS = ("inbox", "channel", "pull", "push")  # push: written by bridge
 # presence record written by hand (no expiry, a huge TTL) blocks its name for an hour at most.
 MAX_TTL = 3600.0
 CLUSTER_SCHEMES = ("redis+cluster://", "rediss+cluster://")  # a seed list: bridge.room.cluster
-REDIS_SCHEMES = ("redis://", "rediss://", "unix://", *CLUSTER_SCHEMES)
-TLS_SCHEMES = ("rediss://", "rediss+cluster://")
+SENTINEL_SCHEMES = ("redis+sentinel://", "rediss+sentinel://")  # bridge.room.sentinel_url
+REDIS_SCHEMES = ("redis://", "rediss://", "unix://", *CLUSTER_SCHEMES, *SENTINEL_SCHEMES)
+TLS_SCHEMES = ("rediss://", "rediss+cluster://", "rediss+sentinel://")
 _SEED = re.compile(r"(\[[0-9a-fA-F:.]+\]|[^\s,/@\[\]:]+):\d{1,5}")
 
 
@@ -113,6 +114,10 @@ def _role(value: Any) -> str:
     return text
 
 
+class Reason(ValueError):
+    """A bad value whose message says what is wrong with it: the error adds it."""
+
+
 def _redis_url(value: Any) -> str:
     text = str(value)
     if not text.startswith(REDIS_SCHEMES):
@@ -121,6 +126,14 @@ def _redis_url(value: Any) -> str:
         seeds = urlsplit(text).netloc.rpartition("@")[2]
         if not all(_SEED.fullmatch(seed) for seed in seeds.split(",")):
             raise ValueError(text)
+        return text
+    from bridge.room import sentinel_url
+
+    if sentinel_url.is_sentinel_url(text):
+        try:
+            sentinel_url.parse(text)
+        except ValueError as e:
+            raise Reason(str(e)) from e
         return text
     from redis.asyncio.connection import parse_url
 
@@ -186,8 +199,9 @@ class Settings:
     redis_url: str | None = setting(  # None: the per-user embedded Redis
         None, env="BRIDGE_REDIS_URL", flag="--redis", shared=True, metavar="URL",
         parse=_redis_url,
-        hint="use redis://host:6379/0, rediss://…, unix:///path/redis.sock, or for a "
-             "Redis Cluster redis+cluster://host1:7000,host2:7001/",
+        hint="use redis://host:6379/0, rediss://…, unix:///path/redis.sock; for a Redis "
+             "Cluster redis+cluster://host1:7000,host2:7001/; for a Sentinel-watched primary "
+             "redis+sentinel://HOST:26379[,HOST:26379…]/SERVICE[/DB] (rediss+… for TLS)",
         help="Redis URL", shown_default="default: the embedded Redis")
     room: str = setting(
         "main", env="BRIDGE_ROOM", flag="--room", shared=True,
@@ -273,6 +287,14 @@ class Settings:
         5000, env="BRIDGE_BURST", flag="--burst", parse=_positive(int, 1),
         hint="use a whole number of messages >= 1, e.g. 5000",
         help="messages this agent may send at once before --rate applies")
+    # replicas that must have a message before send_message says it is sent (WAIT), so that a
+    # failover to a replica cannot lose it; 0: answer as soon as the primary has it
+    min_replicas: int = setting(
+        0, env="BRIDGE_MIN_REPLICAS", parse=_int_range(0, 100),
+        hint="use a whole number of replicas from 0 to 100, e.g. 1 (0: do not wait)")
+    min_replicas_timeout: float = setting(  # the WAIT's bound, per batch of sends
+        1.0, env="BRIDGE_MIN_REPLICAS_TIMEOUT", parse=_float_range(0.01, 60.0),
+        hint="use a number of seconds from 0.01 to 60, e.g. 1")
     tls_ca: str = setting(  # PEM: the CA that signed the server's certificate (rediss://)
         "", env="BRIDGE_TLS_CA", flag="--tls-ca", shared=True, metavar="PEM",
         parse=_readable_file,
@@ -324,9 +346,10 @@ class Settings:
             except (TypeError, ValueError) as e:
                 label = f"{declared.option} / {declared.env}"
                 shown = redact(str(value)) if declared.name == "redis_url" else value
+                reason = f": {e}" if isinstance(e, Reason) else ""
                 raise SettingsError(
-                    f"bad value for {label} (from {source}): {shown!r}; {declared.hint}"
-                ) from e
+                    f"bad value for {label} (from {source}): {shown!r}{reason}; "
+                    f"{declared.hint}") from e
         settings = cls(**given, name_was_derived="name" not in given)
         _check_tls(settings)
         [secret] = [declared for declared in declarations() if declared.name == "secret"]
@@ -424,7 +447,7 @@ def redact(url: str) -> str:
     return f"{scheme}://{user + ':' if user else ':'}***@{host}"
 
 
-_QUERY_PASSWORD = re.compile(r"([?&]password=)[^&#]*", re.IGNORECASE)
+_QUERY_PASSWORD = re.compile(r"([?&](?:sentinel_)?password=)[^&#]*", re.IGNORECASE)
 
 
 def _check_tls(settings: Settings) -> None:

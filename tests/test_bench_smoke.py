@@ -35,7 +35,7 @@ def test_bench_smoke_run(tmp_path: Path) -> None:
     results = json.loads(out.read_text())
     s = results["scenarios"]
     assert set(s) == {"latency", "throughput", "fanout", "presence", "startup", "catchup",
-                      "shards"}
+                      "shards", "durability"}
     assert not [name for name, r in s.items() if "error" in r]
 
     assert numbers(s["latency"]["bridge"]) and numbers(s["latency"]["floor"])
@@ -67,6 +67,10 @@ def test_bench_smoke_run(tmp_path: Path) -> None:
     catch = s["catchup"]
     assert catch["messages"] > 0 and catch["from_exec_s"] > 0
     assert (catch["lost"], catch["duplicates"], catch["order_ok"]) == (0, 0, True)
+
+    durable = s["durability"]
+    assert numbers(durable["0"]["push"]) and numbers(durable["1"]["answer"])
+    assert durable["1"]["durable"] == durable["1"]["messages"]  # the replica was up
 
     assert len(results["targets"]) == 8
     assert all(t["measured"] is not None for t in results["targets"])

@@ -50,6 +50,7 @@ COMMANDS = (
     # a plain URL (bridge.room.clients.check_not_a_cluster_node)
     "spublish", "ssubscribe", "sunsubscribe", "cluster|slots", "cluster|info", "command",
     "asking",
+    "wait",  # after a send, with BRIDGE_MIN_REPLICAS (bridge.room.durability)
 )
 
 
@@ -88,6 +89,7 @@ def used_commands(keys: Keys, name: str) -> list[list[str]]:
         ["XRANGE", keys.log, "-", "+"],
         ["XREVRANGE", keys.log, "+", "-"], ["XTRIM", keys.log, "MAXLEN", "~", "100"],
         ["XLEN", keys.log], ["XREAD", "STREAMS", keys.log, "0-0"],
+        ["WAIT", "0", "0"],
         ["PUBLISH", keys.events, "{}"], ["PUBLISH", keys.broadcast, "{}"],
         ["PUBLISH", keys.direct(name), "{}"],
         ["SUBSCRIBE", keys.direct(name), keys.broadcast, keys.events],

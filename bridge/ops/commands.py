@@ -259,11 +259,14 @@ async def send(settings: Settings, to: str, text: str, *, reply_to: str, wait: b
         result = await room.send(recipients, text, reply_to=reply_to)
         if as_json:
             terminal.raw(to_json({"sent": result.id, "online": result.online,
-                                  "offline": result.offline}))
+                                  "offline": result.offline, **({"durable": result.durable}
+                                  if result.durable is not None else {})}))
         else:
             line = f"sent {result.id} to {', '.join(result.online) or 'nobody online'}"
             if result.offline:
                 line += f"; offline, queued until they return: {', '.join(result.offline)}"
+            if result.durability():
+                line += f". {result.durability()}"
             terminal.raw(line)
         if not wait:
             return 0

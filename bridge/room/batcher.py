@@ -21,6 +21,7 @@ from redis.exceptions import AuthenticationError, BusyLoadingError, RedisError, 
 
 from bridge import trace
 from bridge.errors import RedisRefused, RedisUnavailable
+from bridge.room.durability import Durability
 from bridge.room.functions import Function, recoverable
 from bridge.room.lua import Call, Script
 from bridge.room.subscriber import Backoff
@@ -55,10 +56,12 @@ class ScriptBatcher:
     and strands nobody.
     """
 
-    def __init__(self, redis: Redis, script: Script, timeout: float) -> None:
+    def __init__(self, redis: Redis, script: Script, timeout: float,
+                 durability: Durability | None = None) -> None:
         self.redis = redis
         self.function = Function(redis, script)
         self.timeout = timeout
+        self.durability = durability  # a WAIT after each batch (BRIDGE_MIN_REPLICAS)
         self._queue: list[Pending] = []
         self._queued = asyncio.Event()  # (asyncio's: see Pending.wake)
         self._under_way: anyio.CancelScope | None = None  # the batch being run
@@ -142,7 +145,8 @@ class ScriptBatcher:
 
     async def _execute(self, batch: list[Pending]) -> list[Any]:
         for _ in range(Function.ATTEMPTS):
-            replies = await (self._one(batch[0]) if len(batch) == 1 else self._many(batch))
+            replies = await (self._one(batch[0]) if len(batch) == 1 and not self.durability
+                             else self._many(batch))
             missing = next((reply for reply in replies if recoverable(reply)), None)
             if missing is None:
                 return replies
@@ -167,6 +171,8 @@ class ScriptBatcher:
         pipe = self.redis.pipeline(transaction=False)
         for pending in batch:
             self.function.queue(pipe, pending.call)
+        if self.durability:  # on the same connection, right after the sends
+            self.durability.queue(pipe)
         trace.mark("script_sent")  # (just before: the bytes leave inside execute)
         replies: list[Any] = await pipe.execute(raise_on_error=False)
-        return replies
+        return self.durability.attach(replies) if self.durability else replies

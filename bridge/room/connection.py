@@ -18,10 +18,12 @@ from redis.asyncio import Redis
 from redis.exceptions import MovedError, RedisError
 
 from bridge.errors import BridgeError, NameTaken, SettingsError
+from bridge.room import sentinel
 from bridge.room.batcher import ScriptBatcher
 from bridge.room.clients import check_reachable, make_client, resolve_url, shown
 from bridge.room.cluster import plain_url_hint
 from bridge.room.cursor import CursorSeal, CursorWriter, Position
+from bridge.room.durability import Durability
 from bridge.room.envelope import Notice
 from bridge.room.keys import Keys
 from bridge.room.presence import Claim, Presence
@@ -50,7 +52,8 @@ class Room:
         self.gate = Gate(settings)  # what of the log we deliver: size, signature, replays
         self.receiver = Receiver(settings, redis, subscriber, self.cursor, self.gate,
                                  reclaim=self._claim)
-        self._sends = ScriptBatcher(redis, SEND, settings.send_timeout)
+        self._sends = ScriptBatcher(redis, SEND, settings.send_timeout,
+                                    Durability.of(settings))
         self.sender = Sender(settings, self.gate.signer, self._sends.call, self._who_is_here)
         self._primed = False
 
@@ -86,6 +89,9 @@ class Room:
                 tg.start_soon(room.cursor.rescue_forever)
                 tg.start_soon(room.receiver.read_forever)
                 tg.start_soon(room._sends.drain_forever)
+                if sentinel.is_sentinel_url(url):
+                    tg.start_soon(sentinel.follow_failovers, url,
+                                  (redis, subscriber, cursor_client))
                 try:
                     yield room
                 finally:

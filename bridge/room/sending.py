@@ -12,6 +12,7 @@ from typing import Any, ClassVar
 
 from bridge.errors import MessageRejected
 from bridge.room.cluster import publish_command
+from bridge.room.durability import confirmed
 from bridge.room.envelope import BROADCAST, Envelope, parse_id
 from bridge.room.keys import NAME_PATTERN, Keys
 from bridge.room.lua import NOW_MS, TAIL, Call, Script
@@ -24,6 +25,26 @@ class SendResult:
     id: str
     online: list[str]
     offline: list[str]
+    replicas: int | None = None  # replicas that confirmed it (BRIDGE_MIN_REPLICAS); None: not asked
+    wanted: int = 0  # BRIDGE_MIN_REPLICAS
+    waited: float = 0.0  # BRIDGE_MIN_REPLICAS_TIMEOUT
+
+    @property
+    def durable(self) -> bool | None:
+        return None if self.replicas is None else self.replicas >= self.wanted
+
+    def durability(self) -> str:
+        """A sentence on whether the message survives a failover ('' when not asked). Not
+        durable is no failure: the message is logged and will be delivered, and sending it
+        again would deliver it twice, so it is said as a caveat, not an error."""
+        if self.replicas is None:
+            return ""
+        if self.durable:
+            return f"Durable: {self.replicas} replica(s) have it."
+        return (f"Logged and will be delivered, but NOT known to be durable: {self.replicas} "
+                f"of the {self.wanted} replica(s) asked for (BRIDGE_MIN_REPLICAS) confirmed it "
+                f"within {self.waited:g} s, so a Redis failover now could lose it. Do not send "
+                f"it again (it would arrive twice).")
 
 
 @dataclass  # (not frozen: a frozen init of 21 fields cost 4 us a send)
@@ -93,7 +114,11 @@ class SendCall(Call):
 # before anything is written, and a refused send takes no token.
 SEND = Script("send", SendCall, """
 local prior = redis.call('GET', dedupe_key)
-if prior then return {'ok', prior, {}, {}} end
+if prior then
+  -- a write, so that a WAIT after this retry waits for the first attempt's entry too
+  redis.call('PEXPIRE', dedupe_key, dedupe_ttl_ms)
+  return {'ok', prior, {}, {}}
+end
 local online, offline, unknown = {}, {}, {}
 local n = (#KEYS - nkeys) / 2
 if broadcast ~= '' then
@@ -189,6 +214,8 @@ class Sender:
             id=reply[1].decode(),
             online=sorted(n.decode() for n in reply[2]),
             offline=sorted(n.decode() for n in reply[3]),
+            replicas=confirmed(reply), wanted=self.settings.min_replicas,
+            waited=self.settings.min_replicas_timeout,
         )
 
 
