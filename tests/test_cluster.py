@@ -30,9 +30,9 @@ from tests.test_cli_ops import bridge, start_cli
 pytestmark = pytest.mark.anyio
 
 ROOMS = [f"room{i:02d}" for i in range(30)]
-# the failover test's agents: add "BRIDGE_MIN_REPLICAS": "1" here once it exists (and turn
-# STRICT on: then every acknowledged message must arrive)
-FAILOVER_ENV: dict[str, str] = {}
+# the failover test's agents: each send waits for the room primary's replica (WAIT), so
+# every send answered "Durable" must arrive, though the primary dies
+FAILOVER_ENV = {"BRIDGE_MIN_REPLICAS": "1"}
 STRICT = "BRIDGE_MIN_REPLICAS" in FAILOVER_ENV
 
 
@@ -193,9 +193,11 @@ def replica_of(cluster: Cluster, primary: int) -> list[int]:
 
 
 async def send_numbered(agent: Agent, to: str, count: int, until: anyio.Event,
-                        acked: list[int], failed: list[int]) -> None:
+                        acked: list[int], failed: list[int],
+                        undurable: list[int] | None = None) -> None:
     """Send "n000", "n001"… one after another, into ``acked`` or ``failed`` (an error the
-    agent saw); at least ``count``, and on until ``until`` is set."""
+    agent saw), or with BRIDGE_MIN_REPLICAS into ``undurable`` when the answer says no
+    replica confirmed it; at least ``count``, and on until ``until`` is set."""
     i = 0
     while i < count or not until.is_set():
         try:
@@ -204,7 +206,11 @@ async def send_numbered(agent: Agent, to: str, count: int, until: anyio.Event,
             failed.append(i)
         else:
             assert reply.startswith("sent, message_id"), reply
-            acked.append(i)
+            if undurable is not None and "NOT known to be durable" in reply:
+                undurable.append(i)
+            else:
+                assert undurable is None or "Durable: 1 replica(s)" in reply, reply
+                acked.append(i)
         i += 1
 
 
@@ -224,8 +230,10 @@ async def test_a_primary_dies_while_messages_flow(cluster: Cluster, tmp_path: Pa
         failed_over = anyio.Event()
         acked: list[int] = []
         failed: list[int] = []
+        undurable: list[int] = []
         async with anyio.create_task_group() as tg:
-            tg.start_soon(send_numbered, alice, "bob", 40, failed_over, acked, failed)
+            tg.start_soon(send_numbered, alice, "bob", 40, failed_over, acked, failed,
+                          undurable if STRICT else None)
             await bob.wait_messages(10, timeout=30)
             primary.kill()
             killed = time.monotonic()
@@ -233,7 +241,7 @@ async def test_a_primary_dies_while_messages_flow(cluster: Cluster, tmp_path: Pa
                 while cluster.owner(f"bridge:{{{room}}}:log").port != replica:
                     await anyio.sleep(0.1)
             failover = time.monotonic() - killed
-            after = len(acked) + len(failed) + 1  # sent once the replica had taken over
+            after = len(acked) + len(failed) + len(undurable) + 1  # once the replica took over
             seen = len(numbers(bob))
             # receivers resume: bob hears a message sent after the failover, in seconds
             await bob.wait_for(lambda: len(numbers(bob)) > seen, timeout=10,
@@ -246,11 +254,12 @@ async def test_a_primary_dies_while_messages_flow(cluster: Cluster, tmp_path: Pa
         await bob.wait_for(lambda: last in numbers(bob), timeout=15, what="the last message")
         got = numbers(bob)
         print(f"failover {failover:.1f} s, bob resumed {resumed:.1f} s after the kill; "
-              f"{len(acked)} sends acknowledged, {len(failed)} failed cleanly, "
-              f"{len(set(acked) - set(got))} acknowledged but lost")
+              f"{len(acked)} sends acknowledged durable, {len(undurable)} not known to be "
+              f"durable, {len(failed)} failed cleanly, {len(set(acked) - set(got))} "
+              f"acknowledged but lost")
         assert len(got) == len(set(got)), got  # exactly once
         assert got == sorted(got), got  # in order
-        assert set(got) <= set(acked) | set(failed)  # nothing invented
+        assert set(got) <= set(acked) | set(failed) | set(undurable)  # nothing invented
         if STRICT:
             assert set(acked) <= set(got)
         assert set(got) >= {n for n in acked if n >= after}  # after the failover: all
@@ -304,3 +313,36 @@ async def test_a_busy_rooms_slot_moves_to_another_node(cluster: Cluster,
     assert got == acked  # each once, in order, none lost
     assert any(e.get("event") == "redis_connection_lost" and "slot moved" in e.get("error", "")
                for e in bob.log_events())  # bob did follow the room to its new node
+
+
+async def test_a_durable_send_waits_for_the_replica_of_its_rooms_primary(
+        cluster: Cluster, tmp_path: Path) -> None:
+    """The WAIT goes to the node that ran the send. One shard's replica is down: a send in
+    that shard's room is said not to be durable, a send in the other shards' rooms is said
+    durable. (A WAIT sent to any other node, which has no write of ours to wait for, answers
+    at once with that node's replicas: one of the two would come out wrong.)"""
+    rooms: dict[int, str] = {}  # primary's port -> a room it serves
+    for i in range(100):
+        rooms.setdefault(cluster.owner(f"bridge:{{durable{i}}}:log").port, f"durable{i}")
+    assert len(rooms) == 3
+    down_port, down_room = next(iter(rooms.items()))
+    [replica_port] = replica_of(cluster, down_port)
+    env = {"BRIDGE_MIN_REPLICAS": "1", "BRIDGE_MIN_REPLICAS_TIMEOUT": "0.5"}
+    async with agent_pool(cluster.url, tmp_path) as pool:
+        senders = {room: await pool.start("alice", "--room", room, env=dict(env))
+                   for room in rooms.values()}
+        for sender in senders.values():
+            assert "Durable: 1 replica(s)" in await sender.tool("send_message", to="*",
+                                                                text="one")
+        replica = cluster.node(replica_port)
+        replica.kill()
+        try:
+            for room, sender in senders.items():
+                reply = await sender.tool("send_message", to="*", text="two")
+                expected = "NOT known to be durable" if room == down_room else "Durable: 1"
+                assert expected in reply, (room, reply)
+        finally:
+            replica.start()
+            replica.wait_up()
+    cluster.wait_ok()
+    cluster.wait_replicas()

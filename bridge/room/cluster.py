@@ -174,6 +174,13 @@ async def owner(client: Redis, key: str) -> ClusterNode:
     return cluster.nodes_manager.get_node_from_slot(cluster.keyslot(key))
 
 
+async def slot_primary(client: Redis, key: str) -> ClusterNode:
+    """The primary of ``key``'s slot by the slot map the client has (no round trip)."""
+    cluster = as_cluster(client)
+    await cluster.initialize()  # a no-op once it has started
+    return cluster.nodes_manager.get_node_from_slot(cluster.keyslot(key))
+
+
 class ShardPubSub(PubSub):
     """A PubSub on one cluster node, for SSUBSCRIBE; closing it closes its own pool."""
 

@@ -31,6 +31,7 @@ from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool, SentinelMan
 from redis.exceptions import ConnectionError, RedisError, ResponseError
 
 from bridge.errors import RedisRefused, RedisUnavailable
+from bridge.room.cluster import is_cluster_url
 from bridge.room.sentinel_url import FORM, Target
 from bridge.room.sentinel_url import is_sentinel_url as is_sentinel_url  # (re-exported)
 from bridge.room.sentinel_url import parse as parse
@@ -202,7 +203,7 @@ async def refuse_a_sentinel(client: Redis, url: str) -> None:
     """A sentinel's address given as a plain URL answers PING, and nothing bridge needs:
     say what to write instead. SELECT is one of bridge's commands (an ACL user may run it)
     and Sentinel does not know it; only then is INFO asked."""
-    if is_sentinel_url(url) or url.startswith("unix://"):
+    if is_sentinel_url(url) or is_cluster_url(url) or url.startswith("unix://"):
         return
     db = client.connection_pool.connection_kwargs.get("db") or 0
     try:
