@@ -20,7 +20,7 @@ from redis.exceptions import NoPermissionError, ResponseError
 
 from bridge import room
 from bridge.ops.acl import COMMANDS
-from bridge.ops.doctor import Doctor
+from bridge.ops.doctor_access import AccessChecks
 from bridge.room import functions, lua
 from bridge.room.keys import Keys
 from tests.conftest import RedisServer, agent_pool, free_port
@@ -136,7 +136,7 @@ async def test_agents_under_acl_users_do_everything_bridge_does(agents, redis_se
     # nothing any of them did was refused, not even inside the Lua scripts
     assert denials(r) == []
     # and every command the doctor knows bridge runs is allowed on the room's names
-    for command in Doctor.commands(Keys("main"), "alice"):
+    for command in AccessChecks.commands(Keys("main"), "alice"):
         assert r.execute_command("ACL", "DRYRUN", "bridge-main-alice", *command) == b"OK", command
 
 
@@ -263,7 +263,7 @@ def test_the_rule_allows_every_command_the_scripts_call():
     assert called and called <= set(COMMANDS), called - set(COMMANDS)
     used = {command[0].lower() + (f"|{command[1].lower()}" if command[0] in ("FCALL", "CLUSTER")
                                   else "")
-            for command in Doctor.commands(Keys("main"), "alice")}
+            for command in AccessChecks.commands(Keys("main"), "alice")}
     assert used <= set(COMMANDS), used - set(COMMANDS)
     # each of bridge's functions, and no way to run or load Lua of one's own
     assert {f"fcall|{name}" for name in functions.NAMES} <= used

@@ -1,27 +1,28 @@
-"""`bridge doctor`: checks, one line each, with a fix for each failure."""
+"""`bridge doctor`: checks, one line each, with a fix for each failure; run in order, each
+printed as soon as it is known. The checks of where messages go and of the Redis behind the
+URL are in doctor_topology, those of what its user may do in doctor_access."""
 
 from __future__ import annotations
 
 import os
-import re
 import sys
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from typing import Any, TextIO
 
 import anyio
 from redis.asyncio import Redis
 from redis.asyncio.sentinel import MasterNotFoundError
-from redis.exceptions import NoPermissionError, RedisError, ResponseError
+from redis.exceptions import RedisError, ResponseError
 from rich.text import Text
 
-from bridge.delivery import SOCKET_VAR, offered, probe
 from bridge.errors import BridgeError, RedisRefused
-from bridge.ops.acl import excess_rights, used_commands
+from bridge.ops.check import Check
 from bridge.ops.commands import redis_now_ms
+from bridge.ops.doctor_access import AccessChecks
+from bridge.ops.doctor_topology import cluster_shard, delivery_checks, replication
 from bridge.ops.human import Terminal
-from bridge.room import cluster, functions, sentinel
+from bridge.room import cluster, sentinel
 from bridge.room.clients import (
     check_not_a_cluster_node,
     make_client,
@@ -30,61 +31,17 @@ from bridge.room.clients import (
     tls_failure,
     with_tls,
 )
-from bridge.room.keys import PREFIX, Keys
+from bridge.room.keys import Keys
 from bridge.room.presence import Presence
 from bridge.settings import Settings, redact
 
 MIN_VERSION = (6, 2)  # exclusive XRANGE bounds, XTRIM MINID
-CHANNEL_KILLERS = ("DISABLE_TELEMETRY", "DO_NOT_TRACK", "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC")
-
-
-def delivery_checks(env: dict[str, str]) -> list[Check]:
-    """How messages can reach a Claude Code conversation from here: its session inbox (no
-    flag), else the channel (whose one blind spot is said plainly), else pull."""
-    checks = []
-    address = offered(env)
-    if address is None:
-        checks.append(Check(
-            "info", "delivery: not run by Claude Code here, so its session inbox cannot be "
-                    "checked; an agent's list_participants (and `bridge who`) shows the path "
-                    "each agent took: inbox, channel or pull",
-            "Claude Code 2.1.224 or later gives every bridge serve it starts its session "
-            "inbox: nothing to do. Older versions need `claude "
-            "--dangerously-load-development-channels server:bridge`; Claude Code does not "
-            "tell bridge whether it loaded the channel, so a message pushed to a session "
-            "started without the flag is lost: use --delivery pull there"))
-    else:
-        problem = probe(address)
-        checks.append(Check(
-            "ok", f"delivery: Claude Code's session inbox accepts connections "
-                  f"({address.path}): messages reach the conversation with no flag") if
-            problem is None else Check(
-            "warn", f"delivery: {SOCKET_VAR} is set but the inbox does not answer "
-                    f"({problem}): agents fall back to the channel",
-            "restart Claude Code; with --delivery auto the agents use the inbox again"))
-    for var in CHANNEL_KILLERS:
-        if env.get(var):
-            checks.append(Check(
-                "warn", f"{var} is set: it switches Claude Code channels off (the session "
-                        f"inbox keeps working), so an agent on the channel path gets nothing",
-                f"use Claude Code 2.1.224 or later (the inbox), unset {var}, or run such "
-                f"agents with --delivery pull (they then call read_messages)"))
-    return checks
-
-
-@dataclass
-class Check:
-    status: str  # ok / warn / fail / skip / info
-    what: str
-    fix: str = ""
 
 
 class Doctor:
     """Runs the checks in order, printing each line as it is known."""
 
     LABELS = {"ok": "ok  ", "warn": "warn", "fail": "FAIL", "skip": "skip", "info": "info"}
-
-    commands = staticmethod(used_commands)  # what the ACL check asks ACL DRYRUN about
 
     def __init__(self, settings: Settings, out: TextIO = sys.stdout,
                  env: dict[str, str] | None = None) -> None:
@@ -93,8 +50,7 @@ class Doctor:
         self.env = dict(os.environ if env is None else env)
         self.terminal = Terminal(out)
         self.failed = False
-        self.user = ""  # the ACL user we are, once known
-        self.dryrun = False  # whether it may ask ACL DRYRUN about itself
+        self.access = AccessChecks(settings, self.report)
 
     def report(self, check: Check) -> None:
         colour = {"ok": "green", "warn": "yellow", "fail": "red"}.get(check.status, "dim")
@@ -116,15 +72,16 @@ class Doctor:
         try:
             if await self._reachable(client, url):
                 if cluster.is_cluster(client):
-                    client = await self._cluster(client)
+                    client = await cluster_shard(client, self.settings, self.report)
                 version: tuple[int, ...] = ()
                 checks: list[tuple[str, Callable[[], Awaitable[Any]]]] = [
                     ("TLS", lambda: self._tls(client, url)),
                     ("server version", lambda: self._version(client)),
-                    ("replication", lambda: self._replication(client, url)),
-                    ("ACL", lambda: self._acl(client, version)),
-                    ("ACL rights", lambda: self._least_privilege(client)),
-                    ("bridge's functions", lambda: self._functions(client, version)),
+                    ("replication",
+                     lambda: replication(client, url, self.settings, self.report)),
+                    ("ACL", lambda: self.access.acl(client, version)),
+                    ("ACL rights", lambda: self.access.least_privilege(client)),
+                    ("bridge's functions", lambda: self.access.bridge_functions(client, version)),
                     ("AOF", lambda: self._persistence(client)),
                     ("clock", lambda: self._clock(client)),
                     ("room", lambda: self._room(client)),
@@ -149,19 +106,6 @@ class Doctor:
                 if whole is not client:
                     await whole.aclose()
         return 1 if self.failed else 0
-
-    async def _cluster(self, client: Redis) -> Redis:
-        """Where the room lives (its slot, the primary that serves it, the cluster's state);
-        then the checks that follow run on that primary."""
-        shard = await cluster.room_shard(client, Keys(self.settings.room).log)
-        replicas = ", ".join(shard.replicas) or "none: a failure of it stops the room"
-        self.report(Check(
-            "ok" if shard.state == "ok" and shard.replicas else "warn",
-            f"Redis Cluster, cluster_state {shard.state}, {shard.primaries} primaries; room "
-            f"{self.settings.room} is in slot {shard.slot}, served by {shard.owner} "
-            f"(replicas: {replicas}); the checks below ask that node",
-            "" if shard.state == "ok" else "see CLUSTER INFO and CLUSTER NODES on that node"))
-        return cluster.node_client(await cluster.owner(client, Keys(self.settings.room).log))
 
     def bad_settings(self, error: BridgeError) -> int:
         self.report(Check("fail", str(error),
@@ -245,203 +189,6 @@ class Doctor:
         else:
             self.report(Check("ok", f"{server} {text}; " + ", ".join(features)))
         return version
-
-    async def _replication(self, client: Redis, url: str) -> None:
-        """Who the primary is and how many replicas it has; whether BRIDGE_MIN_REPLICAS can
-        be met."""
-        if sentinel.is_sentinel_url(url):
-            try:
-                watched = await sentinel.describe(url)
-            except (RedisError, OSError) as e:
-                self.report(Check("fail", f"Sentinel: no sentinel in the URL answers about the "
-                                          f"primary ({e})", "check the sentinels' addresses "
-                                          "and that they run"))
-                return
-            listed = len(sentinel.parse(url).sentinels)
-            replicas = watched.replicas
-            if watched.sentinels < watched.quorum:
-                self.report(Check("warn", f"Sentinel: {watched.sentinels} sentinel(s) watch "
-                                          f"{watched.service!r}, fewer than its quorum "
-                                          f"({watched.quorum}): no failover can happen",
-                                  "run at least three sentinels, on separate hosts"))
-            self.report(Check(
-                "ok" if watched.sentinels_up == listed else "warn",
-                f"Sentinel-watched primary {watched.service!r} at {watched.primary}: "
-                f"{replicas} replica(s) up, {watched.sentinels} sentinel(s) watch it (quorum "
-                f"{watched.quorum}); {watched.sentinels_up} of the {listed} in the URL answer",
-                "" if watched.sentinels_up == listed else
-                "a sentinel in the URL does not answer: start it, or drop it from the URL"))
-        else:
-            info = await client.info("replication")
-            replicas = int(info.get("connected_slaves", 0))
-            if info.get("role") != "master":
-                self.report(Check(
-                    "fail", f"replication: this Redis is a replica (of "
-                            f"{info.get('master_host')}:{info.get('master_port')}): it refuses "
-                            f"bridge's writes",
-                    "point --redis / BRIDGE_REDIS_URL at the primary, or at its sentinels "
-                    "(redis+sentinel://…) so that bridge follows a failover"))
-                return
-            self.report(Check("info", f"replication: a primary with {replicas} replica(s) "
-                                      f"connected"))
-        wanted = self.settings.min_replicas
-        if wanted > replicas:
-            self.report(Check(
-                "warn", f"BRIDGE_MIN_REPLICAS={wanted}, but the primary has {replicas} "
-                        f"replica(s): every send waits {self.settings.min_replicas_timeout:g} "
-                        f"s and is answered 'not known to be durable'",
-                "start the replicas, or lower BRIDGE_MIN_REPLICAS"))
-
-    async def _acl(self, client: Redis, version: tuple[int, ...]) -> None:
-        if version and version < (6, 0):
-            self.report(Check("skip", "ACL: Redis before 6.0 has no ACLs"))
-            return
-        try:
-            user = (await client.execute_command(  # type: ignore[no-untyped-call]
-                "ACL", "WHOAMI")).decode()
-        except ResponseError:  # a least-privilege user may not ask: the URL says who it is
-            user = client.connection_pool.connection_kwargs.get("username") or "default"
-        self.user = user
-        if version and version < (7, 0):
-            self.report(Check("skip", f"ACL: user {user}; checking its permissions needs "
-                                      f"ACL DRYRUN (Redis >= 7.0)"))
-            return
-        keys = Keys(self.settings.room)
-        name = self.settings.name or "agent"
-        commands: set[str] = set()
-        denied_keys: set[str] = set()
-        denied_channels: set[str] = set()
-        other: set[str] = set()
-        checked = self.commands(keys, name)
-        for command in checked:
-            try:
-                reply = await client.execute_command(  # type: ignore[no-untyped-call]
-                    "ACL", "DRYRUN", user, *command)
-            except ResponseError as e:
-                if "dryrun" in str(e).lower():
-                    self.report(Check("skip", f"ACL: user {user} may not run ACL DRYRUN (nor "
-                                              f"may those that bridge acl makes), so whether "
-                                              f"it may run every command bridge uses cannot "
-                                              f"be checked"))
-                    return
-                reply = str(e)
-            self.dryrun = True
-            text = reply.decode() if isinstance(reply, bytes) else str(reply)
-            if text == "OK":
-                continue
-            quoted = re.search(r"'([^']*)' (command|key|channel)", text)
-            if quoted is None:
-                other.add(text)
-            elif quoted.group(2) == "command" and command[0] == "FCALL":
-                commands.add(f"fcall|{command[1]}")  # +fcall would allow every function
-            else:
-                {"command": commands, "key": denied_keys,
-                 "channel": denied_channels}[quoted.group(2)].add(quoted.group(1))
-        if not (commands or denied_keys or denied_channels or other):
-            self.report(Check("ok", f"ACL: user {user} may run every command bridge uses "
-                                    f"({len(checked)} checked) on the keys and channels of "
-                                    f"room {self.settings.room}"))
-            return
-        problems, fix = [], [f"ACL SETUSER {user}"]
-        pattern = f"{PREFIX}:{{{self.settings.room}}}:*"
-        if commands:
-            problems.append("may not run " + ", ".join(sorted(commands)))
-            fix += [f"+{command}" for command in sorted(commands)]
-        if denied_keys:
-            problems.append("may not access keys " + ", ".join(sorted(denied_keys)))
-            fix.append(f"'~{pattern}'")
-        if denied_channels:
-            problems.append("may not use channels " + ", ".join(sorted(denied_channels)))
-            fix.append(f"'&{pattern}'")
-        problems += sorted(other)
-        self.report(Check("fail", f"ACL: user {user} " + "; ".join(problems),
-                          " ".join(fix)))
-
-    async def _least_privilege(self, client: Redis) -> None:
-        """A warning, not a failure: bridge works, but a leaked URL could do more harm."""
-        if not self.user:
-            return
-        room = self.settings.room
-        rights = await excess_rights(client, self.user, room, dryrun=self.dryrun)
-        if rights.excess:
-            self.report(Check(
-                "warn", f"ACL rights: user {self.user} can do more than bridge needs: "
-                        + ", ".join(rights.excess),
-                f"give each agent a least-privilege user: bridge acl --room {room} --agent "
-                f"NAME | redis-cli (as an admin), then the agent's URL it prints"))
-            return
-        unchecked = (f"; not checked without ACL DRYRUN: {', '.join(rights.unchecked)}"
-                     if rights.unchecked else "")
-        self.report(Check("ok", f"ACL rights: user {self.user} has none beyond bridge's: "
-                                f"refused {', '.join(rights.refused)}{unchecked}"))
-
-    async def _functions(self, client: Redis, version: tuple[int, ...]) -> None:
-        """Whether this bridge version's library is loaded: by calling its version function,
-        which every user bridge works under may call."""
-        user = self.user or functions.Library.of(client).user
-        by_evalsha = Check(
-            "info", "bridge's functions: Redis before 7.0 has none, so bridge runs its Lua "
-                    "scripts by EVALSHA (its user must be allowed EVALSHA and SCRIPT LOAD, "
-                    "and so can run Lua of its own; bridge acl's rules need Redis 7.0)")
-        if version and version < (7, 0):
-            self.report(by_evalsha)
-            return
-        try:
-            reply = await client.execute_command(  # type: ignore[no-untyped-call]
-                "FCALL", functions.VERSION_FUNCTION, 0)
-        except ResponseError as e:
-            if functions.is_unknown_command(e, "fcall"):
-                self.report(by_evalsha)
-            elif isinstance(e, NoPermissionError):
-                self.report(Check(
-                    "fail", f"bridge's functions: {functions.not_allowed_message(user)}",
-                    f"as a Redis admin: bridge acl --room {self.settings.room} --agent NAME | "
-                    f"redis-cli -u ADMIN_URL"))
-            elif not functions.is_missing(e):
-                raise
-            elif await self._may_load_functions(client):
-                others = self._other_versions(await functions.loaded_libraries(client))
-                self.report(Check(
-                    "ok", f"bridge's functions: library {functions.LIBRARY} (this version's) "
-                          f"is not loaded yet; bridge loads it when it first needs it, as "
-                          f"user {user} may{others}"))
-            else:
-                self.report(Check(
-                    "fail", f"bridge's functions: library {functions.LIBRARY} (this bridge "
-                            f"version's) is not loaded, and user {user} may not load it: "
-                            f"agents under it cannot start",
-                    f"as a Redis admin, once per bridge version: {functions.LOAD_COMMAND}"))
-            return
-        answered = reply.decode() if isinstance(reply, bytes) else str(reply)
-        if answered != functions.VERSION:
-            self.report(Check(
-                "fail", f"bridge's functions: library {functions.LIBRARY} answers version "
-                        f"{answered!r}, not {functions.VERSION}: something else was loaded "
-                        f"under bridge's name",
-                f"as a Redis admin: {functions.LOAD_COMMAND} (replaces it with bridge's)"))
-            return
-        others = self._other_versions(await functions.loaded_libraries(client))
-        self.report(Check("ok", f"bridge's functions: library {functions.LIBRARY} is loaded "
-                                f"(this bridge's version){others}"))
-
-    @staticmethod
-    async def _may_load_functions(client: Redis) -> bool:
-        """FUNCTION LOAD of a library that cannot load: NOPERM, or the loader's complaint."""
-        try:
-            await client.execute_command("FUNCTION", "LOAD", "x")  # type: ignore[no-untyped-call]
-        except NoPermissionError:
-            return False
-        except ResponseError as e:
-            return "unknown command" not in str(e).lower()
-        return True
-
-    @staticmethod
-    def _other_versions(loaded: list[str] | None) -> str:
-        others = [name for name in loaded or [] if name != functions.LIBRARY]
-        if not others:
-            return ""
-        return (f"; other bridge versions' libraries loaded too: {', '.join(others)} (an admin "
-                f"may FUNCTION DELETE each once no agent runs that version)")
 
     async def _tls(self, client: Redis, url: str) -> None:
         if not url.startswith(("rediss://", "rediss+sentinel://")):

@@ -236,7 +236,9 @@ def build(
 
 
 def channel_warning(env: Mapping[str, str]) -> str | None:
-    from bridge.ops.doctor import CHANNEL_KILLERS  # (not at import: `bridge serve` starts fast)
+    from bridge.ops.doctor_topology import (
+        CHANNEL_KILLERS,  # (not at import: `bridge serve` starts fast)
+    )
 
     found = [var for var in CHANNEL_KILLERS if env.get(var)]
     if not found:

@@ -1,0 +1,111 @@
+"""`bridge doctor`'s checks of where things go: how messages reach a Claude Code here (its
+session inbox, the channel, or pull), and the Redis behind the URL (a cluster and the node
+that serves the room; a primary, its replicas and sentinels)."""
+
+from __future__ import annotations
+
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+
+from bridge.delivery import SOCKET_VAR, offered, probe
+from bridge.ops.check import Check, Report
+from bridge.room import cluster, sentinel
+from bridge.room.keys import Keys
+from bridge.settings import Settings
+
+CHANNEL_KILLERS = ("DISABLE_TELEMETRY", "DO_NOT_TRACK", "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC")
+
+
+def delivery_checks(env: dict[str, str]) -> list[Check]:
+    """How messages can reach a Claude Code conversation from here: its session inbox (no
+    flag), else the channel (whose one blind spot is said plainly), else pull."""
+    checks = []
+    address = offered(env)
+    if address is None:
+        checks.append(Check(
+            "info", "delivery: not run by Claude Code here, so its session inbox cannot be "
+                    "checked; an agent's list_participants (and `bridge who`) shows the path "
+                    "each agent took: inbox, channel or pull",
+            "Claude Code 2.1.224 or later gives every bridge serve it starts its session "
+            "inbox: nothing to do. Older versions need `claude "
+            "--dangerously-load-development-channels server:bridge`; Claude Code does not "
+            "tell bridge whether it loaded the channel, so a message pushed to a session "
+            "started without the flag is lost: use --delivery pull there"))
+    else:
+        problem = probe(address)
+        checks.append(Check(
+            "ok", f"delivery: Claude Code's session inbox accepts connections "
+                  f"({address.path}): messages reach the conversation with no flag") if
+            problem is None else Check(
+            "warn", f"delivery: {SOCKET_VAR} is set but the inbox does not answer "
+                    f"({problem}): agents fall back to the channel",
+            "restart Claude Code; with --delivery auto the agents use the inbox again"))
+    for var in CHANNEL_KILLERS:
+        if env.get(var):
+            checks.append(Check(
+                "warn", f"{var} is set: it switches Claude Code channels off (the session "
+                        f"inbox keeps working), so an agent on the channel path gets nothing",
+                f"use Claude Code 2.1.224 or later (the inbox), unset {var}, or run such "
+                f"agents with --delivery pull (they then call read_messages)"))
+    return checks
+
+
+async def cluster_shard(client: Redis, settings: Settings, report: Report) -> Redis:
+    """Where the room lives (its slot, the primary that serves it, the cluster's state);
+    then the checks that follow run on that primary."""
+    shard = await cluster.room_shard(client, Keys(settings.room).log)
+    replicas = ", ".join(shard.replicas) or "none: a failure of it stops the room"
+    report(Check(
+        "ok" if shard.state == "ok" and shard.replicas else "warn",
+        f"Redis Cluster, cluster_state {shard.state}, {shard.primaries} primaries; room "
+        f"{settings.room} is in slot {shard.slot}, served by {shard.owner} "
+        f"(replicas: {replicas}); the checks below ask that node",
+        "" if shard.state == "ok" else "see CLUSTER INFO and CLUSTER NODES on that node"))
+    return cluster.node_client(await cluster.owner(client, Keys(settings.room).log))
+
+
+async def replication(client: Redis, url: str, settings: Settings, report: Report) -> None:
+    """Who the primary is and how many replicas it has; whether BRIDGE_MIN_REPLICAS can
+    be met."""
+    if sentinel.is_sentinel_url(url):
+        try:
+            watched = await sentinel.describe(url)
+        except (RedisError, OSError) as e:
+            report(Check("fail", f"Sentinel: no sentinel in the URL answers about the "
+                                      f"primary ({e})", "check the sentinels' addresses "
+                                      "and that they run"))
+            return
+        listed = len(sentinel.parse(url).sentinels)
+        replicas = watched.replicas
+        if watched.sentinels < watched.quorum:
+            report(Check("warn", f"Sentinel: {watched.sentinels} sentinel(s) watch "
+                                      f"{watched.service!r}, fewer than its quorum "
+                                      f"({watched.quorum}): no failover can happen",
+                              "run at least three sentinels, on separate hosts"))
+        report(Check(
+            "ok" if watched.sentinels_up == listed else "warn",
+            f"Sentinel-watched primary {watched.service!r} at {watched.primary}: "
+            f"{replicas} replica(s) up, {watched.sentinels} sentinel(s) watch it (quorum "
+            f"{watched.quorum}); {watched.sentinels_up} of the {listed} in the URL answer",
+            "" if watched.sentinels_up == listed else
+            "a sentinel in the URL does not answer: start it, or drop it from the URL"))
+    else:
+        info = await client.info("replication")
+        replicas = int(info.get("connected_slaves", 0))
+        if info.get("role") != "master":
+            report(Check(
+                "fail", f"replication: this Redis is a replica (of "
+                        f"{info.get('master_host')}:{info.get('master_port')}): it refuses "
+                        f"bridge's writes",
+                "point --redis / BRIDGE_REDIS_URL at the primary, or at its sentinels "
+                "(redis+sentinel://…) so that bridge follows a failover"))
+            return
+        report(Check("info", f"replication: a primary with {replicas} replica(s) "
+                                  f"connected"))
+    wanted = settings.min_replicas
+    if wanted > replicas:
+        report(Check(
+            "warn", f"BRIDGE_MIN_REPLICAS={wanted}, but the primary has {replicas} "
+                    f"replica(s): every send waits {settings.min_replicas_timeout:g} "
+                    f"s and is answered 'not known to be durable'",
+            "start the replicas, or lower BRIDGE_MIN_REPLICAS"))
