@@ -52,7 +52,14 @@ SUITE = "bookworm"
 PYTHON_PACKAGES = ["python3", "python3-venv", "python-is-python3", "ca-certificates"]
 REDIS_PACKAGES = ["redis-server"]
 PATH_ENV = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
-RECIPE_VERSION = "1"  # bump when the recipe changes in a way the hash does not see
+RECIPE_VERSION = "3"  # bump when the recipe changes in a way the hash does not see
+# the official Debian images' /etc/apt/apt.conf.d/docker-clean: downloaded .debs do not stay
+# in the layer of a RUN apt-get install (as in the Dockerfile's last stage)
+_RM_DEBS = ('"rm -f /var/cache/apt/archives/*.deb /var/cache/apt/archives/partial/*.deb '
+            '/var/cache/apt/*.bin || true";')
+DOCKER_CLEAN = (f"DPkg::Post-Invoke {{ {_RM_DEBS} }};\n"
+                f"APT::Update::Post-Invoke {{ {_RM_DEBS} }};\n"
+                'Dir::Cache::pkgcache "";\nDir::Cache::srcpkgcache "";\n')
 STEP_TIMEOUT = 600
 
 
@@ -232,7 +239,7 @@ def ensure_bases(env: dict[str, str]) -> list[str]:
     log: list[str] = []
     with open(CACHE / ".lock", "w") as lock:  # another pytest run may be building them
         fcntl.flock(lock, fcntl.LOCK_EX)
-        keys = {PYTHON_IMAGE: recipe_key(PYTHON_PACKAGES),
+        keys = {PYTHON_IMAGE: recipe_key(PYTHON_PACKAGES, DOCKER_CLEAN),
                 REDIS_IMAGE: recipe_key(REDIS_PACKAGES, "data-999")}
         keys[NODE_IMAGE] = recipe_key(keys[PYTHON_IMAGE], NODE_VERSION, NPM_VERSION)
         todo = {}
@@ -247,8 +254,13 @@ def ensure_bases(env: dict[str, str]) -> list[str]:
                 REDIS_IMAGE: CACHE / f"redis-{keys[REDIS_IMAGE]}.tar"}
         # the two debootstraps at once: mostly downloads and dpkg, on different packages
         jobs = {}
+        clean = CACHE / "docker-clean"
+        clean.write_text(DOCKER_CLEAN)
         for name, packages, hooks in (
-                (PYTHON_IMAGE, PYTHON_PACKAGES, []),
+                (PYTHON_IMAGE, PYTHON_PACKAGES,
+                 # with it in place, mmdebstrap's clean-up no longer finds apt's caches
+                 [f'cp {clean} "$1/etc/apt/apt.conf.d/docker-clean" '
+                  '&& rm -f "$1"/var/cache/apt/*.bin']),
                 (REDIS_IMAGE, REDIS_PACKAGES, ['mkdir -p "$1/data" && chown 999:999 "$1/data"'])):
             if name in todo and not tars[name].exists():
                 partial = tars[name].with_suffix(".partial.tar")
@@ -281,6 +293,35 @@ def ensure_bases(env: dict[str, str]) -> list[str]:
         if not todo:
             log.append("bases: all there (labels match)")
     return log
+
+
+def build_agent(env: dict[str, str], build_ca: str, tag: str,
+                timeout: float = 1200) -> tuple[float, int]:
+    """deploy/Dockerfile as it is, in docker format (OCI drops HEALTHCHECK), the two builder
+    stages at once; then the older builds' leftovers go. Returns (seconds, steps cached)."""
+    started = time.monotonic()
+    out = run(["podman", "build", "--format", "docker", "--pull=never", "--jobs", "2",
+               "-f", str(REPO / "deploy" / "Dockerfile"), "-t", tag,
+               "--build-arg", f"BUILD_CA_CERTS={build_ca}", str(REPO)], timeout=timeout,
+              env=env)
+    seconds = time.monotonic() - started
+    prune_stale(env, out)
+    return seconds, out.count("Using cache")
+
+
+def prune_stale(env: dict[str, str], build_output: str) -> None:
+    """Remove untagged images made from our bases that this build did not use: what earlier
+    builds left (each change to bridge/ leaves ~150 MB). This build's own steps stay, as the
+    next build's cache; images not made from our bases are not touched."""
+    words = build_output.replace("-->", " ").split()
+    used = {w.removeprefix("sha256:")[:11] for w in words
+            if len(w.removeprefix("sha256:")) >= 11
+            and all(c in "0123456789abcdef" for c in w.removeprefix("sha256:"))}
+    dangling = run(["podman", "images", "--filter", "dangling=true", "--filter",
+                    f"label={LABEL}", "--format", "{{.ID}}", "--no-trunc"], env=env).split()
+    for image in dangling:
+        if image.removeprefix("sha256:")[:11] not in used:
+            subprocess.run(["podman", "rmi", image], capture_output=True, env=env, timeout=120)
 
 
 def host_extra_ca() -> str:

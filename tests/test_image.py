@@ -39,7 +39,8 @@ from tests.claude_code import FAKE_API, FAKE_API_KEY, QUIET_ENV, read_tail, wait
 from tests.conftest import RedisServer, free_port
 from tests.test_deploy import user_texts
 
-pytestmark = pytest.mark.slow
+# the first test pays for the bases and the build: about 3 minutes cold on 2 cores
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(1800)]
 
 ROOT = Path(__file__).resolve().parent.parent
 IMAGE = "localhost/bridge-agent:local"  # docker-compose.yml's BRIDGE_IMAGE default
@@ -93,18 +94,12 @@ def build_ca(tmp_path_factory: pytest.TempPathFactory) -> str:
 
 @pytest.fixture(scope="module")
 def image(penv: dict[str, str], build_ca: str) -> str:
-    """deploy/Dockerfile built as it is (docker format: OCI drops HEALTHCHECK)."""
-    started = time.monotonic()
-    done = subprocess.run(
-        ["podman", "build", "--format", "docker", "--pull=never", "--jobs", "2",
-         "-f", "deploy/Dockerfile", "-t", IMAGE, "--build-arg", f"BUILD_CA_CERTS={build_ca}",
-         "."], cwd=ROOT, env=penv, capture_output=True, text=True, timeout=BUILD_TIMEOUT,
-        stdin=subprocess.DEVNULL)
-    assert done.returncode == 0, f"podman build: exit {done.returncode}\n" \
-                                 f"{read_tail_text(done.stdout + done.stderr)}"
-    cached = done.stdout.count("Using cache")
-    print(f"\nimage built in {time.monotonic() - started:.0f}s ({cached} steps from cache)",
-          file=sys.stderr)
+    """deploy/Dockerfile built as it is (tests/images.py: build_agent)."""
+    try:
+        seconds, cached = images.build_agent(penv, build_ca, IMAGE, BUILD_TIMEOUT)
+    except images.ImageError as e:
+        pytest.fail(f"podman build: {e}")
+    print(f"\nimage built in {seconds:.0f}s ({cached} steps from cache)", file=sys.stderr)
     return IMAGE
 
 
