@@ -1,7 +1,7 @@
 """Local stand-ins for the registry images that deploy/Dockerfile and docker-compose.yml use,
 and the podman set-up that runs them here (tests/test_image.py).
 
-    python3 -m tests.images        # build or import the bases now; prints what it did
+    python3 -m tests.images [--agent]   # the bases now (and the agent image); says what it did
 
 CI reaches Debian's packages, PyPI and npm, and no container registry, so the bases are made
 from packages and imported under the names the Dockerfile uses:
@@ -299,6 +299,14 @@ def build_agent(env: dict[str, str], build_ca: str, tag: str,
                 timeout: float = 1200) -> tuple[float, int]:
     """deploy/Dockerfile as it is, in docker format (OCI drops HEALTHCHECK), the two builder
     stages at once; then the older builds' leftovers go. Returns (seconds, steps cached)."""
+    CACHE.mkdir(parents=True, exist_ok=True)
+    with open(CACHE / ".build.lock", "w") as lock:  # .ci/run may be building it already
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        return _build_agent(env, build_ca, tag, timeout)
+
+
+def _build_agent(env: dict[str, str], build_ca: str, tag: str,
+                 timeout: float) -> tuple[float, int]:
     started = time.monotonic()
     out = run(["podman", "build", "--format", "docker", "--pull=never", "--jobs", "2",
                "-f", str(REPO / "deploy" / "Dockerfile"), "-t", tag,
@@ -347,7 +355,15 @@ def marker_ca() -> str:
     return path.read_text().strip()
 
 
-def main() -> int:
+def build_ca_certs() -> str:
+    """BUILD_CA_CERTS for the tests' builds: the host's extra CAs and the marker CA."""
+    return "\n".join(p for p in (host_extra_ca(), marker_ca()) if p)
+
+
+AGENT_IMAGE = "localhost/bridge-agent:local"  # docker-compose.yml's BRIDGE_IMAGE default
+
+
+def main(argv: list[str]) -> int:
     problem = podman_missing()
     if problem:
         print(f"images: {problem}", file=sys.stderr)
@@ -356,7 +372,11 @@ def main() -> int:
         env = podman_env(containers_conf(Path(tmp) / "containers.conf"))
         try:
             for line in ensure_bases(env):
-                print(f"images: {line}")
+                print(f"images: {line}", flush=True)
+            if "--agent" in argv:
+                seconds, cached = build_agent(env, build_ca_certs(), AGENT_IMAGE)
+                print(f"images: {AGENT_IMAGE} built in {seconds:.0f}s ({cached} steps from "
+                      f"cache)")
         except ImageError as e:
             print(f"images: {e}", file=sys.stderr)
             return 1
@@ -364,4 +384,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(sys.argv[1:]))

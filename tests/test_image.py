@@ -43,7 +43,7 @@ from tests.test_deploy import user_texts
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(1800)]
 
 ROOT = Path(__file__).resolve().parent.parent
-IMAGE = "localhost/bridge-agent:local"  # docker-compose.yml's BRIDGE_IMAGE default
+IMAGE = images.AGENT_IMAGE
 PROJECT = "bridgeimagetest"  # not the default `bridge`: a user's own stack stays untouched
 ROOM = "imagetest"
 PASSWORD = "imagetest0123456789abcdef"
@@ -82,14 +82,13 @@ def penv(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
 
 
 @pytest.fixture(scope="module")
-def build_ca(tmp_path_factory: pytest.TempPathFactory) -> str:
-    """BUILD_CA_CERTS: the host's extra CA certificates and a marker CA (so the check that
-    the image holds none of them means something on a machine that has none)."""
+def build_ca() -> str:
+    """BUILD_CA_CERTS: the host's extra CA certificates and a marker CA of the tests' own (so
+    the check that the image holds none of them means something on any machine)."""
     try:
-        marker = images.marker_ca()
+        return images.build_ca_certs()
     except images.ImageError as e:
         pytest.fail(str(e))
-    return "\n".join(p for p in (images.host_extra_ca(), marker) if p)
 
 
 @pytest.fixture(scope="module")
