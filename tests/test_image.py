@@ -134,10 +134,10 @@ def test_the_image_keeps_its_health_check_and_no_build_certificate(
     mount = podman(penv, "image", "mount", image).stdout.strip()
     try:
         pattern = "\n".join(sorted(lines))
-        found = subprocess.run(["grep", "-rlF", "--binary-files=text", "-e", pattern, mount],
-                               capture_output=True, text=True, timeout=300)
-        assert found.returncode == 1, f"a build certificate is in the image: {found.stdout}" \
-                                      f"{found.stderr}"
+        grep = subprocess.run(["grep", "-rlF", "--binary-files=text", "-e", pattern, mount],
+                              capture_output=True, text=True, timeout=300)
+        assert grep.returncode == 1, f"a build certificate is in the image: {grep.stdout}" \
+                                     f"{grep.stderr}"
     finally:
         podman(penv, "image", "unmount", image, check=False)
 
@@ -269,9 +269,9 @@ def fake_api(penv: dict[str, str], compose: dict[str, Any]) -> Path:
            images.PYTHON_IMAGE, "python3", "/opt/fake_api.py", "--host", "0.0.0.0",
            "--port", "8080", "--port-file", "/api/port", "--log", "/api/requests.jsonl",
            "--script", "/api/turns.json")
-    wait_until("the fake API", lambda: (api_dir / "port").exists(), 30,
+    wait_until("the fake API", (api_dir / "port").exists, 30,
                lambda: podman(penv, "logs", f"{PROJECT}-fake-api", check=False).stderr)
-    return api_dir / "requests.jsonl"
+    return Path(api_dir / "requests.jsonl")
 
 
 def test_the_compose_story_through_make(penv: dict[str, str], compose: dict[str, Any]) -> None:
@@ -306,11 +306,13 @@ def test_the_compose_story_through_make(penv: dict[str, str], compose: dict[str,
                         "{{.HostConfig.SecurityOpt}} {{.Config.User}}").stdout
         assert config.startswith("true ") and "no-new-privileges" in config, config
         assert config.split()[-1] == "10001:10001", config
-        wait_until(f"{name} in the room",
-                   lambda n=name: client.exists(f"bridge:{{{ROOM}}}:agent:{n}"), 180, logs)
-        wait_until(f"{name}'s Claude Code up",
-                   lambda c=container: "Claude Code is up;" in podman(
-                       penv, "logs", c, check=False).stdout, 120, logs)
+        key = f"bridge:{{{ROOM}}}:agent:{name}"
+        wait_until(f"{name} in the room", lambda: client.exists(key), 180, logs)  # noqa: B023
+
+        def up_in(c: str = container) -> bool:
+            return "Claude Code is up;" in podman(penv, "logs", c, check=False).stdout
+
+        wait_until(f"{name}'s Claude Code up", up_in, 120, logs)
 
     who = make(compose, "who", timeout=180, REDIS_URL=container_url)
     # (COMPOSE_INTERACTIVE_NO_CLI=1 would lose `run`'s output against podman: not set)
@@ -332,9 +334,10 @@ def test_the_compose_story_through_make(penv: dict[str, str], compose: dict[str,
     assert sent.returncode == 0, sent.stderr
 
     def answered() -> bool:
+        entries: list[tuple[bytes, dict[bytes, bytes]]] = client.xrange(  # type: ignore[assignment]
+            f"bridge:{{{ROOM}}}:log")
         return any(f[b"from"] == b"alice" and f[b"to"] == b"boss"
-                   and f[b"text"] == b"PONG-FROM-ALICE"
-                   for _, f in client.xrange(f"bridge:{{{ROOM}}}:log"))
+                   and f[b"text"] == b"PONG-FROM-ALICE" for _, f in entries)
 
     wait_until("alice's answer in the room log", answered, 120,
                lambda: logs() + "\nrequests:\n" + read_tail(requests, 5))
