@@ -4,14 +4,14 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 ARGS ?=
 
-.PHONY: install test lint serve redis team soak bench clean
+.PHONY: install test lint serve redis team soak bench web-screenshot clean
 
 install: $(BIN)/bridge
 
 $(BIN)/bridge: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e ".[dev]"
+	$(BIN)/pip install --quiet -e ".[dev,web]"
 	@touch $@
 	@echo "installed: $(BIN)/bridge"
 
@@ -47,6 +47,11 @@ soak: install
 # docs/benchmarks.md and docs/benchmarks-*.png.
 bench: install
 	BENCH_COMMAND="make bench$(if $(ARGS), ARGS='$(ARGS)')" $(BIN)/python -m bench $(ARGS)
+
+# docs/web.png, the README's picture of `bridge web`: the busy-room test of tests/test_web.py
+# (a real room, real agents, Debian's chromium) takes it, so it matches the code
+web-screenshot: install
+	BRIDGE_WEB_SCREENSHOT=docs/web.png $(BIN)/pytest -q -p no:cacheprovider tests/test_web.py -k screenshot
 
 # --- Docker, across machines (README: "Run a team across machines") ---
 # Settings from make's command line or the environment: REDIS_URL, ROOM, AGENTS="NAME:ROLE ...",

@@ -29,7 +29,7 @@ from bench.scenarios import FULL, QUICK, SCENARIOS, SMOKE, Context, new_tmp
 
 ROOT = Path(__file__).resolve().parent.parent
 SCENARIO_DEADLINE = {"latency": 120, "throughput": 180, "fanout": 240, "presence": 120,
-                     "startup": 90, "catchup": 240}
+                     "startup": 90, "catchup": 240, "shards": 240, "durability": 120}
 
 
 def parse(argv: list[str] | None) -> argparse.Namespace:

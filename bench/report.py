@@ -192,6 +192,17 @@ def markdown(results: dict[str, Any], plots: list[str]) -> str:
             f"**{cu['from_exec_s']:.2f} s** after exec ({cu['from_initialize_s']:.2f} s after "
             f"initialize, {cu['msg_per_s']:,.0f} msg/s); lost {cu['lost']}, duplicates "
             f"{cu['duplicates']}, order {'kept' if cu['order_ok'] else 'BROKEN'}.")
+    du = s.get("durability", {})
+    if "answer_p50_cost_ms" in du:
+        rows = ", ".join(
+            f"={n}: push p50 {du[n]['push']['p50']:.2f} / p99 {du[n]['push']['p99']:.2f} ms, "
+            f"answer p50 {du[n]['answer']['p50']:.2f} / p99 {du[n]['answer']['p99']:.2f} ms"
+            for n in ("0", "1"))
+        out.append(
+            f"- 7. BRIDGE_MIN_REPLICAS against a primary and one replica on this machine (Redis "
+            f"{du['version']}): {rows}. The WAIT adds **{du['answer_p50_cost_ms']:.2f} ms** to "
+            f"the sender's answer at p50 (the push does not wait for it); "
+            f"{du['1']['durable']} of {du['1']['messages']} confirmed durable.")
     errors = {k: v["error"] for k, v in s.items() if isinstance(v, dict) and "error" in v}
     for name, error in errors.items():
         out.append(f"- **{name} failed**: `{error}`")

@@ -23,6 +23,7 @@ from anyio.streams.buffered import BufferedByteReceiveStream
 from redis.asyncio import Redis
 
 from bench.common import Processes, RedisServer, line, summary
+from bench.durability import durability
 from bridge.room.presence import Presence
 from bridge.settings import Settings
 from tests.mcp_client import Agent
@@ -42,6 +43,8 @@ class Sizes:
     startups: int
     catchup: int
     profile_seconds: float
+    shard_rooms: int = 12  # bench/shards.py: rooms at once, messages per room
+    shard_messages: int = 300
 
 
 FULL = Sizes(latency=2000, warmup=50, floor=2000, throughput=10000, window=32,
@@ -49,10 +52,10 @@ FULL = Sizes(latency=2000, warmup=50, floor=2000, throughput=10000, window=32,
              startups=10, catchup=10000, profile_seconds=5)
 QUICK = Sizes(latency=500, warmup=20, floor=500, throughput=2000, window=32, fanout=(10, 25),
               broadcasts=10, presence=(100, 1000), list_calls=20, startups=3, catchup=2000,
-              profile_seconds=3)
+              profile_seconds=3, shard_rooms=6, shard_messages=300)
 SMOKE = Sizes(latency=30, warmup=5, floor=30, throughput=100, window=8, fanout=(2, 4),
               broadcasts=3, presence=(20, 50), list_calls=3, startups=1, catchup=100,
-              profile_seconds=1)
+              profile_seconds=1, shard_rooms=2, shard_messages=10)
 
 
 @dataclass
@@ -739,8 +742,15 @@ async def catchup(ctx: Context) -> dict[str, Any]:
     return result
 
 
+async def _shards(ctx: Context) -> dict[str, Any]:
+    from bench.shards import shards  # starts a cluster of its own
+
+    return await shards(ctx)
+
+
 SCENARIOS = {"latency": latency, "throughput": throughput, "fanout": fanout,
-             "presence": presence, "startup": startup, "catchup": catchup}
+             "presence": presence, "startup": startup, "catchup": catchup, "shards": _shards,
+             "durability": durability}
 
 
 def new_tmp() -> tempfile.TemporaryDirectory[str]:

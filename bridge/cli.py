@@ -75,6 +75,9 @@ def _acl_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--agent", required=True, metavar="NAME", help="the agent's name")
     add_flags(parser, "room")
     parser.add_argument("--password", help="the user's password (default: a new random one)")
+    parser.add_argument("--read-only", dest="read_only", action="store_true",
+                        help="a user that may only read the room (its log, agents and events): "
+                             "for bridge web, tail and history that watch without sending")
     parser.add_argument("--format", choices=("command", "file"), default="command",
                         help="command: ACL SETUSER for redis-cli (default); file: a users.acl "
                              "line")
@@ -87,7 +90,7 @@ def _acl(args: argparse.Namespace) -> int:
     from bridge.ops import acl
 
     return acl.print_rule(_settings(args), agent=args.agent, password=args.password,
-                          file_format=args.format == "file")
+                          file_format=args.format == "file", read_only=args.read_only)
 
 
 def _functions_flags(parser: argparse.ArgumentParser) -> None:
@@ -203,6 +206,22 @@ def _history(args: argparse.Namespace) -> int:
                                      since=args.since, limit=args.limit, as_json=args.json))
 
 
+def _web_flags(parser: argparse.ArgumentParser) -> None:
+    _room_flags(parser)
+    parser.add_argument("--bind", default="127.0.0.1:8765", metavar="HOST:PORT",
+                        help="where to listen (default 127.0.0.1:8765, loopback only); any "
+                             "other address needs the token for reading too")
+
+
+def _web(args: argparse.Namespace) -> int:
+    import anyio
+
+    from bridge.ops.web.serve import web
+
+    settings = _settings(args)
+    return anyio.run(lambda: web(settings, args.bind))
+
+
 # ------------------------------------------------------------------ doctor, team
 def _doctor(args: argparse.Namespace) -> int:
     import anyio
@@ -280,6 +299,13 @@ COMMANDS = {command.name: command for command in (
                         "and leave. With --wait, print what arrives for NAME until Ctrl-C or "
                         "--timeout."),
     Command("history", "what the room log holds, oldest first", _history_flags, _history),
+    Command("web", "watch and steer the room from a browser", _web_flags, _web,
+            follows=lambda args: True,
+            description="Serve a page per room (and a list of rooms): the agents, the "
+                        "conversation live, history with search, who talks to whom, and a "
+                        "form to send as an operator. Prints the address to open; it carries "
+                        "the token sending needs (BRIDGE_WEB_TOKEN, or a new one each run). "
+                        "Needs the web extra: pip install 'bridge-agents[web]'."),
     Command("doctor", "check that bridge can work with this Redis", _room_flags, _doctor,
             description="One line per check, with a fix for each problem. Exits 1 if bridge "
                         "cannot work."),

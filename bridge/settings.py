@@ -16,6 +16,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
+from urllib.parse import urlsplit
 
 from bridge.errors import SettingsError
 from bridge.room.keys import NAME_PATTERN, ROOM_PATTERN
@@ -29,7 +30,11 @@ DELIVERY_PATHS = ("inbox", "channel", "pull", "push")  # push: written by bridge
 # The longest presence TTL, in seconds. A claim is honoured for its holder's TTL up to this, so a
 # presence record written by hand (no expiry, a huge TTL) blocks its name for an hour at most.
 MAX_TTL = 3600.0
-REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
+CLUSTER_SCHEMES = ("redis+cluster://", "rediss+cluster://")  # a seed list: bridge.room.cluster
+SENTINEL_SCHEMES = ("redis+sentinel://", "rediss+sentinel://")  # bridge.room.sentinel_url
+REDIS_SCHEMES = ("redis://", "rediss://", "unix://", *CLUSTER_SCHEMES, *SENTINEL_SCHEMES)
+TLS_SCHEMES = ("rediss://", "rediss+cluster://", "rediss+sentinel://")
+_SEED = re.compile(r"(\[[0-9a-fA-F:.]+\]|[^\s,/@\[\]:]+):\d{1,5}")
 
 
 def default_name(host: str | None = None, cwd: str | None = None) -> str:
@@ -109,10 +114,27 @@ def _role(value: Any) -> str:
     return text
 
 
+class Reason(ValueError):
+    """A bad value whose message says what is wrong with it: the error adds it."""
+
+
 def _redis_url(value: Any) -> str:
     text = str(value)
     if not text.startswith(REDIS_SCHEMES):
         raise ValueError(text)
+    if text.startswith(CLUSTER_SCHEMES):  # HOST:PORT,HOST:PORT… (redis-py parses one node)
+        seeds = urlsplit(text).netloc.rpartition("@")[2]
+        if not all(_SEED.fullmatch(seed) for seed in seeds.split(",")):
+            raise ValueError(text)
+        return text
+    from bridge.room import sentinel_url
+
+    if sentinel_url.is_sentinel_url(text):
+        try:
+            sentinel_url.parse(text)
+        except ValueError as e:
+            raise Reason(str(e)) from e
+        return text
     from redis.asyncio.connection import parse_url
 
     parse_url(text)  # raises ValueError on a malformed URL
@@ -177,7 +199,9 @@ class Settings:
     redis_url: str | None = setting(  # None: the per-user embedded Redis
         None, env="BRIDGE_REDIS_URL", flag="--redis", shared=True, metavar="URL",
         parse=_redis_url,
-        hint="use redis://host:6379/0, rediss://… or unix:///path/redis.sock",
+        hint="use redis://host:6379/0, rediss://…, unix:///path/redis.sock; for a Redis "
+             "Cluster redis+cluster://host1:7000,host2:7001/; for a Sentinel-watched primary "
+             "redis+sentinel://HOST:26379[,HOST:26379…]/SERVICE[/DB] (rediss+… for TLS)",
         help="Redis URL", shown_default="default: the embedded Redis")
     room: str = setting(
         "main", env="BRIDGE_ROOM", flag="--room", shared=True,
@@ -263,6 +287,14 @@ class Settings:
         5000, env="BRIDGE_BURST", flag="--burst", parse=_positive(int, 1),
         hint="use a whole number of messages >= 1, e.g. 5000",
         help="messages this agent may send at once before --rate applies")
+    # replicas that must have a message before send_message says it is sent (WAIT), so that a
+    # failover to a replica cannot lose it; 0: answer as soon as the primary has it
+    min_replicas: int = setting(
+        0, env="BRIDGE_MIN_REPLICAS", parse=_int_range(0, 100),
+        hint="use a whole number of replicas from 0 to 100, e.g. 1 (0: do not wait)")
+    min_replicas_timeout: float = setting(  # the WAIT's bound, per batch of sends
+        1.0, env="BRIDGE_MIN_REPLICAS_TIMEOUT", parse=_float_range(0.01, 60.0),
+        hint="use a number of seconds from 0.01 to 60, e.g. 1")
     tls_ca: str = setting(  # PEM: the CA that signed the server's certificate (rediss://)
         "", env="BRIDGE_TLS_CA", flag="--tls-ca", shared=True, metavar="PEM",
         parse=_readable_file,
@@ -279,6 +311,12 @@ class Settings:
         parse=_readable_file,
         hint="use the path of a readable PEM file (the client certificate's key)",
         help="rediss://: the client certificate's key")
+    # `bridge web`'s token (sending needs it; reading too off loopback); a new random one per
+    # run when unset. No flag: a token on the command line shows in `ps`
+    web_token: str = setting(
+        "", env="BRIDGE_WEB_TOKEN", parse=_pattern(re.compile(r"^[A-Za-z0-9_~.-]{16,256}\Z")),
+        hint="use 16-256 of A-Z a-z 0-9 _ ~ . - (e.g. the output of `openssl rand -hex 24`)",
+        repr=False)
     name_was_derived: bool = False
 
     @classmethod
@@ -308,9 +346,10 @@ class Settings:
             except (TypeError, ValueError) as e:
                 label = f"{declared.option} / {declared.env}"
                 shown = redact(str(value)) if declared.name == "redis_url" else value
+                reason = f": {e}" if isinstance(e, Reason) else ""
                 raise SettingsError(
-                    f"bad value for {label} (from {source}): {shown!r}; {declared.hint}"
-                ) from e
+                    f"bad value for {label} (from {source}): {shown!r}{reason}; "
+                    f"{declared.hint}") from e
         settings = cls(**given, name_was_derived="name" not in given)
         _check_tls(settings)
         [secret] = [declared for declared in declarations() if declared.name == "secret"]
@@ -408,7 +447,7 @@ def redact(url: str) -> str:
     return f"{scheme}://{user + ':' if user else ':'}***@{host}"
 
 
-_QUERY_PASSWORD = re.compile(r"([?&]password=)[^&#]*", re.IGNORECASE)
+_QUERY_PASSWORD = re.compile(r"([?&](?:sentinel_)?password=)[^&#]*", re.IGNORECASE)
 
 
 def _check_tls(settings: Settings) -> None:
@@ -416,7 +455,7 @@ def _check_tls(settings: Settings) -> None:
     given = [flag for flag, value in (("--tls-ca / BRIDGE_TLS_CA", settings.tls_ca),
                                       ("--tls-cert / BRIDGE_TLS_CERT", settings.tls_cert),
                                       ("--tls-key / BRIDGE_TLS_KEY", settings.tls_key)) if value]
-    if given and not (settings.redis_url or "").startswith("rediss://"):
+    if given and not (settings.redis_url or "").startswith(TLS_SCHEMES):
         raise SettingsError(
             f"{', '.join(given)} set, but the Redis URL is not rediss://; use "
             f"--redis / BRIDGE_REDIS_URL rediss://HOST:PORT/0 (TLS), or unset them")

@@ -87,6 +87,8 @@ def check_url(env: Mapping[str, str], var: str = "REDIS_URL") -> str:
         raise DeployError(f"REDIS_URL is not set: give the Redis that every host shares, e.g. "
                           f"REDIS_URL={EXAMPLE_URL} (make up-redis on host A starts one)")
     parts = urlsplit(url)
+    if parts.scheme in ("redis+sentinel", "rediss+sentinel"):
+        return check_sentinel_url(url, var)
     if parts.scheme not in ("redis", "rediss"):
         raise DeployError(f"bad {var} (scheme {parts.scheme or 'missing'!r}): a container "
                           f"reaches Redis over the network; write {EXAMPLE_URL}, or rediss:// "
@@ -106,6 +108,29 @@ def check_url(env: Mapping[str, str], var: str = "REDIS_URL") -> str:
         raise DeployError(f"bad {var}: the path {parts.path!r} must be a database number, "
                           f"e.g. /0")
     if not parts.password:
+        print(f"compose_agents: warning: {var} has no password; anyone who reaches that "
+              "Redis can read and send messages (see README: Run a team across machines)",
+              file=sys.stderr)
+    return url
+
+
+def check_sentinel_url(url: str, var: str) -> str:
+    """redis+sentinel://[:PASSWORD@]S1:26379,S2:26379/SERVICE[/DB] (README: Sentinel)."""
+    rest = url.partition("://")[2].partition("?")[0]
+    netloc, _, path = rest.partition("/")
+    credentials, _, hosts = netloc.rpartition("@")
+    example = "redis+sentinel://:PASSWORD@sentinel-1:26379,sentinel-2:26379/bridge/0"
+    for host in hosts.split(","):
+        name = host.rpartition(":")[0] if ":" in host else host
+        if not name:
+            raise DeployError(f"bad {var}: an empty sentinel address; write {example}")
+        if name in LOCAL_HOSTS:
+            raise DeployError(f"bad {var}: {name} inside a container is the container itself; "
+                              f"use the sentinels' names or addresses, e.g. {example}")
+    if not re.fullmatch(r"[A-Za-z0-9_.:-]+(/\d+)?/?", path):
+        raise DeployError(f"bad {var}: after the sentinels comes the primary's service name "
+                          f"(and a database number), e.g. {example}")
+    if ":" not in credentials:
         print(f"compose_agents: warning: {var} has no password; anyone who reaches that "
               "Redis can read and send messages (see README: Run a team across machines)",
               file=sys.stderr)

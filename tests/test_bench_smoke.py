@@ -34,7 +34,8 @@ def test_bench_smoke_run(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     results = json.loads(out.read_text())
     s = results["scenarios"]
-    assert set(s) == {"latency", "throughput", "fanout", "presence", "startup", "catchup"}
+    assert set(s) == {"latency", "throughput", "fanout", "presence", "startup", "catchup",
+                      "shards", "durability"}
     assert not [name for name, r in s.items() if "error" in r]
 
     assert numbers(s["latency"]["bridge"]) and numbers(s["latency"]["floor"])
@@ -58,10 +59,18 @@ def test_bench_smoke_run(tmp_path: Path) -> None:
 
     assert numbers(s["startup"]["initialize_ms"]) and numbers(s["startup"]["presence_ms"])
     assert s["startup"]["import"]["total_ms"] > 0
+    for where in ("one_node", "three_shards"):
+        shard = s["shards"][where]
+        assert shard["exact"] and shard["send_usec_per_call"] > 0, shard
+        assert shard["redis_usec_per_msg"] > 0 and shard["receive_usec_per_call"] > 0
 
     catch = s["catchup"]
     assert catch["messages"] > 0 and catch["from_exec_s"] > 0
     assert (catch["lost"], catch["duplicates"], catch["order_ok"]) == (0, 0, True)
+
+    durable = s["durability"]
+    assert numbers(durable["0"]["push"]) and numbers(durable["1"]["answer"])
+    assert durable["1"]["durable"] == durable["1"]["messages"]  # the replica was up
 
     assert len(results["targets"]) == 8
     assert all(t["measured"] is not None for t in results["targets"])

@@ -753,3 +753,44 @@ def test_the_readme_acl_recipe_gives_each_agent_a_working_user(tmp_path: Path) -
     finally:
         process.terminate()
         process.wait(timeout=30)
+
+
+# --- Sentinel (README: Sentinel): deploy/sentinel.yml ---
+
+@needs_compose
+def test_the_sentinel_recipe_is_a_primary_a_replica_and_three_hardened_sentinels(
+        tmp_path: Path) -> None:
+    out = subprocess.run([COMPOSE, "-p", "bridge", "-f", str(DEPLOY / "sentinel.yml"), "config"],
+                         env={"PATH": os.environ["PATH"], "HOME": str(tmp_path),
+                              "REDIS_PASSWORD": PASSWORD},
+                         capture_output=True, text=True, timeout=60, cwd=ROOT)
+    assert out.returncode == 0, out.stderr
+    assert PASSWORD not in (DEPLOY / "sentinel.yml").read_text()
+    python = Path(COMPOSE).read_text(errors="replace").splitlines()[0].removeprefix("#!").split()
+    parsed = subprocess.run(
+        [*python, "-c", "import json, sys, yaml; json.dump(yaml.safe_load(sys.stdin), sys.stdout)"],
+        input=out.stdout, capture_output=True, text=True, timeout=60, check=True)
+    services = json.loads(parsed.stdout)["services"]
+    roles = {name: s["environment"]["ROLE"] for name, s in services.items()}
+    assert sorted(roles.values()) == ["primary", "replica", "sentinel", "sentinel", "sentinel"]
+    for name, service in services.items():
+        assert service["cap_drop"] == ["ALL"] and service["read_only"] is True, name
+        assert "no-new-privileges:true" in service["security_opt"], name
+        assert service["user"] == "999:999", name
+        assert service["environment"]["PRIMARY_HOST"] == "redis-primary", name
+        # each keeps its data (a sentinel: what it learnt, such as the current primary)
+        assert any(v.endswith(":/data:rw") or v.endswith(":/data") for v in service["volumes"])
+    script = (DEPLOY / "sentinel-start.sh").read_text()
+    assert "sentinel monitor %s %s 6379 2" in script  # a quorum of two of the three
+
+
+def test_make_up_takes_a_sentinel_url(tmp_path: Path) -> None:
+    url = (f"redis+sentinel://:{PASSWORD}@sentinel-1:26379,sentinel-2:26379,sentinel-3:26379"
+           f"/bridge/0?sentinel_password={PASSWORD}")
+    assert make("up", tmp_path, REDIS_URL=url, AGENTS="alice:developer").returncode == 0
+    local = make("up", tmp_path, REDIS_URL="redis+sentinel://:p@localhost:26379/bridge",
+                 AGENTS="alice:developer")
+    assert local.returncode != 0 and "localhost inside a container" in local.stderr
+    nameless = make("up", tmp_path, REDIS_URL="redis+sentinel://:p@s1:26379,s2:26379",
+                    AGENTS="alice:developer")
+    assert nameless.returncode != 0 and "service name" in nameless.stderr

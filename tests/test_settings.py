@@ -49,6 +49,11 @@ def test_default_name_is_a_valid_name() -> None:
     ("name", "BRIDGE_NAME", "Alice Smith"),
     ("room", "BRIDGE_ROOM", "a" * 40),
     ("redis", "BRIDGE_REDIS_URL", "http://localhost:6379"),
+    ("redis", "BRIDGE_REDIS_URL", "redis+sentinel://s1:26379,s2:26379"),  # no service name
+    ("min_replicas", "BRIDGE_MIN_REPLICAS", "-1"),
+    ("min_replicas", "BRIDGE_MIN_REPLICAS", "nan"),
+    ("min_replicas", "BRIDGE_MIN_REPLICAS", "two"),
+    ("min_replicas_timeout", "BRIDGE_MIN_REPLICAS_TIMEOUT", "nan"),
 ])
 def test_bad_values_name_flag_and_variable(flag: str, var: str, value: str) -> None:
     for source in ({"env": {var: value}}, {"env": {}, flag: value}):

@@ -203,6 +203,8 @@ class ToolCalls:
                 parts.append(f"Online, delivered now: {', '.join(result.online)}.")
             if result.offline:
                 parts.append(f"Offline, queued until they return: {', '.join(result.offline)}.")
+        if result.durability():
+            parts.append(result.durability())
         return " ".join(parts)
 
     async def list_participants(self) -> str:

@@ -44,7 +44,20 @@ COMMANDS = (
     "zadd", "zrem", "zrange", "zrangebyscore",
     "xadd", "xdel", "xtrim", "xrange", "xrevrange", "xread", "xlen",
     "publish", "subscribe", "unsubscribe",
+    # a Redis Cluster (redis+cluster://): sharded pub/sub; redis-py's cluster client reads
+    # the slot map (CLUSTER SLOTS) and the command table (COMMAND) when it starts, and sends
+    # ASKING when a room's slot is being moved; CLUSTER INFO tells a cluster node given by
+    # a plain URL (bridge.room.clients.check_not_a_cluster_node)
+    "spublish", "ssubscribe", "sunsubscribe", "cluster|slots", "cluster|info", "command",
+    "asking",
+    "wait",  # after a send, with BRIDGE_MIN_REPLICAS (bridge.room.durability)
 )
+
+
+# A watcher that only reads (`bridge web`, `tail`, `history`): the log, the roster without
+# pruning it (bridge.room.roster), the events channel. No function: each may write.
+READ_COMMANDS = ("ping", "select", "time", "zrange", "hmget", "pttl", "xrange", "xrevrange",
+                 "xread", "xlen", "subscribe", "unsubscribe")
 
 
 def used_commands(keys: Keys, name: str) -> list[list[str]]:
@@ -76,9 +89,14 @@ def used_commands(keys: Keys, name: str) -> list[list[str]]:
         ["XRANGE", keys.log, "-", "+"],
         ["XREVRANGE", keys.log, "+", "-"], ["XTRIM", keys.log, "MAXLEN", "~", "100"],
         ["XLEN", keys.log], ["XREAD", "STREAMS", keys.log, "0-0"],
+        ["WAIT", "0", "0"],
         ["PUBLISH", keys.events, "{}"], ["PUBLISH", keys.broadcast, "{}"],
         ["PUBLISH", keys.direct(name), "{}"],
         ["SUBSCRIBE", keys.direct(name), keys.broadcast, keys.events],
+        ["SPUBLISH", keys.events, "{}"], ["SPUBLISH", keys.broadcast, "{}"],
+        ["SPUBLISH", keys.direct(name), "{}"],
+        ["SSUBSCRIBE", keys.direct(name), keys.broadcast, keys.events],
+        ["CLUSTER", "SLOTS"], ["CLUSTER", "INFO"], ["COMMAND"], ["ASKING"],
     ]
 
 
@@ -91,6 +109,7 @@ class AclUser:
     room: str
     agent: str
     password: str
+    read_only: bool = False
 
     @property
     def name(self) -> str:
@@ -102,6 +121,9 @@ class AclUser:
                   else ">" + self.password)
         # reset: no earlier rights survive; resetchannels again, because on Redis 6.2 reset
         # grants every channel (acl-pubsub-default allchannels)
+        if self.read_only:  # %R~: its keys may be read, never written, whatever the command
+            return ["reset", "on", secret, "resetchannels", f"%R~{pattern}", f"&{pattern}",
+                    "-@all", *(f"+{command}" for command in READ_COMMANDS)]
         return ["reset", "on", secret, "resetchannels", f"~{pattern}", f"&{pattern}", "-@all",
                 *(f"+{command}" for command in COMMANDS)]
 
@@ -127,7 +149,7 @@ class AclUser:
 
 
 def print_rule(settings: Settings, *, agent: str, password: str | None,
-               file_format: bool) -> int:
+               file_format: bool, read_only: bool = False) -> int:
     """`bridge acl`: the rule for user bridge-ROOM-AGENT on stdout (an ACL SETUSER command, or
     with ``file_format`` a users.acl line), and how to use it on stderr."""
     if not NAME_PATTERN.match(agent):
@@ -137,15 +159,19 @@ def print_rule(settings: Settings, *, agent: str, password: str | None,
     if not PASSWORD.match(password):
         raise SettingsError("bad value for --password: use printable ASCII without spaces, "
                             "quotes or backslashes (or leave it out for a random one)")
-    user = AclUser(settings.room, agent, password)
+    user = AclUser(settings.room, agent, password, read_only)
     print(user.file_line() if file_format else user.command())
     create = ("add this line to the aclfile, then ACL LOAD" if file_format else
               "pipe this line into redis-cli as an admin (bridge acl ... | redis-cli -u URL)")
-    print(f"# user {user.name}: room {settings.room}'s keys and channels only, and only the "
-          f"commands bridge runs; of Lua, only FCALL of this bridge version's functions "
-          f"(Redis 7.0 or newer)\n# {create}\n# once per bridge version, as an admin: "
-          f"bridge functions load --redis ADMIN_URL\n# agent {agent}: "
-          f"BRIDGE_REDIS_URL='{user.url(settings.redis_url)}'", file=sys.stderr)
+    rights = ("reads of room {room}'s log, agents and events only: for bridge web, tail and "
+              "history that watch without sending (Redis 7.0 or newer)" if read_only else
+              "room {room}'s keys and channels only, and only the commands bridge runs; of "
+              "Lua, only FCALL of this bridge version's functions (Redis 7.0 or newer)")
+    functions = "" if read_only else ("\n# once per bridge version, as an admin: "
+                                      "bridge functions load --redis ADMIN_URL")
+    print(f"# user {user.name}: {rights.format(room=settings.room)}\n# {create}{functions}"
+          f"\n# agent {agent}: BRIDGE_REDIS_URL='{user.url(settings.redis_url)}'",
+          file=sys.stderr)
     return 0
 
 

@@ -80,7 +80,7 @@ def _room_of(key: bytes, suffix: str) -> str | None:
     return room if ROOM_PATTERN.match(room) else None
 
 
-async def rooms(redis: Redis) -> list[RoomSummary]:
+async def rooms(redis: Redis, url: str | None) -> list[RoomSummary]:
     """Every room on this Redis that has agents or a log, with live agents (expired ones are
     pruned) and the number of messages its log holds."""
     found: set[str] = set()
@@ -92,7 +92,8 @@ async def rooms(redis: Redis) -> list[RoomSummary]:
                 found.add(room)
     summaries = []
     for room in sorted(found):
-        _, people = await Presence(redis, Settings(room=room, name="-")).participants()
+        presence = Presence(redis, Settings(redis_url=url, room=room, name="-"))
+        _, people = await presence.participants()
         summaries.append(RoomSummary(room, len(people), int(await redis.xlen(Keys(room).log))))
     return summaries
 
@@ -102,7 +103,7 @@ async def who(settings: Settings, *, as_json: bool, all_rooms: bool,
     async with redis_client(settings) as redis:
         if all_rooms:
             try:
-                summaries = await rooms(redis)
+                summaries = await rooms(redis, settings.redis_url)
             except NoPermissionError as e:
                 raise BridgeError(
                     f"this Redis user may only see its own room ({settings.room!r}): listing "
@@ -127,7 +128,7 @@ async def who(settings: Settings, *, as_json: bool, all_rooms: bool,
             return 0
         if not people:
             try:
-                others = [s for s in await rooms(redis) if s.agents]
+                others = [s for s in await rooms(redis, settings.redis_url) if s.agents]
             except NoPermissionError:  # a `bridge acl` user may not list other rooms (SCAN)
                 others = []
             hint = ("; rooms with agents: " + ", ".join(f"{s.room} ({s.agents})" for s in others)
@@ -258,11 +259,14 @@ async def send(settings: Settings, to: str, text: str, *, reply_to: str, wait: b
         result = await room.send(recipients, text, reply_to=reply_to)
         if as_json:
             terminal.raw(to_json({"sent": result.id, "online": result.online,
-                                  "offline": result.offline}))
+                                  "offline": result.offline, **({"durable": result.durable}
+                                  if result.durable is not None else {})}))
         else:
             line = f"sent {result.id} to {', '.join(result.online) or 'nobody online'}"
             if result.offline:
                 line += f"; offline, queued until they return: {', '.join(result.offline)}"
+            if result.durability():
+                line += f". {result.durability()}"
             terminal.raw(line)
         if not wait:
             return 0

@@ -12,16 +12,24 @@ from typing import Any, TextIO
 
 import anyio
 from redis.asyncio import Redis
+from redis.asyncio.sentinel import MasterNotFoundError
 from redis.exceptions import NoPermissionError, RedisError, ResponseError
 from rich.text import Text
 
 from bridge.delivery import SOCKET_VAR, offered, probe
-from bridge.errors import BridgeError
+from bridge.errors import BridgeError, RedisRefused
 from bridge.ops.acl import excess_rights, used_commands
 from bridge.ops.commands import redis_now_ms
 from bridge.ops.human import Terminal
-from bridge.room import functions
-from bridge.room.clients import make_client, resolve_url, shown, tls_failure, with_tls
+from bridge.room import cluster, functions, sentinel
+from bridge.room.clients import (
+    check_not_a_cluster_node,
+    make_client,
+    resolve_url,
+    shown,
+    tls_failure,
+    with_tls,
+)
 from bridge.room.keys import PREFIX, Keys
 from bridge.room.presence import Presence
 from bridge.settings import Settings, redact
@@ -104,12 +112,16 @@ class Doctor:
         if url is None:
             return 1
         client = make_client(url, retries=0)
+        whole = client  # on a cluster: the cluster client; `client` becomes the room's node
         try:
             if await self._reachable(client, url):
+                if cluster.is_cluster(client):
+                    client = await self._cluster(client)
                 version: tuple[int, ...] = ()
                 checks: list[tuple[str, Callable[[], Awaitable[Any]]]] = [
                     ("TLS", lambda: self._tls(client, url)),
                     ("server version", lambda: self._version(client)),
+                    ("replication", lambda: self._replication(client, url)),
                     ("ACL", lambda: self._acl(client, version)),
                     ("ACL rights", lambda: self._least_privilege(client)),
                     ("bridge's functions", lambda: self._functions(client, version)),
@@ -134,7 +146,22 @@ class Doctor:
         finally:
             with anyio.CancelScope(shield=True):
                 await client.aclose()
+                if whole is not client:
+                    await whole.aclose()
         return 1 if self.failed else 0
+
+    async def _cluster(self, client: Redis) -> Redis:
+        """Where the room lives (its slot, the primary that serves it, the cluster's state);
+        then the checks that follow run on that primary."""
+        shard = await cluster.room_shard(client, Keys(self.settings.room).log)
+        replicas = ", ".join(shard.replicas) or "none: a failure of it stops the room"
+        self.report(Check(
+            "ok" if shard.state == "ok" and shard.replicas else "warn",
+            f"Redis Cluster, cluster_state {shard.state}, {shard.primaries} primaries; room "
+            f"{self.settings.room} is in slot {shard.slot}, served by {shard.owner} "
+            f"(replicas: {replicas}); the checks below ask that node",
+            "" if shard.state == "ok" else "see CLUSTER INFO and CLUSTER NODES on that node"))
+        return cluster.node_client(await cluster.owner(client, Keys(self.settings.room).log))
 
     def bad_settings(self, error: BridgeError) -> int:
         self.report(Check("fail", str(error),
@@ -158,12 +185,28 @@ class Doctor:
     async def _reachable(self, client: Redis, url: str) -> bool:
         try:
             await client.ping()  # connects (and authenticates)
+            await sentinel.refuse_a_sentinel(client, url)
             rtts = []
             for _ in range(5):
                 start = time.perf_counter()
                 await client.ping()
                 rtts.append((time.perf_counter() - start) * 1000)
+            if not cluster.is_cluster(client):
+                await check_not_a_cluster_node(client, url)
+        except RedisRefused as e:  # a sentinel's address given as a plain URL
+            self.report(Check("fail", str(e).partition(". Use ")[0],
+                              "use " + str(e).partition(". Use ")[2]))
+            return False
+        except BridgeError as e:  # a cluster node by a plain URL
+            self.report(Check("fail", str(e).partition(": set ")[0],
+                              "set " + str(e).partition(": set ")[2]))
+            return False
         except (RedisError, OSError) as e:
+            if isinstance(e, MasterNotFoundError):
+                explained = await sentinel.explain(e, url)
+                self.report(Check("fail", str(explained).partition("; ")[0],
+                                  str(explained).partition("; ")[2]))
+                return False
             tls = tls_failure(e, url)
             if tls:
                 self.report(Check("fail", tls.partition("; ")[0], tls.partition("; ")[2]))
@@ -202,6 +245,52 @@ class Doctor:
         else:
             self.report(Check("ok", f"{server} {text}; " + ", ".join(features)))
         return version
+
+    async def _replication(self, client: Redis, url: str) -> None:
+        """Who the primary is and how many replicas it has; whether BRIDGE_MIN_REPLICAS can
+        be met."""
+        if sentinel.is_sentinel_url(url):
+            try:
+                watched = await sentinel.describe(url)
+            except (RedisError, OSError) as e:
+                self.report(Check("fail", f"Sentinel: no sentinel in the URL answers about the "
+                                          f"primary ({e})", "check the sentinels' addresses "
+                                          "and that they run"))
+                return
+            listed = len(sentinel.parse(url).sentinels)
+            replicas = watched.replicas
+            if watched.sentinels < watched.quorum:
+                self.report(Check("warn", f"Sentinel: {watched.sentinels} sentinel(s) watch "
+                                          f"{watched.service!r}, fewer than its quorum "
+                                          f"({watched.quorum}): no failover can happen",
+                                  "run at least three sentinels, on separate hosts"))
+            self.report(Check(
+                "ok" if watched.sentinels_up == listed else "warn",
+                f"Sentinel-watched primary {watched.service!r} at {watched.primary}: "
+                f"{replicas} replica(s) up, {watched.sentinels} sentinel(s) watch it (quorum "
+                f"{watched.quorum}); {watched.sentinels_up} of the {listed} in the URL answer",
+                "" if watched.sentinels_up == listed else
+                "a sentinel in the URL does not answer: start it, or drop it from the URL"))
+        else:
+            info = await client.info("replication")
+            replicas = int(info.get("connected_slaves", 0))
+            if info.get("role") != "master":
+                self.report(Check(
+                    "fail", f"replication: this Redis is a replica (of "
+                            f"{info.get('master_host')}:{info.get('master_port')}): it refuses "
+                            f"bridge's writes",
+                    "point --redis / BRIDGE_REDIS_URL at the primary, or at its sentinels "
+                    "(redis+sentinel://…) so that bridge follows a failover"))
+                return
+            self.report(Check("info", f"replication: a primary with {replicas} replica(s) "
+                                      f"connected"))
+        wanted = self.settings.min_replicas
+        if wanted > replicas:
+            self.report(Check(
+                "warn", f"BRIDGE_MIN_REPLICAS={wanted}, but the primary has {replicas} "
+                        f"replica(s): every send waits {self.settings.min_replicas_timeout:g} "
+                        f"s and is answered 'not known to be durable'",
+                "start the replicas, or lower BRIDGE_MIN_REPLICAS"))
 
     async def _acl(self, client: Redis, version: tuple[int, ...]) -> None:
         if version and version < (6, 0):
@@ -355,7 +444,7 @@ class Doctor:
                 f"may FUNCTION DELETE each once no agent runs that version)")
 
     async def _tls(self, client: Redis, url: str) -> None:
-        if not url.startswith("rediss://"):
+        if not url.startswith(("rediss://", "rediss+sentinel://")):
             return
         details = ""
         connection = await client.connection_pool.get_connection()  # type: ignore[no-untyped-call]

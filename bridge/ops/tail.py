@@ -46,7 +46,7 @@ from bridge.room.envelope import Event, decode_entry, decode_event, parse_id
 from bridge.room.keys import PREFIX, Keys
 from bridge.room.paging import PAGE
 from bridge.room.signing import make_signer
-from bridge.room.subscriber import Backoff, close_quietly, published, subscribe_confirmed
+from bridge.room.subscriber import Backoff, close_quietly, open_subscription, published
 from bridge.settings import Settings, redact
 
 log = structlog.get_logger("bridge.tail")
@@ -119,14 +119,11 @@ class Follower:
             self.last = f"{ms - 1}-{MAX_SEQ}" if ms > 0 else "0-0"
 
     async def subscribe(self) -> PubSub:
-        pubsub = self.subscriber.pubsub()
-        try:
-            await subscribe_confirmed(pubsub, [self.keys.events], SUBSCRIBE_TIMEOUT)
-            return pubsub
-        except BaseException:
-            with anyio.CancelScope(shield=True):
-                await pubsub.aclose()  # type: ignore[no-untyped-call]
-            raise
+        # by name: on a cluster the events channel is a shard channel, which PSUBSCRIBE
+        # does not reach
+        pubsub, _ = await open_subscription(self.subscriber, [self.keys.events],
+                                            SUBSCRIBE_TIMEOUT)
+        return pubsub
 
     def stop_if_refused(self, error: BaseException, command: str) -> None:
         stop = refusal(error, command, self.room, self.url)

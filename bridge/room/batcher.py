@@ -17,10 +17,20 @@ from typing import Any
 import anyio
 import structlog
 from redis.asyncio import Redis
-from redis.exceptions import AuthenticationError, BusyLoadingError, RedisError, ResponseError
+from redis.exceptions import (
+    AskError,
+    AuthenticationError,
+    BusyLoadingError,
+    MovedError,
+    RedisError,
+    ResponseError,
+    TryAgainError,
+)
 
 from bridge import trace
 from bridge.errors import RedisRefused, RedisUnavailable
+from bridge.room import cluster
+from bridge.room.durability import Durability, redirect
 from bridge.room.functions import Function, recoverable
 from bridge.room.lua import Call, Script
 from bridge.room.subscriber import Backoff
@@ -29,6 +39,9 @@ log = structlog.get_logger("bridge.batcher")
 
 MAX_BATCH = 64
 RETRY_FIRST, RETRY_CAP = 0.1, 1.0
+# error replies that a later try can get past: Redis still loading its data; on a cluster, a
+# batch with a WAIT sent elsewhere (bridge.room.durability.redirect)
+RETRIED_REPLIES = (BusyLoadingError, MovedError, AskError, TryAgainError)
 
 
 @dataclass
@@ -55,10 +68,12 @@ class ScriptBatcher:
     and strands nobody.
     """
 
-    def __init__(self, redis: Redis, script: Script, timeout: float) -> None:
+    def __init__(self, redis: Redis, script: Script, timeout: float,
+                 durability: Durability | None = None) -> None:
         self.redis = redis
         self.function = Function(redis, script)
         self.timeout = timeout
+        self.durability = durability  # a WAIT after each batch (BRIDGE_MIN_REPLICAS)
         self._queue: list[Pending] = []
         self._queued = asyncio.Event()  # (asyncio's: see Pending.wake)
         self._under_way: anyio.CancelScope | None = None  # the batch being run
@@ -124,7 +139,7 @@ class ScriptBatcher:
                 async with asyncio.timeout(max(0.5, deadline - time.monotonic())):
                     return await self._execute(batch)
             except (RedisError, OSError, TimeoutError) as e:
-                if isinstance(e, ResponseError) and not isinstance(e, BusyLoadingError):
+                if isinstance(e, ResponseError) and not isinstance(e, RETRIED_REPLIES):
                     raise
                 if isinstance(e, AuthenticationError):  # retrying cannot fix a refused login
                     raise RedisRefused(
@@ -142,7 +157,8 @@ class ScriptBatcher:
 
     async def _execute(self, batch: list[Pending]) -> list[Any]:
         for _ in range(Function.ATTEMPTS):
-            replies = await (self._one(batch[0]) if len(batch) == 1 else self._many(batch))
+            replies = await (self._one(batch[0]) if len(batch) == 1 and not self.durability
+                             else self._many(batch))
             missing = next((reply for reply in replies if recoverable(reply)), None)
             if missing is None:
                 return replies
@@ -167,6 +183,20 @@ class ScriptBatcher:
         pipe = self.redis.pipeline(transaction=False)
         for pending in batch:
             self.function.queue(pipe, pending.call)
-        trace.mark("script_sent")  # (just before: the bytes leave inside execute)
-        replies: list[Any] = await pipe.execute(raise_on_error=False)
-        return replies
+        if not self.durability:
+            trace.mark("script_sent")  # (just before: the bytes leave inside execute)
+            replies: list[Any] = await pipe.execute(raise_on_error=False)
+            return replies
+        if not cluster.is_cluster(self.redis):  # on the same connection, after the sends
+            self.durability.queue(pipe)
+            return self.durability.attach(await pipe.execute(raise_on_error=False))
+        # on a cluster: to the node of the room's slot, and no redirection inside (durability)
+        key = self.function.command(batch[0].call)[3]
+        self.durability.queue(pipe, node=await cluster.slot_primary(self.redis, key))
+        replies = await pipe.execute(raise_on_error=False,  # type: ignore[call-arg]
+                                     allow_redirections=False)
+        moved = redirect(replies)
+        if moved is not None:
+            await cluster.refresh(self.redis)
+            raise moved  # retried by _with_retry, on the new slot map
+        return self.durability.attach(replies)

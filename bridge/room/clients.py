@@ -9,10 +9,13 @@ from urllib.parse import parse_qs, urlencode, urlsplit
 import anyio
 from redis.asyncio import BlockingConnectionPool, Redis
 from redis.asyncio.retry import Retry
+from redis.asyncio.sentinel import MasterNotFoundError
 from redis.backoff import ExponentialWithJitterBackoff, NoBackoff
 from redis.exceptions import AuthenticationError, RedisError, ResponseError
 
-from bridge.errors import RedisRefused, RedisUnavailable
+from bridge.errors import RedisRefused, RedisUnavailable, SettingsError
+from bridge.room import sentinel
+from bridge.room.cluster import is_cluster, is_cluster_url, make_cluster_client, plain_url_hint
 from bridge.room.embedded import EmbeddedRedis
 from bridge.room.quickwrite import use_quick_writes
 from bridge.settings import Settings, redact
@@ -45,8 +48,12 @@ def make_client(url: str, *, retries: int = 3, single_connection: bool = False) 
     """A client whose reads notice a dead peer within seconds, not minutes.
 
     ``retries=0`` is for the subscriber: its reconnects are ours to handle, because
-    each one needs a catch-up from the log.
+    each one needs a catch-up from the log. A ``redis+cluster://`` URL gets a cluster client
+    (bridge.room.cluster).
     """
+    if is_cluster_url(url):
+        return make_cluster_client(url, retries=retries,
+                                   socket_timeout=None if single_connection else 10)
     backoff = ExponentialWithJitterBackoff(base=0.05, cap=1.0) if retries else NoBackoff()
     # redis-py's own health check would swallow the subscriber's PONGs; the room connection
     # pings it.
@@ -60,6 +67,9 @@ def make_client(url: str, *, retries: int = 3, single_connection: bool = False) 
         health_check_interval=5 if retries and not single_connection else 0,
         retry=Retry(backoff, retries),
     )
+    if sentinel.is_sentinel_url(url):
+        return use_quick_writes(sentinel.make_client(
+            url, options, pool_size=POOL_SIZE, single_connection=single_connection))
     if single_connection:
         return use_quick_writes(Redis.from_url(url, single_connection_client=True, **options))
     # redis-py's default pool raises "Too many connections" past its size, which reads as
@@ -73,10 +83,27 @@ def make_client(url: str, *, retries: int = 3, single_connection: bool = False) 
 async def check_reachable(client: Redis, url: str) -> None:
     try:
         await client.ping()
+        if not is_cluster(client):
+            await check_not_a_cluster_node(client, url)
     except (RedisError, OSError) as e:
+        if isinstance(e, MasterNotFoundError):  # no sentinel named a primary we could reach
+            raise await sentinel.explain(e, url) from e
         if refused(e, url):
             raise RedisRefused(unreachable(e, url)) from e
         raise RedisUnavailable(unreachable(e, url)) from e
+    await sentinel.refuse_a_sentinel(client, url)
+
+
+async def check_not_a_cluster_node(client: Redis, url: str) -> None:
+    """A plain URL that names a node of a Redis Cluster: SettingsError saying what to write
+    (every room not served by that node would fail with MOVED). CLUSTER INFO, which the
+    `bridge acl` rule allows: one Redis answers that it has no cluster support. A user who
+    may not run it learns it from the first MOVED instead (bridge.room.connection)."""
+    try:
+        await client.execute_command("CLUSTER", "INFO")  # type: ignore[no-untyped-call]
+    except ResponseError:
+        return  # "cluster support disabled": one Redis; or a user who may not ask
+    raise SettingsError(plain_url_hint(shown(url)))
 
 
 def refused(error: BaseException, url: str) -> bool:
@@ -85,7 +112,7 @@ def refused(error: BaseException, url: str) -> bool:
     if isinstance(error, AuthenticationError | ResponseError | ssl.SSLError) or isinstance(
             error.__cause__, ssl.SSLError):
         return True
-    if urlsplit(url).scheme != "rediss":
+    if not urlsplit(url).scheme.startswith("rediss"):
         return False  # a bare drop (a container not up yet) is worth waiting for
     reason = tls_failure(error, url)
     return reason is not None and "no answer" not in reason
@@ -113,10 +140,12 @@ def tls_failure(error: BaseException, url: str) -> str | None:
     cause = error.__cause__ or error.__context__
     text = f"{error} {cause!r}"
     parts = urlsplit(url)
-    where = f"{parts.hostname}:{parts.port or 6379}"
+    # (a sentinel URL lists several hosts, which urlsplit's port cannot parse)
+    where = parts.netloc.rpartition("@")[2] if sentinel.is_sentinel_url(url) else \
+        f"{parts.hostname}:{parts.port or 6379}"
     given = parse_qs(parts.query)
     dropped = "reset by peer" in text or "closed by server" in text.lower()
-    if parts.scheme != "rediss":
+    if not parts.scheme.startswith("rediss"):
         if dropped:
             return (f"cannot reach Redis at {shown(url)}: {error}. If that port takes only "
                     f"TLS, use rediss://{where} (and --tls-ca / BRIDGE_TLS_CA)")

@@ -15,12 +15,15 @@ from typing import Any
 import anyio
 import structlog
 from redis.asyncio import Redis
-from redis.exceptions import RedisError
+from redis.exceptions import MovedError, RedisError
 
-from bridge.errors import BridgeError, NameTaken
+from bridge.errors import BridgeError, NameTaken, SettingsError
+from bridge.room import sentinel
 from bridge.room.batcher import ScriptBatcher
-from bridge.room.clients import check_reachable, make_client, resolve_url
+from bridge.room.clients import check_reachable, make_client, resolve_url, shown
+from bridge.room.cluster import plain_url_hint
 from bridge.room.cursor import CursorSeal, CursorWriter, Position
+from bridge.room.durability import Durability
 from bridge.room.envelope import Notice
 from bridge.room.keys import Keys
 from bridge.room.presence import Claim, Presence
@@ -49,7 +52,8 @@ class Room:
         self.gate = Gate(settings)  # what of the log we deliver: size, signature, replays
         self.receiver = Receiver(settings, redis, subscriber, self.cursor, self.gate,
                                  reclaim=self._claim)
-        self._sends = ScriptBatcher(redis, SEND, settings.send_timeout)
+        self._sends = ScriptBatcher(redis, SEND, settings.send_timeout,
+                                    Durability.of(settings))
         self.sender = Sender(settings, self.gate.signer, self._sends.call, self._who_is_here)
         self._primed = False
 
@@ -69,8 +73,10 @@ class Room:
             pubsub = await room.receiver.subscribe()
             try:
                 await room._claim()
-            except BaseException:
+            except BaseException as e:
                 await pubsub.aclose()  # type: ignore[no-untyped-call]
+                if isinstance(e, MovedError):  # a cluster node, by a URL of one Redis
+                    raise SettingsError(plain_url_hint(shown(url))) from e
                 raise
             log.info("joined", name=settings.name, room=settings.room, redis=redact(url),
                      delivery=settings.delivery, derived_name=settings.name_was_derived,
@@ -83,6 +89,9 @@ class Room:
                 tg.start_soon(room.cursor.rescue_forever)
                 tg.start_soon(room.receiver.read_forever)
                 tg.start_soon(room._sends.drain_forever)
+                if sentinel.is_sentinel_url(url):
+                    tg.start_soon(sentinel.follow_failovers, url,
+                                  (redis, subscriber, cursor_client))
                 try:
                     yield room
                 finally:

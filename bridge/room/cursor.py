@@ -200,7 +200,8 @@ class CursorWriter:
             while self.unwritten:
                 acked, resets = self.acked, self._resets
                 value = self.seal.text(acked, self.epoch)
-                connection = self.client.connection
+                # (a cluster client has no connection of its own: it takes the full path)
+                connection = getattr(self.client, "connection", None)
                 with anyio.fail_after(CURSOR_WRITE_TIMEOUT):  # the client has no timeout
                     if connection is not None and connection.is_connected:
                         try:

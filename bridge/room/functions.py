@@ -20,6 +20,11 @@ Which path, per Redis client:
 - Redis 6.2 (no FCALL): the same bodies by EVALSHA, loaded with SCRIPT LOAD when missing. Such
   a user must be allowed EVALSHA, so there agents are not kept from running their own Lua:
   the `bridge acl` rules are for Redis 7 and newer.
+- Redis Cluster: redis-py routes FCALL (and EVALSHA) by its keys, so a room's call runs on the
+  primary of the room's slot. A library is per node: it is loaded on every primary, and a
+  replica has it by replication (a promoted replica keeps it). A node added later, or given
+  slots by a resharding, has none: the first call there answers "Function not found", and
+  is run again once the library is loaded on every primary (Library.load).
 """
 
 from __future__ import annotations
@@ -36,6 +41,7 @@ from redis.exceptions import NoPermissionError, NoScriptError, ResponseError
 from bridge import __version__
 from bridge.errors import BridgeError, RedisRefused, RedisUnavailable
 from bridge.room import presence_records, sending
+from bridge.room.cluster import is_cluster, on_every_primary, username
 from bridge.room.lua import Call, Script
 from bridge.settings import Settings
 
@@ -108,18 +114,24 @@ def is_unknown_command(error: BaseException, command: str) -> bool:
 async def loaded_libraries(client: Redis) -> list[str] | None:
     """The names of the bridge libraries on this Redis (every version's), or None if this
     user may not list them."""
-    try:
-        listed = await client.execute_command(  # type: ignore[no-untyped-call]
-            "FUNCTION", "LIST", "LIBRARYNAME", "bridge_*")
-    except ResponseError:
-        return None
+    command = ("FUNCTION", "LIST", "LIBRARYNAME", "bridge_*")
+    if is_cluster(client):  # what any primary has (a library is per node)
+        replies = list((await on_every_primary(client, *command)).values())
+        if any(isinstance(reply, ResponseError) for reply in replies):
+            return None
+        listed = [entry for reply in replies for entry in reply]
+    else:
+        try:
+            listed = await client.execute_command(*command)  # type: ignore[no-untyped-call]
+        except ResponseError:
+            return None
     names = []
     for entry in listed:  # {b"library_name": …} (redis-py's parsing), or the reply's pairs
         fields = entry if isinstance(entry, dict) else dict(
             zip(entry[::2], entry[1::2], strict=False))
         name = fields.get(b"library_name", fields.get("library_name", b""))
         names.append(name.decode() if isinstance(name, bytes) else str(name))
-    return sorted(names)
+    return sorted(set(names))
 
 
 class Library:
@@ -141,20 +153,27 @@ class Library:
 
     @property
     def user(self) -> str:
-        return str(self.redis.connection_pool.connection_kwargs.get("username") or "default")
+        return username(self.redis)
 
     async def load(self) -> None:
-        """FUNCTION LOAD, for a user that may; RedisRefused naming the admin command for one
-        that may not. Another bridge having loaded it meanwhile is as good."""
-        try:
-            await self.redis.execute_command("FUNCTION", "LOAD", CODE)  # type: ignore[no-untyped-call]
-        except ResponseError as e:
-            if "already exists" in str(e):
-                return
-            if isinstance(e, NoPermissionError) or is_unknown_command(e, "function"):
-                raise RedisRefused(missing_message(self.user)) from e
-            raise
-        log.info("functions_loaded", library=LIBRARY)
+        """FUNCTION LOAD (on a cluster, on every primary), for a user that may; RedisRefused
+        naming the admin command for one that may not. Another bridge having loaded it
+        meanwhile is as good."""
+        if is_cluster(self.redis):
+            replies = await on_every_primary(self.redis, "FUNCTION", "LOAD", CODE)
+        else:
+            try:
+                replies = {"": await self.redis.execute_command(  # type: ignore[no-untyped-call]
+                    "FUNCTION", "LOAD", CODE)}
+            except ResponseError as e:
+                replies = {"": e}
+        for reply in replies.values():
+            if not isinstance(reply, ResponseError) or "already exists" in str(reply):
+                continue
+            if isinstance(reply, NoPermissionError) or is_unknown_command(reply, "function"):
+                raise RedisRefused(missing_message(self.user)) from reply
+            raise reply
+        log.info("functions_loaded", library=LIBRARY, nodes=len(replies))
 
     async def recover(self, error: ResponseError, source: str) -> None:
         """After ``error`` from a call that did not run: make the next call work (load the
@@ -238,8 +257,14 @@ async def load_library(settings: Settings) -> int:
     try:
         await check_reachable(client, url)
         try:
-            await client.execute_command(  # type: ignore[no-untyped-call]
-                "FUNCTION", "LOAD", "REPLACE", CODE)
+            if is_cluster(client):  # every primary; a replica copies its primary's
+                for reply in (await on_every_primary(client, "FUNCTION", "LOAD", "REPLACE",
+                                                     CODE)).values():
+                    if isinstance(reply, ResponseError):
+                        raise reply
+            else:
+                await client.execute_command(  # type: ignore[no-untyped-call]
+                    "FUNCTION", "LOAD", "REPLACE", CODE)
         except ResponseError as e:
             if is_unknown_command(e, "function"):
                 raise BridgeError(

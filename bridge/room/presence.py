@@ -18,6 +18,7 @@ from redis.asyncio import Redis
 
 from bridge import __version__
 from bridge.errors import NameTaken
+from bridge.room.cluster import publish_command
 from bridge.room.envelope import MAX_HOST, MAX_STATUS, Event
 from bridge.room.functions import Function
 from bridge.room.keys import NAME_PATTERN, Keys
@@ -74,6 +75,7 @@ class Presence:
         self.session = uuid.uuid4().hex
         self.host = socket.gethostname()
         self.status = ""
+        self.publish = publish_command(settings.redis_url)
         # with a room secret, our record and events are signed, and peers' records checked
         self.signer = make_signer(settings.secret, settings.room, settings.replay_window)
         self._claim = Function(redis, CLAIM)
@@ -162,8 +164,8 @@ class Presence:
             cursor_key=self.keys.cursor(self.name), log_key=self.keys.log,
             epoch_key=self.keys.epoch, session=self.session, ttl_ms=self.ttl_ms,
             name=self.name, cursor_ttl_ms=self.cursor_ttl_ms, events=self.keys.events,
-            joined_event=self._announced("joined"), stale_session=stale_session,
-            new_epoch=uuid.uuid4().hex, record=tuple(record)))
+            publish=self.publish, joined_event=self._announced("joined"),
+            stale_session=stale_session, new_epoch=uuid.uuid4().hex, record=tuple(record)))
 
     async def heartbeat(self) -> bool:
         """Refresh our record, and prune expired peers.
@@ -184,20 +186,21 @@ class Presence:
         for raw in pruned:
             name = raw.decode(errors="replace")
             if NAME_PATTERN.match(name):  # a name bridge cannot have written gets no event
-                await self.redis.publish(self.keys.events,
-                                         self._event("left", name=name, reason="timeout"))
+                await self.redis.execute_command(  # type: ignore[no-untyped-call]
+                    self.publish, self.keys.events,
+                    self._event("left", name=name, reason="timeout"))
 
     async def leave(self) -> None:
         await self._leave(LeaveCall(
             agent_key=self.keys.agent(self.name), agents_key=self.keys.agents,
             session=self.session, name=self.name, events=self.keys.events,
-            left_event=self._announced("left", reason="leave")))
+            publish=self.publish, left_event=self._announced("left", reason="leave")))
 
     async def set_status(self, status: str) -> None:
         self.status = status[:MAX_STATUS]
         await self._set_status(SetStatusCall(
             agent_key=self.keys.agent(self.name), session=self.session, status=self.status,
-            events=self.keys.events, status_event=self._event("status"),
+            events=self.keys.events, publish=self.publish, status_event=self._event("status"),
             sig=self._record_sig()))
 
     async def participants(self, *, unverified: bool = False) -> tuple[int, list[Participant]]:

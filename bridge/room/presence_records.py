@@ -113,6 +113,7 @@ class ClaimCall(Call):
     name: str
     cursor_ttl_ms: int
     events: str  # the events channel
+    publish: str  # PUBLISH, or SPUBLISH on a cluster (bridge.room.cluster.publish_command)
     joined_event: str  # '' for a quiet join
     stale_session: str  # a stale session that may be replaced ('' for none)
     new_epoch: str  # used if the room has none
@@ -163,7 +164,7 @@ if not cursor then
 else
   redis.call('PEXPIRE', cursor_key, cursor_ttl_ms)
 end
-if fresh and joined_event ~= '' then redis.call('PUBLISH', events, joined_event) end
+if fresh and joined_event ~= '' then redis.call(publish, events, joined_event) end
 return {1, cursor, fresh and 1 or 0, created, epoch, last_id .. ' ' .. last_seq}
 """)
 
@@ -199,6 +200,7 @@ class LeaveCall(Call):
     session: str
     name: str
     events: str
+    publish: str
     left_event: str  # '' for a quiet leave
 
 
@@ -206,7 +208,7 @@ LEAVE = Script("leave", LeaveCall, """
 if redis.call('HGET', agent_key, 'session') ~= session then return 0 end
 redis.call('DEL', agent_key)
 redis.call('ZREM', agents_key, name)
-if left_event ~= '' then redis.call('PUBLISH', events, left_event) end
+if left_event ~= '' then redis.call(publish, events, left_event) end
 return 1
 """)
 
@@ -217,6 +219,7 @@ class SetStatusCall(Call):
     session: str
     status: str
     events: str
+    publish: str
     status_event: str
     sig: str  # the record's new signature ('' when signing is off)
 
@@ -225,7 +228,7 @@ SET_STATUS = Script("set_status", SetStatusCall, """
 if redis.call('HGET', agent_key, 'session') ~= session then return 0 end
 redis.call('HSET', agent_key, 'status', status)
 if sig ~= '' then redis.call('HSET', agent_key, 'sig', sig) end
-redis.call('PUBLISH', events, status_event)
+redis.call(publish, events, status_event)
 return 1
 """)
 

@@ -58,14 +58,18 @@ class QuickConnection(AbstractConnection):
 _variants: dict[type[Any], type[Any]] = {}
 
 
+def quick_connection_class(base: type[Any]) -> type[Any]:
+    """``base`` (a redis-py connection class) writing without wait_for, packing with hiredis."""
+    if issubclass(base, QuickConnection):
+        return base
+    variant = _variants.get(base)
+    if variant is None:
+        variant = _variants[base] = type(f"Quick{base.__name__}", (QuickConnection, base), {})
+    return variant
+
+
 def use_quick_writes(client: Redis) -> Redis:
     """Make ``client``'s connections write without wait_for, and pack with hiredis."""
     pool = client.connection_pool
-    base = pool.connection_class
-    if not issubclass(base, QuickConnection):
-        variant = _variants.get(base)
-        if variant is None:
-            variant = _variants[base] = type(f"Quick{base.__name__}",
-                                             (QuickConnection, base), {})
-        pool.connection_class = variant
+    pool.connection_class = quick_connection_class(pool.connection_class)
     return client

@@ -34,7 +34,7 @@ from bridge.room.envelope import (
 from bridge.room.keys import Keys
 from bridge.room.paging import PAGE
 from bridge.room.signing import Gate
-from bridge.room.subscriber import Backoff, close_quietly, published, subscribe_confirmed
+from bridge.room.subscriber import Backoff, close_quietly, open_subscription, published
 from bridge.settings import Settings
 
 log = structlog.get_logger("bridge.bus")  # the name logs have always carried
@@ -143,13 +143,13 @@ class Receiver:
         self._arrived = anyio.Event()
 
     async def subscribe(self) -> PubSub:
-        pubsub = self.subscriber.pubsub()
         channels = [self.keys.direct(self.name), self.keys.broadcast, self.keys.events]
         # Confirmed before the log is read: anything published after that is either in the
         # log we are about to read or still in the socket. Messages that arrive meanwhile
         # are kept for _listen.
         self._early.clear()
-        self._early += await subscribe_confirmed(pubsub, channels, SUBSCRIBE_TIMEOUT)
+        pubsub, early = await open_subscription(self.subscriber, channels, SUBSCRIBE_TIMEOUT)
+        self._early += early
         return pubsub
 
     async def receive_forever(self, pubsub: PubSub | None) -> None:

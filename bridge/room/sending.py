@@ -11,6 +11,8 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from bridge.errors import MessageRejected
+from bridge.room.cluster import publish_command
+from bridge.room.durability import confirmed
 from bridge.room.envelope import BROADCAST, Envelope, parse_id
 from bridge.room.keys import NAME_PATTERN, Keys
 from bridge.room.lua import NOW_MS, TAIL, Call, Script
@@ -23,6 +25,26 @@ class SendResult:
     id: str
     online: list[str]
     offline: list[str]
+    replicas: int | None = None  # replicas that confirmed it (BRIDGE_MIN_REPLICAS); None: not asked
+    wanted: int = 0  # BRIDGE_MIN_REPLICAS
+    waited: float = 0.0  # BRIDGE_MIN_REPLICAS_TIMEOUT
+
+    @property
+    def durable(self) -> bool | None:
+        return None if self.replicas is None else self.replicas >= self.wanted
+
+    def durability(self) -> str:
+        """A sentence on whether the message survives a failover ('' when not asked). Not
+        durable is no failure: the message is logged and will be delivered, and sending it
+        again would deliver it twice, so it is said as a caveat, not an error."""
+        if self.replicas is None:
+            return ""
+        if self.durable:
+            return f"Durable: {self.replicas} replica(s) have it."
+        return (f"Logged and will be delivered, but NOT known to be durable: {self.replicas} "
+                f"of the {self.wanted} replica(s) asked for (BRIDGE_MIN_REPLICAS) confirmed it "
+                f"within {self.waited:g} s, so a Redis failover now could lose it. Do not send "
+                f"it again (it would arrive twice).")
 
 
 @dataclass  # (not frozen: a frozen init of 21 fields cost 4 us a send)
@@ -46,6 +68,7 @@ class SendCall(Call):
     ts: str
     payload_tail: str
     broadcast: str  # the broadcast channel; '' if direct
+    publish: str  # PUBLISH, or SPUBLISH on a cluster (bridge.room.cluster.publish_command)
     max_age_ms: int | str  # '' for none
     dedupe_ttl_ms: int
     sig: str  # '' when signing is off
@@ -68,6 +91,7 @@ class SendCall(Call):
             text=envelope.text, reply_to=envelope.reply_to, kind=envelope.kind,
             ts=str(envelope.ts), payload_tail=envelope.payload_tail(),
             broadcast=keys.broadcast if envelope.is_broadcast else "",
+            publish=publish_command(settings.redis_url),
             max_age_ms=int(max_age * 1000) if max_age else "",
             dedupe_ttl_ms=int(settings.send_timeout * 3000), sig=envelope.sig,
             rate=repr(settings.rate), burst=settings.burst,
@@ -90,7 +114,11 @@ class SendCall(Call):
 # before anything is written, and a refused send takes no token.
 SEND = Script("send", SendCall, """
 local prior = redis.call('GET', dedupe_key)
-if prior then return {'ok', prior, {}, {}} end
+if prior then
+  -- a write, so that a WAIT after this retry waits for the first attempt's entry too
+  redis.call('PEXPIRE', dedupe_key, dedupe_ttl_ms)
+  return {'ok', prior, {}, {}}
+end
 local online, offline, unknown = {}, {}, {}
 local n = (#KEYS - nkeys) / 2
 if broadcast ~= '' then
@@ -140,9 +168,9 @@ end
 redis.call('SET', dedupe_key, id, 'PX', dedupe_ttl_ms)
 local payload = '{"id":"' .. id .. '",' .. payload_tail
 if broadcast ~= '' then
-  redis.call('PUBLISH', broadcast, payload)
+  redis.call(publish, broadcast, payload)
 else
-  for i = 1, n do redis.call('PUBLISH', ARGV[nargs + 2 * i], payload) end
+  for i = 1, n do redis.call(publish, ARGV[nargs + 2 * i], payload) end
 end
 return {'ok', id, online, offline}
 """)
@@ -186,6 +214,8 @@ class Sender:
             id=reply[1].decode(),
             online=sorted(n.decode() for n in reply[2]),
             offline=sorted(n.decode() for n in reply[3]),
+            replicas=confirmed(reply), wanted=self.settings.min_replicas,
+            waited=self.settings.min_replicas_timeout,
         )
 
 

@@ -1,5 +1,8 @@
 """What every pub/sub reader of bridge needs: a confirmed subscription, liveness pings, a quiet
-close; and the backoff of every reconnect and retry loop."""
+close; and the backoff of every reconnect and retry loop.
+
+On a Redis Cluster the subscription is sharded (SSUBSCRIBE on the shard that owns the room,
+bridge.room.cluster); elsewhere classic (SUBSCRIBE). Readers need not know which."""
 
 from __future__ import annotations
 
@@ -10,29 +13,59 @@ from contextlib import suppress
 from typing import Any
 
 import anyio
+from redis.asyncio import Redis
 from redis.asyncio.client import PubSub
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 
+from bridge.room.cluster import shard_pubsub
+
 PING_WHEN_QUIET, PONG_TIMEOUT = 3.0, 3.0
+MESSAGES = ("message", "smessage")  # a published message: classic, or sharded
+DROPPED = ("unsubscribe", "sunsubscribe")  # we never unsubscribe while reading: Redis did
+
+
+async def open_subscription(client: Redis, channels: list[str], timeout: float
+                            ) -> tuple[PubSub, list[dict[str, Any]]]:
+    """A pubsub subscribed to ``channels`` (all of one room: one slot), confirmed (see
+    subscribe_confirmed), and the messages that arrived meanwhile. On a cluster the slot
+    map is read anew first: this is where a receiver lands after a failover or a slot move."""
+    pubsub = await shard_pubsub(client, channels[0])
+    try:
+        return pubsub, await subscribe_confirmed(pubsub, channels, timeout)
+    except BaseException:
+        await close_quietly(pubsub)
+        raise
 
 
 async def subscribe_confirmed(pubsub: PubSub, channels: list[str], timeout: float
                               ) -> list[dict[str, Any]]:
-    """SUBSCRIBE, and wait until Redis confirms every channel (TimeoutError after
-    ``timeout`` s): anything published after that reaches us. Returns the messages that
-    arrived meanwhile, for the reader (``published(pubsub, pending=...)``)."""
-    await pubsub.subscribe(*channels)
+    """SUBSCRIBE (SSUBSCRIBE on a shard), and wait until Redis confirms every channel
+    (TimeoutError after ``timeout`` s): anything published after that reaches us. Returns
+    the messages that arrived meanwhile, for the reader (``published(pubsub, pending=...)``)."""
+    sharded = getattr(pubsub, "sharded", False)
+    await (pubsub.ssubscribe(*channels) if sharded else pubsub.subscribe(*channels))
+    confirmation = "ssubscribe" if sharded else "subscribe"
     early: list[dict[str, Any]] = []
     confirmed = 0
     with anyio.fail_after(timeout):
         while confirmed < len(channels):
             message = await pubsub.get_message(timeout=timeout)
-            if message and message["type"] == "subscribe":
+            if message and message["type"] == confirmation:
                 confirmed += 1
-            elif message and message["type"] == "message":
+            elif message and message["type"] in MESSAGES:
                 early.append(message)
+            elif message and message["type"] in DROPPED:
+                raise dropped(message)
     return early
+
+
+def dropped(message: dict[str, Any]) -> RedisConnectionError:
+    """Redis ended our subscription itself: on a cluster, the room's slot left that node
+    (a failover, a resharding). Handled as a lost connection: resubscribe, catch up."""
+    channel = bytes(message.get("channel") or b"").decode(errors="replace")
+    return RedisConnectionError(f"Redis ended our subscription to {channel} (its slot "
+                                f"moved to another node: a failover or a resharding)")
 
 
 async def published(pubsub: PubSub, pending: list[dict[str, Any]] | None = None
@@ -55,8 +88,10 @@ async def published(pubsub: PubSub, pending: list[dict[str, Any]] | None = None
                     f"no answer on the subscriber connection for {now - heard:.0f} s")
             continue
         heard, pinged = now, False
-        if message["type"] == "message":
+        if message["type"] in MESSAGES:
             yield message
+        elif message["type"] in DROPPED:
+            raise dropped(message)
 
 
 async def close_quietly(pubsub: PubSub) -> None:
