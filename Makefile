@@ -74,9 +74,10 @@ DEPLOY_AGENTS = $(if $(filter file,$(origin AGENTS)),,$(AGENTS))
 # print a compose command, then run it unless DRY_RUN is set
 run = echo "$(1)" && $(if $(DRY_RUN),:,$(1))
 
+# BUILD_CA_FILE=FILE: extra CA certificates (PEM) for the image build only (README: Docker)
 up:
 	@services="$$(AGENTS='$(DEPLOY_AGENTS)' $(DEPLOY) agents $(GENERATED)/agents.yml)" && \
-	$(call run,$(DC) -f $(GENERATED)/agents.yml --profile agents up -d --build $$services)
+	$(if $(BUILD_CA_FILE),export BUILD_CA_CERTS="$$(cat '$(BUILD_CA_FILE)')" && )$(call run,$(DC) -f $(GENERATED)/agents.yml --profile agents up -d --build $$services)
 
 up-redis:
 	@$(DEPLOY) redis $(GENERATED)/redis.yml && \

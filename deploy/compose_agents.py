@@ -8,8 +8,8 @@ has nothing but Python, make and Docker. Settings come from the environment (the
 exports them), so a password never shows on a command line.
 
     compose_agents.py agents OUT   AGENTS, ROOM, REDIS_URL or REDIS_URL_<NAME> per agent (+
-                                   optional files, CHANNEL_FLAG): writes OUT, prints the
-                                   service names
+                                   optional files, CHANNEL_FLAG, BUILD_CA_FILE): writes
+                                   OUT, prints the service names
     compose_agents.py room         checks REDIS_URL and ROOM (who, tail)
     compose_agents.py redis OUT    checks REDIS_PASSWORD or REDIS_ACL_FILE (+ REDIS_TLS_*):
                                    writes OUT
@@ -210,9 +210,24 @@ def check_channel_flag(env: Mapping[str, str]) -> None:
                           f"session inbox, no flag)")
 
 
+def check_build_ca(env: Mapping[str, str]) -> None:
+    path = env.get("BUILD_CA_FILE", "")
+    if not path:
+        return
+    try:
+        text = Path(path).read_text(encoding="utf-8", errors="replace")
+    except OSError as e:
+        raise DeployError(f"BUILD_CA_FILE={path}: cannot read it ({e.strerror}): give the PEM "
+                          f"file of the CA certificates your proxy signs with") from None
+    if "-----BEGIN CERTIFICATE-----" not in text:
+        raise DeployError(f"BUILD_CA_FILE={path} holds no PEM certificate (-----BEGIN "
+                          f"CERTIFICATE-----): give the CA certificates your proxy signs with")
+
+
 def agents_override(env: Mapping[str, str]) -> tuple[dict[str, object], list[Agent]]:
     check_room(env)
     check_channel_flag(env)
+    check_build_ca(env)
     agents = parse_agents(env)
     own_url = {agent.name: url_var(agent) for agent in agents if env.get(url_var(agent))}
     for var in own_url.values():

@@ -164,8 +164,9 @@ def sse_events(message: Json) -> list[tuple[str, Json]]:
 class Api(http.server.ThreadingHTTPServer):
     daemon_threads = True
 
-    def __init__(self, port: int, log_path: str, script: Script) -> None:
-        super().__init__(("127.0.0.1", port), Handler)
+    def __init__(self, port: int, log_path: str, script: Script,
+                 host: str = "127.0.0.1") -> None:
+        super().__init__((host, port), Handler)
         self.log_path, self.script = log_path, script
         self.seq = 0
         self.lock = threading.Lock()
@@ -248,17 +249,19 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--port", type=int, default=0, help="0: any free port")
+    parser.add_argument("--host", default="127.0.0.1",
+                        help="the address to listen on (0.0.0.0 inside a test's container)")
     parser.add_argument("--port-file", help="write the port here once listening")
     parser.add_argument("--log", required=True, help="the request log (JSON lines)")
     parser.add_argument("--script", help="the rules (JSON), re-read on every request")
     args = parser.parse_args()
-    api = Api(args.port, args.log, Script(args.script))
+    api = Api(args.port, args.log, Script(args.script), args.host)
     port = api.server_address[1]
     if args.port_file:  # written whole, then renamed: a reader never sees half a number
         with open(args.port_file + ".tmp", "w") as f:
             f.write(str(port))
         os.replace(args.port_file + ".tmp", args.port_file)
-    print(f"fake_api: listening on 127.0.0.1:{port}", file=sys.stderr, flush=True)
+    print(f"fake_api: listening on {args.host}:{port}", file=sys.stderr, flush=True)
     with contextlib.suppress(KeyboardInterrupt):
         api.serve_forever()
 

@@ -191,6 +191,10 @@ def test_an_agent_can_have_its_own_url_for_its_own_acl_user(tmp_path: Path) -> N
      "BRIDGE_TLS_CA=/nonexistent/ca.pem is not a file"),
     ({"REDIS_URL": URL, "AGENTS": "a:developer", "CHANNEL_FLAG": "yes"},
      "bad CHANNEL_FLAG 'yes': use 1"),
+    ({"REDIS_URL": URL, "AGENTS": "a:developer", "BUILD_CA_FILE": "/nonexistent/ca.crt"},
+     "BUILD_CA_FILE=/nonexistent/ca.crt: cannot read it"),
+    ({"REDIS_URL": URL, "AGENTS": "a:developer", "BUILD_CA_FILE": str(ROOT / "README.md")},
+     "holds no PEM certificate"),
 ])
 def test_up_stops_on_bad_settings_before_anything_starts(
         tmp_path: Path, variables: dict[str, str], message: str) -> None:
