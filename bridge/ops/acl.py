@@ -57,7 +57,11 @@ COMMANDS = (
 # A watcher that only reads (`bridge web`, `tail`, `history`): the log, the roster without
 # pruning it (bridge.room.roster), the events channel. No function: each may write.
 READ_COMMANDS = ("ping", "select", "time", "zrange", "hmget", "pttl", "xrange", "xrevrange",
-                 "xread", "xlen", "subscribe", "unsubscribe")
+                 "xread", "xlen", "subscribe", "unsubscribe",
+                 # every client asks CLUSTER INFO at connect (a cluster node by a plain URL?);
+                 # on a cluster, what redis-py's cluster client and sharded pub/sub need
+                 "cluster|info", "cluster|slots", "command", "asking", "ssubscribe",
+                 "sunsubscribe")
 
 
 def used_commands(keys: Keys, name: str) -> list[list[str]]:
