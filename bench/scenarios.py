@@ -231,7 +231,8 @@ TRACE_STEPS = (
     ("request_read", "client → A: pipe, A reads and parses the request"),
     ("script_sent", "A: tool call → send script handed to redis-py"),
     ("woken", "Redis runs the script and publishes; B is woken"),
-    ("log_read", "B reads the message back from the log (one round trip)"),
+    ("taken", "B takes the message: from the wake-up when provably next, else read back "
+              "from the log (one round trip)"),
     ("pushed", "B: notification built and written to its pipe"),
     ("", "B's pipe → client has it"),
 )
