@@ -1,13 +1,14 @@
 """Old code against new, in interleaved rounds of one run (a noisy machine moves both alike).
 
     .venv/bin/python -m bench.ab --a ../wt-base --b . [--rounds 6] [--latency 300]
-                                 [--throughput 3000] [--env KEY=VALUE ...]
+                                 [--throughput 3000] [--fanout N] [--env KEY=VALUE ...]
 
 Each tree is a checkout of bridge: its `bridge serve` runs with PYTHONPATH at that tree (the
 same virtualenv, so the same dependencies). Every round runs A, then B (then B, A in the next
 round), each with a fresh pair of agents in a room of its own on one redis-server: send→push
 one at a time (p50), then one to one with 32 calls in flight (msg/s), with the CPU time of
-each process and Redis' own time per delivered message (INFO commandstats). Prints the
+each process and Redis' own time per delivered message (INFO commandstats); with --fanout N,
+broadcasts to N agents (time until the last has it, and the receivers' CPU per message). Prints the
 median of each figure per tree and B's change against A.
 """
 
@@ -70,7 +71,25 @@ async def one(procs: Processes, server: RedisServer, tree: Path, tmp: Path, room
             result[f"cpu_us_{who}"] = 1e6 * (cpu_seconds(pid) - cpu[who]) / sent
         got = [p["content"] for p in bob.channel()][base:]
         assert got == texts, "lost, repeated or reordered"
-        await procs.stop_agents([alice, bob])
+        receivers = [bob]
+        if args.fanout:
+            receivers += [await procs.agent(tg, f"r{i}", server.url, tmp, env=env)
+                          for i in range(args.fanout - 1)]
+            spans, cpu = [], {r.name: cpu_seconds(r.process.pid) for r in receivers}
+            for b in range(13):
+                bases = [len(r.message_times) for r in receivers]
+                started = time.perf_counter()
+                await alice.tool("send_message", to="*", text=f"f{b}")
+                for r, n in zip(receivers, bases, strict=True):
+                    await r.wait_messages(n + 1, timeout=30)
+                if b >= 3:
+                    spans.append((max(r.message_times[n] for r, n in
+                                      zip(receivers, bases, strict=True)) - started) * 1000)
+            result["fanout_p50_ms"] = statistics.median(spans)
+            result["fanout_max_ms"] = max(spans)
+            result["fanout_cpu_us_per_receiver"] = 1e6 * sum(
+                cpu_seconds(r.process.pid) - cpu[r.name] for r in receivers) / 13 / len(receivers)
+        await procs.stop_agents([alice, *receivers])
         tg.cancel_scope.cancel()
     client.close()
     return result
@@ -103,6 +122,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=6)
     parser.add_argument("--latency", type=int, default=300)
     parser.add_argument("--throughput", type=int, default=3000)
+    parser.add_argument("--fanout", type=int, default=0, help="then broadcasts to N agents")
     parser.add_argument("--env", action="append", default=[],
                         type=lambda text: tuple(text.split("=", 1)),
                         help="KEY=VALUE for both trees' agents (BRIDGE_SECRET is set)")
