@@ -22,7 +22,7 @@ import anyio
 from anyio.streams.buffered import BufferedByteReceiveStream
 from redis.asyncio import Redis
 
-from bench.common import Processes, RedisServer, line, summary
+from bench.common import SECRET, Processes, RedisServer, line, summary
 from bridge.room.presence import Presence
 from bridge.settings import Settings
 from tests.mcp_client import Agent
@@ -623,7 +623,8 @@ async def presence(ctx: Context) -> dict[str, Any]:
                 while len(holders) < n:
                     batch = []
                     for i in range(len(holders), min(n, len(holders) + batch_size)):
-                        settings = Settings.from_env({}, redis=ctx.redis.url, name=f"p{i}",
+                        settings = Settings.from_env({"BRIDGE_SECRET": SECRET},
+                                                     redis=ctx.redis.url, name=f"p{i}",
                                                      ttl="600", room=room)
                         batch.append(Presence(client, settings))
                     await asyncio.gather(*(p.claim() for p in batch))
