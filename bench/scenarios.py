@@ -234,7 +234,8 @@ TRACE_STEPS = (
     ("request_read", "client → A: pipe, A reads and parses the request"),
     ("script_sent", "A: tool call → send script handed to redis-py"),
     ("woken", "Redis runs the script and publishes; B is woken"),
-    ("log_read", "B reads the message back from the log (one round trip)"),
+    ("taken", "B takes the message: from the wake-up when provably next, else read back "
+              "from the log (one round trip)"),
     ("pushed", "B: notification built and written to its pipe"),
     ("", "B's pipe → client has it"),
 )
@@ -323,6 +324,7 @@ async def throughput(ctx: Context) -> dict[str, Any]:
     size = ctx.sizes
     env = {"BRIDGE_ROOM": "tput"}
     result: dict[str, Any] = {}
+    client = ctx.redis.client()
     async with anyio.create_task_group() as tg:
         alice = await ctx.procs.agent(tg, "talice", ctx.redis.url, ctx.tmp, env=env)
         bob = await ctx.procs.agent(tg, "tbob", ctx.redis.url, ctx.tmp, env=env)
@@ -335,6 +337,7 @@ async def throughput(ctx: Context) -> dict[str, Any]:
                 "redis": ctx.redis.process.pid if ctx.redis.process else 0,
                 "client": os.getpid()}  # this harness: the MCP client of A and of B
         cpu_before = {who: cpu_seconds(pid) for who, pid in pids.items()}
+        client.config_resetstat()
         started = time.perf_counter()
         sent, errors, call_ms = await send_windowed(alice, "tbob", texts, size.window)
         calls_done = time.perf_counter()
@@ -345,7 +348,9 @@ async def throughput(ctx: Context) -> dict[str, Any]:
         last = bob.message_times[-1] if len(bob.message_times) > base else calls_done
         seconds = last - started
         delivery = check_delivery(bob, "talice", texts)
+        fcall = client.info("commandstats").get("cmdstat_fcall", {})
         result = {"messages": sent, "window": size.window, "seconds": seconds,
+                  "fcall_us": fcall.get("usec_per_call"),
                   "msg_per_s": delivery["delivered"] / seconds, "errors": errors[:5],
                   "calls_per_s": sent / (calls_done - started), "complete": complete,
                   "cpu_us_per_message": cpu_us,
@@ -356,12 +361,58 @@ async def throughput(ctx: Context) -> dict[str, Any]:
               f"order {'kept' if delivery['order_ok'] else 'BROKEN'}")
         print(line("tool call (in flight)", result["tool_call_ms"]))
         print("  CPU per message: " + ", ".join(f"{who} {us:.0f} µs" for who, us in
-                                                  cpu_us.items()))
+                                                  cpu_us.items())
+              + f"; the send function in Redis {result['fcall_us']} µs a call (commandstats)")
         if ctx.profile:
             result["profile"] = await profile_pass(ctx, alice, bob)
         await ctx.procs.stop_agents([alice, bob])
         tg.cancel_scope.cancel()
+    client.close()
+    result["floor"] = await anyio.to_thread.run_sync(pubsub_throughput_floor, ctx,
+                                                     size.throughput)
+    print(f"  floor: redis-py PUBLISH (32 in a pipeline) -> SUBSCRIBE in another process: "
+          f"{result['floor']['msg_per_s']:,.0f} msg/s")
     return result
+
+
+def pubsub_throughput_floor(ctx: Context, count: int) -> dict[str, Any]:
+    """The throughput floor: `count` PUBLISHes from here, 32 to a pipeline, to a redis-py
+    subscriber process that says when it has the last one."""
+    import redis
+
+    channel = "floor:tput"
+    sub = ctx.procs.popen([sys.executable, "-c", THROUGHPUT_SUBSCRIBER, str(ctx.redis.port),
+                           channel, str(count)], stdout=subprocess.PIPE, text=True)
+    assert sub.stdout is not None
+    assert sub.stdout.readline().strip() == "ready"
+    client = redis.Redis(port=ctx.redis.port, socket_timeout=10)
+    started = time.perf_counter()
+    for first in range(0, count, 32):
+        pipe = client.pipeline(transaction=False)
+        for i in range(first, min(count, first + 32)):
+            pipe.publish(channel, f"t{i}")
+        pipe.execute()
+    done = sub.stdout.readline().strip()
+    seconds = time.perf_counter() - started
+    sub.wait(10)
+    client.close()
+    return {"messages": count, "seconds": seconds, "msg_per_s": count / seconds,
+            "subscriber": done}
+
+
+THROUGHPUT_SUBSCRIBER = r"""
+import sys, redis
+p = redis.Redis(port=int(sys.argv[1])).pubsub(ignore_subscribe_messages=True)
+p.subscribe(sys.argv[2])
+while not p.subscribed or p.get_message(timeout=0.05) is not None:
+    pass
+print("ready", flush=True)
+got = 0
+while got < int(sys.argv[3]):
+    if p.get_message(timeout=10) is not None:
+        got += 1
+print(f"got {got}", flush=True)
+"""
 
 
 async def profile_pass(ctx: Context, alice: Agent, bob: Agent) -> dict[str, Any]:
@@ -434,6 +485,7 @@ async def fanout(ctx: Context) -> dict[str, Any]:
             start_s = time.perf_counter() - started
             samples: list[float] = []
             lost = 0
+            cpu_before = sum(cpu_seconds(r.process.pid) for r in receivers)
             for b in range(size.broadcasts + 3):  # the first 3 warm up
                 bases = [len(r.message_times) for r in receivers]
                 request_id = next_id()
@@ -453,8 +505,11 @@ async def fanout(ctx: Context) -> dict[str, Any]:
                                         zip(receivers, bases, strict=True)
                                         if len(r.message_times) > base) - t0) * 1000)
             stats = summary(samples)
+            # the receivers' CPU per broadcast, each: what n of them cost on this many cores
+            cpu_us = 1e6 * (sum(cpu_seconds(r.process.pid) for r in receivers) - cpu_before) / (
+                (size.broadcasts + 3) * len(receivers))
             results[str(n)] = {"agents": n, "time_to_last": stats, "lost": lost,
-                               "start_all_s": start_s}
+                               "start_all_s": start_s, "receiver_cpu_us": cpu_us}
             print(line(f"broadcast to {n}: time until the last has it", stats)
                   + f"  lost {lost}  (started {n - len(receivers) + len(new)} agents "
                   f"in {start_s:.1f} s)")
@@ -563,8 +618,10 @@ async def presence(ctx: Context) -> dict[str, Any]:
     holders: list[Presence] = []
     try:
         async with anyio.create_task_group() as tg:
+            # unsigned, as the memory target was set: a signed record's `sig` (98 bytes) takes
+            # the hash past hash-max-listpack-value, 359 -> 1,014 B at 1,000 agents (measured)
             observer = await ctx.procs.agent(tg, "observer", ctx.redis.url, ctx.tmp,
-                                             env={"BRIDGE_ROOM": room})
+                                             env={"BRIDGE_ROOM": room, "BRIDGE_SECRET": ""})
             for n in size.presence:
                 before = int((await client.info("memory"))["used_memory"])
                 added = 0

@@ -565,6 +565,9 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=None)
     parser.add_argument("--kills-per-minute", type=int, default=None, metavar="N",
                         help="kills of each kind per minute (default: 1-3, from the seed)")
+    parser.add_argument("--secret", action="store_true",
+                        help="sign the room (BRIDGE_SECRET): receivers then deliver from the "
+                             "wake-up when it is provably next (bridge/room/wakeup.py)")
     parser.add_argument("--keep", action="store_true",
                         help="keep the temp dir (agent stderr, redis log and AOF); it is "
                              "always kept when the soak fails")
@@ -573,6 +576,8 @@ def main() -> None:
         parser.error("need at least 2 agents and a positive duration")
     if args.seed is None:
         args.seed = random.randrange(1_000_000)
+    if args.secret:
+        AGENT_ENV["BRIDGE_SECRET"] = f"soak-secret-{args.seed}-0123456789"
     tmp = Path(tempfile.mkdtemp(prefix="bridge-soak-"))
     processes: list[Process] = []
     keep = True

@@ -34,8 +34,8 @@ def test_bench_smoke_run(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     results = json.loads(out.read_text())
     s = results["scenarios"]
-    assert set(s) == {"latency", "throughput", "fanout", "presence", "startup", "catchup",
-                      "shards", "durability"}
+    assert set(s) == {"latency", "throughput", "senders", "fanout", "presence", "startup",
+                      "catchup", "shards", "durability"}
     assert not [name for name, r in s.items() if "error" in r]
 
     assert numbers(s["latency"]["bridge"]) and numbers(s["latency"]["floor"])
@@ -44,6 +44,13 @@ def test_bench_smoke_run(tmp_path: Path) -> None:
     tput = s["throughput"]
     assert tput["msg_per_s"] > 0 and tput["messages"] > 0
     assert (tput["lost"], tput["duplicates"], tput["order_ok"]) == (0, 0, True)
+    assert tput["floor"]["msg_per_s"] > 0
+    many = s["senders"]
+    assert many["msg_per_s"] > 0 and (many["lost"], many["duplicates"], many["order_ok"]) == (
+        0, 0, True)
+    # every issue 16 target is there, with a verdict
+    shown = {t["what"].split(",")[0] for t in results["targets"]}
+    assert {"p50 send→push", "one to one", "several senders → one (4 senders)"} <= shown
 
     sizes = [k for k in s["fanout"] if k.isdigit()]
     assert sizes

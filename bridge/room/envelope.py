@@ -20,8 +20,9 @@ BROADCAST = "*"
 EVENT_KINDS = ("joined", "left", "status")
 MAX_FIELD = 1024  # for short fields: ids, names, roles, statuses
 MAX_RECIPIENTS = 1000  # more than any sender may name (BRIDGE_MAX_RECIPIENTS is lower)
-# A pub/sub payload is only a wake-up: its id is all a receiver needs, and the send script
-# writes it first. Reading just that keeps a huge or deeply nested payload from costing a parse.
+# A pub/sub payload is a wake-up: its id is all a receiver needs to read the log, and the send
+# script writes it first. Reading just that keeps a huge or deeply nested payload from costing
+# a parse (only bridge.room.wakeup parses a whole payload, and bounds it first).
 WAKE_ID = re.compile(rb'\A\{\s*"id"\s*:\s*"([0-9]{1,20}-[0-9]{1,20})"')
 MAX_TS = 2**53  # ms since the epoch; far beyond any clock, and exact in JSON everywhere
 # what bridge writes into a presence record or an event at most; longer is shown cut
@@ -80,11 +81,12 @@ class Envelope:
     def payload_tail(self) -> str:
         """Compact JSON of everything but the id, without the opening brace.
 
-        The send script only learns the id at XADD time, so it publishes
-        ``'{"id":"' .. id .. '",' .. tail``; this keeps JSON encoding out of Lua.
-        The payload is only a wake-up (receivers read the log), so ``sig`` is not in it.
+        The send script only learns the id and seq at XADD time, so it publishes
+        ``'{"id":"' .. id .. '","seq":"' .. seq .. '","prev":"' .. prev .. '",' .. tail``;
+        this keeps JSON encoding out of Lua. With ``sig`` the payload is the whole entry: a
+        receiver with the room secret may deliver it from the wake-up (bridge.room.wakeup).
         """
-        body = {
+        body: dict[str, Any] = {
             "from": self.sender,
             "to": BROADCAST if self.is_broadcast else list(self.to),
             "text": self.text,
@@ -92,6 +94,8 @@ class Envelope:
             "kind": self.kind,
             "ts": self.ts,
         }
+        if self.sig:
+            body["sig"] = self.sig
         return json.dumps(body, separators=(",", ":"), ensure_ascii=False)[1:]
 
 
@@ -161,6 +165,17 @@ def decode_payload(raw: bytes | str) -> Envelope:
     if not isinstance(data, dict):
         raise ValueError("payload is not a JSON object")
     return _build(data.get("id"), data)
+
+
+def decode_whole_wake(raw: bytes | str) -> tuple[Envelope, str]:
+    """A payload that carries the whole entry: the envelope, and ``prev``, the id of the entry
+    before it in the log (bridge.room.wakeup)."""
+    data = _json(raw)
+    if not isinstance(data, dict):
+        raise ValueError("payload is not a JSON object")
+    prev = _short(data.get("prev"), "prev")
+    parse_id(prev)
+    return _build(data.get("id"), data), prev
 
 
 def wake_id(raw: bytes) -> str:

@@ -20,6 +20,7 @@ from typing import Any
 
 from redis.asyncio import Redis
 from redis.asyncio.connection import AbstractConnection
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 hiredis_pack: Callable[[tuple[Any, ...]], bytes] | None
@@ -40,6 +41,15 @@ class QuickConnection(AbstractConnection):
         return [hiredis_pack((*args[0].encode().split(), *args[1:]))]
 
     async def send_packed_command(self, command: Any, check_health: bool = True) -> None:
+        try:
+            await self._send_packed(command, check_health)
+        except RuntimeError as e:
+            # uvloop raises this for a write on a link Redis closed (asyncio drops the bytes,
+            # and the read then fails): the parent has dropped the connection; say it as
+            # redis-py does, so that every retry and reconnect path sees a ConnectionError
+            raise RedisConnectionError(f"Error writing to socket: {e}") from e
+
+    async def _send_packed(self, command: Any, check_health: bool) -> None:
         timeout = self.socket_timeout
         if not timeout:
             return await super().send_packed_command(command, check_health)

@@ -1,9 +1,10 @@
 """Receiving: what was read from the room log and not yet taken, and how it gets there.
 
 Subscribe first, then claim presence, then catch up from the log (docs/design.md). A live
-pub/sub message is only a wake-up: what is delivered is always read back from the log, after
-what we have read. So a forged payload on our channels can never be delivered, a message
-missed on pub/sub is picked up by the next read, and nothing is delivered twice. Reading
+pub/sub message is a wake-up: what is delivered is read back from the log, after what we
+have read, unless the payload proves to be the next entry (bridge.room.wakeup: with a room
+secret only). So a forged payload on our channels can never be delivered, a message missed
+on pub/sub is picked up by the next read, and nothing is delivered twice. Reading
 ahead stops once ``received`` holds read_ahead_bytes: the rest waits in the log.
 """
 
@@ -35,6 +36,7 @@ from bridge.room.keys import Keys
 from bridge.room.paging import PAGE
 from bridge.room.signing import Gate
 from bridge.room.subscriber import Backoff, close_quietly, open_subscription, published
+from bridge.room.wakeup import from_wake
 from bridge.settings import Settings
 
 log = structlog.get_logger("bridge.bus")  # the name logs have always carried
@@ -74,6 +76,10 @@ class Receiver:
         self._early: list[dict[str, Any]] = []  # pub/sub messages seen while subscribing
         self._arrived = anyio.Event()
         self.last_seen = Position()  # the last log entry read (and, if ours, put in `received`)
+        # every wake-up so far is covered by a log read or was delivered: the next one may be
+        # delivered from its payload (bridge.room.wakeup), if it proves to be next
+        self._synced = False
+        self.ordered_wakes = True  # see bridge.room.wakeup
 
     def start_over(self, position: Position) -> None:
         """The log we read is gone (reset, or lost its end): read on from ``position`` of the
@@ -81,6 +87,7 @@ class Receiver:
         self._generation += 1
         self._wanted = []
         self.last_seen = position
+        self._synced = False
 
     async def next_batch(self, timeout: float | None = None) -> list[Incoming]:
         """Wait (up to ``timeout`` s) for incoming items, then take them all from `received`.
@@ -215,10 +222,18 @@ class Receiver:
         that this loop keeps listening, and pinging: a read stuck on a dead link must not
         keep the dead link from being noticed)."""
         trace.mark("woken")
+        if self._synced and not self._full and not self.reading.locked():
+            envelope = from_wake(raw, self.last_seen, self.gate, self.name)
+            if envelope is not None:  # send→push p50 -29% (1.17 -> 0.84 ms, bench.ab)
+                self.last_seen = Position(envelope.id, envelope.seq)
+                self.accept(envelope)
+                trace.mark("taken")
+                return
         claimed_id = wake_id(raw)
         wanted = parse_id(claimed_id)
         if wanted <= self.last_seen.order or self._behind:
             return  # already read from the log, or to be read once the client catches up
+        self._synced = False  # a doubt: from here on, wake-ups wait for the log read
         if len(self._wanted) < MAX_WANTED:  # (each is checked, and a forgery logged, once)
             self._wanted.append(claimed_id)
         self._to_read.set()
@@ -252,6 +267,7 @@ class Receiver:
             )  # type: ignore[assignment]
             for entry_id, fields in entries:
                 if self._full:
+                    self._synced = False
                     if not self._behind:
                         log.info("read_ahead_paused", queued_bytes=self._queued_bytes,
                                  hint="the client is behind; the rest waits in the log")
@@ -267,6 +283,8 @@ class Receiver:
                 if self.gate.admits(envelope):
                     self.accept(envelope)
             if len(entries) < PAGE:
+                # synced if no wake-up came while we read (it would have set _to_read)
+                self._synced = self.ordered_wakes and not self._to_read.is_set()
                 return
 
     async def read_forever(self) -> None:
@@ -274,15 +292,17 @@ class Receiver:
         (the wake-ups that came while we were full were not followed)."""
         while True:
             await self._to_read.wait()
-            self._to_read = anyio.Event()
-            wanted, self._wanted = self._wanted, []
             try:
                 async with self.reading:
+                    # taken under the lock: a catch-up read that held it must not count
+                    # these as covered (it may have read before they were logged)
+                    self._to_read = anyio.Event()
+                    wanted, self._wanted = self._wanted, []
                     await self._read_log()
             except (RedisError, OSError, TimeoutError) as e:  # a reconnect catches up too
                 log.warning("log_read_failed", error=str(e) or type(e).__name__)
                 continue
-            trace.mark("log_read")
+            trace.mark("taken")
             for claimed in wanted:
                 if parse_id(claimed) > self.last_seen.order and not self._behind:
                     log.warning("payload_dropped", id=claimed[:40],

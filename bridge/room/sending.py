@@ -146,6 +146,10 @@ if rate > 0 then
   -- kept only until the bucket would be full again: an idle sender leaves nothing behind
   redis.call('PEXPIRE', rate_key, math.ceil(burst * 1000 / rate) + 1000)
 end
+-- the entry before this one (any entry, also one added by hand): a receiver whose last read
+-- entry it is knows that nothing lies in between (bridge.room.wakeup)
+local last = redis.call('XREVRANGE', log_key, '+', '-', 'COUNT', 1)
+local prev = last[1] and last[1][1] or '0-0'
 local seq = redis.call('INCR', seq_key)
 local fields = {'from', sender, 'to', to, 'text', text, 'reply_to', reply_to,
   'kind', kind, 'ts', ts, 'seq', seq}
@@ -166,7 +170,9 @@ if max_age_ms ~= '' then
   redis.call('XTRIM', log_key, 'MINID', '~', now - tonumber(max_age_ms))
 end
 redis.call('SET', dedupe_key, id, 'PX', dedupe_ttl_ms)
-local payload = '{"id":"' .. id .. '",' .. payload_tail
+-- the whole entry, seq and prev too: a receiver with the room secret may deliver it from here
+local payload = '{"id":"' .. id .. '","seq":"' .. seq .. '","prev":"' .. prev .. '",'
+  .. payload_tail
 if broadcast ~= '' then
   redis.call(publish, broadcast, payload)
 else
