@@ -24,6 +24,7 @@ from typing import Any
 import anyio
 import redis
 
+from bridge import logs
 from bridge.room.connection import Room
 from bridge.room.envelope import Envelope
 from bridge.settings import Settings
@@ -119,6 +120,7 @@ async def measure(url: str, clients: list[redis.Redis], rooms: int,
 
 async def shards(ctx: Any) -> dict[str, Any]:
     rooms, messages = ctx.sizes.shard_rooms, ctx.sizes.shard_messages
+    logs.configure("WARNING")  # the rooms run in this process: their joins are not results
     one = await measure(ctx.redis.url, [ctx.redis.client()], rooms, messages)
     report("one node", one)
     with Cluster.started(Path(ctx.tmp) / "cluster") as cluster:
