@@ -123,3 +123,64 @@ async def test_a_gap_before_a_wake_up_makes_the_receiver_read_the_log(agents, r)
     await bob.wait_messages(3)
     assert [m["content"] for m in bob.channel()] == ["one", "hidden", "two"]
     assert log_reads(r) > before
+
+
+async def test_a_message_the_log_lost_cannot_be_replayed_onto_the_next_position(agents, r):
+    """Found by review. alice's message to bob is trimmed while bob is away (bob is told it
+    expired). Someone who may PUBLISH but has no secret captured its genuine payload, and
+    publishes it again as if it were the next entry: prev = bob's last entry, seq one more, an
+    id just after it (within the clocks' slack of the signed time). bob's process never saw
+    it, so it is no duplicate. It must not be delivered, nor move bob past the real next one."""
+    alice = await agents.start("alice", env=dict(SIGNED))
+    bob = await agents.start("bob", env=dict(SIGNED))
+    carol = await agents.start("carol", env=dict(SIGNED))
+    await alice.tool("send_message", to="bob", text="hello")
+    await bob.wait_messages(1)
+    await bob.close_stdin()
+    assert await bob.wait_exit() == 0
+    capture = r.pubsub()  # the attacker
+    capture.subscribe(TO_BOB)
+    await alice.tool("send_message", to="bob", text="pay 100 euros")
+    await alice.tool("send_message", to="carol", text="filler")
+    await carol.wait_messages(1)
+    genuine = None
+    with anyio.fail_after(10):
+        while genuine is None:
+            message = capture.get_message(timeout=0.1)
+            if message and message["type"] == "message":
+                genuine = json.loads(message["data"])
+            await anyio.sleep(0)
+    assert genuine["text"] == "pay 100 euros"
+    [(filler_id, filler)] = r.xrange(LOG, "-", "+")[-1:]
+    r.xtrim(LOG, minid=filler_id.decode(), approximate=False)  # what MAXLEN/MAX_AGE does
+    bob = await agents.start("bob", env=dict(SIGNED))
+    [notice] = await bob.wait_for(lambda: bob.channel("notice"), what="the expiry notice")
+    assert "expired" in notice["content"]
+    filler_ms = int(filler_id.decode().split("-")[0])
+    forged = {**genuine, "id": f"{filler_ms + 1}-0", "seq": str(int(filler[b"seq"]) + 1),
+              "prev": filler_id.decode()}
+    assert r.publish(TO_BOB, json.dumps(forged)) == 2  # bob, and the capture
+    await alice.tool("send_message", to="bob", text="after")  # published after the copy
+    await bob.wait_for(lambda: any(m["content"] == "after" for m in bob.channel()),
+                       what="the real next message")
+    assert [m["content"] for m in bob.channel()] == ["after"]
+
+
+async def test_a_trim_while_the_reader_is_behind_is_reported(agents, r):
+    """Found by review: bob's read-ahead is full (pull delivery, 4 KiB), the log loses the
+    entries he has not read yet; when he reads on, he is told, not silently skipped on."""
+    alice = await agents.start("alice")
+    bob = await agents.start("bob", "--delivery", "pull",
+                             env={"BRIDGE_READ_AHEAD_BYTES": "4096", "BRIDGE_LOG_LEVEL": "INFO"})
+    body = "x" * 1500
+    for i in range(10):
+        await alice.tool("send_message", to="bob", text=f"m{i}:{body}")
+    await wait_for_log(bob, "read_ahead_paused")
+    ids = [entry_id.decode() for entry_id, _ in r.xrange(LOG)]
+    r.xtrim(LOG, minid=ids[8], approximate=False)  # m3..m7 go before bob read them
+    text = ""
+    with anyio.fail_after(30):
+        while "m9:" not in text:
+            text += await bob.tool("read_messages", wait_seconds=1)
+    assert [n for n in range(10) if f"m{n}:" in text] == [0, 1, 2, 8, 9]
+    assert "5 message(s) of room main expired" in text

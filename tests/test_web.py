@@ -323,7 +323,13 @@ async def test_sending_from_the_page_reaches_an_agent_and_needs_the_token(agents
         foreign = await client.post("/api/r/main/send", json=body, headers={
             "Authorization": f"Bearer {web.token}", "Origin": "http://evil.example"})
         rebound = await client.get("/api/r/main/history", headers={"Host": "evil.example"})
+        # another site's page may not open streams (each holds a Redis connection)
+        cross = await client.get("/api/r/junk1/stream", headers={"Sec-Fetch-Site": "cross-site"})
+        # a Last-Event-ID Redis would refuse is a bad request, not a stream that never works
+        huge = await client.get("/api/r/main/stream",
+                                headers={"Last-Event-ID": "99999999999999999999-0"})
     assert (wrong.status_code, foreign.status_code, rebound.status_code) == (401, 403, 403)
+    assert (cross.status_code, huge.status_code) == (403, 400)
     await anyio.sleep(0)
     assert [m["content"] for m in bob.channel()] == ["how far is the parser?"]
 

@@ -194,6 +194,11 @@ class Signer:
         _remember(self._seen_events, event.sig, event.ts, self.window_ms)
         return None
 
+    def forgets(self) -> bool:
+        """Whether the memory of signatures is full, so that an old one may be forgotten
+        while a copy of it could still pass the replay check (bridge.room.wakeup)."""
+        return len(self._seen) >= MAX_REMEMBERED
+
     def remember(self, envelope: Envelope) -> None:
         """Note a good envelope's signature, so that an exact copy is caught as a DUPLICATE."""
         _remember(self._seen, envelope.sig, parse_id(envelope.id)[0], self.window_ms)

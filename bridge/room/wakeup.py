@@ -20,14 +20,23 @@ ordinary wake-up: the log is read after ``last_seen``, as before.
    the last one we took and this one, not even one added by hand. A gap (an entry for
    others, one written without the script, a lost wake-up) is a doubt.
 
-Why a copy published by someone without the secret cannot pass for the real wake-up, even
-with a made-up id and seq: a signed envelope exists only once its sender's script has run,
-and that script publishes the genuine wake-up to us in the same atomic step. So the genuine
-one is ahead of any copy in our stream. It was either delivered from the wake-up (the copy is
-then a duplicate), or it was a doubt, and we are not synced until a log read that started
-after it ended (which delivers it; again the copy is a duplicate). An older message is a
-duplicate (delivered, or remembered from before the cursor at start) or outside the replay
-window. So what is delivered from a wake-up is the genuine entry, with its real id, seq and prev.
+4. **Plausible**: its seq is ``last_seen``'s plus one, and its id (Redis' clock, not signed)
+   is within ``CLOCK_MS`` of its signed time and not ahead of our clock by more.
+
+Why a copy published by someone without the secret cannot pass for the real wake-up: a
+signed envelope exists only once its sender's script has run, and that script publishes the
+genuine wake-up to us in the same atomic step. So the genuine one is ahead of any copy in our
+stream. It was either delivered from the wake-up (the copy is then a duplicate), or it was a
+doubt, and we are not synced until a log read that started after it ended (which delivers it;
+again the copy is a duplicate). An older message is a duplicate (delivered, or remembered
+from before the cursor at start), or outside the replay window, or one we never saw because
+the log lost it before we read it. That last kind, replayed with a made-up id, would move our
+cursor to an id that is not in the log and skip the entries below it (found by review: a
+message trimmed while its recipient was away, replayed with an id 250 s ahead). So: the id
+must sit within ``CLOCK_MS`` of the signed time, which puts a copy of a message older than
+our cursor behind it; and after the log lost entries we had not read (the expiry notice), or
+was reset, or while the memory of signatures is full, no wake-up is delivered for twice the
+replay window (``Receiver.distrust_wakes``), by when any such message is outside it.
 
 ``ordered_wakes`` must be False where a PUBLISH can reach us by another path than the send
 script's own (non-sharded pub/sub across a Redis Cluster's nodes, a subscription on a
@@ -36,12 +45,17 @@ replica): a copy could then overtake the original.
 
 from __future__ import annotations
 
+import time
+
 from bridge.room.cursor import Position
 from bridge.room.envelope import Envelope, decode_whole_wake
 from bridge.room.signing import Gate
 
 # a payload's JSON is at most its text escaped (\u00XX: 6 bytes a byte) and bounded fields
 ENVELOPE_OVERHEAD = 8192
+# how far a wake-up's id (Redis' clock at XADD) may be from its signed time (the sender's
+# clock) and from ours; a genuine one past it (clocks apart) is read from the log, as a doubt
+CLOCK_MS = 2000
 
 
 def from_wake(raw: bytes, last_seen: Position, gate: Gate, me: str) -> Envelope | None:
@@ -54,7 +68,12 @@ def from_wake(raw: bytes, last_seen: Position, gate: Gate, me: str) -> Envelope 
     except ValueError:
         return None
     if (prev != last_seen.id or envelope.order <= last_seen.order
-            or envelope.seq <= last_seen.seq or not envelope.addressed_to(me)):
+            or envelope.seq != last_seen.seq + 1 or not envelope.addressed_to(me)):
+        return None
+    claimed_ms = envelope.order[0]
+    if abs(claimed_ms - envelope.ts) > CLOCK_MS or claimed_ms > time.time() * 1000 + CLOCK_MS:
+        return None
+    if gate.signer.forgets():  # a copy of something forgotten would not be a duplicate
         return None
     # (no drop is logged: the log read that follows decides, and logs what it drops)
     return envelope if gate.problem(envelope) is None else None

@@ -5,6 +5,8 @@ headers every answer carries (a Content-Security-Policy that allows no inline sc
   (another site's page cannot reach it through DNS rebinding). Any other bind needs the
   token for reading too: the page trades it for a cookie (HttpOnly, SameSite=Strict) once,
   since an EventSource cannot send a header.
+- A request a browser marks as coming from another site's page (Sec-Fetch-Site) is refused,
+  reading included.
 - Sending always needs the token in an ``Authorization: Bearer`` header: never a cookie, so
   another site cannot make the browser send for it; and a POST whose Origin is not this
   page's is refused.
@@ -102,6 +104,13 @@ class Guarded:
             return
         headers = {k.decode("latin-1").lower(): v.decode("latin-1")
                    for k, v in scope["headers"]}
+        # another site's page (an <img>, a no-cors fetch) may not make us read or watch a
+        # room: each stream holds a Redis connection (found by review: 64 such requests
+        # filled the room limit). Browsers say where a request comes from; the page's own,
+        # and an address typed in, are same-origin or none.
+        if headers.get("sec-fetch-site", "none") not in ("same-origin", "none"):
+            await refuse(send, 403, "a request from another site's page is refused")
+            return
         if not self.guard.host_ok(headers):
             await refuse(send, 403, "this address is not the one bridge web serves: open it "
                                     "by 127.0.0.1 or localhost and its port")

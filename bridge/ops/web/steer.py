@@ -15,13 +15,18 @@ from bridge.room.envelope import BROADCAST, parse_id
 from bridge.room.keys import NAME_PATTERN
 from bridge.settings import Settings
 
+MAX_ID_PART = 2**64 - 1  # Redis refuses a stream id part past this
+
 
 def is_id(value: str) -> bool:
+    """A log id Redis accepts as an exclusive bound: each part in 64 bits, and not the
+    largest id of all (found by review: such an id made the stream retry a refused XRANGE
+    every second, and deliver nothing)."""
     try:
-        parse_id(value)
+        ms, seq = parse_id(value)
     except ValueError:
         return False
-    return True
+    return ms <= MAX_ID_PART and seq <= MAX_ID_PART and (ms, seq) != (MAX_ID_PART, MAX_ID_PART)
 
 
 async def send_as(settings: Settings, room: str, data: Any) -> dict[str, Any]:
