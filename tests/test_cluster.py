@@ -346,3 +346,22 @@ async def test_a_durable_send_waits_for_the_replica_of_its_rooms_primary(
             replica.wait_up()
     cluster.wait_ok()
     cluster.wait_replicas()
+
+
+async def test_a_primary_without_bridges_functions_gets_them_on_the_first_send(
+        cluster: Cluster, cluster_agents: Agents) -> None:
+    """A node that joined later has no functions (a replica gets its primary's; a new primary
+    has none): the first send there answers "Function not found", the agent loads the library
+    on every primary and sends again, once."""
+    room = "newnode"
+    primary = cluster.owner(f"bridge:{{{room}}}:log")
+    alice = await cluster_agents.start("alice", "--room", room)
+    bob = await cluster_agents.start("bob", "--room", room)
+    await alice.tool("send_message", to="bob", text="before")
+    primary.client().execute_command("FUNCTION", "FLUSH")  # (replicated to its replica)
+    assert primary.client().execute_command("FUNCTION", "LIST") == []
+    reply = await alice.tool("send_message", to="bob", text="after")
+    assert reply.startswith("sent, message_id"), reply
+    await bob.wait_messages(2)
+    assert [m["content"] for m in bob.channel()] == ["before", "after"]
+    assert primary.client().execute_command("FUNCTION", "LIST") != []
