@@ -7,7 +7,7 @@ import shutil
 import socket
 import subprocess
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,6 +25,20 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+
+def wait_for_ping(client: Callable[[], redis.Redis], timeout: float = 10) -> None:
+    """Until a redis-server just started answers PING (ConnectionError past ``timeout``)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            if client().ping():
+                return
+        except redis.ConnectionError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.02)
 
 
 @dataclass
@@ -47,15 +61,7 @@ class RedisServer:
              *extra],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                if self.client().ping():
-                    return
-            except redis.ConnectionError:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.02)
+        wait_for_ping(self.client)
 
     def stop(self) -> None:
         if self.process and self.process.poll() is None:

@@ -20,6 +20,8 @@ from pathlib import Path
 
 import redis
 
+from tests.conftest import wait_for_ping
+
 REDIS_SERVER = shutil.which("redis-server") or "redis-server"
 REDIS_CLI = shutil.which("redis-cli") or "redis-cli"
 NODE_TIMEOUT_MS = 1500  # how long a primary may be silent before its replica takes over
@@ -73,15 +75,7 @@ class Node:
             stdout=log, stderr=subprocess.STDOUT)  # type: ignore[arg-type]
 
     def wait_up(self, timeout: float = 10) -> None:
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                if self.client().ping():
-                    return
-            except redis.ConnectionError:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.02)
+        wait_for_ping(self.client, timeout)
 
     def kill(self) -> None:
         if self.process and self.process.poll() is None:

@@ -656,14 +656,7 @@ def test_entrypoint_runs_claude_code_with_the_role_prompt(
 
         wait_until("alice's answer in the room log", answered, 90, screen)
 
-        bodies = [json.loads(line)["body"] for line in requests.read_text().splitlines()]
-        system = json.dumps([b.get("system") for b in bodies if b])
-        assert "Your role: developer" in system  # the role prompt reached the model
-        # an inbox post (bridge/mcp/posts.py), not a channel block: the inbox comes first
-        conversation = "\n".join(text for b in bodies if b for text in user_texts(b))
-        assert re.search(r"^\[bridge\] message from boss, id [0-9]+-[0-9]+:\n> HELLO-FROM-BOSS$",
-                         conversation, re.M), conversation[-3000:]
-        assert '<channel source="bridge"' not in conversation
+        assert_a_developer_heard_boss_through_the_inbox(requests)
 
         agent.terminate()  # what docker stop sends (through tini)
         assert agent.wait(timeout=60) == 0, read_tail(log)
@@ -678,6 +671,18 @@ def test_entrypoint_runs_claude_code_with_the_role_prompt(
         subprocess.run(["tmux", "-L", socket_name, "kill-server"], capture_output=True)
         api.terminate()
         api.wait(timeout=30)
+
+
+def assert_a_developer_heard_boss_through_the_inbox(requests: Path) -> None:
+    """From the fake API's request log: the role prompt reached the model, and boss's
+    HELLO-FROM-BOSS came as an inbox post (bridge/mcp/posts.py), not a channel block."""
+    bodies = [json.loads(line)["body"] for line in requests.read_text().splitlines()]
+    system = json.dumps([b.get("system") for b in bodies if b])
+    assert "Your role: developer" in system  # the role prompt reached the model
+    conversation = "\n".join(text for b in bodies if b for text in user_texts(b))
+    assert re.search(r"^\[bridge\] message from boss, id [0-9]+-[0-9]+:\n> HELLO-FROM-BOSS$",
+                     conversation, re.M), conversation[-3000:]
+    assert '<channel source="bridge"' not in conversation
 
 
 def user_texts(body: dict[str, Any]) -> list[str]:

@@ -37,7 +37,7 @@ import redis
 from tests import images
 from tests.claude_code import FAKE_API, FAKE_API_KEY, QUIET_ENV, read_tail, wait_until
 from tests.conftest import RedisServer, free_port
-from tests.test_deploy import user_texts
+from tests.test_deploy import assert_a_developer_heard_boss_through_the_inbox
 
 # the first test pays for the bases and the build: about 3 minutes cold on 2 cores
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(1800)]
@@ -341,14 +341,7 @@ def test_the_compose_story_through_make(penv: dict[str, str], compose: dict[str,
 
     wait_until("alice's answer in the room log", answered, 120,
                lambda: logs() + "\nrequests:\n" + read_tail(requests, 5))
-    bodies = [json.loads(line)["body"] for line in requests.read_text().splitlines()]
-    system = json.dumps([b.get("system") for b in bodies if b])
-    assert "Your role: developer" in system  # the role prompt reached the model
-    conversation = "\n".join(text for b in bodies if b for text in user_texts(b))
-    # an inbox post (bridge/mcp/posts.py), not a channel block
-    assert re.search(r"^\[bridge\] message from boss, id [0-9]+-[0-9]+:\n> HELLO-FROM-BOSS$",
-                     conversation, re.M), conversation[-3000:]
-    assert '<channel source="bridge"' not in conversation
+    assert_a_developer_heard_boss_through_the_inbox(requests)
 
     podman(penv, "rm", "-f", "-t", "0", f"{PROJECT}-fake-api")  # not compose's: gone first
     make(compose, "down", timeout=180)
