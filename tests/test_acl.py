@@ -107,8 +107,10 @@ async def test_agents_under_acl_users_do_everything_bridge_does(agents, redis_se
     await alice.wait_for(lambda: any(n["meta"]["kind"] == "status" for n in alice.channel(None)))
     await alice.tool("send_message", to="*", text="to all")
     await read_until(carol, "to all")
+    await bob.wait_for(lambda: any(n["content"] == "to all" for n in bob.channel()))
 
-    # leave, a message while away, come back: it is delivered from the cursor
+    # leave, a message while away, come back: it is delivered from the cursor (and only it:
+    # what bob had before he left is not delivered again)
     await bob.close_stdin()
     assert await bob.wait_exit(20) == 0
     await alice.wait_for(lambda: any(n["meta"]["kind"] == "left" for n in alice.channel(None)),

@@ -32,6 +32,7 @@ from bridge.errors import RedisRefused, RedisUnavailable
 from bridge.room import cluster
 from bridge.room.durability import Durability, redirect
 from bridge.room.functions import Function, recoverable
+from bridge.room.lane import Lane
 from bridge.room.lua import Call, Script
 from bridge.room.subscriber import Backoff
 
@@ -78,6 +79,8 @@ class ScriptBatcher:
         self._queued = asyncio.Event()  # (asyncio's: see Pending.wake)
         self._under_way: anyio.CancelScope | None = None  # the batch being run
         self._closed: RedisUnavailable | None = None
+        # one Redis: batches on a held connection (bridge.room.lane); a cluster routes its own
+        self._lane = Lane(redis) if Lane.usable(redis) else None
 
     def close(self, reason: str) -> None:
         """Fail every call queued or under way at once, and every later one: the server is
@@ -157,8 +160,11 @@ class ScriptBatcher:
 
     async def _execute(self, batch: list[Pending]) -> list[Any]:
         for _ in range(Function.ATTEMPTS):
-            replies = await (self._one(batch[0]) if len(batch) == 1 and not self.durability
-                             else self._many(batch))
+            if self._lane is not None:
+                replies = await self._on_lane(self._lane, batch)
+            else:
+                replies = await (self._one(batch[0]) if len(batch) == 1 and not self.durability
+                                 else self._many(batch))
             missing = next((reply for reply in replies if recoverable(reply)), None)
             if missing is None:
                 return replies
@@ -167,6 +173,19 @@ class ScriptBatcher:
             # the batch again; a call that did run returns its first reply (the dedupe key).
             await self.function.recover(missing)
         raise RedisUnavailable("the send function could not be loaded into Redis; try again")
+
+    async def _on_lane(self, lane: Lane, batch: list[Pending]) -> list[Any]:
+        """The batch in one write on the lane's connection, the WAIT after it (durability):
+        as a pipeline would, with ~40 us less of redis-py per batch (bridge.room.lane)."""
+        commands = [self.function.command(pending.call) for pending in batch]
+        if self.durability:
+            commands.append(self.durability.command())
+        trace.mark("script_sent")  # (just before: the bytes leave inside run)
+        replies = await lane.run(commands)
+        loading = next((reply for reply in replies if isinstance(reply, BusyLoadingError)), None)
+        if loading is not None:  # nothing ran: Redis is loading its data; retried
+            raise loading
+        return self.durability.attach(replies) if self.durability else replies
 
     async def _one(self, pending: Pending) -> list[Any]:
         """A batch of one without a pipeline: redis-py's pipeline costs ~0.1 ms more."""

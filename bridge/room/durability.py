@@ -48,13 +48,16 @@ class Durability:
             return None
         return cls(settings.min_replicas, max(1, round(settings.min_replicas_timeout * 1000)))
 
+    def command(self) -> tuple[Any, ...]:
+        return ("WAIT", self.replicas, self.timeout_ms)
+
     def queue(self, pipe: Pipeline, node: Any = None) -> None:
         """Add the WAIT after the send calls already in ``pipe``; on a cluster, for ``node``,
         the primary of the room's slot (where the sends go)."""
         if node is None:
-            pipe.execute_command("WAIT", self.replicas, self.timeout_ms)
+            pipe.execute_command(*self.command())
         else:
-            pipe.execute_command("WAIT", self.replicas, self.timeout_ms, target_nodes=node)
+            pipe.execute_command(*self.command(), target_nodes=node)
 
     def attach(self, replies: list[Any]) -> list[Any]:
         """The pipeline's replies without the WAIT's; each send's reply (a list) gets how

@@ -104,9 +104,12 @@ class Receiver:
 
         The messages taken are handed out: the cursor passes them only once each is
         acknowledged (``ack``)."""
-        if timeout != 0:
+        if timeout is None:  # (no cancel scope: ~10 us on a push's path)
+            while not self.received:  # another taker may have emptied it first
+                await self._arrived.wait()
+        elif timeout != 0:
             with anyio.move_on_after(timeout):
-                while not self.received:  # another taker may have emptied it first
+                while not self.received:
                     await self._arrived.wait()
         items = []
         for item, generation in self.received:
