@@ -44,10 +44,15 @@ def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
     steps = _get(s, "latency", "steps_p50_ms") or {}
     biggest = "; ".join(f"{label.split(' (')[0]} {ms:.3f} ms" for label, ms in
                         sorted(steps.items(), key=lambda kv: -kv[1])[:3])
+    hops = _get(s, "latency", "hops", "p50")
+    why = f"the largest steps (p50): {biggest}" if biggest else ""
+    if hops and floor:
+        why = (f"the four hops alone (stdin pipe → relay → PUBLISH → sink → stdout pipe, nothing "
+               f"of bridge in them) take {hops:.3f} ms, {hops / floor:.1f}× the floor; bridge "
+               f"adds {p50 - hops:.3f} ms to them. " + why) if p50 else why
     row("p50 send→push", "≤ 0.5 ms and ≤ 3.5× floor", p50,
         f"{p50:.3f} ms, {ratio:.1f}× the floor (floor p50 {floor:.3f} ms)" if p50 else "-",
-        None if p50 is None else p50 <= 0.5 and ratio <= 3.5,
-        f"the largest steps (p50): {biggest}" if biggest else "")
+        None if p50 is None else p50 <= 0.5 and ratio <= 3.5, why)
     row("p99 send→push", "≤ 3 ms", p99, f"{p99:.3f} ms" if p99 else "-",
         None if p99 is None else p99 <= 3)
     for name, what in (("throughput", "one to one"), ("senders", "several senders → one")):
@@ -80,9 +85,12 @@ def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
         text = f"{value:.2f} ms" if value is not None else "-"
         if value is not None and floor_p99:
             text += f" (floor p99 {floor_p99:.1f} ms, {value / floor_p99:.1f}×)"
-        why = (f"each receiver uses {cpu_each:.0f} µs of CPU per broadcast: {n} of them on "
-               f"{cores} cores take {cpu_each * n / cores / 1000:.1f} ms at the least"
-               if cpu_each else "")
+        floor_cpu = fan[str(n)].get("floor_subscriber_cpu_us")
+        why = (f"each receiver uses {cpu_each:.0f} µs of CPU per broadcast"
+               + (f" (a bare redis-py subscriber of the floor {floor_cpu:.0f} µs)"
+                  if floor_cpu else "")
+               + f": {n} of them on {cores} cores take {cpu_each * n / cores / 1000:.1f} ms "
+               f"at the least" if cpu_each else "")
         row(label, "≤ 2× its floor", value, text,
             None if value is None or not floor_p99
             else value <= 2 * floor_p99 and fan[str(n)]["lost"] == 0, why)
@@ -154,6 +162,8 @@ def markdown(results: dict[str, Any], plots: list[str]) -> str:
     out.append(_stats_row("1. floor: redis-py PUBLISH → receive, other process (monotonic)",
                           lat.get("floor")))
     out.append(_stats_row("1. floor: redis-py round trip / 2", lat.get("floor_half_rtt")))
+    out.append(_stats_row("1. floor of the shape: stdin pipe → relay → PUBLISH → sink → stdout "
+                          "pipe (bench/hops.py)", lat.get("hops")))
     for n, f in sorted(_sized(s.get("fanout")).items(), key=lambda kv: int(kv[0])):
         out.append(_stats_row(f"3. broadcast to {n} agents: until the last has it",
                               f["time_to_last"]))

@@ -24,6 +24,7 @@ from redis.asyncio import Redis
 
 from bench.common import Processes, RedisServer, line, summary
 from bench.durability import durability
+from bench.hops import measure_hops
 from bridge.room.presence import Presence
 from bridge.settings import Settings
 from tests.mcp_client import Agent
@@ -213,10 +214,13 @@ async def latency(ctx: Context) -> dict[str, Any]:
         tg.cancel_scope.cancel()
     samples = samples[size.warmup:]
     one_way, half_rtt = await anyio.to_thread.run_sync(measure_floor, ctx, size.floor)
+    hop_samples = await measure_hops(ctx.redis.port, size.floor)
     bridge, floor, rtt = summary(samples), summary(one_way), summary(half_rtt)
+    hops = summary(hop_samples)
     print(line("bridge send_message -> channel push", bridge))
     print(line("floor redis-py PUBLISH -> receive, other process", floor))
     print(line("floor round trip / 2", rtt))
+    print(line("floor of the shape: pipe -> relay -> PUBLISH -> sink -> pipe", hops))
     ratio = bridge["p50"] / floor["p50"]
     print(f"  ratio p50/p50: {ratio:.1f}x   lost: {delivery['lost']}")
     steps = latency_steps(trace_dir, spans[size.warmup:])
@@ -224,6 +228,7 @@ async def latency(ctx: Context) -> dict[str, Any]:
         print("  where the time goes (p50 of each step, ms): " + ", ".join(
             f"{step} {ms:.3f}" for step, ms in steps.items()))
     return {"bridge": bridge, "floor": floor, "floor_half_rtt": rtt, "ratio_p50": ratio,
+            "hops": hops,
             "steps_p50_ms": steps,
             "lost": delivery["lost"], "order_ok": delivery["order_ok"],
             "samples": {"bridge": samples, "floor": one_way}}
@@ -516,7 +521,9 @@ async def fanout(ctx: Context) -> dict[str, Any]:
         await ctx.procs.stop_agents([sender, *receivers], timeout=20)
         tg.cancel_scope.cancel()
     for n in size.fanout:
-        results[str(n)]["floor_time_to_last"] = stats = await fanout_floor(ctx, n)
+        stats, floor_cpu = await fanout_floor(ctx, n)
+        results[str(n)]["floor_time_to_last"] = stats
+        results[str(n)]["floor_subscriber_cpu_us"] = floor_cpu
         print(line(f"floor: redis-py PUBLISH to {n} subscriber processes, until the last "
                    f"has written it to its pipe", stats))
     return results
@@ -536,22 +543,27 @@ for m in p.listen():
 """
 
 
-async def fanout_floor(ctx: Context, n: int) -> dict[str, Any]:
+async def fanout_floor(ctx: Context, n: int) -> tuple[dict[str, Any], float]:
     """The same broadcast with nothing of bridge in it: one PUBLISH to n redis-py subscriber
     processes, each writing the message to its stdout pipe, read here as the agents' pipes
-    are. It is what n processes waking up on 2 cores cost by themselves."""
+    are. It is what n processes waking up on 2 cores cost by themselves. Returns the times
+    and each subscriber's CPU per broadcast (µs)."""
     floor = FloorSubscribers(n)
     client = Redis.from_url(ctx.redis.url)
     try:
         async with anyio.create_task_group() as tg:
             await floor.start(tg, ctx.redis.port)
+            pids = [process.pid for process in floor.processes]
+            cpu_before = sum(cpu_seconds(pid) for pid in pids)
             samples = await floor.broadcasts(client, ctx.sizes.broadcasts)
+            cpu_us = 1e6 * (sum(cpu_seconds(pid) for pid in pids) - cpu_before) / (
+                (ctx.sizes.broadcasts + 3) * n)
             tg.cancel_scope.cancel()
     finally:
         with anyio.CancelScope(shield=True):
             await floor.stop()
             await client.aclose()
-    return summary(samples)
+    return summary(samples), cpu_us
 
 
 class FloorSubscribers:
