@@ -24,6 +24,7 @@ import structlog
 
 from bridge import trace
 from bridge.mcp.nesting import MAX_NESTING, too_deep, top_level_id
+from bridge.room.envelope import COMPACT_JSON
 
 log = structlog.get_logger("bridge.protocol")
 
@@ -47,7 +48,7 @@ Deliver = Callable[[JSON | None], Awaitable[None]]  # an answer, or None: nothin
 
 def encode(message: JSON | list[JSON]) -> bytes:
     try:
-        return json.dumps(message, ensure_ascii=False, separators=(",", ":")).encode()
+        return COMPACT_JSON.encode(message).encode()
     except UnicodeEncodeError:  # a lone surrogate (say, an id echoed back): escape it
         return json.dumps(message, separators=(",", ":")).encode()
 

@@ -25,6 +25,9 @@ MAX_RECIPIENTS = 1000  # more than any sender may name (BRIDGE_MAX_RECIPIENTS is
 # a parse (only bridge.room.wakeup parses a whole payload, and bounds it first).
 WAKE_ID = re.compile(rb'\A\{\s*"id"\s*:\s*"([0-9]{1,20}-[0-9]{1,20})"')
 MAX_TS = 2**53  # ms since the epoch; far beyond any clock, and exact in JSON everywhere
+# compact JSON, UTF-8 kept; one encoder made once: json.dumps with these arguments makes a
+# new one each call (1.9 -> 1.3 us for a signature's fields)
+COMPACT_JSON = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
 # what bridge writes into a presence record or an event at most; longer is shown cut
 MAX_ROLE, MAX_HOST, MAX_STATUS = 64, 128, 200
 
@@ -96,7 +99,7 @@ class Envelope:
         }
         if self.sig:
             body["sig"] = self.sig
-        return json.dumps(body, separators=(",", ":"), ensure_ascii=False)[1:]
+        return COMPACT_JSON.encode(body)[1:]
 
 
 def _name(value: Any, what: str) -> str:
@@ -220,7 +223,7 @@ class Event:
             "status": self.status, "reason": self.reason, "ts": self.ts}
         if self.sig:
             body["sig"] = self.sig
-        return json.dumps(body, separators=(",", ":"), ensure_ascii=False)
+        return COMPACT_JSON.encode(body)
 
     def cleaned(self) -> Event:
         """The event as shown (after its signature was checked): each field one line, no

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import json
 import secrets
 import time
 from collections import OrderedDict
@@ -26,7 +25,7 @@ import structlog
 from redis.asyncio import Redis
 
 from bridge.room.cursor import Position
-from bridge.room.envelope import Envelope, Event, decode_entry, parse_id
+from bridge.room.envelope import COMPACT_JSON, Envelope, Event, decode_entry, parse_id
 from bridge.room.paging import pages
 from bridge.settings import Settings
 
@@ -79,15 +78,15 @@ def canonical(room: str, envelope: Envelope, nonce: str) -> bytes:
     fields = [VERSION, room, envelope.sender, recipients, envelope.text, envelope.reply_to,
               envelope.kind, envelope.ts, nonce]
     # surrogatepass: a text with a lone surrogate must not crash the check, only fail it
-    return json.dumps(fields, ensure_ascii=False, separators=(",", ":")).encode(
+    return COMPACT_JSON.encode(fields).encode(
         "utf-8", "surrogatepass")
 
 
 def canonical_record(room: str, tag: str, fields: list[Any], nonce: str) -> bytes:
     """Like ``canonical``, for a presence record or an event: its tag first, so that a
     signature made for one kind of record never passes as another's."""
-    return json.dumps([f"{VERSION}/{tag}", room, *fields, nonce], ensure_ascii=False,
-                      separators=(",", ":")).encode("utf-8", "surrogatepass")
+    return COMPACT_JSON.encode([f"{VERSION}/{tag}", room, *fields, nonce]).encode(
+        "utf-8", "surrogatepass")
 
 
 def event_fields(event: Event) -> list[Any]:
