@@ -3,12 +3,15 @@ messages, in order, in RESP2 (lists) and RESP3 (push frames), against a real red
 
 from __future__ import annotations
 
+from typing import Any
+
 import anyio
 import pytest
 import redis
 
+from bridge.room import feed
 from bridge.room.clients import make_client
-from bridge.room.subscriber import lean_reader, open_subscription, published
+from bridge.room.subscriber import close_quietly, lean_reader, open_subscription, published
 from tests.conftest import RedisServer
 
 pytestmark = pytest.mark.anyio
@@ -47,4 +50,56 @@ async def test_a_killed_subscriber_connection_raises(redis_server: RedisServer, 
     with anyio.fail_after(5), pytest.raises((redis.ConnectionError, OSError)):
         async for _ in published(pubsub):
             pass
+    await client.aclose()
+
+
+async def listen_until(pubsub: Any, count: int) -> list[tuple[str, bytes, bytes]]:
+    got: list[tuple[str, bytes, bytes]] = []
+    done = anyio.Event()
+
+    def on_message(message: dict[str, Any]) -> None:
+        got.append((message["type"], message["channel"], message["data"]))
+        if len(got) == count:
+            done.set()
+
+    with anyio.fail_after(5):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(feed.listen, pubsub, on_message, [])
+            await done.wait()
+            tg.cancel_scope.cancel()
+    return got
+
+
+@pytest.mark.parametrize("protocol", [2, 3])
+async def test_the_feed_hands_over_every_message_in_order(redis_server: RedisServer,
+                                                          r: redis.Redis,
+                                                          protocol: int) -> None:
+    """Also those that arrived before the socket was taken over (in the socket, in redis-py's
+    stream reader or in its hiredis reader: wherever they are, none may be lost)."""
+    client = make_client(f"{redis_server.url}?protocol={protocol}", retries=0,
+                         single_connection=True)
+    pubsub, _ = await open_subscription(client, ["to:bob"], timeout=5)
+    before = [f"before {i}".encode() for i in range(50)]
+    for payload in before:
+        r.publish("to:bob", payload)
+    await pubsub.ping()  # its PONG comes after them: wait until redis-py has read it
+    with anyio.fail_after(5):
+        while not (await pubsub.connection._parser.can_read()):
+            await anyio.sleep(0.01)
+    got = await listen_until(pubsub, len(before))
+    assert got == [("message", b"to:bob", payload) for payload in before]
+    with anyio.fail_after(2):  # closing a taken-over subscription does not hang
+        await close_quietly(pubsub)
+    await client.aclose()
+
+
+async def test_a_killed_connection_ends_the_feed(redis_server: RedisServer,
+                                               r: redis.Redis) -> None:
+    client = make_client(redis_server.url, retries=0, single_connection=True)
+    pubsub, _ = await open_subscription(client, ["to:bob"], timeout=5)
+    r.client_kill_filter(_type="pubsub")
+    with anyio.fail_after(5), pytest.raises(redis.ConnectionError):
+        await feed.listen(pubsub, lambda message: None, [])
+    with anyio.fail_after(2):
+        await close_quietly(pubsub)
     await client.aclose()

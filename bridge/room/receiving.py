@@ -23,6 +23,7 @@ from redis.exceptions import RedisError
 
 from bridge import trace
 from bridge.errors import NameTaken
+from bridge.room import feed
 from bridge.room.cursor import CursorWriter, Position
 from bridge.room.envelope import (
     Envelope,
@@ -36,7 +37,7 @@ from bridge.room.envelope import (
 from bridge.room.keys import Keys
 from bridge.room.paging import PAGE
 from bridge.room.signing import Gate
-from bridge.room.subscriber import Backoff, close_quietly, open_subscription, published
+from bridge.room.subscriber import Backoff, close_quietly, open_subscription
 from bridge.room.wakeup import from_wake
 from bridge.settings import Settings
 
@@ -59,6 +60,7 @@ class Receiver:
         self.settings = settings
         self.name = settings.name
         self.keys = Keys(settings.room)
+        self._events_channel = self.keys.events.encode()  # as channels arrive: bytes
         self.redis = redis
         self.subscriber = subscriber
         self.cursor = cursor
@@ -202,18 +204,22 @@ class Receiver:
             await backoff.wait()
 
     async def _listen(self, pubsub: PubSub) -> None:
-        async for message in published(pubsub, self._early):
-            channel = message["channel"].decode(errors="replace")
-            try:
-                if channel == self.keys.events:
-                    self._on_event(message["data"])
-                else:
-                    self._on_wake(message["data"])
-            except (RedisError, OSError):
-                raise
-            except Exception as e:  # one bad payload must never stop the loop
-                log.warning("payload_dropped", channel=channel, reason=str(e)[:200],
-                            payload=bytes(message["data"][:200]).decode(errors="replace"))
+        """Handle each message in the event loop's read callback (bridge.room.feed)."""
+        await feed.listen(pubsub, self._on_message, self._early)
+
+    def _on_message(self, message: dict[str, Any]) -> None:
+        channel = message["channel"]
+        try:
+            if channel == self._events_channel:
+                self._on_event(message["data"])
+            else:
+                self._on_wake(message["data"])
+        except (RedisError, OSError):
+            raise
+        except Exception as e:  # one bad payload must never stop the loop
+            log.warning("payload_dropped", channel=bytes(channel).decode(errors="replace"),
+                        reason=str(e)[:200],
+                        payload=bytes(message["data"][:200]).decode(errors="replace"))
 
     def _on_event(self, raw: bytes) -> None:
         """Anyone may PUBLISH here: with a room secret only a signed, fresh event is believed

@@ -117,15 +117,20 @@ def lean_reader(pubsub: PubSub) -> Callable[[], Awaitable[dict[str, Any] | None]
             return None
         if isinstance(reply, Exception):  # an error reply (to our PING)
             raise reply
-        if not isinstance(reply, list) or not reply:  # RESP3's PONG
-            return {"type": "pong", "channel": b"", "data": reply}
-        kind = reply[0]
-        kind = kind.decode(errors="replace") if isinstance(kind, bytes) else str(kind)
-        if len(reply) == 3:  # (p)message, (s)(un)subscribe: kind, channel, data
-            return {"type": kind, "channel": reply[1], "data": reply[2]}
-        return {"type": kind, "channel": b"", "data": reply[-1]}  # RESP2's pong
+        return as_message(reply)
 
     return read
+
+
+def as_message(reply: Any) -> dict[str, Any]:
+    """A reply read on a subscription, as get_message gives it: type, channel, data."""
+    if not isinstance(reply, list) or not reply:  # RESP3's PONG
+        return {"type": "pong", "channel": b"", "data": reply}
+    kind = reply[0]
+    kind = kind.decode(errors="replace") if isinstance(kind, bytes) else str(kind)
+    if len(reply) == 3:  # (p)message, (s)(un)subscribe: kind, channel, data
+        return {"type": kind, "channel": reply[1], "data": reply[2]}
+    return {"type": kind, "channel": b"", "data": reply[-1]}  # RESP2's pong
 
 
 async def _as_is(reply: Any) -> Any:
