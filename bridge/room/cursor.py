@@ -114,8 +114,8 @@ class CursorWriter:
         self._handed: deque[list[object]] = deque()
         self._writing = False
         self._resets = 0
-        self._written = anyio.Event()  # set when a write ends
-        self._nudge = anyio.Event()
+        self._written = asyncio.Event()  # set when a write ends
+        self._nudge = asyncio.Event()
 
     def start_at(self, position: Position, epoch: str, *, write: bool = False) -> None:
         """The position read from Redis at claim time (never backwards within one log)."""
@@ -198,7 +198,7 @@ class CursorWriter:
         if self._writing:
             return  # the writer under way loops until the newest position is written
         self._writing = True
-        self._written = anyio.Event()
+        self._written = asyncio.Event()
         try:
             while self.unwritten:
                 acked, resets = self.acked, self._resets
@@ -233,7 +233,7 @@ class CursorWriter:
             with anyio.move_on_after(CURSOR_FLUSH_SECONDS):
                 await self._nudge.wait()
             nudged = self._nudge.is_set()
-            self._nudge = anyio.Event()
+            self._nudge = asyncio.Event()
             stale, previous = self.acked == previous, self.acked
             if not (nudged or stale) or not self.unwritten:
                 continue

@@ -10,6 +10,7 @@ ahead stops once ``received`` holds read_ahead_bytes: the rest waits in the log.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
@@ -72,12 +73,14 @@ class Receiver:
         self._generation = 0
         self._queued_bytes = 0  # about how much `received` holds (read_ahead_bytes bounds it)
         self._behind = False  # stopped reading the log because `received` was full
-        self._to_read = anyio.Event()  # a wake-up, or the client emptied a full `received`: read on
+        # a wake-up, or the client emptied a full `received`: read on. (asyncio's events here:
+        # anyio's looks up the event loop library on each creation, ~1 us, one per message)
+        self._to_read = asyncio.Event()
         self._wanted: list[str] = []  # ids that wake-ups claimed, not yet read
         self.reading = anyio.Lock()  # one reader of the log at a time
         self._events_dropped = 0
         self._early: list[dict[str, Any]] = []  # pub/sub messages seen while subscribing
-        self._arrived = anyio.Event()
+        self._arrived = asyncio.Event()
         self.last_seen = Position()  # the last log entry read (and, if ours, put in `received`)
         # every wake-up so far is covered by a log read or was delivered: the next one may be
         # delivered from its payload (bridge.room.wakeup), if it proves to be next
@@ -163,7 +166,7 @@ class Receiver:
         wake: replacing the event when one takes would strand another, such as the pusher
         while read_messages takes.)"""
         self._arrived.set()
-        self._arrived = anyio.Event()
+        self._arrived = asyncio.Event()
 
     async def subscribe(self) -> PubSub:
         channels = [self.keys.direct(self.name), self.keys.broadcast, self.keys.events]
@@ -318,7 +321,7 @@ class Receiver:
                 async with self.reading:
                     # taken under the lock: a catch-up read that held it must not count
                     # these as covered (it may have read before they were logged)
-                    self._to_read = anyio.Event()
+                    self._to_read = asyncio.Event()
                     wanted, self._wanted = self._wanted, []
                     if self._gap_unchecked:  # found by review: a trim while behind was silent
                         self._gap_unchecked = False
