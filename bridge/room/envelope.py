@@ -6,6 +6,7 @@ channels. ``decode_*`` accept only well-formed values and raise ``ValueError`` o
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 from dataclasses import dataclass, replace
@@ -32,6 +33,7 @@ COMPACT_JSON = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
 MAX_ROLE, MAX_HOST, MAX_STATUS = 64, 128, 200
 
 
+@functools.lru_cache(maxsize=1024)  # a message's id is compared several times on its way
 def parse_id(value: str) -> tuple[int, int]:
     """``"1700000000000-3"`` -> ``(1700000000000, 3)``, for ordering stream ids."""
     match = STREAM_ID.match(value)
