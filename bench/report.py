@@ -46,6 +46,16 @@ def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
                         sorted(steps.items(), key=lambda kv: -kv[1])[:3])
     hops = _get(s, "latency", "hops", "p50")
     why = f"the largest steps (p50): {biggest}" if biggest else ""
+    cold = _get(s, "latency", "cpu_us_per_message") or {}
+    warm = _get(s, "throughput", "cpu_us_per_message") or {}
+    if cold.get("A") and cold.get("B"):
+        why += (f". One message at a time, A uses {cold['A']:.0f} µs of CPU per message, B "
+                f"{cold['B']:.0f}, Redis {cold.get('redis', 0):.0f}")
+        if warm.get("A") and warm.get("B"):
+            why += (f" (in the throughput run's bursts: A {warm['A']:.0f}, B {warm['B']:.0f}, "
+                    f"Redis {warm.get('redis', 0):.0f}): a process woken for each message runs "
+                    f"the same code {(cold['A'] + cold['B']) / (warm['A'] + warm['B']):.1f}× "
+                    f"slower on this machine")
     if hops and floor:
         why = (f"the four hops alone (stdin pipe → relay → PUBLISH → sink → stdout pipe, nothing "
                f"of bridge in them) take {hops:.3f} ms, {hops / floor:.1f}× the floor; bridge "

@@ -201,7 +201,12 @@ async def latency(ctx: Context) -> dict[str, Any]:
         bob = await ctx.procs.agent(tg, "bob", ctx.redis.url, ctx.tmp, env=env)
         samples: list[float] = []
         spans: list[tuple[float, float]] = []  # (sent, arrived), perf_counter = CLOCK_MONOTONIC
+        pids = {"A": alice.process.pid, "B": bob.process.pid,
+                "redis": ctx.redis.process.pid if ctx.redis.process else 0}
+        cpu: dict[str, float] = {}
         for i in range(size.latency + size.warmup):
+            if i == size.warmup:  # each process' CPU per message, one message at a time
+                cpu = {who: cpu_seconds(pid) for who, pid in pids.items()}
             request_id = next_id()
             started = time.perf_counter()
             await alice.send_request(request_id, "tools/call", send_params("bob", f"m{i}"))
@@ -209,6 +214,8 @@ async def latency(ctx: Context) -> dict[str, Any]:
             samples.append((bob.message_times[i] - started) * 1000)
             spans.append((started, bob.message_times[i]))
             await alice.response(request_id, timeout=10)
+        cpu_us = {who: 1e6 * (cpu_seconds(pid) - cpu[who]) / size.latency
+                  for who, pid in pids.items()} if cpu else {}
         delivery = check_delivery(bob, "alice", [f"m{i}" for i in range(i + 1)])
         await ctx.procs.stop_agents([alice, bob])
         tg.cancel_scope.cancel()
@@ -221,6 +228,9 @@ async def latency(ctx: Context) -> dict[str, Any]:
     print(line("floor redis-py PUBLISH -> receive, other process", floor))
     print(line("floor round trip / 2", rtt))
     print(line("floor of the shape: pipe -> relay -> PUBLISH -> sink -> pipe", hops))
+    if cpu_us:
+        print("  CPU per message, one at a time: " + ", ".join(
+            f"{who} {us:.0f} µs" for who, us in cpu_us.items()))
     ratio = bridge["p50"] / floor["p50"]
     print(f"  ratio p50/p50: {ratio:.1f}x   lost: {delivery['lost']}")
     steps = latency_steps(trace_dir, spans[size.warmup:])
@@ -228,7 +238,7 @@ async def latency(ctx: Context) -> dict[str, Any]:
         print("  where the time goes (p50 of each step, ms): " + ", ".join(
             f"{step} {ms:.3f}" for step, ms in steps.items()))
     return {"bridge": bridge, "floor": floor, "floor_half_rtt": rtt, "ratio_p50": ratio,
-            "hops": hops,
+            "hops": hops, "cpu_us_per_message": cpu_us,
             "steps_p50_ms": steps,
             "lost": delivery["lost"], "order_ok": delivery["order_ok"],
             "samples": {"bridge": samples, "floor": one_way}}
