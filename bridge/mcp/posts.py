@@ -10,6 +10,7 @@ guard needs.
 
 from __future__ import annotations
 
+import functools
 import time
 import unicodedata
 from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -57,6 +58,7 @@ class Senders:
                     self.known.setdefault(item.sender, Peer())
 
 
+@functools.lru_cache(maxsize=256)  # every push labels its sender: a few peers, many pushes
 def label(text: str) -> str:
     """A peer's role or host on one line: control characters out, bounded."""
     kept = "".join(" " if unicodedata.category(c).startswith("C") else c for c in text)

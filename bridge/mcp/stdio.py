@@ -32,7 +32,9 @@ class PipeTransport:
     def __init__(self, reader: asyncio.StreamReader, fd: int) -> None:
         self._reader = reader
         self._fd = fd
-        self._lock = anyio.Lock(fast_acquire=True)  # no event-loop turn when it is free
+        # asyncio's lock: no event-loop turn when it is free, and (unlike anyio's, even with
+        # fast_acquire) no cancellation check through the task's scopes: 1.6 -> 0.4 us a write
+        self._lock = asyncio.Lock()
         self._replies: list[bytes] = []
         self._replies_task: asyncio.Task[None] | None = None
 
