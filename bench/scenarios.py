@@ -247,7 +247,7 @@ async def latency(ctx: Context) -> dict[str, Any]:
 # The marks bridge/trace.py writes with BRIDGE_TRACE_DIR, in the order a message passes them.
 TRACE_STEPS = (
     ("request_read", "client → A: pipe, A reads and parses the request"),
-    ("script_sent", "A: tool call → send script handed to redis-py"),
+    ("script_sent", "A: tool call → send function written to Redis"),
     ("woken", "Redis runs the script and publishes; B is woken"),
     ("taken", "B takes the message: from the wake-up when provably next, else read back "
               "from the log (one round trip)"),
