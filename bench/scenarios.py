@@ -415,13 +415,17 @@ def pubsub_throughput_floor(ctx: Context, count: int) -> dict[str, Any]:
             "subscriber": done}
 
 
-THROUGHPUT_SUBSCRIBER = r"""
+# the start of a floor subscriber process: argv port, channel; prints "ready" once subscribed
+SUBSCRIBED = r"""
 import sys, redis
 p = redis.Redis(port=int(sys.argv[1])).pubsub(ignore_subscribe_messages=True)
 p.subscribe(sys.argv[2])
 while not p.subscribed or p.get_message(timeout=0.05) is not None:
     pass
 print("ready", flush=True)
+"""
+
+THROUGHPUT_SUBSCRIBER = SUBSCRIBED + r"""
 got = 0
 while got < int(sys.argv[3]):
     if p.get_message(timeout=10) is not None:
@@ -539,13 +543,7 @@ async def fanout(ctx: Context) -> dict[str, Any]:
     return results
 
 
-FANOUT_SUBSCRIBER = r"""
-import sys, redis
-p = redis.Redis(port=int(sys.argv[1])).pubsub(ignore_subscribe_messages=True)
-p.subscribe(sys.argv[2])
-while not p.subscribed or p.get_message(timeout=0.05) is not None:
-    pass
-print("ready", flush=True)
+FANOUT_SUBSCRIBER = SUBSCRIBED + r"""
 for m in p.listen():
     if m["type"] == "message":
         sys.stdout.write(m["data"].decode() + "\n")

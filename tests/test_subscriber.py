@@ -82,10 +82,11 @@ async def test_the_feed_hands_over_every_message_in_order(redis_server: RedisSer
     before = [f"before {i}".encode() for i in range(50)]
     for payload in before:
         r.publish("to:bob", payload)
-    await pubsub.ping()  # its PONG comes after them: wait until redis-py has read it
+    await pubsub.ping()  # its PONG comes after them: wait until redis-py's reader has it
+    stream = pubsub.connection._reader  # (asyncio's StreamReader, fed by the event loop)
     with anyio.fail_after(5):
-        while not (await pubsub.connection._parser.can_read()):
-            await anyio.sleep(0.01)
+        while b"PONG" not in bytes(stream._buffer).upper():
+            await stream._wait_for_data("test")  # woken when more bytes are fed
     got = await listen_until(pubsub, len(before))
     assert got == [("message", b"to:bob", payload) for payload in before]
     with anyio.fail_after(2):  # closing a taken-over subscription does not hang

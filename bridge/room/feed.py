@@ -113,10 +113,10 @@ async def listen(pubsub: PubSub, on_message: Callable[[Message], None],
         on_message(message)
     pending.clear()
     feed = take_over(pubsub, on_message)
-    if feed is None:
+    if feed is None:  # (published raises when the link fails: it never ends by itself)
         async for message in published(pubsub):
             on_message(message)
-    assert feed is not None
+        return
     feed.take()  # whatever the reader already held
     pinged_at = 0.0
     while True:

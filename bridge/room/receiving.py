@@ -14,6 +14,7 @@ import asyncio
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
+from contextlib import suppress
 from typing import Any
 
 import anyio
@@ -109,13 +110,13 @@ class Receiver:
 
         The messages taken are handed out: the cursor passes them only once each is
         acknowledged (``ack``)."""
-        if timeout is None:  # (no cancel scope: ~10 us on a push's path)
-            while not self.received:  # another taker may have emptied it first
-                await self._arrived.wait()
-        elif timeout != 0:
-            with anyio.move_on_after(timeout):
-                while not self.received:
-                    await self._arrived.wait()
+        if timeout != 0:
+            # asyncio's timeout: with None it sets no timer and opens no cancel scope, which
+            # anyio's would (~10 us on a push's path)
+            with suppress(TimeoutError):
+                async with asyncio.timeout(timeout):
+                    while not self.received:  # another taker may have emptied it first
+                        await self._arrived.wait()
         items = []
         for item, generation in self.received:
             if isinstance(item, Envelope) and generation == self._generation:
@@ -172,7 +173,7 @@ class Receiver:
         channels = [self.keys.direct(self.name), self.keys.broadcast, self.keys.events]
         # Confirmed before the log is read: anything published after that is either in the
         # log we are about to read or still in the socket. Messages that arrive meanwhile
-        # are kept for _listen.
+        # are kept for the feed (bridge.room.feed), handed over first.
         self._early.clear()
         pubsub, early = await open_subscription(self.subscriber, channels, SUBSCRIBE_TIMEOUT)
         self._early += early
@@ -194,7 +195,8 @@ class Receiver:
                 if reconnecting:
                     await self.cursor.flush()  # a write lost with the connection
                 backoff.reset()
-                await self._listen(pubsub)
+                # each message handled in the event loop's read callback (bridge.room.feed)
+                await feed.listen(pubsub, self._on_message, self._early)
             except (RedisError, OSError, TimeoutError) as e:
                 log.warning("redis_connection_lost", error=str(e) or type(e).__name__,
                             retry_in=round(backoff.delay, 2))
@@ -205,10 +207,6 @@ class Receiver:
                     await close_quietly(pubsub)
                     pubsub = None
             await backoff.wait()
-
-    async def _listen(self, pubsub: PubSub) -> None:
-        """Handle each message in the event loop's read callback (bridge.room.feed)."""
-        await feed.listen(pubsub, self._on_message, self._early)
 
     def _on_message(self, message: dict[str, Any]) -> None:
         channel = message["channel"]
