@@ -23,6 +23,8 @@ from tests import claude_driver
 T = TypeVar("T")
 
 CLAUDE_CODE_VERSION = "2.1.328"
+# the newest on npm when the inbox's delivery evidence was checked (tests/test_inbox_crash.py)
+CLAUDE_CODE_NEWEST = "2.1.337"
 CLAUDE_CODE_PACKAGE = "@anthropic-ai/claude-code"
 
 REPO = Path(__file__).resolve().parents[1]
@@ -65,44 +67,47 @@ def installed_version(prefix: Path) -> str | None:
         return None
 
 
-def ensure_claude(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The pinned Claude Code CLI, installed into <repo>/.cache/claude unless already there.
+def ensure_claude(tmp_path_factory: pytest.TempPathFactory,
+                  version: str = CLAUDE_CODE_VERSION) -> Path:
+    """The pinned Claude Code CLI (or ``version``), installed into <repo>/.cache/claude (or
+    .cache/claude-VERSION) unless already there.
 
     For a session-scoped fixture; skips the test when npm is missing.
     """
+    cache = CACHE if version == CLAUDE_CODE_VERSION else CACHE.with_name(f"claude-{version}")
     npm = shutil.which("npm")
     if npm is None:
         reason = "npm is not installed: cannot install the real Claude Code CLI"
         print(f"\nSKIP (real Claude Code): {reason}", file=sys.stderr)
         pytest.skip(reason)
-    CACHE.mkdir(parents=True, exist_ok=True)
-    with open(CACHE / ".install.lock", "w") as lock:  # other pytest sessions may install too
+    cache.mkdir(parents=True, exist_ok=True)
+    with open(cache / ".install.lock", "w") as lock:  # other pytest sessions may install too
         fcntl.flock(lock, fcntl.LOCK_EX)
-        have = installed_version(CACHE)
-        if have != CLAUDE_CODE_VERSION:
-            print(f"\ninstalling {CLAUDE_CODE_PACKAGE}@{CLAUDE_CODE_VERSION} into {CACHE} "
+        have = installed_version(cache)
+        if have != version:
+            print(f"\ninstalling {CLAUDE_CODE_PACKAGE}@{version} into {cache} "
                   f"(found {have or 'nothing'}) ...", file=sys.stderr, flush=True)
             started = time.monotonic()
-            cmd = [npm, "install", "--prefix", str(CACHE), "--no-audit", "--no-fund",
-                   "--save-exact", f"{CLAUDE_CODE_PACKAGE}@{CLAUDE_CODE_VERSION}"]
+            cmd = [npm, "install", "--prefix", str(cache), "--no-audit", "--no-fund",
+                   "--save-exact", f"{CLAUDE_CODE_PACKAGE}@{version}"]
             try:
                 done = subprocess.run(cmd, capture_output=True, text=True,
                                       timeout=NPM_INSTALL_TIMEOUT, stdin=subprocess.DEVNULL)
             except subprocess.TimeoutExpired as e:
                 pytest.fail(f"`{' '.join(cmd)}` timed out after {NPM_INSTALL_TIMEOUT}s:\n"
                             f"{tail(str(e.stdout or '') + str(e.stderr or ''))}")
-            if done.returncode != 0 or installed_version(CACHE) != CLAUDE_CODE_VERSION:
+            if done.returncode != 0 or installed_version(cache) != version:
                 pytest.fail(f"`{' '.join(cmd)}` failed (exit {done.returncode}; installed "
-                            f"version now {installed_version(CACHE)}):\n"
+                            f"version now {installed_version(cache)}):\n"
                             f"{tail(done.stdout + done.stderr)}")
             print(f"installed in {time.monotonic() - started:.0f}s", file=sys.stderr)
-    claude = CACHE / "node_modules" / ".bin" / "claude"
-    version = subprocess.run([str(claude), "--version"], capture_output=True, text=True,
+    claude = cache / "node_modules" / ".bin" / "claude"
+    shown = subprocess.run([str(claude), "--version"], capture_output=True, text=True,
                              timeout=CLAUDE_CMD_TIMEOUT,
                              env=minimal_env(tmp_path_factory.mktemp("claude-home")),
                              stdin=subprocess.DEVNULL)
-    assert CLAUDE_CODE_VERSION in version.stdout, (
-        f"{claude} --version: exit {version.returncode}\n{version.stdout}{version.stderr}")
+    assert version in shown.stdout, (
+        f"{claude} --version: exit {shown.returncode}\n{shown.stdout}{shown.stderr}")
     return claude
 
 

@@ -3,9 +3,10 @@
 Claude Code drops an exact repeat of a recent post and rate-limits a burst from one sender,
 silently (docs/inbox.md has the measured figures). So what arrives within a short window,
 and everything that queued while a post was being written or held back by our own rate,
-goes out as one post; every post is unique (it carries the message ids); and the cursor moves
-only after a post was written whole. Nothing is acknowledged by Claude Code: a post written
-whole is delivered unless the session dies before it reads the socket.
+goes out as one post; every post is unique (it carries the message ids, and a post made
+again says so); and the cursor moves only once the session's transcript shows the post taken
+into a model request (bridge.mcp.acks), so a Claude Code that dies with posts still queued
+loses none of them.
 """
 
 from __future__ import annotations
@@ -16,8 +17,8 @@ from dataclasses import replace
 
 import anyio
 import structlog
-from redis.exceptions import RedisError
 
+from bridge.mcp.acks import Acknowledgements, Witness
 from bridge.mcp.inbox import InboxPoster
 from bridge.mcp.posts import Senders, change, post_text
 from bridge.room.connection import Incoming, Room
@@ -37,6 +38,7 @@ POST_BURST = 1
 MAX_POST_CHARS = 64 * 1024  # a post holds messages up to this much text (~16 k tokens)
 RETRY_FIRST, RETRY_CAP = 1.0, 30.0
 MAX_CHANGES = 20  # room changes remembered for the next post (the newest)
+MAX_REMEMBERED = 4096  # message ids remembered as posted (to mark a post made again)
 
 
 class PostRate:
@@ -60,8 +62,11 @@ class InboxDelivery:
     def __init__(self, room: Room, poster: InboxPoster, *, push_events: bool,
                  ready: Callable[[], Awaitable[None]],
                  screen: Callable[[Room, list[Incoming]], Awaitable[list[Incoming]]],
-                 keep: Callable[[Incoming], None], senders: Senders) -> None:
+                 keep: Callable[[Incoming], None], senders: Senders,
+                 witness: Witness | None) -> None:
         self.room = room
+        self.acks = Acknowledgements(room, witness, path="inbox")
+        self._posted_ids: dict[str, int] = {}  # message id -> posts that carried it
         self.screen = screen
         self.keep = keep  # for read_messages: the whole of a message too long to post
         self.poster = poster
@@ -73,9 +78,15 @@ class InboxDelivery:
 
     async def run(self) -> None:
         await self.ready()
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(self.acks.watch_forever)
+            await self._post_forever()
+
+    async def _post_forever(self) -> None:
         rate = PostRate()
         backoff = Backoff(RETRY_FIRST, RETRY_CAP)
         while True:
+            await self.acks.room_for_more()
             batch = await self.room.next_batch()
             await anyio.sleep(COALESCE_SECONDS)  # let a burst gather
             await rate.wait()
@@ -129,7 +140,7 @@ class InboxDelivery:
             count += 1
         chunk, rest = items[:count], items[count:]
         posted = [self._cut(item) for item in chunk]
-        text = post_text(posted, self.senders.known, self.changes)
+        text = post_text(posted, self.senders.known, self.changes) + self._again(chunk)
         try:
             await self.poster.post(text)
         except (OSError, TimeoutError, anyio.BrokenResourceError,
@@ -143,13 +154,23 @@ class InboxDelivery:
         self.room.give_back(rest)
         self.posted += 1
         self.changes = []
+        whole = []
         for item, sent in zip(chunk, posted, strict=True):
             if sent is item:
-                self.room.ack(item)
+                whole.append(item)
             else:  # cut: the whole stays for read_messages, the cursor before it
                 self.keep(item)
-        try:
-            await self.room.flush_cursor()
-        except (RedisError, OSError) as e:  # the background writer tries again
-            log.warning("cursor_flush_failed", error=str(e) or type(e).__name__)
+        await self.acks.posted(text, whole)  # the cursor passes them once the model has them
         return True
+
+    def _again(self, items: list[Envelope | Notice]) -> str:
+        """A line for a post that carries a message posted before (its earlier post was not
+        taken): it makes the body unlike the earlier one, which Claude Code would drop."""
+        again = 0
+        for item in items:
+            if isinstance(item, Envelope):
+                again = max(again, self._posted_ids.get(item.id, 0))
+                self._posted_ids[item.id] = self._posted_ids.get(item.id, 0) + 1
+        while len(self._posted_ids) > MAX_REMEMBERED:
+            del self._posted_ids[next(iter(self._posted_ids))]
+        return f"\n(posted again by bridge, attempt {again + 1})" if again else ""

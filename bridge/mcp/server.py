@@ -28,6 +28,7 @@ from bridge.mcp.tools import TOOLS, ToolCalls
 from bridge.room.connection import Room
 from bridge.room.subscriber import Backoff
 from bridge.settings import Settings
+from bridge.transcript import Transcript
 
 log = structlog.get_logger("bridge.server")
 
@@ -123,7 +124,8 @@ class BridgeServer:
                                             ready=self.session.initialized.wait,
                                             screen=self.holds.screened,
                                             keep=self.holds.held.append,
-                                            senders=self.senders).run()
+                                            senders=self.senders,
+                                            witness=Transcript()).run()
                     await anyio.sleep_forever()
             except (RedisUnavailable, RedisError, OSError) as e:
                 if self._room is not None:
