@@ -5,7 +5,9 @@
 
 Starts its own redis-server on a free port and real `bridge serve` processes; every wait has a
 deadline, and every process it started is killed when it ends (also on Ctrl-C or an error).
-Results: bench/results/latest.json, docs/benchmarks.md and two PNG plots in docs/.
+Results: bench/results/latest.json, docs/benchmarks.md and two PNG plots in docs/. Exits
+with status 1 when a scenario failed, or lost, duplicated or reordered a message (each printed
+as `DELIVERY FAILED: ...`, and at the top of docs/benchmarks.md).
 """
 
 from __future__ import annotations
@@ -144,7 +146,10 @@ def main(argv: list[str] | None = None) -> int:
     failed = [n for n, r in scenarios.items() if "error" in r]
     if failed:
         print(f"FAILED scenarios: {', '.join(failed)}")
-    return 1 if failed else 0
+    problems = report.delivery_problems(scenarios)
+    for problem in problems:  # a lost, duplicated or reordered message fails the run
+        print(f"DELIVERY FAILED: {problem}")
+    return 1 if failed or problems else 0
 
 
 if __name__ == "__main__":

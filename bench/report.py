@@ -25,6 +25,88 @@ def _sized(section: Any) -> dict[str, Any]:
     return {k: v for k, v in (section or {}).items() if k.isdigit() and isinstance(v, dict)}
 
 
+def _count(value: int | None) -> str:
+    return "?" if value is None else f"{value:,}"
+
+
+def catchup_problems(cu: dict[str, Any]) -> list[str]:
+    """What keeps a catch-up run from being "all N delivered, exactly once, in order": a
+    setup that did not put all N messages in the log, and any loss, duplicate or reordering
+    of what was there. A count that is missing counts as a problem (not checked)."""
+    problems: list[str] = []
+    n = cu.get("messages")
+    waiting = cu.get("waiting")
+    refused = cu.get("refused")
+    if refused is None or waiting is None or n is None:
+        problems.append("what was waiting in the log was not counted")
+    if refused:
+        first = (cu.get("errors") or [""])[0]
+        problems.append(f"the writer had {refused:,} of its sends refused"
+                        + (f" ({first[:160]})" if first else ""))
+    if n is not None and waiting is not None and waiting < n:
+        problems.append(f"only {waiting:,} of the {n:,} messages were waiting in the log")
+    lost, duplicates, order_ok = cu.get("lost"), cu.get("duplicates"), cu.get("order_ok")
+    if lost is None or duplicates is None or order_ok is None:
+        problems.append("delivery was not checked")
+    if lost:
+        problems.append(f"LOST {lost:,} of the {_count(waiting)} waiting")
+    if duplicates:
+        problems.append(f"{duplicates:,} DUPLICATES")
+    if order_ok is False:
+        problems.append("order BROKEN")
+    if cu.get("complete") is False and not lost:
+        problems.append("delivery stalled before the last message")
+    return problems
+
+
+def catchup_text(cu: dict[str, Any], bold: str = "**") -> str:
+    """The catch-up figures in words derived from the counts: "all N delivered, exactly once,
+    in order" only when nothing was refused, lost, duplicated or reordered; otherwise the
+    problems first, and the time is not called a catch-up time."""
+    n = cu.get("messages", 0)
+    setup = []
+    if cu.get("log_maxlen"):
+        setup.append(f"the room's BRIDGE_LOG_MAXLEN={cu['log_maxlen']:,}")
+    if cu.get("writer_rate_limit") == "0":
+        setup.append("the writer not rate-limited (BRIDGE_RATE=0)")
+    sent = (f"{n:,} messages sent to an agent while it was away"
+            + (f" ({', '.join(setup)})" if setup else ""))
+    problems = catchup_problems(cu)
+    times = (f"{cu.get('from_initialize_s', float('nan')):.2f} s after initialize, "
+             f"{cu.get('msg_per_s', 0):,.0f} msg/s")
+    if not problems:
+        return (f"{sent}: all {n:,} delivered, exactly once, in order, "
+                f"{bold}{cu['from_exec_s']:.2f} s{bold} after exec ({times}).")
+    delivered, waiting = cu.get("delivered"), cu.get("waiting")
+    arrived = (f"{delivered:,} of the {_count(waiting)} waiting arrived"
+               if delivered is not None else "arrivals not counted")
+    return (f"{bold}DELIVERY FAILED{bold}: {'; '.join(problems)}. {sent}; {arrived}, the "
+            f"last {cu.get('from_exec_s', float('nan')):.2f} s after exec ({times}): not a "
+            f"catch-up time.")
+
+
+def delivery_problems(scenarios: dict[str, Any]) -> list[str]:
+    """Every scenario that lost, duplicated or reordered messages (or, for the catch-up,
+    did not have all its messages waiting): the bench exits with status 1 for any."""
+    found: list[str] = []
+    for name, r in scenarios.items():
+        if not isinstance(r, dict) or "error" in r:
+            continue  # a failed scenario is reported (and fails the run) as such
+        if name == "catchup":
+            found += [f"catchup: {p}" for p in catchup_problems(r)]
+            continue
+        if r.get("lost"):
+            found.append(f"{name}: LOST {r['lost']:,}")
+        if r.get("duplicates"):
+            found.append(f"{name}: {r['duplicates']:,} DUPLICATES")
+        if r.get("order_ok") is False:
+            found.append(f"{name}: order BROKEN")
+        for n, sized in _sized(r).items():
+            if sized.get("lost"):
+                found.append(f"{name} to {n}: LOST {sized['lost']:,}")
+    return found
+
+
 def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
     """docs/design.md's budget and issue 16's targets, each with the measured value (beside
     its floor of the same run), met/missed, and for a miss the measured reason."""
@@ -154,6 +236,12 @@ def markdown(results: dict[str, Any], plots: list[str]) -> str:
         f"- Date: {meta['started']}; load average (1, 5, 15 min) at start "
         f"{m.get('load_average_at_start')}, at end {meta.get('load_average_at_end')} "
         f"(other work on the machine shows here and inflates every figure)",
+    ]
+    problems = delivery_problems(s)
+    if problems:
+        out += ["", "**DELIVERY FAILED in this run** (the bench exited with status 1): "
+                + "; ".join(problems) + "."]
+    out += [
         "",
         "## Targets (docs/design.md's budget, issue 16), with the floors of the same run",
         "",
@@ -247,11 +335,7 @@ def markdown(results: dict[str, Any], plots: list[str]) -> str:
             f"imports: " + ", ".join(f"{n} {ms:.0f} ms" for n, ms in imp["top_level"][:6]) + ".")
     cu = s.get("catchup", {})
     if "from_exec_s" in cu:
-        out.append(
-            f"- 6. Catch-up: {cu['messages']:,} messages waiting; all delivered "
-            f"**{cu['from_exec_s']:.2f} s** after exec ({cu['from_initialize_s']:.2f} s after "
-            f"initialize, {cu['msg_per_s']:,.0f} msg/s); lost {cu['lost']}, duplicates "
-            f"{cu['duplicates']}, order {'kept' if cu['order_ok'] else 'BROKEN'}.")
+        out.append(f"- 6. Catch-up: {catchup_text(cu)}")
     du = s.get("durability", {})
     if "answer_p50_cost_ms" in du:
         rows = ", ".join(

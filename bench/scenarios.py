@@ -25,6 +25,7 @@ from redis.asyncio import Redis
 from bench.common import Processes, RedisServer, line, summary
 from bench.durability import durability
 from bench.hops import measure_hops
+from bench.report import catchup_text
 from bridge.room.presence import Presence
 from bridge.settings import Settings
 from tests.mcp_client import Agent
@@ -788,34 +789,92 @@ async def startup(ctx: Context) -> dict[str, Any]:
 
 
 # --------------------------------------------------------------------------- 6. catch-up
+CATCHUP_STALL_S = 10.0  # no new message for this long: the rest is not coming
+
+
+def catchup_setup(count: int) -> dict[str, str]:
+    """The room's settings for the catch-up scenario, written down in its figures.
+
+    What it measures is the reader, so the setup must put all `count` messages in the log:
+    a cap of its own well above `count` (not the default 10,000, nor whatever retention does
+    to a log at its cap), and a writer without the per-sender rate limit (at the default
+    5,000/s in bursts of 5,000, a writer faster than ~10,000 msg/s has sends refused, and a
+    refused message is never waiting)."""
+    return {"BRIDGE_ROOM": "catch", "BRIDGE_LOG_MAXLEN": str(max(2 * count, 1000))}
+
+
+async def logged_texts(client: Redis, room: str, sender: str, to: str) -> list[str]:
+    """The texts the log holds from `sender` to `to`, in log order: what is waiting."""
+    from bridge.room.envelope import decode_entry
+    from bridge.room.keys import Keys
+
+    texts: list[str] = []
+    start = "-"
+    while True:
+        page = await client.xrange(Keys(room).log, start, "+", count=1000)
+        for entry_id, fields in page:
+            envelope = decode_entry(entry_id, fields)
+            if envelope.sender == sender and to in envelope.to:
+                texts.append(envelope.text)
+        if len(page) < 1000:
+            return texts
+        start = f"({page[-1][0].decode()}"
+
+
+async def wait_delivered(agent: Agent, count: int, stall: float, deadline: float) -> bool:
+    """Until `count` messages have come, or none came for `stall` seconds: a lost message is
+    reported at once, not after a deadline sized for the slowest machine."""
+    end = time.perf_counter() + deadline
+    while len(agent.message_times) < count:
+        had = len(agent.message_times)
+        try:
+            await agent.wait_for(lambda had=had: len(agent.message_times) > had,
+                                 min(stall, max(0.0, end - time.perf_counter())),
+                                 "the next message")
+        except TimeoutError:
+            return False
+    return True
+
+
 async def catchup(ctx: Context) -> dict[str, Any]:
     count = ctx.sizes.catchup
-    env = {"BRIDGE_ROOM": "catch"}
-    async with anyio.create_task_group() as tg:
-        bob = await ctx.procs.agent(tg, "cbob", ctx.redis.url, ctx.tmp, env=env)
-        await ctx.procs.stop_agents([bob])
-        alice = await ctx.procs.agent(tg, "calice", ctx.redis.url, ctx.tmp, env=env)
-        texts = [f"c{i}" for i in range(count)]
-        written = time.perf_counter()
-        sent, errors, _ = await send_windowed(alice, "cbob", texts, ctx.sizes.window)
-        write_s = time.perf_counter() - written
-        await ctx.procs.stop_agents([alice])
-        t0 = time.perf_counter()
-        bob = await ctx.procs.agent(tg, "cbob", ctx.redis.url, ctx.tmp, env=env)
-        initialized = time.perf_counter()
-        complete = await wait_count(bob, sent, timeout=60 + count / 100)
-        last = bob.message_times[-1] if bob.message_times else time.perf_counter()
-        delivery = check_delivery(bob, "calice", texts)
-        await ctx.procs.stop_agents([bob])
-        tg.cancel_scope.cancel()
-    result = {"messages": sent, "write_s": write_s, "errors": errors[:5], "complete": complete,
+    env = catchup_setup(count)
+    writer_env = {**env, "BRIDGE_RATE": "0"}  # setup, not measured: no send refused
+    client = Redis.from_url(ctx.redis.url)
+    try:
+        async with anyio.create_task_group() as tg:
+            bob = await ctx.procs.agent(tg, "cbob", ctx.redis.url, ctx.tmp, env=env)
+            await ctx.procs.stop_agents([bob])
+            alice = await ctx.procs.agent(tg, "calice", ctx.redis.url, ctx.tmp, env=writer_env)
+            texts = [f"c{i}" for i in range(count)]
+            written = time.perf_counter()
+            sent, errors, _ = await send_windowed(alice, "cbob", texts, ctx.sizes.window)
+            write_s = time.perf_counter() - written
+            await ctx.procs.stop_agents([alice])
+            waiting = await logged_texts(client, env["BRIDGE_ROOM"], "calice", "cbob")
+            t0 = time.perf_counter()
+            bob = await ctx.procs.agent(tg, "cbob", ctx.redis.url, ctx.tmp, env=env)
+            initialized = time.perf_counter()
+            pushes = len(waiting)
+            while True:
+                complete = await wait_delivered(bob, pushes, CATCHUP_STALL_S,
+                                                deadline=60 + count / 100)
+                delivery = check_delivery(bob, "calice", waiting)
+                if not (complete and delivery["lost"] and delivery["duplicates"]):
+                    break
+                pushes = len(bob.message_times) + delivery["lost"]  # duplicates came first
+            last = bob.message_times[-1] if bob.message_times else time.perf_counter()
+            await ctx.procs.stop_agents([bob])
+            tg.cancel_scope.cancel()
+    finally:
+        await client.aclose()
+    result = {"messages": count, "log_maxlen": int(env["BRIDGE_LOG_MAXLEN"]),
+              "writer_rate_limit": writer_env["BRIDGE_RATE"],
+              "sent": sent, "refused": len(errors), "waiting": len(waiting),
+              "write_s": write_s, "errors": errors[:5], "complete": complete,
               "from_exec_s": last - t0, "from_initialize_s": last - initialized,
               "msg_per_s": delivery["delivered"] / max(1e-9, last - initialized), **delivery}
-    print(f"  {sent} messages waiting (written in {write_s:.1f} s): all delivered "
-          f"{result['from_exec_s']:.2f} s after exec ({result['from_initialize_s']:.2f} s after "
-          f"initialize, {result['msg_per_s']:.0f} msg/s); lost {delivery['lost']}, "
-          f"duplicates {delivery['duplicates']}, order "
-          f"{'kept' if delivery['order_ok'] else 'BROKEN'}")
+    print("  " + catchup_text(result, bold=""))
     return result
 
 
