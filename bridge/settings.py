@@ -232,7 +232,9 @@ class Settings:
         hint="use 1 (push joined/left/status events on their own) or 0",
         help="push joined/left/status events on their own; by default they ride along with "
              "the next message")
-    loop_limit: int = setting(  # messages between two agents alone within loop_window: a loop
+    # messages between two agents alone within loop_window, the peer's repeats only: a loop
+    # (5 times as many whatever they say); bridge.mcp.loops
+    loop_limit: int = setting(
         20, env="BRIDGE_LOOP_LIMIT", parse=_positive(int, 0),
         hint="use a whole number of messages, e.g. 20 (0: never hold)")
     loop_window: float = setting(
