@@ -10,6 +10,7 @@ model is busy, is tests/test_inbox_crash.py.
 from __future__ import annotations
 
 import json
+import re
 import os
 import uuid
 from collections.abc import AsyncIterator
@@ -199,3 +200,16 @@ async def test_no_claude_code_folder_means_no_evidence_from_the_start(
                                          "CLAUDE_CONFIG_DIR": str(tmp_path / "none")})
     gave_up = await logged(bob, "no_delivery_evidence")
     assert "no Claude Code configuration folder" in gave_up["reason"]
+
+
+async def test_doctor_says_whether_delivery_can_be_proven(redis_server, session, tmp_path):
+    from tests.test_cli_ops import bridge, cli_env
+
+    found = await bridge("doctor", "--redis", redis_server.url, env=cli_env(**session.env))
+    assert re.search(r"^ok +delivery evidence: Claude Code's session transcript .*session "
+                     + session.session_id, found.stdout, re.M), found.stdout
+    missing = await bridge("doctor", "--redis", redis_server.url, env=cli_env(
+        **session.env | {"CLAUDE_CONFIG_DIR": str(tmp_path / "none")}))
+    assert re.search(r"^warn +delivery evidence: none \(no Claude Code configuration folder",
+                     missing.stdout, re.M), missing.stdout
+    assert "loses them" in missing.stdout

@@ -12,6 +12,7 @@ from bridge.ops.check import Check, Report
 from bridge.room import cluster, sentinel
 from bridge.room.keys import Keys
 from bridge.settings import Settings
+from bridge.transcript import CONFIG_VAR, Transcript
 
 CHANNEL_KILLERS = ("DISABLE_TELEMETRY", "DO_NOT_TRACK", "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC")
 
@@ -40,6 +41,7 @@ def delivery_checks(env: dict[str, str]) -> list[Check]:
             "warn", f"delivery: {SOCKET_VAR} is set but the inbox does not answer "
                     f"({problem}): agents fall back to the channel",
             "restart Claude Code; with --delivery auto the agents use the inbox again"))
+        checks.append(evidence_check(env))
     for var in CHANNEL_KILLERS:
         if env.get(var):
             checks.append(Check(
@@ -48,6 +50,24 @@ def delivery_checks(env: dict[str, str]) -> list[Check]:
                 f"use Claude Code 2.1.224 or later (the inbox), unset {var}, or run such "
                 f"agents with --delivery pull (they then call read_messages)"))
     return checks
+
+
+def evidence_check(env: dict[str, str]) -> Check:
+    """Whether an inbox post's delivery can be proven here (bridge.transcript): then the
+    cursor waits for the model, else it moves once a post is written."""
+    transcript = Transcript(env)
+    problem = transcript.problem()
+    if problem is None:
+        return Check("ok", f"delivery evidence: Claude Code's session transcript "
+                           f"({transcript.config / 'projects'}, session "
+                           f"{transcript.session_id() or '?'}): the cursor passes a message "
+                           f"once a model request carried it, so a crash loses nothing")
+    return Check(
+        "warn", f"delivery evidence: none ({problem}): the cursor passes a message once its "
+                f"post is written, so a Claude Code that ends with posts still queued (killed, "
+                f"or /exit while busy) loses them",
+        f"run bridge serve from Claude Code 2.1.328 or later with its transcripts kept "
+        f"(set {CONFIG_VAR} if its folder is not ~/.claude); docs/guarantees.md")
 
 
 async def cluster_shard(client: Redis, settings: Settings, report: Report) -> Redis:
