@@ -17,8 +17,9 @@ Stdlib only (it drives Claude Code with tests/claude_driver.py's Run). The steps
 4. a second Claude Code for bob starts, a new session (``new``) or the same one resumed
    (``resume``), with an idle model; then alice sends M6, a marker that the second session
    is up and delivering;
-5. what the second session's model was given: each of M1..M6 counted in its last request
-   (the whole conversation), and in the first session's requests.
+5. what the models were given: each of M1..M6 counted in the last request of each session
+   (the whole conversation; a resumed one holds the first session's too, so there the second
+   session's count is the total).
 
 Exit 0 when every message reached a model exactly once over both sessions, 1 otherwise, 2 on
 a driver error. As root, it runs in a private network namespace (loopback only).
@@ -218,7 +219,10 @@ class Crash:
         # of any of them would have reached the second session's model by now
         counts = self.counts(second)
         self.facts["second_counts"] = counts
-        total = {m: self.facts["first_counts"][m] + counts[m] for m in MARKERS}
+        if self.args.next == "resume":  # its conversation holds the first one's, replayed
+            total = counts
+        else:
+            total = {m: self.facts["first_counts"][m] + counts[m] for m in MARKERS}
         self.facts["total"] = total
         return all(n == 1 for n in total.values())
 
