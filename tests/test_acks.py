@@ -10,8 +10,8 @@ model is busy, is tests/test_inbox_crash.py.
 from __future__ import annotations
 
 import json
-import re
 import os
+import re
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -111,7 +111,7 @@ async def test_the_cursor_waits_for_the_model_and_a_new_session_gets_it_again(
         agents, session, redis_server):
     bob = await agents.start("bob", env=session.env)
     alice = await agents.start("alice")
-    assert (await logged(bob, "acknowledged_by_evidence"))["evidence"] == \
+    assert (await logged(bob, "delivery_evidence"))["evidence"] == \
         "the session transcript"
     first = sent_id(await alice.tool("send_message", to="bob", text="M-QUEUED"))
     await session.inbox.wait(lambda: session.inbox.posts)
@@ -213,3 +213,11 @@ async def test_doctor_says_whether_delivery_can_be_proven(redis_server, session,
     assert re.search(r"^warn +delivery evidence: none \(no Claude Code configuration folder",
                      missing.stdout, re.M), missing.stdout
     assert "loses them" in missing.stdout
+
+
+async def test_the_paths_without_a_witness_say_what_moves_the_cursor(agents):
+    pull = await agents.start("bob", "--delivery", "pull")
+    assert "next read_messages call" in (await logged(pull, "delivery_evidence"))["evidence"]
+    channel = await agents.start("carol", "--delivery", "channel")
+    said = (await logged(channel, "delivery_evidence"))["evidence"]
+    assert said.startswith("none") and "written to stdout" in said

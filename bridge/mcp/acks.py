@@ -77,7 +77,7 @@ class Acknowledgements:
         if witness is not None and (problem := witness.problem()) is not None:
             self._give_up(problem)
         else:
-            log.info("acknowledged_by_evidence", path=path,
+            log.info("delivery_evidence", path=path,
                      evidence="the session transcript" if witness else "none")
 
     @property

@@ -33,6 +33,12 @@ from bridge.transcript import Transcript
 log = structlog.get_logger("bridge.server")
 
 CONNECT_RETRY_FIRST, CONNECT_RETRY_CAP = 0.5, 10.0  # seconds, while Redis is down at start
+# what moves the cursor on the paths that have no witness (the inbox's: bridge.mcp.acks)
+NO_WITNESS = {
+    "channel": "none: Claude Code acknowledges no channel notification, so the cursor passes "
+               "a push once it is written to stdout",
+    "pull": "the agent's next read_messages call acknowledges what the last one returned",
+}
 
 
 def instructions(s: Settings) -> str:
@@ -112,6 +118,9 @@ class BridgeServer:
                                  hint="set --name / BRIDGE_NAME to choose the name yourself")
                     # Pushing runs in this task, inside the connection: at shutdown it stops
                     # before the room is left, so the final cursor write sees its last ack.
+                    if self.settings.delivery in NO_WITNESS:
+                        log.info("delivery_evidence", path=self.settings.delivery,
+                                 evidence=NO_WITNESS[self.settings.delivery])
                     if self.settings.delivery == "channel":
                         await push_forever(room, self.transport, self.holds,
                                            ready=self.session.initialized.wait,
