@@ -194,7 +194,7 @@ class ShardPubSub(PubSub):
 
     async def aclose(self) -> None:
         try:
-            await super().aclose()  # type: ignore[no-untyped-call]
+            await super().aclose()  # type: ignore[no-untyped-call, unused-ignore]
         finally:
             await self.connection_pool.disconnect()
 

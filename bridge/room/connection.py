@@ -74,7 +74,7 @@ class Room:
             try:
                 await room._claim()
             except BaseException as e:
-                await pubsub.aclose()  # type: ignore[no-untyped-call]
+                await pubsub.aclose()  # type: ignore[no-untyped-call, unused-ignore]
                 if isinstance(e, MovedError):  # a cluster node, by a URL of one Redis
                     raise SettingsError(plain_url_hint(shown(url))) from e
                 raise

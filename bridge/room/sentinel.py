@@ -93,7 +93,7 @@ def _sentinel_options(target: Target) -> dict[str, Any]:
 
 
 def _manager(target: Target) -> Sentinel:
-    return Sentinel(list(target.sentinels),  # type: ignore[no-untyped-call]
+    return Sentinel(list(target.sentinels),  # type: ignore[no-untyped-call, unused-ignore]
                     sentinel_kwargs=_sentinel_options(target))
 
 
@@ -106,12 +106,12 @@ def make_client(url: str, options: dict[str, Any], *, pool_size: int,
                    connection_class=FollowingSSLConnection if target.tls else
                    FollowingConnection, **target.tls_files)
     if single_connection:
-        pool = SentinelConnectionPool(  # type: ignore[no-untyped-call]
+        pool = SentinelConnectionPool(  # type: ignore[no-untyped-call, unused-ignore]
             target.service, sentinel, is_master=True, **primary)
         client = Redis(connection_pool=pool, single_connection_client=True)
         client.auto_close_connection_pool = True
         return client
-    pool = BlockingSentinelPool(target.service, sentinel, is_master=True,  # type: ignore[no-untyped-call]
+    pool = BlockingSentinelPool(target.service, sentinel, is_master=True,  # type: ignore[no-untyped-call, unused-ignore]
                                 max_connections=pool_size, timeout=None, **primary)
     return Redis.from_pool(pool)
 
@@ -207,7 +207,7 @@ async def refuse_a_sentinel(client: Redis, url: str) -> None:
         return
     db = client.connection_pool.connection_kwargs.get("db") or 0
     try:
-        await client.execute_command("SELECT", db)  # type: ignore[no-untyped-call]
+        await client.execute_command("SELECT", db)  # type: ignore[no-untyped-call, unused-ignore]
         return
     except ResponseError as e:
         if "unknown command" not in str(e).lower():

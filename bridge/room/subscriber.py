@@ -140,7 +140,7 @@ async def _as_is(reply: Any) -> Any:
 async def close_quietly(pubsub: PubSub) -> None:
     """Close a subscription that may already be broken, even while being cancelled."""
     with anyio.CancelScope(shield=True), suppress(RedisError, OSError):
-        await pubsub.aclose()  # type: ignore[no-untyped-call]
+        await pubsub.aclose()  # type: ignore[no-untyped-call, unused-ignore]
 
 
 class Backoff:
