@@ -23,15 +23,26 @@ def contents(agent: Agent) -> list[str]:
 
 async def test_a_present_agents_cursor_lives_as_long_as_the_agent(agents, r):
     """The heartbeat refreshes the cursor's TTL: an agent quiet for longer than
-    BRIDGE_CURSOR_TTL is still known to its room."""
+    BRIDGE_CURSOR_TTL is still known to its room. bob's own cursor writes (the first one, a
+    moment after it joins, and one after each push) set the TTL too: the test waits until
+    bob has written its cursor over a message, and then has nothing left to write."""
     env = {"BRIDGE_TTL": "1", "BRIDGE_CURSOR_TTL": "60"}
-    await agents.start("bob", env=dict(env))
+    bob = await agents.start("bob", env=dict(env))
     key = "bridge:{main}:cursor:bob"
+    entry_id = r.xadd(LOG, {"from": "alice", "to": "bob", "text": "hello", "reply_to": "",
+                            "kind": "message", "ts": str(int(time.time() * 1000)),
+                            "seq": str(r.incr("bridge:{main}:seq"))}).decode()
+    r.publish("bridge:{main}:to:bob", f'{{"id":"{entry_id}"}}')
+    await bob.wait_messages(1)
+    with anyio.fail_after(10):  # written after the push (it covers the first write too)
+        while not r.get(key).decode().startswith(f"{entry_id} "):
+            await anyio.sleep(0.02)
     r.pexpire(key, 3000)  # as if bob had been quiet for all but 3 s of its cursor's life
-    with anyio.fail_after(10):  # a heartbeat comes every ttl/3
-        while r.pttl(key) <= 3000:
+    with anyio.fail_after(10):  # a heartbeat comes every ttl/3; without one it expires
+        while 0 < (ttl := r.pttl(key)) <= 3000:
             await anyio.sleep(0.05)
-    assert r.pttl(key) > 50_000
+    assert ttl > 50_000, f"the cursor's TTL was not refreshed (PTTL {ttl})"
+    assert r.get(key).decode().startswith(f"{entry_id} ")
 
 
 def add_from_the_future(r, text: str) -> str:

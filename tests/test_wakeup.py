@@ -11,7 +11,7 @@ import anyio
 import pytest
 import redis
 
-from bridge.room.envelope import Envelope
+from bridge.room.envelope import Envelope, decode_entry
 from bridge.room.signing import Signer
 
 pytestmark = pytest.mark.anyio
@@ -27,13 +27,18 @@ def log_reads(r: redis.Redis) -> int:
     return int(r.info("commandstats").get("cmdstat_xrange", {}).get("calls", 0))
 
 
+def whole_payload(envelope: Envelope, entry_id: str, seq: int, prev: str) -> bytes:
+    """A wake-up as the send script publishes it: the whole entry, with seq and prev."""
+    return (f'{{"id":"{entry_id}","seq":"{seq}","prev":"{prev}",'
+            f'{envelope.payload_tail()}').encode()
+
+
 def signed_payload(entry_id: str, seq: int, prev: str, text: str, secret: str = SECRET,
                    sender: str = "alice") -> bytes:
     envelope = Envelope(id="", sender=sender, to=("bob",), text=text,
                         ts=int(time.time() * 1000))
     envelope = Signer(secret.encode(), "main", 300_000).sign(envelope)
-    return (f'{{"id":"{entry_id}","seq":"{seq}","prev":"{prev}",'
-            f'{envelope.payload_tail()}').encode()
+    return whole_payload(envelope, entry_id, seq, prev)
 
 
 async def wait_for_log(agent, event: str, timeout: float = 20) -> list[dict]:
@@ -63,65 +68,102 @@ async def test_with_a_secret_messages_come_from_the_wake_up_without_a_log_read(
     assert reads == (0 if secret else 5)
 
 
-async def test_a_forged_payload_that_claims_to_be_next_is_never_delivered(agents, r):
+def genuine_payload(capture, text: str) -> dict:
+    """The payload the send script published for ``text``, as an attacker subscribed to bob's
+    channel (without the secret) caught it."""
+    with anyio.fail_after(10):
+        while True:
+            message = capture.get_message(timeout=0.1)
+            if message and message["type"] == "message":
+                payload = json.loads(message["data"])
+                if payload["text"] == text:
+                    return payload
+
+
+FORGERIES = ["duplicate", "unsigned", "altered", "other-secret", "for-carol"]
+
+
+@pytest.mark.parametrize("kind", FORGERIES)
+async def test_a_forged_payload_that_claims_to_be_next_is_never_delivered(agents, r, kind):
+    """Each forgery on its own, published while bob is synced (his last message came from its
+    wake-up), so that it reaches the wake-up path's checks: after one doubt bob reads the log
+    for every wake-up until a read has covered it, whatever the wake-up path would have let
+    through."""
     alice = await agents.start("alice", env=dict(SIGNED))
     bob = await agents.start("bob", env=dict(SIGNED))
-    capture = r.pubsub()
+    capture = r.pubsub()  # the attacker, without the secret
     capture.subscribe(TO_BOB)
-    await alice.tool("send_message", to="bob", text="one")
+    await alice.tool("send_message", to="bob", text="first")
     await bob.wait_messages(1)
-    genuine = None
-    while (message := capture.get_message(timeout=5)) is not None:
-        if message["type"] == "message":
-            genuine = json.loads(message["data"])
-    assert genuine is not None and "sig" in genuine and genuine["prev"] == "0-0"
-    [(last_id, fields)] = r.xrange(LOG)
-    seq = int(fields[b"seq"])
-    ms = int(last_id.decode().split("-")[0])
-    # each claims the next id and seq, right after bob's last entry; none is in the log
-    next_id = f"{ms}-{int(last_id.decode().split('-')[1]) + 1}"
-    replayed = {**genuine, "id": next_id, "seq": str(seq + 1), "prev": last_id.decode()}
-    unsigned = {k: v for k, v in replayed.items() if k != "sig"} | {"text": "unsigned"}
-    forgeries = [
-        json.dumps(replayed).encode(),  # the real message again: a duplicate
-        json.dumps(unsigned).encode(),
-        json.dumps({**replayed, "text": "altered"}).encode(),
-        signed_payload(next_id, seq + 1, last_id.decode(), "other secret",
-                       secret="not-the-room-secret-000"),
-        json.dumps({**replayed, "to": ["carol"], "text": "for carol"}).encode(),
-    ]
-    for payload in forgeries:
-        r.publish(TO_BOB, payload)
-    # the doubt is read from the log, which has no such entry: logged, not delivered
-    await wait_for_log(bob, "payload_dropped")
-    await alice.tool("send_message", to="bob", text="two")
+    before = log_reads(r)
+    await alice.tool("send_message", to="bob", text="one")
     await bob.wait_messages(2)
-    assert [m["content"] for m in bob.channel()] == ["one", "two"]
+    assert log_reads(r) == before  # from the wake-up: bob is synced
+    genuine = genuine_payload(capture, "one")
+    [(last_id, fields)] = r.xrange(LOG, "-", "+")[-1:]
+    last_id, seq = last_id.decode(), int(fields[b"seq"])
+    assert "sig" in genuine and genuine["id"] == last_id and genuine["prev"] != "0-0"
+    # it claims the next id and seq, right after bob's last entry; it is not in the log
+    ms, counter = last_id.split("-")
+    next_id = f"{ms}-{int(counter) + 1}"
+    replayed = {**genuine, "id": next_id, "seq": str(seq + 1), "prev": last_id}
+    forgery = {
+        "duplicate": json.dumps(replayed).encode(),  # the real message again
+        "unsigned": json.dumps({k: v for k, v in replayed.items() if k != "sig"}
+                               | {"text": "unsigned"}).encode(),
+        "altered": json.dumps({**replayed, "text": "altered"}).encode(),
+        "other-secret": signed_payload(next_id, seq + 1, last_id, "other secret",
+                                       secret="not-the-room-secret-000"),
+        "for-carol": json.dumps({**replayed, "to": ["carol"], "text": "for carol"}).encode(),
+    }[kind]
+    r.publish(TO_BOB, forgery)
+    # the doubt is read from the log, which has no such entry: logged, not delivered
+    with anyio.fail_after(20):
+        while not (dropped := [e for e in bob.log_events() if e["event"] == "payload_dropped"
+                               and e.get("id") == next_id]) and len(bob.channel()) == 2:
+            await anyio.sleep(0.02)
+    assert [m["content"] for m in bob.channel()] == ["first", "one"]
+    assert dropped[0]["reason"] == "forged id: no such message in the log"
+    await alice.tool("send_message", to="bob", text="two")
+    await bob.wait_messages(3)
+    assert [m["content"] for m in bob.channel()] == ["first", "one", "two"]
     assert [m["meta"]["message_id"] for m in bob.channel()] == [
         entry_id.decode() for entry_id, _ in r.xrange(LOG)]
-    # and the next one, once the log read has covered the forgeries, is the real next again
+    # and the next one, once the log read has covered the forgery, is the real next again
+    before = log_reads(r)
     await alice.tool("send_message", to="bob", text="three")
-    await bob.wait_messages(3)
-    assert [m["content"] for m in bob.channel()] == ["one", "two", "three"]
+    await bob.wait_messages(4)
+    assert [m["content"] for m in bob.channel()] == ["first", "one", "two", "three"]
+    assert log_reads(r) == before
 
 
-async def test_a_gap_before_a_wake_up_makes_the_receiver_read_the_log(agents, r):
+@pytest.mark.parametrize("counted", [True, False], ids=["seq-counted", "seq-not-counted"])
+async def test_a_gap_before_a_wake_up_makes_the_receiver_read_the_log(agents, r, counted):
     """An entry for bob that was logged without a wake-up (added by someone who holds the
     secret, by hand): the next wake-up's prev is not bob's last entry, so bob reads the log and
-    gets both, in order. Delivering that wake-up as next would have skipped it for good."""
+    gets both, in order. Delivering that wake-up as next would have skipped it for good.
+    Added with INCR of the seq counter, the next wake-up's seq shows the gap too; added without
+    (seq-not-counted), its seq is bob's last one's plus one, and only its prev shows the gap."""
     alice = await agents.start("alice", env=dict(SIGNED))
     bob = await agents.start("bob", env=dict(SIGNED))
     await alice.tool("send_message", to="bob", text="one")
     await bob.wait_messages(1)
+    before = log_reads(r)
+    await alice.tool("send_message", to="bob", text="synced")
+    await bob.wait_messages(2)
+    assert log_reads(r) == before  # from the wake-up: bob is synced, so prev and seq decide
     signer = Signer(SECRET.encode(), "main", 300_000)
     hidden = signer.sign(Envelope(id="", sender="alice", to=("bob",), text="hidden",
                                   ts=int(time.time() * 1000)))
-    fields = {**hidden.log_fields(), "seq": str(r.incr(SEQ))}
-    r.xadd(LOG, fields)  # no PUBLISH
-    before = log_reads(r)
+    seq = r.incr(SEQ) if counted else int(r.get(SEQ)) + 1
+    r.xadd(LOG, {**hidden.log_fields(), "seq": str(seq)})  # no PUBLISH
     await alice.tool("send_message", to="bob", text="two")
-    await bob.wait_messages(3)
-    assert [m["content"] for m in bob.channel()] == ["one", "hidden", "two"]
+    [(_, two)] = r.xrange(LOG, "-", "+")[-1:]
+    assert int(two[b"seq"]) == (seq + 1 if counted else seq)
+    # "hidden" is read in the same log read as "two", before it: once "two" is here, so is it
+    await bob.wait_for(lambda: any(m["content"] == "two" for m in bob.channel()),
+                       what='"two"')
+    assert [m["content"] for m in bob.channel()] == ["one", "synced", "hidden", "two"]
     assert log_reads(r) > before
 
 
@@ -164,6 +206,44 @@ async def test_a_message_the_log_lost_cannot_be_replayed_onto_the_next_position(
     await bob.wait_for(lambda: any(m["content"] == "after" for m in bob.channel()),
                        what="the real next message")
     assert [m["content"] for m in bob.channel()] == ["after"]
+
+
+async def test_a_deleted_message_replayed_with_an_id_ahead_does_not_skip_the_next(agents, r):
+    """alice's message to bob is deleted from the log (XDEL: no trim, so no expiry notice and
+    no distrust) while bob is away. Someone without the secret read it first, and publishes
+    it as bob's next entry (prev and seq right) with an id 250 s ahead: inside the replay
+    window, never seen by bob, so no duplicate. Its id is far from its signed time and ahead
+    of bob's clock: a doubt, read from the log. Delivered, it would have moved bob 250 s
+    ahead, past the real next message."""
+    alice = await agents.start("alice", env=dict(SIGNED))
+    bob = await agents.start("bob", env=dict(SIGNED))
+    await alice.tool("send_message", to="bob", text="hello")
+    await bob.wait_messages(1)
+    await bob.close_stdin()
+    assert await bob.wait_exit() == 0
+    await alice.tool("send_message", to="bob", text="pay 100 euros")
+    [(paid_id, paid)] = r.xrange(LOG, "-", "+")[-1:]
+    assert paid[b"text"] == b"pay 100 euros"
+    r.xdel(LOG, paid_id)
+    bob = await agents.start("bob", env=dict(SIGNED))
+    await alice.tool("send_message", to="bob", text="ready")
+    await bob.wait_messages(1)
+    before = log_reads(r)
+    await alice.tool("send_message", to="bob", text="synced")
+    await bob.wait_messages(2)
+    assert log_reads(r) == before  # from the wake-up: bob is synced
+    [(last_id, last)] = r.xrange(LOG, "-", "+")[-1:]
+    ahead_id = f"{int(last_id.decode().split('-')[0]) + 250_000}-0"
+    r.publish(TO_BOB, whole_payload(decode_entry(paid_id, paid), ahead_id,
+                                    int(last[b"seq"]) + 1, last_id.decode()))
+    with anyio.fail_after(20):
+        while not any(e["event"] == "payload_dropped" and e.get("id") == ahead_id
+                      for e in bob.log_events()) and len(bob.channel()) == 2:
+            await anyio.sleep(0.02)
+    assert [m["content"] for m in bob.channel()] == ["ready", "synced"]
+    await alice.tool("send_message", to="bob", text="after")
+    await bob.wait_messages(3)
+    assert [m["content"] for m in bob.channel()] == ["ready", "synced", "after"]
 
 
 async def test_a_trim_while_the_reader_is_behind_is_reported(agents, r):
