@@ -181,6 +181,12 @@ async def test_a_post_the_client_never_queued_is_posted_again(agents, session, r
     session.enqueue(again)
     session.take(again, bob.process.pid)
     await cursor_at(redis_server, "bob", dropped)
+    # and nothing of the first attempt is left to hold the cursor back
+    later = sent_id(await alice.tool("send_message", to="bob", text="M-LATER"))
+    await session.inbox.wait(lambda: len(session.inbox.posts) == 4)
+    session.enqueue(session.inbox.posts[3])
+    session.take(session.inbox.posts[3], bob.process.pid)
+    await cursor_at(redis_server, "bob", later)
 
 
 async def test_without_a_transcript_the_cursor_moves_on_write_and_says_so(
