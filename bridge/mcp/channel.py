@@ -7,9 +7,9 @@ from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 import structlog
-from redis.exceptions import RedisError
 
 from bridge import trace
+from bridge.mcp.acks import Acknowledgements
 from bridge.mcp.inbox_delivery import MAX_CHANGES
 from bridge.mcp.loops import Holds
 from bridge.mcp.posts import Peer, change, label
@@ -72,6 +72,7 @@ async def push_forever(room: Room, transport: PipeTransport, holds: Holds, *,
     in the microseconds between the two writes.
     """
     await ready()
+    acks = Acknowledgements(room, None, path="channel")  # Claude Code acknowledges nothing
     changes: list[str] = []
     while True:
         batch = await holds.screened(room, await room.next_batch())
@@ -101,8 +102,6 @@ async def push_forever(room: Room, transport: PipeTransport, holds: Holds, *,
                 log.info("client_gone", hint="stdout is closed; nothing more to push")
                 return
             trace.mark("pushed")
-            room.ack(*pushed)  # only now: the cursor must never run ahead of the pipe
-            try:
-                await room.flush_cursor()  # nothing may run between these two
-            except (RedisError, OSError) as e:  # the periodic flush tries again
-                log.warning("cursor_flush_failed", error=str(e) or type(e).__name__)
+            # only now: the cursor must never run ahead of the pipe. With no witness this
+            # acknowledges and writes the cursor at once: nothing runs between the two writes
+            await acks.posted("", pushed)
