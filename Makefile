@@ -44,7 +44,9 @@ soak: install
 # Benchmarks (issue 5): latency, throughput, fan-out, presence scale, start-up, catch-up, with
 # the raw redis-py floor in the same run. Full run < 5 min; `make bench ARGS=--quick` ~30 s;
 # `ARGS=--profile` adds py-spy of the throughput run. Writes bench/results/latest.json,
-# docs/benchmarks.md and docs/benchmarks-*.png.
+# docs/benchmarks.md and docs/benchmarks-*.png. `ARGS="--only catchup --replace-in-docs"`
+# measures the catch-up alone and replaces only its line of docs/benchmarks.md (marked so).
+# Exits 1 when a scenario failed or lost, duplicated or reordered a message.
 bench: install
 	BENCH_COMMAND="make bench$(if $(ARGS), ARGS='$(ARGS)')" $(BIN)/python -m bench $(ARGS)
 

@@ -55,6 +55,10 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--docs", type=Path, default=ROOT / "docs",
                         help="where benchmarks.md and the plots go")
     parser.add_argument("--no-docs", action="store_true", help="write only the JSON")
+    parser.add_argument("--replace-in-docs", action="store_true",
+                        help="with --only " + ",".join(report.LINE_OF) + ": replace only that "
+                        "scenario's line of the existing benchmarks.md, marked as measured "
+                        "alone (command, date, load), instead of rewriting the page")
     return parser.parse_args(argv)
 
 
@@ -97,6 +101,12 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         print(f"unknown scenario(s) {unknown}; choose from {', '.join(SCENARIOS)}")
         return 2
+    page = args.docs / "benchmarks.md"
+    if args.replace_in_docs and (not args.only or set(names) - set(report.LINE_OF)
+                                 or not page.exists() or args.no_docs):
+        print(f"--replace-in-docs needs --only with {', '.join(report.LINE_OF)} and an "
+              f"existing {page}")
+        return 2
     signal.signal(signal.SIGTERM, _terminate)
     command = os.environ.get("BENCH_COMMAND") or shlex.join(
         ["python", "-m", "bench", *(argv if argv is not None else sys.argv[1:])])
@@ -136,14 +146,21 @@ def main(argv: list[str] | None = None) -> int:
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(results, indent=1, default=str))
     print(f"\nwrote {args.json}")
-    if not args.no_docs:
+    failed = [n for n, r in scenarios.items() if "error" in r]
+    if args.replace_in_docs:
+        try:
+            page.write_text(report.replace_lines(page.read_text(), results))
+            print(f"replaced the line(s) of {', '.join(names)} in {page}")
+        except ValueError as e:
+            print(f"{page} left as is: {e}")
+            failed = failed or ["--replace-in-docs"]
+    elif not args.no_docs:
         args.docs.mkdir(parents=True, exist_ok=True)
         plots = report.plots(results, args.docs)
         (args.docs / "benchmarks.md").write_text(report.markdown(results, plots))
         for path in [args.docs / "benchmarks.md", *plots]:
             print(f"wrote {path}")
     print(f"done in {time.time() - started:.0f} s")
-    failed = [n for n, r in scenarios.items() if "error" in r]
     if failed:
         print(f"FAILED scenarios: {', '.join(failed)}")
     problems = report.delivery_problems(scenarios)

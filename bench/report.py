@@ -85,6 +85,34 @@ def catchup_text(cu: dict[str, Any], bold: str = "**") -> str:
             f"catch-up time.")
 
 
+def catchup_line(cu: dict[str, Any]) -> str:
+    return f"{LINE_OF['catchup']} {catchup_text(cu)}"
+
+
+# the scenarios whose figures are one line of benchmarks.md, and that line's start: `python -m
+# bench --only catchup --replace-in-docs` measures one again and replaces its line alone
+LINE_OF = {"catchup": "- 6. Catch-up:"}
+
+
+def replace_lines(page: str, results: dict[str, Any]) -> str:
+    """benchmarks.md with the lines of this run's scenarios replaced, each marked as measured
+    alone (command, date, load), the rest of the page as it was."""
+    meta, s = results["meta"], results["scenarios"]
+    lines = page.splitlines()
+    for name, result in s.items():
+        if "error" in result:
+            raise ValueError(f"{name} failed ({result['error'][:200]}): its line is left as is")
+        at = [i for i, text in enumerate(lines) if text.startswith(LINE_OF[name])]
+        if len(at) != 1:
+            raise ValueError(f"{len(at)} lines of benchmarks.md start with {LINE_OF[name]!r}")
+        lines[at[0]] = (
+            f"{catchup_line(result)} (Measured alone, not in the run this page describes: "
+            f"`{meta['command']}`, {meta['mode']} mode, {meta['started']}, load average at "
+            f"start {meta['machine'].get('load_average_at_start')}, at end "
+            f"{meta.get('load_average_at_end')}.)")
+    return "\n".join(lines) + "\n"
+
+
 def delivery_problems(scenarios: dict[str, Any]) -> list[str]:
     """Every scenario that lost, duplicated or reordered messages (or, for the catch-up,
     did not have all its messages waiting): the bench exits with status 1 for any."""
@@ -335,7 +363,7 @@ def markdown(results: dict[str, Any], plots: list[str]) -> str:
             f"imports: " + ", ".join(f"{n} {ms:.0f} ms" for n, ms in imp["top_level"][:6]) + ".")
     cu = s.get("catchup", {})
     if "from_exec_s" in cu:
-        out.append(f"- 6. Catch-up: {catchup_text(cu)}")
+        out.append(catchup_line(cu))
     du = s.get("durability", {})
     if "answer_p50_cost_ms" in du:
         rows = ", ".join(

@@ -156,3 +156,23 @@ def test_a_loss_anywhere_fails_the_bench() -> None:
                                                     "order_ok": True},
                                      "fanout": {"10": {"lost": 1}}}) == [
         "throughput: LOST 2", "fanout to 10: LOST 1"]
+
+
+def test_the_catchup_line_alone_is_replaced_and_marked() -> None:
+    """`python -m bench --only catchup --replace-in-docs`: one line changes, and it says how
+    and when it was measured."""
+    page = markdown_of({**CLEAN, **BAD["lost"]})
+    rerun = {"meta": {"command": "python -m bench --only catchup --replace-in-docs",
+                      "mode": "full", "started": "later",
+                      "machine": {"load_average_at_start": [0.1, 0.2, 0.3]},
+                      "load_average_at_end": [0.4, 0.5, 0.6]},
+             "scenarios": {"catchup": CLEAN}}
+    replaced = report.replace_lines(page, rerun)
+    changed = [(a, b) for a, b in zip(page.splitlines(), replaced.splitlines(), strict=True)
+               if a != b]
+    assert len(changed) == 1 and changed[0][0] == catchup_line(page)
+    assert changed[0][1].startswith("- 6. Catch-up: 10,000 messages sent")
+    assert "all 10,000 delivered, exactly once, in order" in changed[0][1]
+    assert ("Measured alone, not in the run this page describes: `python -m bench --only "
+            "catchup --replace-in-docs`, full mode, later, load average at start "
+            "[0.1, 0.2, 0.3]") in changed[0][1]
