@@ -177,7 +177,7 @@ async def test_a_post_the_client_never_queued_is_posted_again(agents, session, r
     again = session.inbox.posts[2]
     assert "> M-DROPPED" in again and "(posted again by bridge, attempt 2)" in again
     assert again != session.inbox.posts[1]  # Claude Code drops a repeated body
-    assert "not queued" in (await logged(bob, "inbox_post_again"))["reason"]
+    assert "not queued" in (await logged(bob, "post_again"))["reason"]
     session.enqueue(again)
     session.take(again, bob.process.pid)
     await cursor_at(redis_server, "bob", dropped)

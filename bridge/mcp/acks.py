@@ -64,10 +64,15 @@ class Post:
 class Acknowledgements:
     """Posts awaiting evidence, for one push path of one agent."""
 
-    def __init__(self, room: Room, witness: Witness | None, *, path: str) -> None:
+    def __init__(self, room: Room, witness: Witness | None, *, path: str,
+                 max_awaiting: int = MAX_AWAITING, idle_grace: float | None = IDLE_GRACE,
+                 evidence: str = "the session transcript") -> None:
         self.room = room
         self.witness = witness
         self.path = path
+        self.max_awaiting = max_awaiting
+        self.idle_grace = idle_grace  # None: a post queued in an idle session is left there
+        self.evidence = evidence
         self.awaiting: list[Post] = []
         self.witnessed = False  # the witness has shown some post of ours: it works here
         self.again = 0  # posts given back to be posted again
@@ -79,7 +84,7 @@ class Acknowledgements:
         if (problem := witness.problem()) is not None:
             self._give_up(problem)
         else:
-            log.info("delivery_evidence", path=path, evidence="the session transcript")
+            log.info("delivery_evidence", path=path, evidence=evidence)
 
     @property
     def by_evidence(self) -> bool:
@@ -91,18 +96,20 @@ class Acknowledgements:
                          "with posts still queued loses them (docs/guarantees.md)")
         self.witness = None
 
-    async def posted(self, text: str, items: Sequence[Incoming]) -> None:
-        """A post was written whole: acknowledge it now (no witness), or once seen taken."""
+    async def posted(self, text: str, items: Sequence[Incoming], *,
+                     queued: bool = False) -> None:
+        """A post was written whole (``queued``: and the client said it queued it):
+        acknowledge it now (no witness), or once seen taken."""
         if self.witness is None:
             await self._acknowledge(list(items))
             return
-        self.awaiting.append(Post(text, list(items)))
-        if len(self.awaiting) >= MAX_AWAITING:
+        self.awaiting.append(Post(text, list(items), queued=queued))
+        if len(self.awaiting) >= self.max_awaiting:
             self._room_for_more.clear()
         self._changed.set()
 
     async def room_for_more(self) -> None:
-        """Wait while MAX_AWAITING posts await evidence."""
+        """Wait while ``max_awaiting`` posts await evidence."""
         await self._room_for_more.wait()
 
     async def _acknowledge(self, items: list[Incoming]) -> None:
@@ -143,24 +150,25 @@ class Acknowledgements:
             waited = now - post.at
             if not post.queued and waited > QUEUE_TIMEOUT:
                 if not self.witnessed:
-                    self._give_up("no post of ours has shown in the session transcript "
-                                  f"within {QUEUE_TIMEOUT:g} s (another Claude Code version, "
-                                  "or transcripts switched off)")
+                    self._give_up(f"no post of ours has shown in {self.evidence} "
+                                  f"within {QUEUE_TIMEOUT:g} s (another client version, "
+                                  "or its session files switched off)")
                     await self._acknowledge([i for p in self.awaiting for i in p.items])
                     self.awaiting.clear()
                     break
                 self._post_again(post, "not queued by the client (its rate limit, a "
                                        "repeated body, or its full queue)")
-            elif post.queued and idle_for > IDLE_GRACE and waited > IDLE_GRACE:
+            elif (post.queued and self.idle_grace is not None
+                  and idle_for > self.idle_grace and waited > self.idle_grace):
                 self._post_again(post, f"queued, but the session has been idle for "
                                        f"{idle_for:.0f} s without taking it")
-        if len(self.awaiting) < MAX_AWAITING:
+        if len(self.awaiting) < self.max_awaiting:
             self._room_for_more.set()
 
     def _post_again(self, post: Post, why: str) -> None:
         self.awaiting.remove(post)
         self.again += 1
-        log.warning("inbox_post_again", path=self.path, messages=len(post.items), reason=why)
+        log.warning("post_again", path=self.path, messages=len(post.items), reason=why)
         self.room.give_back(post.items)
 
     def unacknowledged(self) -> int:
