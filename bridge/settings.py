@@ -250,6 +250,25 @@ class Settings:
         10000, env="BRIDGE_LOG_MAXLEN",
         parse=_positive(int, 100),
         hint="use a whole number of entries >= 100")
+    # the log is kept longer for agents that have not read it (bridge.room.retention), up to
+    # this many entries; past it the oldest go even if unread (default: 100000, or
+    # BRIDGE_LOG_MAXLEN if that is larger; see _check_retention)
+    log_hard_maxlen: int = setting(
+        100000, env="BRIDGE_LOG_HARD_MAXLEN",
+        parse=_positive(int, 100),
+        hint="use a whole number of entries >= BRIDGE_LOG_MAXLEN, e.g. 100000")
+    # how far behind (messages of the room log) an agent may fall before sends to it are
+    # refused, and broadcasts are not queued for it
+    backlog_max: int = setting(
+        10000, env="BRIDGE_BACKLOG_MAX",
+        parse=_positive(int, 1),
+        hint="use a whole number of messages >= 1, up to BRIDGE_LOG_HARD_MAXLEN (which a "
+             "default follows down), e.g. 10000")
+    # seconds after an agent was last present that the log still holds its unread messages
+    away_hold: float = setting(
+        86400.0, env="BRIDGE_AWAY_HOLD",
+        parse=_positive(float, 1.0),
+        hint="use a number of seconds >= 1, e.g. 86400")
     cursor_ttl: float = setting(
         7 * 24 * 3600.0, env="BRIDGE_CURSOR_TTL",
         parse=_positive(float, 60.0), hint="use a number of seconds >= 60")
@@ -354,6 +373,8 @@ class Settings:
                     f"{declared.hint}") from e
         settings = cls(**given, name_was_derived="name" not in given)
         _check_tls(settings)
+        _check_retention(settings, hard_given="log_hard_maxlen" in given,
+                         backlog_given="backlog_max" in given)
         [secret] = [declared for declared in declarations() if declared.name == "secret"]
         file_value, file_source = pick(secret)
         settings.secret = _secret(file_value, file_source, env.get("BRIDGE_SECRET") or "")
@@ -450,6 +471,28 @@ def redact(url: str) -> str:
 
 
 _QUERY_PASSWORD = re.compile(r"([?&](?:sentinel_)?password=)[^&#]*", re.IGNORECASE)
+
+
+def _check_retention(settings: Settings, *, hard_given: bool, backlog_given: bool) -> None:
+    """The hard cap is at least BRIDGE_LOG_MAXLEN (a default one follows it up), and no agent
+    is let fall further behind than the hard cap keeps (a default bound follows it down)."""
+    if settings.log_hard_maxlen < settings.log_maxlen:
+        if hard_given:
+            raise SettingsError(
+                f"BRIDGE_LOG_HARD_MAXLEN ({settings.log_hard_maxlen}) is below "
+                f"BRIDGE_LOG_MAXLEN ({settings.log_maxlen}): the hard cap on the room log "
+                f"must be at least its usual length; raise BRIDGE_LOG_HARD_MAXLEN or lower "
+                f"BRIDGE_LOG_MAXLEN")
+        settings.log_hard_maxlen = settings.log_maxlen
+    if settings.backlog_max > settings.log_hard_maxlen:
+        if not backlog_given:
+            settings.backlog_max = settings.log_hard_maxlen
+            return
+        raise SettingsError(
+            f"BRIDGE_BACKLOG_MAX ({settings.backlog_max}) is above BRIDGE_LOG_HARD_MAXLEN "
+            f"({settings.log_hard_maxlen}): an agent that far behind would lose messages to "
+            f"the hard cap that senders were told were queued; lower BRIDGE_BACKLOG_MAX or "
+            f"raise BRIDGE_LOG_HARD_MAXLEN")
 
 
 def _check_tls(settings: Settings) -> None:

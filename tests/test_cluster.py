@@ -365,3 +365,23 @@ async def test_a_primary_without_bridges_functions_gets_them_on_the_first_send(
     await bob.wait_messages(2)
     assert [m["content"] for m in bob.channel()] == ["before", "after"]
     assert primary.client().execute_command("FUNCTION", "LIST") != []
+
+
+async def test_a_stuck_reader_holds_the_log_and_the_sender_back_on_the_cluster(
+        cluster_agents: Agents) -> None:
+    # retention (bridge/room/retention.py) reads the holders' cursor keys by name, in the
+    # room's slot: the log is kept for bob, who does not read, and then alice is held back
+    env = {"BRIDGE_LOG_MAXLEN": "100", "BRIDGE_BACKLOG_MAX": "150",
+           "BRIDGE_LOG_HARD_MAXLEN": "1000"}
+    room = "retention"
+    alice = await cluster_agents.start("alice", "--room", room, env=dict(env))
+    await cluster_agents.start("bob", "--room", room, "--delivery", "pull", env=dict(env))
+    carol = await cluster_agents.start("carol", "--room", room, env=dict(env))
+    for i in range(150):
+        await alice.tool("send_message", to="bob", text=f"m:{i}")
+    with pytest.raises(ToolError, match="bob is 150 messages behind"):
+        await alice.tool("send_message", to="bob", text="one too many")
+    answer = await alice.tool("send_message", to="*", text="to all")
+    assert "Not queued for bob: 150 messages behind" in answer, answer
+    [got] = await carol.wait_messages(1)
+    assert got["content"] == "to all"

@@ -319,11 +319,16 @@ async def test_send_during_short_outage_succeeds_when_redis_returns(agents, redi
 
 
 async def test_expired_cursor_gives_one_notice(agents, r):
-    env = {"BRIDGE_LOG_MAXLEN": "100"}
+    # bob is away longer than the log holds his messages (BRIDGE_AWAY_HOLD; within it, the
+    # log keeps them: tests/test_retention.py)
+    env = {"BRIDGE_LOG_MAXLEN": "100", "BRIDGE_AWAY_HOLD": "1"}
     alice = await agents.start("alice", env=dict(env))
     bob = await agents.start("bob", env=dict(env))
     await bob.close_stdin()
     await bob.wait_exit()
+    with anyio.fail_after(10):  # (real time must pass here)
+        while r.zscore("bridge:{main}:readers", "bob") >= r.time()[0] * 1000 + r.time()[1] // 1000:
+            await anyio.sleep(0.05)
     total = 400
     await stream(alice, "bob", "a", total, window=8)
     assert r.xlen("bridge:{main}:log") < total  # the log was trimmed

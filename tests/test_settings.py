@@ -54,6 +54,9 @@ def test_default_name_is_a_valid_name() -> None:
     ("min_replicas", "BRIDGE_MIN_REPLICAS", "nan"),
     ("min_replicas", "BRIDGE_MIN_REPLICAS", "two"),
     ("min_replicas_timeout", "BRIDGE_MIN_REPLICAS_TIMEOUT", "nan"),
+    ("log_hard_maxlen", "BRIDGE_LOG_HARD_MAXLEN", "99"),
+    ("backlog_max", "BRIDGE_BACKLOG_MAX", "0"),
+    ("away_hold", "BRIDGE_AWAY_HOLD", "0.5"),
 ])
 def test_bad_values_name_flag_and_variable(flag: str, var: str, value: str) -> None:
     for source in ({"env": {var: value}}, {"env": {}, flag: value}):
@@ -63,6 +66,24 @@ def test_bad_values_name_flag_and_variable(flag: str, var: str, value: str) -> N
         message = str(error.value)
         assert f"--{flag.replace('_', '-')}" in message and var in message
         assert repr(value) in message
+
+
+def test_retention_bounds_fit_together() -> None:
+    # the hard cap is at least the usual length, and nobody may fall further behind than it
+    # keeps: a value given that breaks this is an error naming both; a default follows
+    defaults = Settings.from_env({})
+    assert (defaults.log_maxlen, defaults.log_hard_maxlen, defaults.backlog_max,
+            defaults.away_hold) == (10000, 100000, 10000, 86400)
+    with pytest.raises(SettingsError, match="BRIDGE_LOG_HARD_MAXLEN .200. is below "
+                                            "BRIDGE_LOG_MAXLEN .300."):
+        Settings.from_env({"BRIDGE_LOG_MAXLEN": "300", "BRIDGE_LOG_HARD_MAXLEN": "200"})
+    assert Settings.from_env({"BRIDGE_LOG_MAXLEN": "200000"}).log_hard_maxlen == 200000
+    with pytest.raises(SettingsError, match="BRIDGE_BACKLOG_MAX .600. is above "
+                                            "BRIDGE_LOG_HARD_MAXLEN .500."):
+        Settings.from_env({"BRIDGE_LOG_MAXLEN": "100", "BRIDGE_LOG_HARD_MAXLEN": "500",
+                           "BRIDGE_BACKLOG_MAX": "600"})
+    assert Settings.from_env({"BRIDGE_LOG_MAXLEN": "100",
+                              "BRIDGE_LOG_HARD_MAXLEN": "500"}).backlog_max == 500
 
 
 def test_cli_bad_value_is_one_line_and_non_zero() -> None:

@@ -194,15 +194,8 @@ class ToolCalls:
         with anyio.CancelScope(shield=True):
             result = await room.sender.send(to, text, reply_to or "")
         self.holds.loops.sent([to] if isinstance(to, str) else list(to))
-        parts = [f"sent, message_id {result.id}."]
-        if arguments.get("to") == "*":
-            parts.append(f"Online now: {', '.join(result.online)}." if result.online else
-                         "Nobody else is online now; it stays in the room log.")
-        else:
-            if result.online:
-                parts.append(f"Online, delivered now: {', '.join(result.online)}.")
-            if result.offline:
-                parts.append(f"Offline, queued until they return: {', '.join(result.offline)}.")
+        parts = [f"sent, message_id {result.id}.",
+                 *result.recipients(self.settings.backlog_max, broadcast=to == "*")]
         if result.durability():
             parts.append(result.durability())
         return " ".join(parts)

@@ -259,12 +259,20 @@ async def send(settings: Settings, to: str, text: str, *, reply_to: str, wait: b
         result = await room.send(recipients, text, reply_to=reply_to)
         if as_json:
             terminal.raw(to_json({"sent": result.id, "online": result.online,
-                                  "offline": result.offline, **({"durable": result.durable}
-                                  if result.durable is not None else {})}))
+                                  "offline": result.queued,
+                                  "not_queued": sorted([*result.not_held, *result.behind]),
+                                  **({"durable": result.durable}
+                                     if result.durable is not None else {})}))
         else:
             line = f"sent {result.id} to {', '.join(result.online) or 'nobody online'}"
-            if result.offline:
-                line += f"; offline, queued until they return: {', '.join(result.offline)}"
+            if result.queued:
+                line += f"; offline, queued until they return: {', '.join(result.queued)}"
+            if result.not_held:
+                line += (f"; NOT queued for {', '.join(result.not_held)} (away longer than the "
+                         f"log holds messages for them)")
+            if result.behind:
+                line += (f"; NOT queued for {', '.join(sorted(result.behind))} (too far behind: "
+                         f"BRIDGE_BACKLOG_MAX)")
             if result.durability():
                 line += f". {result.durability()}"
             terminal.raw(line)

@@ -78,7 +78,7 @@ def redirect(replies: list[Any]) -> RedisError | None:
                  if isinstance(reply, MovedError | AskError | TryAgainError)), None)
 
 
-CONFIRMED_AT = 4  # where ``attach`` put the count, after the send function's own reply
+CONFIRMED_AT = 7  # where ``attach`` put the count, after the send function's own reply
 
 
 def confirmed(reply: list[Any]) -> int | None:

@@ -42,6 +42,30 @@ class Keys:
         return f"{self.base}:cursor:{name}"
 
     @property
+    def cursor_prefix(self) -> str:
+        """Prefix of every cursor key; the send script appends a holder's name."""
+        return self.cursor("")
+
+    @property
+    def readers(self) -> str:
+        """ZSET: agent name -> until when (ms since epoch) the log holds its unread messages:
+        while it is present, and BRIDGE_AWAY_HOLD after (bridge.room.retention)."""
+        return f"{self.base}:readers"
+
+    @property
+    def unread(self) -> str:
+        """HASH: holder name -> "FIRST LAST FLOOR": the seqs of the first and the last message
+        named to it since it last had nothing unread, and up to where its own broadcasts show
+        it had read; field `*`: "NEED SEQ", the most any holder needed at SEQ
+        (bridge.room.retention)."""
+        return f"{self.base}:unread"
+
+    @property
+    def broadcasts(self) -> str:
+        """ZSET: "SEQ SENDER" -> SEQ, the broadcasts still in the log (bridge.room.retention)."""
+        return f"{self.base}:broadcasts"
+
+    @property
     def epoch(self) -> str:
         """STRING: a random id of this room log's life. A new one means the log was reset
         (a new, empty Redis at the same address; FLUSHALL): receivers then start over."""

@@ -98,6 +98,10 @@ class Presence:
     def cursor_ttl_ms(self) -> int:
         return int(self.settings.cursor_ttl * 1000)
 
+    @property
+    def away_ms(self) -> int:
+        return int(self.settings.away_hold * 1000)
+
     def _event(self, kind: str, name: str = "", **extra: str) -> str:
         if name:  # someone else's `left`: we know only the name
             event = Event(kind=kind, name=name, ts=int(time.time() * 1000), **extra)
@@ -162,8 +166,9 @@ class Presence:
         return await self._claim(ClaimCall(
             agent_key=self.keys.agent(self.name), agents_key=self.keys.agents,
             cursor_key=self.keys.cursor(self.name), log_key=self.keys.log,
-            epoch_key=self.keys.epoch, session=self.session, ttl_ms=self.ttl_ms,
-            name=self.name, cursor_ttl_ms=self.cursor_ttl_ms, events=self.keys.events,
+            epoch_key=self.keys.epoch, readers_key=self.keys.readers, session=self.session,
+            ttl_ms=self.ttl_ms, name=self.name, cursor_ttl_ms=self.cursor_ttl_ms,
+            away_ms=self.away_ms, events=self.keys.events,
             publish=self.publish, joined_event=self._announced("joined"),
             stale_session=stale_session, new_epoch=uuid.uuid4().hex, record=tuple(record)))
 
@@ -174,8 +179,9 @@ class Presence:
         """
         result = await self._heartbeat(HeartbeatCall(
             agent_key=self.keys.agent(self.name), agents_key=self.keys.agents,
-            cursor_key=self.keys.cursor(self.name), session=self.session, ttl_ms=self.ttl_ms,
-            name=self.name, cursor_ttl_ms=self.cursor_ttl_ms))
+            cursor_key=self.keys.cursor(self.name), readers_key=self.keys.readers,
+            session=self.session, ttl_ms=self.ttl_ms, name=self.name,
+            cursor_ttl_ms=self.cursor_ttl_ms, away_ms=self.away_ms))
         pruned = await self._prune(self._roster)
         await self._announce_left(pruned)
         return bool(result)
@@ -193,8 +199,9 @@ class Presence:
     async def leave(self) -> None:
         await self._leave(LeaveCall(
             agent_key=self.keys.agent(self.name), agents_key=self.keys.agents,
-            session=self.session, name=self.name, events=self.keys.events,
-            publish=self.publish, left_event=self._announced("left", reason="leave")))
+            readers_key=self.keys.readers, session=self.session, name=self.name,
+            away_ms=self.away_ms, events=self.keys.events, publish=self.publish,
+            left_event=self._announced("left", reason="leave")))
 
     async def set_status(self, status: str) -> None:
         self.status = status[:MAX_STATUS]

@@ -108,10 +108,12 @@ class ClaimCall(Call):
     cursor_key: str
     log_key: str
     epoch_key: str
+    readers_key: str
     session: str
     ttl_ms: int
     name: str
     cursor_ttl_ms: int
+    away_ms: int  # BRIDGE_AWAY_HOLD: the log holds our unread messages this long after we go
     events: str  # the events channel
     publish: str  # PUBLISH, or SPUBLISH on a cluster (bridge.room.cluster.publish_command)
     joined_event: str  # '' for a quiet join
@@ -142,6 +144,7 @@ redis.call('HSET', agent_key, 'last_seen', now, unpack(ARGV, nargs + 1))
 if fresh then redis.call('HSET', agent_key, 'joined_at', now) end
 redis.call('PEXPIRE', agent_key, ttl_ms)
 redis.call('ZADD', agents_key, now + tonumber(ttl_ms), name)
+redis.call('ZADD', readers_key, now + tonumber(ttl_ms) + tonumber(away_ms), name)
 local epoch = redis.call('GET', epoch_key)
 if not epoch then
   epoch = new_epoch
@@ -175,19 +178,23 @@ class HeartbeatCall(Call):
     agent_key: str
     agents_key: str
     cursor_key: str
+    readers_key: str
     session: str
     ttl_ms: int
     name: str
     cursor_ttl_ms: int
+    away_ms: int
 
 
 # The cursor lives as long as its agent is present, however quiet: an agent that receives
-# nothing for longer than BRIDGE_CURSOR_TTL must not become a stranger to its room.
+# nothing for longer than BRIDGE_CURSOR_TTL must not become a stranger to its room. So does
+# its hold on the log (bridge.room.retention), and for BRIDGE_AWAY_HOLD after.
 HEARTBEAT = Script("heartbeat", HeartbeatCall, """
 if redis.call('HGET', agent_key, 'session') ~= session then return 0 end
 redis.call('HSET', agent_key, 'last_seen', now)
 redis.call('PEXPIRE', agent_key, ttl_ms)
 redis.call('ZADD', agents_key, now + tonumber(ttl_ms), name)
+redis.call('ZADD', readers_key, now + tonumber(ttl_ms) + tonumber(away_ms), name)
 redis.call('PEXPIRE', cursor_key, cursor_ttl_ms)
 return 1
 """)
@@ -195,10 +202,13 @@ return 1
 
 @dataclass(frozen=True)
 class LeaveCall(Call):
+    HEAD: ClassVar[str] = NOW_MS
     agent_key: str
     agents_key: str
+    readers_key: str
     session: str
     name: str
+    away_ms: int
     events: str
     publish: str
     left_event: str  # '' for a quiet leave
@@ -208,6 +218,7 @@ LEAVE = Script("leave", LeaveCall, """
 if redis.call('HGET', agent_key, 'session') ~= session then return 0 end
 redis.call('DEL', agent_key)
 redis.call('ZREM', agents_key, name)
+redis.call('ZADD', readers_key, now + tonumber(away_ms), name)
 if left_event ~= '' then redis.call(publish, events, left_event) end
 return 1
 """)

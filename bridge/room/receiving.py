@@ -271,7 +271,9 @@ class Receiver:
         missing = int(first_seq) - 1 - self.last_seen.seq if first_seq.isdigit() else 0
         if missing <= 0:
             return
-        limits = f"BRIDGE_LOG_MAXLEN={self.settings.log_maxlen}"
+        limits = (f"BRIDGE_LOG_MAXLEN={self.settings.log_maxlen}, BRIDGE_LOG_HARD_MAXLEN="
+                  f"{self.settings.log_hard_maxlen}, "
+                  f"BRIDGE_AWAY_HOLD={self.settings.away_hold:g} s")
         if self.settings.log_max_age:
             limits += f", BRIDGE_LOG_MAX_AGE={self.settings.log_max_age:g} s"
         log.warning("messages_expired", missing=missing, cursor=str(self.last_seen))

@@ -1,5 +1,6 @@
-"""Sending: checking a message, the SEND script and its typed call (SendCall), reading its
-reply, and the errors for what it refuses (Sender). Retrying through an outage and batching
+"""Sending: the SEND script and its typed call (SendCall), and the Sender that calls it and
+reads its reply. What a send is checked for and told is bridge.room.send_checks; what the
+log keeps for its readers, bridge.room.retention. Retrying through an outage and batching
 the calls that overlap is bridge.room.batcher's: the Sender is given its ``call``."""
 
 from __future__ import annotations
@@ -14,38 +15,16 @@ from typing import Any, ClassVar
 from bridge.errors import MessageRejected
 from bridge.room.cluster import publish_command
 from bridge.room.durability import confirmed
-from bridge.room.envelope import BROADCAST, Envelope, parse_id
-from bridge.room.keys import NAME_PATTERN, Keys
+from bridge.room.envelope import Envelope
+from bridge.room.keys import Keys
 from bridge.room.lua import NOW_MS, TAIL, Call, Script
+from bridge.room.retention import LUA as RETENTION
+from bridge.room.retention import CapWatch, backlogged, pairs
+from bridge.room.send_checks import SendResult, check_message, future_log, rate_limited
 from bridge.room.signing import Signer
 from bridge.settings import Settings
 
-
-@dataclass(frozen=True)
-class SendResult:
-    id: str
-    online: list[str]
-    offline: list[str]
-    replicas: int | None = None  # replicas that confirmed it (BRIDGE_MIN_REPLICAS); None: not asked
-    wanted: int = 0  # BRIDGE_MIN_REPLICAS
-    waited: float = 0.0  # BRIDGE_MIN_REPLICAS_TIMEOUT
-
-    @property
-    def durable(self) -> bool | None:
-        return None if self.replicas is None else self.replicas >= self.wanted
-
-    def durability(self) -> str:
-        """A sentence on whether the message survives a failover ('' when not asked). Not
-        durable is no failure: the message is logged and will be delivered, and sending it
-        again would deliver it twice, so it is said as a caveat, not an error."""
-        if self.replicas is None:
-            return ""
-        if self.durable:
-            return f"Durable: {self.replicas} replica(s) have it."
-        return (f"Logged and will be delivered, but NOT known to be durable: {self.replicas} "
-                f"of the {self.wanted} replica(s) asked for (BRIDGE_MIN_REPLICAS) confirmed it "
-                f"within {self.waited:g} s, so a Redis failover now could lose it. Do not send "
-                f"it again (it would arrive twice).")
+__all__ = ["SEND", "SendCall", "SendResult", "Sender", "check_message"]
 
 
 @dataclass  # (not frozen: a frozen init of 21 fields cost 4 us a send)
@@ -60,7 +39,13 @@ class SendCall(Call):
     seq_key: str
     dedupe_key: str  # makes a retried send return the first attempt's id
     rate_key: str  # the sender's rate bucket
+    readers_key: str  # who holds the log (bridge.room.retention)
+    unread_key: str  # what each of them still needs
+    broadcasts_key: str  # the broadcasts in the log
     maxlen: int
+    hard_maxlen: int
+    backlog_max: int
+    cursor_prefix: str  # a holder's cursor key is this and its name
     sender: str
     to: str
     text: str
@@ -87,8 +72,11 @@ class SendCall(Call):
         return cls(
             log_key=room.log, agents_key=room.agents, seq_key=room.seq,
             dedupe_key=keys.sent(envelope.sender, os.urandom(16).hex()),
-            rate_key=keys.rate(envelope.sender),
-            maxlen=settings.log_maxlen, sender=envelope.sender, to=envelope.to_text(),
+            rate_key=keys.rate(envelope.sender), readers_key=room.readers,
+            unread_key=room.unread, broadcasts_key=room.broadcasts,
+            maxlen=settings.log_maxlen, hard_maxlen=settings.log_hard_maxlen,
+            backlog_max=settings.backlog_max, cursor_prefix=room.cursor_prefix,
+            sender=envelope.sender, to=envelope.to_text(),
             text=envelope.text, reply_to=envelope.reply_to, kind=envelope.kind,
             ts=str(envelope.ts), payload_tail=envelope.payload_tail(),
             broadcast=room.broadcast if envelope.is_broadcast else "",
@@ -115,6 +103,10 @@ class _RoomArgs:
     log: str
     agents: str
     seq: str
+    readers: str
+    unread: str
+    broadcasts: str
+    cursor_prefix: str
     broadcast: str
     publish: str
     max_age_ms: int | str
@@ -125,6 +117,8 @@ class _RoomArgs:
 def _room_args_of(room: str, url: str | None, max_age: float, rate: float) -> _RoomArgs:
     keys = Keys(room)
     return _RoomArgs(keys=keys, log=keys.log, agents=keys.agents, seq=keys.seq,
+                     readers=keys.readers, unread=keys.unread, broadcasts=keys.broadcasts,
+                     cursor_prefix=keys.cursor_prefix,
                      broadcast=keys.broadcast, publish=publish_command(url),
                      max_age_ms=int(max_age * 1000) if max_age else "", rate=repr(rate))
 
@@ -133,34 +127,92 @@ def _room_args(settings: Settings) -> _RoomArgs:
     return _room_args_of(settings.room, settings.redis_url, settings.log_max_age, settings.rate)
 
 
-# Returns {'ok', id, online names, offline names}; {'unknown', names} when a named recipient
-# has never been in the room; {'rate', ms to wait}; {'future', id} (see below).
+# Returns {'ok', id, online, queued, not held, behind, capped} (names; behind and capped as
+# {name, count, ...}: see bridge.room.retention); {'unknown', names} when a named recipient
+# has never been in the room; {'behind', {name, lag, ...}} when one is too far behind;
+# {'rate', ms to wait}; {'future', id} (see below).
 # The rate limit is a token bucket per sender name kept here, in Redis, rather than in the
 # sender's process: it then holds across every process that sends under that name (a shell
 # loop of `bridge send --as`, a restarted agent) and runs on Redis' clock. It is refused
 # before anything is written, and a refused send takes no token.
-SEND = Script("send", SendCall, """
+SEND = Script("send", SendCall, RETENTION + """
 local prior = redis.call('GET', dedupe_key)
 if prior then
   -- a write, so that a WAIT after this retry waits for the first attempt's entry too
   redis.call('PEXPIRE', dedupe_key, dedupe_ttl_ms)
-  return {'ok', prior, {}, {}}
+  return {'ok', prior, {}, {}, {}, {}, {}}
 end
-local online, offline, unknown = {}, {}, {}
+local online, queued, unheld, unknown, behind = {}, {}, {}, {}, {}
 local n = (#KEYS - nkeys) / 2
+local xlen = redis.call('XLEN', log_key)
+-- the entry before this one (any entry, also one added by hand): a receiver whose last read
+-- entry it is knows that nothing lies in between (bridge.room.wakeup)
+local last = redis.call('XREVRANGE', log_key, '+', '-', 'COUNT', 1)[1]
+local prev, seq_now = last and last[1] or '0-0', nil
+for i = 1, last and #last[2] or 0, 2 do
+  if last[2][i] == 'seq' then seq_now = tonumber(last[2][i + 1]) end
+end
+seq_now = seq_now or tonumber(redis.call('GET', seq_key)) or 0
+-- lags are worked out only if someone may be that far behind (bridge.room.retention)
+local check = maybe_behind(seq_now, xlen)
+local marks, floor = {}, nil  -- what the recipients' and the sender's unread become
 if broadcast ~= '' then
+  local late = {}
+  if check then
+    local names, seqs, unread = holders(sender)
+    for i, name in ipairs(names) do
+      local lag = math.min(need_of(name, seqs[i], unread[i], seq_now), xlen)
+      if lag >= BOUND then late[name] = lag end
+    end
+  end
+  local here = {}
   for _, name in ipairs(redis.call('ZRANGEBYSCORE', agents_key, now, '+inf')) do
-    if name ~= sender then online[#online + 1] = name end
+    if name ~= sender then here[name] = true end
+  end
+  for _, name in ipairs(redis.call('ZRANGEBYSCORE', readers_key, '(' .. now, '+inf')) do
+    if late[name] then
+      behind[#behind + 1] = name
+      behind[#behind + 1] = late[name]
+    elseif name ~= sender and not here[name] then
+      queued[#queued + 1] = name
+    end
+  end
+  for name in pairs(here) do
+    if not late[name] then online[#online + 1] = name end
+  end
+  -- a broadcaster does not read its own: if it had read all before, it has read up to here
+  -- (the sender is present, so it holds the log if it has a cursor)
+  local c = seq_of(redis.call('GET', cursor_prefix .. sender))
+  if c then
+    local unread = redis.call('HGET', unread_key, sender)
+    if not unread_from(sender, c, unread) then
+      local named_first, named_last = fields_of(unread)
+      floor = named_first .. ' ' .. named_last
+    end
   end
 else
   for i = 1, n do
     local name = ARGV[nargs + 2 * i - 1]
-    if redis.call('EXISTS', KEYS[nkeys + 2 * i - 1]) == 1 then online[#online + 1] = name
-    elseif redis.call('EXISTS', KEYS[nkeys + 2 * i]) == 1 then offline[#offline + 1] = name
+    local c = seq_of(redis.call('GET', KEYS[nkeys + 2 * i]))
+    local present = redis.call('EXISTS', KEYS[nkeys + 2 * i - 1]) == 1
+    local held = c and (present or holds(name))  -- (a present agent holds the log)
+    if held then
+      local unread = redis.call('HGET', unread_key, name)
+      local lag = check and math.min(need_of(name, c, unread, seq_now), xlen) or 0
+      if lag >= BOUND then
+        behind[#behind + 1] = name
+        behind[#behind + 1] = lag
+      end
+      marks[#marks + 1] = {name, c, unread}
+    end
+    if present then online[#online + 1] = name
+    elseif held then queued[#queued + 1] = name
+    elseif c then unheld[#unheld + 1] = name
     else unknown[#unknown + 1] = name end
   end
 end
 if #unknown > 0 then return {'unknown', unknown} end
+if #behind > 0 and broadcast == '' then return {'behind', behind} end
 local rate, burst = tonumber(rate), tonumber(burst)
 if rate > 0 then
   local bucket = redis.call('HMGET', rate_key, 'tokens', 'at')
@@ -173,10 +225,6 @@ if rate > 0 then
   -- kept only until the bucket would be full again: an idle sender leaves nothing behind
   redis.call('PEXPIRE', rate_key, math.ceil(burst * 1000 / rate) + 1000)
 end
--- the entry before this one (any entry, also one added by hand): a receiver whose last read
--- entry it is knows that nothing lies in between (bridge.room.wakeup)
-local last = redis.call('XREVRANGE', log_key, '+', '-', 'COUNT', 1)
-local prev = last[1] and last[1][1] or '0-0'
 local seq = redis.call('INCR', seq_key)
 local fields = {'from', sender, 'to', to, 'text', text, 'reply_to', reply_to,
   'kind', kind, 'ts', ts, 'seq', seq}
@@ -184,7 +232,8 @@ if sig ~= '' then
   fields[#fields + 1] = 'sig'
   fields[#fields + 1] = sig
 end
-local id = redis.call('XADD', log_key, 'MAXLEN', '~', maxlen, '*', unpack(fields))
+-- no MAXLEN: trim() keeps what the holders have not read (bridge.room.retention)
+local id = redis.call('XADD', log_key, '*', unpack(fields))
 -- An entry added by hand with a future id makes the log hand out ids from that time on, and
 -- receivers then drop every signed message as a replay: refuse, and leave no trace.
 if replay_window_ms ~= ''
@@ -193,9 +242,23 @@ if replay_window_ms ~= ''
   redis.call('DECR', seq_key)
   return {'future', id}
 end
+-- what the holders now have unread (bridge.room.retention)
+if broadcast ~= '' then
+  redis.call('ZADD', broadcasts_key, seq, seq .. ' ' .. sender)
+  newest = seq
+  if floor then redis.call('HSET', unread_key, sender, floor .. ' ' .. seq) end
+elseif #marks > 0 then
+  local writes = {}
+  for _, m in ipairs(marks) do
+    writes[#writes + 1] = m[1]
+    writes[#writes + 1] = named_to(m[2], m[3], seq)
+  end
+  redis.call('HSET', unread_key, unpack(writes))
+end
 if max_age_ms ~= '' then
   redis.call('XTRIM', log_key, 'MINID', '~', now - tonumber(max_age_ms))
 end
+local capped = trim(seq, xlen + 1)
 redis.call('SET', dedupe_key, id, 'PX', dedupe_ttl_ms)
 -- the whole entry, seq and prev too: a receiver with the room secret may deliver it from here
 local payload = '{"id":"' .. id .. '","seq":"' .. seq .. '","prev":"' .. prev .. '",'
@@ -205,7 +268,7 @@ if broadcast ~= '' then
 else
   for i = 1, n do redis.call(publish, ARGV[nargs + 2 * i], payload) end
 end
-return {'ok', id, online, offline}
+return {'ok', id, online, queued, unheld, behind, capped}
 """)
 
 SCRIPTS = (SEND,)
@@ -222,6 +285,7 @@ class Sender:
         self.signer = signer
         self.call = call
         self.who_is_here = who_is_here
+        self.cap_watch = CapWatch(settings)
 
     async def send(self, to: str | list[str], text: str, reply_to: str = "") -> SendResult:
         """Log and publish one message. Retries through a Redis outage for up to
@@ -239,82 +303,17 @@ class Sender:
                 f"room {self.settings.room!r}. {await self.who_is_here()} "
                 f"Nothing was sent; check the name with list_participants and send again."
             )
+        if reply[0] == b"behind":
+            raise backlogged(self.settings, pairs(reply[1]))
         if reply[0] == b"rate":
             raise rate_limited(self.settings, reply[1])
         if reply[0] == b"future":
             raise future_log(self.settings, reply[1])
+        self.cap_watch.saw(pairs(reply[6]))
         return SendResult(
-            id=reply[1].decode(),
-            online=sorted(n.decode() for n in reply[2]),
-            offline=sorted(n.decode() for n in reply[3]),
+            id=reply[1].decode(), online=sorted(n.decode() for n in reply[2]),
+            queued=sorted(n.decode() for n in reply[3]),
+            not_held=sorted(n.decode() for n in reply[4]), behind=pairs(reply[5]),
             replicas=confirmed(reply), wanted=self.settings.min_replicas,
             waited=self.settings.min_replicas_timeout,
         )
-
-
-def check_message(settings: Settings, to: str | list[str], text: str,
-                  reply_to: str) -> tuple[str, ...]:
-    """The recipients, de-duplicated; or MessageRejected with what to do instead."""
-    if not isinstance(text, str) or not text.strip():
-        raise MessageRejected("the message text is empty; write something to send")
-    try:
-        size = len(text.encode("utf-8"))
-    except UnicodeEncodeError as e:  # a lone surrogate ("\ud800") survives JSON, not UTF-8
-        raise MessageRejected(
-            f"the message text is not valid Unicode (a lone surrogate at character "
-            f"{e.start}); send plain UTF-8 text"
-        ) from e
-    if size > settings.max_bytes:
-        raise MessageRejected(
-            f"the message is {size} bytes, over the limit of {settings.max_bytes} "
-            f"(--max-bytes / BRIDGE_MAX_BYTES). Send it in parts, or write it to a file "
-            f"you both can read and send the path."
-        )
-    if reply_to:
-        try:
-            parse_id(reply_to)
-        except ValueError as e:
-            raise MessageRejected(
-                f"reply_to {reply_to!r:.40} is not a message id; use the message_id of "
-                f"the message you answer (like 1732400000000-0), or leave it out"
-            ) from e
-    names = [to] if isinstance(to, str) else list(to)
-    if names == [BROADCAST]:
-        return (BROADCAST,)
-    if not names:
-        raise MessageRejected("no recipient given; use a name, a list of names, or '*'")
-    if len(names) > settings.max_recipients:
-        raise MessageRejected(
-            f"{len(names)} recipients is over the limit of {settings.max_recipients} "
-            f"(BRIDGE_MAX_RECIPIENTS); use '*' to reach everyone in the room, or send it "
-            f"in several messages"
-        )
-    bad = [n for n in names if not isinstance(n, str) or not NAME_PATTERN.match(n)]
-    if bad:
-        raise MessageRejected(
-            f"not a valid agent name: {bad[0]!r:.40}. Names are 1-32 of a-z 0-9 _ . - "
-            f"(use '*' alone for everyone)"
-        )
-    if settings.name in names:
-        raise MessageRejected(f"you are {settings.name}; send to another agent, not yourself")
-    return tuple(dict.fromkeys(names))
-
-
-def future_log(settings: Settings, entry_id: bytes) -> MessageRejected:
-    """The error for a send refused because the log's ids run ahead of Redis' clock."""
-    return MessageRejected(
-        f"the message was NOT sent: room {settings.room!r}'s log would have given it the id "
-        f"{entry_id.decode()}, dated in the future, so every receiver would drop it as a "
-        f"replay. Someone added an entry with a future id to the log by hand. An operator "
-        f"must reset the room's log (README, Security: 'A log dated in the future')."
-    )
-
-
-def rate_limited(settings: Settings, retry_ms: bytes) -> MessageRejected:
-    """The error for a send the rate limit refused (nothing was logged)."""
-    retry = max(int(retry_ms), 1) / 1000
-    return MessageRejected(
-        f"rate limit: {settings.name} may send {settings.rate:g} messages per second, in "
-        f"bursts of up to {settings.burst} (BRIDGE_RATE / BRIDGE_BURST). This message was "
-        f"NOT sent; send it again in {retry:.3g} s or later."
-    )

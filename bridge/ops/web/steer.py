@@ -69,4 +69,5 @@ async def _send(settings: Settings, to: str | list[str], text: str,
         raise Refused(409, str(e)) from None
     except BridgeError as e:  # an unknown recipient, a text too large, ...
         raise Refused(400, str(e)) from None
-    return {"sent": result.id, "online": result.online, "offline": result.offline}
+    return {"sent": result.id, "online": result.online, "offline": result.queued,
+            "not_queued": sorted([*result.not_held, *result.behind])}

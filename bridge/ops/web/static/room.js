@@ -270,7 +270,9 @@ async function send(event) {
     const data = await api(BASE + "/send", {method: "POST", body: JSON.stringify(body),
       headers: {"Content-Type": "application/json", "Authorization": "Bearer " + state.token}});
     result.textContent = "sent " + data.sent + " to " + (data.online.join(", ") || "nobody online") +
-      (data.offline.length ? "; queued for " + data.offline.join(", ") : "");
+      (data.offline.length ? "; queued for " + data.offline.join(", ") : "") +
+      (data.not_queued && data.not_queued.length ?
+        "; NOT queued for " + data.not_queued.join(", ") : "");
     $("send-text").value = "";
     clearReply();
   } catch (e) {
