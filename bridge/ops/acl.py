@@ -275,4 +275,4 @@ async def _subscribe(client: Redis, channel: str) -> None:
                 return
         raise RedisError(f"no reply to SUBSCRIBE {channel}")
     finally:
-        await pubsub.aclose()  # type: ignore[no-untyped-call]
+        await pubsub.aclose()  # type: ignore[no-untyped-call, unused-ignore]
