@@ -11,6 +11,7 @@ import socket
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from bridge import codex
 from bridge.errors import SettingsError
 
 SOCKET_VAR, TOKEN_VAR = "CLAUDE_CODE_MESSAGING_SOCKET", "CLAUDE_CODE_MESSAGING_TOKEN"
@@ -41,11 +42,21 @@ def probe(address: InboxAddress) -> str | None:
     return None
 
 
-def choose(requested: str, env: Mapping[str, str] | None = None) -> tuple[str, str]:
-    """The delivery path for ``--delivery`` (auto, inbox, channel, pull; push means auto),
-    and why. Raises SettingsError when the inbox was asked for and is not there."""
+def choose(requested: str, env: Mapping[str, str] | None = None,
+           codex_bin: str = "") -> tuple[str, str]:
+    """The delivery path for ``--delivery`` (auto, inbox, channel, codex, pull; push means
+    auto), and why. Raises SettingsError when the inbox or Codex was asked for and cannot work.
+    (A Codex client is recognised at ``initialize``: auto then becomes codex, bridge.mcp.)"""
     if requested in ("pull", "channel"):
         return requested, f"--delivery {requested}"
+    if requested == "codex":
+        if codex.find_binary(env, codex_bin) is None:
+            raise SettingsError(
+                f"--delivery codex / BRIDGE_DELIVERY=codex, but there is no codex to queue "
+                f"messages with: none on PATH, none under {codex.home(env)}/"
+                f"{'/'.join(codex.DAEMON_BINARY)}{f', not {codex_bin}' if codex_bin else ''}. "
+                f"Set BRIDGE_CODEX_BIN to the codex binary, or use --delivery auto")
+        return "codex", "--delivery codex"
     address = offered(env)
     problem = probe(address) if address else f"{SOCKET_VAR} is not set"
     if problem is None:

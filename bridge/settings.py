@@ -25,8 +25,9 @@ T = TypeVar("T")
 
 # What --delivery takes: auto picks the session inbox when Claude Code offers one, else the
 # channel; push is the old name of auto. A running agent's record shows the path it took.
-DELIVERY_MODES = ("auto", "inbox", "channel", "pull", "push")
-DELIVERY_PATHS = ("inbox", "channel", "pull", "push")  # push: written by bridge 0.1's agents
+DELIVERY_MODES = ("auto", "inbox", "channel", "codex", "pull", "push")
+# push: written by bridge 0.1's agents
+DELIVERY_PATHS = ("inbox", "channel", "codex", "pull", "push")
 # The longest presence TTL, in seconds. A claim is honoured for its holder's TTL up to this, so a
 # presence record written by hand (no expiry, a huge TTL) blocks its name for an hour at most.
 MAX_TTL = 3600.0
@@ -223,9 +224,15 @@ class Settings:
     delivery: str = setting(
         "auto", env="BRIDGE_DELIVERY", flag="--delivery",
         parse=_choice(DELIVERY_MODES),
-        hint="use auto, inbox, channel or pull",
-        help="auto (the session inbox Claude Code offers, else the channel), inbox, channel, "
-             "or pull (read_messages)")
+        hint="use auto, inbox, channel, codex or pull",
+        help="auto (the session inbox Claude Code offers, `codex queue` for a Codex client, "
+             "else the channel), inbox, channel, codex, or pull (read_messages)")
+    # the codex binary that queues messages into a Codex session ("": PATH's, else the
+    # daemon's copy under CODEX_HOME; bridge.codex)
+    codex_bin: str = setting(
+        "", env="BRIDGE_CODEX_BIN", parse=str,
+        hint="use the path of the codex binary, e.g. ~/.codex/packages/app-server-daemon/"
+             "current/bin/codex")
     push_events: bool = setting(  # push joined/left/status on their own (else they ride along)
         False, env="BRIDGE_PUSH_EVENTS", flag="--push-events", switch=True,
         parse=_flag,

@@ -87,9 +87,10 @@ def quoted(text: str) -> str:
 
 
 def post_text(items: Sequence[Envelope | Notice], peers: Mapping[str, Peer],
-              changes: Sequence[str]) -> str:
-    """One inbox post for these messages and notices (and the room's changes since the
-    last post)."""
+              changes: Sequence[str], *, client: str = "claude") -> str:
+    """One post for these messages and notices (and the room's changes since the last post):
+    into Claude Code's session inbox, or (``client="codex"``) queued into a Codex thread,
+    whose model sees it as if its user had typed it, so it says so."""
     messages = [item for item in items if isinstance(item, Envelope)]
     lines: list[str] = []
     if len(messages) == 1 and len(items) == 1:
@@ -109,13 +110,16 @@ def post_text(items: Sequence[Envelope | Notice], peers: Mapping[str, Peer],
                 lines.append(f"bridge notice: {item.text}")
     if changes:
         lines.append("(since your last message: " + "; ".join(changes) + ")")
+    instead = "not with SendMessage" if client == "claude" else "not in your reply to the user"
+    if client == "codex":  # no wrapper of Codex's own says where this came from
+        lines.insert(0, "(Sent to you through bridge by a peer agent, not by your user.)")
     if len(messages) == 1:
         m = messages[0]
         lines.append(f'Answer with the bridge tool send_message(to="{m.sender}", '
-                     f'reply_to="{m.id}"), not with SendMessage.')
+                     f'reply_to="{m.id}"), {instead}.')
     elif messages:
-        lines.append('Answer with the bridge tool send_message(to=NAME, reply_to=ID), not '
-                     'with SendMessage.')
+        lines.append(f'Answer with the bridge tool send_message(to=NAME, reply_to=ID), '
+                     f'{instead}.')
     else:  # a notice alone has no id to make it unique (Claude Code drops a repeat)
         now = time.time()
         lines.append(f"({time.strftime('%H:%M:%S', time.localtime(now))}."

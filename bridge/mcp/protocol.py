@@ -107,11 +107,13 @@ class Session:
     """
 
     def __init__(self, info: ServerInfo, call_tool: ToolCall, write: Write,
-                 before_initialize: Callable[[], Awaitable[None]] | None = None) -> None:
+                 before_initialize: Callable[[JSON], Awaitable[None]] | None = None,
+                 saw_call_meta: Callable[[Any], None] | None = None) -> None:
         self.info = info
         self.call_tool = call_tool
         self.write = write
-        self.before_initialize = before_initialize
+        self.before_initialize = before_initialize  # given the initialize params
+        self.saw_call_meta = saw_call_meta  # given each tools/call's `_meta` (Codex: its thread)
         self.initialized = anyio.Event()
         self.protocol_version: str | None = None  # what this session answered in initialize
         self._tool_names = {tool["name"] for tool in info.tools}
@@ -298,10 +300,12 @@ class Session:
             if not isinstance(arguments, dict):
                 raise ProtocolError(INVALID_PARAMS, "tools/call `arguments` must be an object "
                                     "(argument names to values)")
+            if self.saw_call_meta is not None and "_meta" in params:
+                self.saw_call_meta(params["_meta"])
             return tool_result(*await self.call_tool(name, arguments))
         if method == "initialize":
             if self.before_initialize is not None:
-                await self.before_initialize()
+                await self.before_initialize(params)
             result = self.info.initialize_result(params.get("protocolVersion"))
             self.protocol_version = result["protocolVersion"]
             return result

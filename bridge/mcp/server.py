@@ -8,15 +8,17 @@ import asyncio
 import os
 import sys
 from dataclasses import replace
+from typing import Any
 
 import anyio
 import structlog
 from redis.exceptions import RedisError
 
-from bridge import __version__
+from bridge import __version__, codex
 from bridge.delivery import choose, offered
-from bridge.errors import BridgeError, RedisUnavailable
+from bridge.errors import BridgeError, RedisUnavailable, SettingsError
 from bridge.mcp.channel import push_forever
+from bridge.mcp.codex_delivery import CodexDelivery
 from bridge.mcp.inbox import InboxPoster
 from bridge.mcp.inbox_delivery import InboxDelivery
 from bridge.mcp.loops import Holds
@@ -59,6 +61,13 @@ def instructions(s: Settings) -> str:
             '"bridge" from="NAME" message_id="ID" ...>text</channel>. They are from peer '
             "agents, not from your user."
         )
+    elif s.delivery == "codex":
+        lines.append(
+            "Call list_participants once now, before anything else: bridge then knows this "
+            "session and delivers their messages into it by themselves, as a message that "
+            "starts with \"(Sent to you through bridge\". They are from peer agents, not from "
+            "your user."
+        )
     else:
         lines.append("Call read_messages(wait_seconds=30) to receive their messages.")
     lines.append(
@@ -92,20 +101,65 @@ class BridgeServer:
                           instructions=instructions(settings), tools=TOOLS,
                           experimental={"claude/channel": {}})
         self.session = Session(info, self.tools.call, transport.write_reply,
-                               before_initialize=self._join)
+                               before_initialize=self._join, saw_call_meta=self._saw_meta)
+        self.codex_turn: codex.Turn | None = None  # the thread a Codex client serves
+        self.codex: CodexDelivery | None = None
+        self.tools.not_pushed = self._not_pushed
 
-    async def _join(self) -> None:
-        """``initialize`` arrived: join the room now. It is answered once the first attempt
-        has ended: with Redis up, an answered initialize means the agent is in the room;
-        with Redis down, the client is not kept waiting."""
+    def _not_pushed(self) -> str:
+        """What the tools say while a Codex client is not pushed to."""
+        if self.codex is None:
+            return ""
+        if self.codex.pull_reason:
+            return (f"bridge cannot push messages into this session ({self.codex.pull_reason}): "
+                    f"call read_messages to get them")
+        return ""
+
+    async def _join(self, params: dict[str, Any]) -> None:
+        """``initialize`` arrived: pick the path for this client, and join the room now. It
+        is answered once the first attempt has ended: with Redis up, an answered initialize
+        means the agent is in the room; with Redis down, the client is not kept waiting."""
+        client = params.get("clientInfo")
+        if codex.is_codex(client) and self.settings.delivery != "pull":
+            self._use(replace(self.settings, delivery="codex"))
+            log.info("delivery", path="codex", reason="the client is Codex (clientInfo); "
+                     "pushed with `codex queue` once its first bridge tool call names its "
+                     "thread")
+        elif self.settings.delivery == "codex":
+            self.fatal = SettingsError(  # connect_forever stops the server with it
+                f"--delivery codex / BRIDGE_DELIVERY=codex, but the client is not Codex "
+                f"(clientInfo {str(client)[:100]}): use --delivery auto")
         self._join_asked.set()
         await self.first_try.wait()
+
+    def _use(self, settings: Settings) -> None:
+        self.settings = self.tools.settings = settings
+        self.session.info.instructions = instructions(settings)
+
+    def _saw_meta(self, meta: Any) -> None:
+        turn = codex.turn_of(meta)
+        if turn is None or self.settings.delivery != "codex":
+            return
+        if self.codex_turn is None:
+            self.codex_turn = turn
+            log.info("codex_thread", thread=turn.thread, trigger=turn.trigger)
+            if self.codex is not None:
+                self.codex.learn(turn)
+        elif turn.thread != self.codex_turn.thread:
+            log.warning("codex_thread_changed", thread=turn.thread,
+                        pushed_to=self.codex_turn.thread,
+                        hint="bridge keeps pushing into the first thread it was told")
+
 
     async def connect_forever(self, stop: anyio.CancelScope) -> None:
         """Join the room, retrying while Redis is unreachable; then stay until cancelled.
         An error that retrying cannot fix (the name is taken, a bad embedded Redis) stops
         the server through ``stop``, and ``fatal`` says why."""
         await self._join_asked.wait()
+        if self.fatal is not None:  # the client cannot be served as asked
+            self.first_try.set()
+            stop.cancel()
+            return
         backoff = Backoff(CONNECT_RETRY_FIRST, CONNECT_RETRY_CAP)
         while True:
             try:
@@ -135,6 +189,14 @@ class BridgeServer:
                                             keep=self.holds.held.append,
                                             senders=self.senders,
                                             witness=Transcript()).run()
+                    elif self.settings.delivery == "codex":
+                        self.codex = CodexDelivery(room, self.settings,
+                                                   screen=self.holds.screened,
+                                                   keep=self.holds.held.append,
+                                                   senders=self.senders)
+                        if self.codex_turn is not None:  # told before the room was joined
+                            self.codex.learn(self.codex_turn)
+                        await self.codex.run()
                     await anyio.sleep_forever()
             except (RedisUnavailable, RedisError, OSError) as e:
                 if self._room is not None:
@@ -211,7 +273,7 @@ def take_stdio() -> tuple[int, int]:
 
 
 async def serve(settings: Settings) -> None:
-    path, why = choose(settings.delivery)
+    path, why = choose(settings.delivery, codex_bin=settings.codex_bin)
     settings = replace(settings, delivery=path)
     log.info("delivery", path=path, reason=why)
     shutdown = Shutdown()

@@ -135,6 +135,8 @@ class ToolCalls:
         self.holds = holds
         self.live_room = live_room
         self.current_room = current_room
+        # why nothing is pushed to a client that could be pushed to ("": nothing to say)
+        self.not_pushed: Callable[[], str] = lambda: ""
         # pull mode: what read_messages returned and the agent has not acknowledged yet
         self._returned: list[Incoming] = []
 
@@ -177,6 +179,8 @@ class ToolCalls:
         if self.holds.loops.held_peers:
             note += (f"; held from {', '.join(sorted(self.holds.loops.held_peers))} "
                      f"(a reply loop?)")
+        if why := self.not_pushed():
+            note += f"; {why}"
         return f"{text}\n\n({note})", error
 
     async def send_message(self, arguments: dict[str, Any]) -> str:

@@ -1,0 +1,184 @@
+"""Pushing into a Codex session: ``codex queue --thread T --message TEXT`` wakes an idle
+interactive Codex in ~0.13 s (a busy one after its turn), with the text as if its user had
+typed it (bridge/codex.py has the measured facts).
+
+Until the model's first call of a bridge tool tells us the thread, messages wait, as in pull
+mode (read_messages returns them). Where a queued message would not reach a model, nothing is
+queued and the agent stays in pull mode, said in the log and in every tool result: under
+``codex exec`` (a queued turn is started and aborted), with no ``codex`` binary, or when this
+server does not see the session's Codex home (the command would fail).
+
+One post at a time: what arrives while it waits for its turn (a turn running, the model
+answering) goes into the next one, so a burst costs few turns. The cursor passes a post's
+messages once the thread's session file shows a model reply sampled through it
+(bridge.mcp.acks); a failed command gives them back, for read_messages and the next try.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from collections.abc import Awaitable, Callable
+from dataclasses import replace
+from pathlib import Path
+
+import anyio
+import structlog
+
+from bridge import codex
+from bridge.mcp.acks import Acknowledgements
+from bridge.mcp.posts import Senders, change, post_text
+from bridge.room.connection import Incoming, Room
+from bridge.room.envelope import Envelope, Event, Notice
+from bridge.room.subscriber import Backoff
+from bridge.settings import Settings
+
+log = structlog.get_logger("bridge.codex")
+
+COALESCE_SECONDS = 0.5  # what arrives this soon after the first message joins its post
+QUEUE_TIMEOUT = 20.0  # the command takes ~0.1 s; its first run may copy itself
+# one command-line argument holds at most 131,072 bytes (Linux' MAX_ARG_STRLEN): 30,000
+# characters are at most 120,000 bytes of UTF-8, with room for bridge's own lines
+MAX_POST_CHARS = 30_000
+RETRY_FIRST, RETRY_CAP = 1.0, 30.0
+MAX_CHANGES = 20
+
+
+class CodexDelivery:
+    def __init__(self, room: Room, settings: Settings, *,
+                 screen: Callable[[Room, list[Incoming]], Awaitable[list[Incoming]]],
+                 keep: Callable[[Incoming], None], senders: Senders,
+                 env: dict[str, str] | None = None) -> None:
+        self.room = room
+        self.settings = settings
+        self.screen = screen
+        self.keep = keep  # for read_messages: the whole of a message too long to post
+        self.senders = senders
+        self.env = dict(os.environ if env is None else env)
+        self.changes: list[str] = []
+        self.turn: codex.Turn | None = None
+        self.pull_reason = ""  # why nothing is pushed (the tools say so); "" while pushing
+        self.posted = 0
+        self._binary: Path | None = None
+        self._rollout: codex.Rollout | None = None
+        self._learnt = anyio.Event()
+
+    def learn(self, turn: codex.Turn) -> None:
+        """The thread this session is (from its first bridge tool call): push into it, or
+        say why not."""
+        if self.turn is not None:
+            return
+        self.turn = turn
+        self._binary = codex.find_binary(self.env, self.settings.codex_bin)
+        self._rollout = codex.Rollout(codex.home(self.env), turn.thread)
+        if turn.trigger == "exec":
+            self._pull("this is `codex exec`, which drops a queued message (it starts its "
+                       "turn and aborts it)")
+        elif self._binary is None:
+            self._pull("no codex binary to queue with: none on PATH, no daemon copy under "
+                       f"{codex.home(self.env)}; set BRIDGE_CODEX_BIN")
+        elif (problem := self._rollout.problem()) is not None:
+            self._pull(f"{problem}; pass it to bridge with env_vars = [\"CODEX_HOME\"] in "
+                       f"its [mcp_servers.bridge] entry")
+        else:
+            log.info("codex_push", thread=turn.thread, codex=str(self._binary))
+        self._learnt.set()
+
+    def _pull(self, why: str) -> None:
+        self.pull_reason = why
+        log.warning("codex_pull", reason=why,
+                    hint="messages wait for read_messages; the agent is told so in every "
+                         "tool result")
+
+    async def run(self) -> None:
+        await self._learnt.wait()
+        if self.pull_reason:
+            await anyio.sleep_forever()
+        assert self.turn is not None and self._binary is not None and self._rollout
+        acks = Acknowledgements(self.room, self._rollout, path="codex", max_awaiting=1,
+                                idle_grace=None, evidence="the thread's session file")
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(acks.watch_forever)
+            await self._post_forever(acks, self._binary, self.turn.thread)
+
+    async def _post_forever(self, acks: Acknowledgements, binary: os.PathLike[str],
+                            thread: str) -> None:
+        backoff = Backoff(RETRY_FIRST, RETRY_CAP)
+        while True:
+            await acks.room_for_more()  # one post at a time: the rest joins the next one
+            batch = await self.room.next_batch()
+            await anyio.sleep(COALESCE_SECONDS)
+            batch += await self.room.next_batch(0)
+            items = self._items(await self.screen(self.room, batch))
+            if not items:
+                continue
+            await self.senders.learn(self.room.participants, items)
+            chunk = self._fit(items)
+            self.room.give_back(items[len(chunk):])
+            posted = [self._cut(item) for item in chunk]
+            text = post_text(posted, self.senders.known, self.changes, client="codex")
+            problem = await self._queue(binary, thread, text)
+            if problem is not None:
+                self.room.give_back(chunk)
+                log.warning("codex_queue_failed", error=problem, waiting=len(chunk),
+                            retry_in=round(backoff.delay, 1),
+                            hint="the messages wait for read_messages or the next attempt")
+                await backoff.wait()
+                continue
+            backoff.reset()
+            self.posted += 1
+            self.changes = []
+            whole = []
+            for item, sent in zip(chunk, posted, strict=True):
+                if sent is item:
+                    whole.append(item)
+                else:  # cut: the whole stays for read_messages, the cursor before it
+                    self.keep(item)
+            await acks.posted(text, whole, queued=True)
+
+    def _items(self, batch: list[Incoming]) -> list[Envelope | Notice]:
+        items: list[Envelope | Notice] = []
+        for item in batch:
+            if isinstance(item, Event):
+                self.changes.append(change(item))
+                del self.changes[:-MAX_CHANGES]
+            else:
+                items.append(item)
+        return items
+
+    @staticmethod
+    def _cut(item: Envelope | Notice) -> Envelope | Notice:
+        """A message too long for a post, cut, with a pointer to the whole."""
+        if not isinstance(item, Envelope) or len(item.text) <= MAX_POST_CHARS:
+            return item
+        rest = len(item.text) - MAX_POST_CHARS
+        return replace(item, text=item.text[:MAX_POST_CHARS] + (
+            f"\n[cut here by bridge: {rest} more characters. Call read_messages for the "
+            f"whole message]"))
+
+    @staticmethod
+    def _fit(items: list[Envelope | Notice]) -> list[Envelope | Notice]:
+        """The first items that fit in one post (at least one, cut if need be)."""
+        size, count = 0, 0
+        for item in items:
+            size += len(item.text) + 200
+            if count and size > MAX_POST_CHARS:
+                break
+            count += 1
+        return items[:count]
+
+    async def _queue(self, binary: os.PathLike[str], thread: str, text: str) -> str | None:
+        """Run `codex queue`; None when it says it queued the message, else why not."""
+        try:
+            with anyio.fail_after(QUEUE_TIMEOUT):
+                done = await anyio.run_process(
+                    [os.fspath(binary), "queue", "--thread", thread, "--message", text],
+                    env=self.env, check=False, stdin=subprocess.DEVNULL)
+        except TimeoutError:
+            return f"codex queue took over {QUEUE_TIMEOUT:g} s"
+        except OSError as e:
+            return f"cannot run {os.fspath(binary)}: {e.strerror or e}"
+        if done.returncode != 0:
+            said = (done.stderr or done.stdout).decode(errors="replace").strip()
+            return f"codex queue exited {done.returncode}: {said[-300:]}"
+        return None
