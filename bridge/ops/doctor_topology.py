@@ -7,6 +7,7 @@ from __future__ import annotations
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
+from bridge import codex
 from bridge.delivery import SOCKET_VAR, offered, probe
 from bridge.ops.check import Check, Report
 from bridge.room import cluster, sentinel
@@ -42,6 +43,9 @@ def delivery_checks(env: dict[str, str]) -> list[Check]:
                     f"({problem}): agents fall back to the channel",
             "restart Claude Code; with --delivery auto the agents use the inbox again"))
         checks.append(evidence_check(env))
+    codex_found = codex_check(env)
+    if codex_found is not None:
+        checks.append(codex_found)
     for var in CHANNEL_KILLERS:
         if env.get(var):
             checks.append(Check(
@@ -50,6 +54,30 @@ def delivery_checks(env: dict[str, str]) -> list[Check]:
                 f"use Claude Code 2.1.224 or later (the inbox), unset {var}, or run such "
                 f"agents with --delivery pull (they then call read_messages)"))
     return checks
+
+
+def codex_check(env: dict[str, str]) -> Check | None:
+    """Whether `codex queue` could push into a Codex session from here (None where there is
+    no sign of Codex at all)."""
+    codex_home = codex.home(env)
+    binary = codex.find_binary(env, env.get("BRIDGE_CODEX_BIN", ""))
+    if binary is None and not codex_home.is_dir() and codex.HOME_VAR not in env:
+        return None
+    if binary is None:
+        return Check(
+            "warn", f"codex: a Codex home at {codex_home}, but no codex binary to queue "
+                    f"messages with (none on PATH, no daemon copy under it): a Codex agent "
+                    f"here is not pushed to, and calls read_messages instead",
+            "set BRIDGE_CODEX_BIN to the codex binary in the [mcp_servers.bridge] entry's env")
+    if not (codex_home / "sessions").is_dir():
+        return Check(
+            "warn", f"codex: {binary} found, but {codex_home} has no sessions: if Codex keeps "
+                    f"its home elsewhere, bridge serve cannot queue into its sessions",
+            f"pass it on: env_vars = [\"{codex.HOME_VAR}\"] in the [mcp_servers.bridge] entry "
+            f"of Codex's config.toml")
+    return Check("ok", f"codex: a Codex agent here is pushed to with `{binary} queue` "
+                       f"(Codex home {codex_home}), once its first bridge tool call names its "
+                       f"thread; under `codex exec` it calls read_messages instead")
 
 
 def evidence_check(env: dict[str, str]) -> Check:
