@@ -23,10 +23,12 @@ Used by `bridge serve` (bridge.mcp) and `bridge doctor` (bridge.ops).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
 import shutil
+import sqlite3
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -90,6 +92,37 @@ def rollout_paths(codex_home: Path, thread: str) -> list[Path]:
     return sorted((codex_home / "sessions").glob(f"*/*/*/rollout-*{thread}.jsonl"))
 
 
+MESSAGE_ID = re.compile(r"^(?:\[bridge\] message )?from .*, id (\d{1,20}-\d{1,20})(?:, reply to "
+                        r"\S+)?:$", re.M)
+
+
+def message_ids(post: str) -> set[str]:
+    """The ids of the messages a post of bridge's carries (bridge.mcp.posts' header lines)."""
+    return set(MESSAGE_ID.findall(post)) if "[bridge]" in post else set()
+
+
+def queued_posts(codex_home: Path, thread: str) -> list[str]:
+    """The texts waiting in Codex's queue for ``thread`` (queue_1.sqlite, read-only)."""
+    path = codex_home / "queue_1.sqlite"
+    if not path.is_file():
+        return []
+    try:
+        with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True,
+                                                timeout=1.0)) as db:
+            rows = db.execute("SELECT payload_json FROM queued_items WHERE thread_id = ?",
+                              (thread,)).fetchall()
+    except sqlite3.Error:
+        return []
+    texts = []
+    for (payload,) in rows:
+        try:
+            parts = json.loads(payload)["UserInput"]["content"]
+        except (ValueError, KeyError, TypeError):
+            continue
+        texts.append(_texts(parts))
+    return texts
+
+
 def _texts(content: Any) -> str:
     if not isinstance(content, list):
         return ""
@@ -108,8 +141,22 @@ class Rollout:
         self._partial: dict[Path, bytes] = {}
         self._started: dict[int, str] = {}  # history_sequence -> the text of a user line
         self._status, self._since = "", time.monotonic()
-        for path in rollout_paths(codex_home, thread):  # what is there is from before us
-            self._offsets[path] = path.stat().st_size
+        # what is there is from before us: only the message ids a model already answered
+        # (a post of an earlier bridge serve, run after it stopped) are kept from it
+        self.answered: set[str] = set()
+        for _ in range(64):  # MAX_READ at a time: a long session's file in a few steps
+            sightings = self.look()
+            self.answered.update(*(message_ids(s.content) for s in sightings
+                                   if s.stage == "taken"))
+            if not sightings and self._read_all():
+                break
+
+    def _read_all(self) -> bool:
+        try:
+            return all(self._offsets.get(path, 0) >= path.stat().st_size
+                       for path in rollout_paths(self.home, self.thread))
+        except OSError:
+            return True
 
     def problem(self) -> str | None:
         if not rollout_paths(self.home, self.thread):

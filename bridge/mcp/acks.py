@@ -97,10 +97,11 @@ class Acknowledgements:
         self.witness = None
 
     async def posted(self, text: str, items: Sequence[Incoming], *,
-                     queued: bool = False) -> None:
-        """A post was written whole (``queued``: and the client said it queued it):
-        acknowledge it now (no witness), or once seen taken."""
-        if self.witness is None:
+                     queued: bool = False, taken: bool = False) -> None:
+        """A post was written whole (``queued``: and the client said it queued it; ``taken``:
+        the witness showed it taken already): acknowledge it now (no witness, or taken), or
+        once seen taken."""
+        if self.witness is None or taken:
             await self._acknowledge(list(items))
             return
         self.awaiting.append(Post(text, list(items), queued=queued))

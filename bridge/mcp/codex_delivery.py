@@ -62,6 +62,8 @@ class CodexDelivery:
         self._binary: Path | None = None
         self._rollout: codex.Rollout | None = None
         self._learnt = anyio.Event()
+        self._answered: set[str] = set()  # message ids a model already answered
+        self._queued: dict[str, str] = {}  # message id -> the post still in Codex's queue
 
     def learn(self, turn: codex.Turn) -> None:
         """The thread this session is (from its first bridge tool call): push into it, or
@@ -82,6 +84,11 @@ class CodexDelivery:
                        f"its [mcp_servers.bridge] entry")
         else:
             log.info("codex_push", thread=turn.thread, codex=str(self._binary))
+            # what an earlier bridge serve for this thread left: answered, or still queued
+            self._answered = set(self._rollout.answered)
+            for text in codex.queued_posts(codex.home(self.env), turn.thread):
+                for message_id in codex.message_ids(text):
+                    self._queued[message_id] = text
         self._learnt.set()
 
     def _pull(self, why: str) -> None:
@@ -109,7 +116,7 @@ class CodexDelivery:
             batch = await self.room.next_batch()
             await anyio.sleep(COALESCE_SECONDS)
             batch += await self.room.next_batch(0)
-            items = self._items(await self.screen(self.room, batch))
+            items = await self._known(acks, self._items(await self.screen(self.room, batch)))
             if not items:
                 continue
             await self.senders.learn(self.room.participants, items)
@@ -135,6 +142,27 @@ class CodexDelivery:
                 else:  # cut: the whole stays for read_messages, the cursor before it
                     self.keep(item)
             await acks.posted(text, whole, queued=True)
+
+    async def _known(self, acks: Acknowledgements,
+                     items: list[Envelope | Notice]) -> list[Envelope | Notice]:
+        """The items to post: not those an earlier bridge serve for this thread posted, which
+        a model answered (acknowledged now) or which still wait in Codex's queue (they are
+        awaited, not queued twice)."""
+        if not (self._answered or self._queued):
+            return items
+        answered = [i for i in items if isinstance(i, Envelope) and i.id in self._answered]
+        if answered:
+            log.info("codex_already_answered", messages=len(answered))
+            await acks.posted("", answered, queued=True, taken=True)
+        waiting: dict[str, list[Incoming]] = {}
+        for item in items:
+            if isinstance(item, Envelope) and item.id in self._queued:
+                waiting.setdefault(self._queued.pop(item.id), []).append(item)
+        for text, queued in waiting.items():
+            log.info("codex_already_queued", messages=len(queued))
+            await acks.posted(text, queued, queued=True)
+        skip = {id(i) for i in answered} | {id(i) for q in waiting.values() for i in q}
+        return [i for i in items if id(i) not in skip]
 
     def _items(self, batch: list[Incoming]) -> list[Envelope | Notice]:
         items: list[Envelope | Notice] = []
