@@ -16,6 +16,7 @@ messages once the thread's session file shows a model reply sampled through it
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 from collections.abc import Awaitable, Callable
@@ -24,6 +25,7 @@ from pathlib import Path
 
 import anyio
 import structlog
+from redis.exceptions import RedisError
 
 from bridge import codex
 from bridge.mcp.acks import Acknowledgements
@@ -62,6 +64,7 @@ class CodexDelivery:
         self._binary: Path | None = None
         self._rollout: codex.Rollout | None = None
         self._learnt = anyio.Event()
+        self._pull_status = ""
         self._answered: set[str] = set()  # message ids a model already answered
         self._queued: dict[str, str] = {}  # message id -> the post still in Codex's queue
 
@@ -75,13 +78,13 @@ class CodexDelivery:
         self._rollout = codex.Rollout(codex.home(self.env), turn.thread)
         if turn.trigger == "exec":
             self._pull("this is `codex exec`, which drops a queued message (it starts its "
-                       "turn and aborts it)")
+                       "turn and aborts it)", "codex exec")
         elif self._binary is None:
             self._pull("no codex binary to queue with: none on PATH, no daemon copy under "
-                       f"{codex.home(self.env)}; set BRIDGE_CODEX_BIN")
+                       f"{codex.home(self.env)}; set BRIDGE_CODEX_BIN", "no codex binary")
         elif (problem := self._rollout.problem()) is not None:
             self._pull(f"{problem}; pass it to bridge with env_vars = [\"CODEX_HOME\"] in "
-                       f"its [mcp_servers.bridge] entry")
+                       f"its [mcp_servers.bridge] entry", "Codex home not seen")
         else:
             log.info("codex_push", thread=turn.thread, codex=str(self._binary))
             # what an earlier bridge serve for this thread left: answered, or still queued
@@ -91,15 +94,18 @@ class CodexDelivery:
                     self._queued[message_id] = text
         self._learnt.set()
 
-    def _pull(self, why: str) -> None:
-        self.pull_reason = why
+    def _pull(self, why: str, short: str) -> None:
+        self.pull_reason, self._pull_status = why, short
         log.warning("codex_pull", reason=why,
                     hint="messages wait for read_messages; the agent is told so in every "
                          "tool result")
 
     async def run(self) -> None:
         await self._learnt.wait()
-        if self.pull_reason:
+        if self.pull_reason:  # operators see why (who, web, list_participants)
+            with contextlib.suppress(RedisError, OSError):
+                await self.room.set_status(f"not pushed ({self._pull_status}): reads with "
+                                           f"read_messages")
             await anyio.sleep_forever()
         assert self.turn is not None and self._binary is not None and self._rollout
         acks = Acknowledgements(self.room, self._rollout, path="codex", max_awaiting=1,
