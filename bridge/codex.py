@@ -141,6 +141,7 @@ class Rollout:
         self._partial: dict[Path, bytes] = {}
         self._started: dict[int, str] = {}  # history_sequence -> the text of a user line
         self._status, self._since = "", time.monotonic()
+        self._buffer: list[Sighting] = []  # read by busy(), not yet handed out by look()
         # what is there is from before us: only the message ids a model already answered
         # (a post of an earlier bridge serve, run after it stopped) are kept from it
         self.answered: set[str] = set()
@@ -167,7 +168,16 @@ class Rollout:
     def status(self) -> tuple[str, float]:
         return self._status, time.monotonic() - self._since
 
+    def busy(self) -> bool:
+        """Whether a turn runs now (its task_started without its end)."""
+        self._buffer += self._read_new()
+        return self._status == "busy"
+
     def look(self) -> list[Sighting]:
+        seen, self._buffer = self._buffer + self._read_new(), []
+        return seen
+
+    def _read_new(self) -> list[Sighting]:
         seen: list[Sighting] = []
         for path in rollout_paths(self.home, self.thread):
             offset = self._offsets.setdefault(path, 0)

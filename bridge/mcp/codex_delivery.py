@@ -37,7 +37,11 @@ from bridge.settings import Settings
 
 log = structlog.get_logger("bridge.codex")
 
-COALESCE_SECONDS = 0.5  # what arrives this soon after the first message joins its post
+# what arrives this soon after the first message joins its post: a burst of 50 sends took
+# 0.04-0.07 s (tests/test_codex_push.py); each wake of an idle session waits this long
+COALESCE_SECONDS = 0.25
+BUSY_LOOK_EVERY = 0.2  # while a turn runs, what arrives waits for it to end, in one post
+MAX_BUSY_WAIT = 600.0  # a turn "running" longer (a Codex killed mid-turn): queue anyway
 QUEUE_TIMEOUT = 20.0  # the command takes ~0.1 s; its first run may copy itself
 # one command-line argument holds at most 131,072 bytes (Linux' MAX_ARG_STRLEN): 30,000
 # characters are at most 120,000 bytes of UTF-8, with room for bridge's own lines
@@ -60,6 +64,7 @@ class CodexDelivery:
         self.changes: list[str] = []
         self.turn: codex.Turn | None = None
         self.pull_reason = ""  # why nothing is pushed (the tools say so); "" while pushing
+        self.failing = ""  # why the last `codex queue` failed ("" once one worked)
         self.posted = 0
         self._binary: Path | None = None
         self._rollout: codex.Rollout | None = None
@@ -79,6 +84,10 @@ class CodexDelivery:
         if turn.trigger == "exec":
             self._pull("this is `codex exec`, which drops a queued message (it starts its "
                        "turn and aborts it)", "codex exec")
+        elif self._binary is None and self.settings.codex_bin:
+            self._pull(f"BRIDGE_CODEX_BIN={self.settings.codex_bin} is not an executable "
+                       f"file; point it at the codex binary, or unset it to use PATH's",
+                       "bad BRIDGE_CODEX_BIN")
         elif self._binary is None:
             self._pull("no codex binary to queue with: none on PATH, no daemon copy under "
                        f"{codex.home(self.env)}; set BRIDGE_CODEX_BIN", "no codex binary")
@@ -121,6 +130,12 @@ class CodexDelivery:
             await acks.room_for_more()  # one post at a time: the rest joins the next one
             batch = await self.room.next_batch()
             await anyio.sleep(COALESCE_SECONDS)
+            if self._rollout is not None and self._rollout.busy():
+                # Codex would hold the post until the turn ends: gather what comes meanwhile,
+                # and leave it all where the turn's own read_messages can take it
+                self.room.give_back(batch)
+                await self._turn_ended()
+                batch = []
             batch += await self.room.next_batch(0)
             items = await self._known(acks, self._items(await self.screen(self.room, batch)))
             if not items:
@@ -131,6 +146,7 @@ class CodexDelivery:
             posted = [self._cut(item) for item in chunk]
             text = post_text(posted, self.senders.known, self.changes, client="codex")
             problem = await self._queue(binary, thread, text)
+            self.failing = problem or ""
             if problem is not None:
                 self.room.give_back(chunk)
                 log.warning("codex_queue_failed", error=problem, waiting=len(chunk),
@@ -148,6 +164,13 @@ class CodexDelivery:
                 else:  # cut: the whole stays for read_messages, the cursor before it
                     self.keep(item)
             await acks.posted(text, whole, queued=True)
+
+    async def _turn_ended(self) -> None:
+        """Wait while a turn of the session runs (up to MAX_BUSY_WAIT)."""
+        assert self._rollout is not None
+        with anyio.move_on_after(MAX_BUSY_WAIT):
+            while self._rollout.busy():
+                await anyio.sleep(BUSY_LOOK_EVERY)
 
     async def _known(self, acks: Acknowledgements,
                      items: list[Envelope | Notice]) -> list[Envelope | Notice]:

@@ -113,6 +113,10 @@ class BridgeServer:
         if self.codex.pull_reason:
             return (f"bridge cannot push messages into this session ({self.codex.pull_reason}): "
                     f"call read_messages to get them")
+        if self.codex.failing:
+            return (f"bridge could not push the last messages into this session "
+                    f"({self.codex.failing}); it tries again, and read_messages returns them "
+                    f"meanwhile")
         return ""
 
     async def _join(self, params: dict[str, Any]) -> None:
