@@ -63,9 +63,10 @@ def codex_check(env: dict[str, str]) -> Check | None:
     binary = codex.find_binary(env, env.get("BRIDGE_CODEX_BIN", ""))
     if binary is None and not codex_home.is_dir() and codex.HOME_VAR not in env:
         return None
-    if binary is None:
+    if binary is None:  # (info: a folder alone says little; CODEX_HOME set says more)
         return Check(
-            "warn", f"codex: a Codex home at {codex_home}, but no codex binary to queue "
+            "warn" if codex.HOME_VAR in env else "info",
+            f"codex: a Codex home at {codex_home}, but no codex binary to queue "
                     f"messages with (none on PATH, no daemon copy under it): a Codex agent "
                     f"here is not pushed to, and calls read_messages instead",
             "set BRIDGE_CODEX_BIN to the codex binary in the [mcp_servers.bridge] entry's env")
