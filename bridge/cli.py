@@ -248,15 +248,20 @@ def _doctor(args: argparse.Namespace) -> int:
 def _team_flags(parser: argparse.ArgumentParser) -> None:
     from bridge.ops.team import roles
 
-    parser.add_argument("agents", nargs="*", metavar="NAME:ROLE",
-                        help="e.g. carol:manager alice:developer bob:developer")
+    parser.add_argument("agents", nargs="*", metavar="NAME:ROLE[:CLIENT]",
+                        help="e.g. carol:manager alice:developer dave:developer:codex (CLIENT: "
+                             "claude, the default, or codex)")
     parser.add_argument("--agents", dest="more_agents", action="append", default=[],
-                        metavar="'NAME:ROLE ...'", help="agents as one space-separated string")
+                        metavar="'NAME:ROLE[:CLIENT] ...'",
+                        help="agents as one space-separated string")
     add_flags(parser, "room")
     parser.add_argument("--session", metavar="NAME",
                         help="tmux session and socket name (default bridge-ROOM)")
     parser.add_argument("--claude", metavar="PATH", help="the Claude Code CLI (default: claude "
                                                          "on PATH)")
+    parser.add_argument("--codex", dest="codex_cli", metavar="PATH",
+                        help="the Codex CLI, for agents named NAME:ROLE:codex (default: codex "
+                             "on PATH)")
     parser.add_argument("--workdir", metavar="DIR",
                         help="the folder every agent works in (default: the current one)")
     parser.add_argument("--prompt-dir", dest="prompt_dir", metavar="DIR",
@@ -278,7 +283,7 @@ def _team(args: argparse.Namespace) -> int:
     return launch([*args.more_agents, *args.agents], room=_settings(args).room,
                   session=args.session, claude=args.claude, workdir=args.workdir,
                   prompt_dir=args.prompt_dir, dry_run=args.dry_run, channel=args.channel,
-                  attach=args.attach)
+                  attach=args.attach, codex_cli=args.codex_cli)
 
 
 COMMANDS = {command.name: command for command in (
@@ -327,14 +332,16 @@ COMMANDS = {command.name: command for command in (
                         "bridge when needed; for agents under `bridge acl` users an admin "
                         "loads it once per bridge version. Other versions' libraries are left "
                         "alone."),
-    Command("team", "run a team of Claude Codes in tmux, one pane each, plus bridge tail",
+    Command("team", "run a team of Claude Codes (or Codexes) in tmux, one pane each, plus "
+                    "bridge tail",
             _team_flags, _team,
-            description="Open a tmux session with one interactive Claude Code per agent, each "
-                        "with bridge as its MCP server and its role prompt, plus a pane running "
-                        "bridge tail. Messages reach each agent through Claude Code's session "
-                        "inbox (2.1.224 or newer): no flag, no dialog. The environment "
-                        "(ANTHROPIC_*, BRIDGE_REDIS_URL, ...) passes through to every pane; "
-                        "without BRIDGE_REDIS_URL all use the embedded Redis."),
+            description="Open a tmux session with one interactive Claude Code per agent (Codex "
+                        "for NAME:ROLE:codex), each with bridge as its MCP server and its role "
+                        "prompt, plus a pane running bridge tail. Messages reach a Claude Code "
+                        "through its session inbox (2.1.224 or newer): no flag, no dialog; a "
+                        "Codex through codex queue, once its first bridge tool call. The "
+                        "environment (ANTHROPIC_*, BRIDGE_REDIS_URL, ...) passes through to "
+                        "every pane; without BRIDGE_REDIS_URL all use the embedded Redis."),
 )}
 
 

@@ -26,6 +26,11 @@ as JSON (default: <run dir>/report.json). About 3 minutes with the defaults.
 - ``unload``: after the TUI quits, how long its MCP server lives, and a message queued after.
 - ``more``: a message queued before the first prompt, one with odd characters (verbatim?),
   and bursts of three queued messages, idle and while a turn runs.
+- ``approvals``: approval_policy x sandbox_mode x the entry's default_tools_approval_mode: does
+  a call of an MCP tool (no annotations, as bridge's) run, ask in the TUI, or fail, in a typed
+  turn and in one woken by ``codex queue``? (~4 minutes)
+- ``startup_grace``: a first prompt on the command line and an MCP server 3 s slow to start:
+  are its tools in the first request, optional and with ``required = true``?
 """
 
 from __future__ import annotations
@@ -42,22 +47,26 @@ from typing import Any
 
 try:
     from tests.codex_driver import (
+        PROBE_MCP,
         Codex,
         alive,
         brought,
         item_text,
         native_codex,
+        tool_calls,
         turn_metadata,
         user_texts,
     )
 except ImportError:  # pragma: no cover - run as a script
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
     from codex_driver import (  # type: ignore[no-redef]
+        PROBE_MCP,
         Codex,
         alive,
         brought,
         item_text,
         native_codex,
+        tool_calls,
         turn_metadata,
         user_texts,
     )
@@ -637,9 +646,96 @@ def env_vars(codex: str, run_dir: str) -> None:
         note(section, "codex_home_passed", env.get("CODEX_HOME"))
 
 
+APPROVAL_TEXT = "to run tool"  # "Allow the probe MCP server to run tool "echo"?"
+APPROVAL_CASES = [  # (approval_policy, sandbox_mode, the entry's default_tools_approval_mode)
+    ("untrusted", "danger-full-access", None),
+    *((policy, sandbox, mode) for policy in ("on-request", "on-failure")
+      for sandbox in ("danger-full-access", "workspace-write") for mode in (None, "approve")),
+    ("on-request", "danger-full-access", "prompt"),
+    *(("never", sandbox, mode) for sandbox in ("danger-full-access", "workspace-write")
+      for mode in (None, "approve", "prompt")),
+]
+
+
+def approvals(codex: str, run_dir: str) -> None:
+    """What approval_policy, sandbox_mode and an MCP server entry's
+    default_tools_approval_mode do to a call of the server's tool (the probe's tools carry no
+    annotations, as bridge's), in a typed turn and in one woken by codex queue: run at once,
+    asked in the TUI (and still not run 10 s later, then run after Enter), or failed."""
+    section = "approvals"
+    turns = {"default_reply": "done", "rules": [
+        {"id": "typed", "when": {"last_user_contains": "TYPED-GO"}, "reply": [
+            {"type": "function_call", "namespace": "mcp__probe", "name": "echo",
+             "arguments": {"text": "typed"}}]},
+        {"id": "woken", "when": {"last_user_contains": "WOKEN-GO"}, "reply": [
+            {"type": "function_call", "namespace": "mcp__probe", "name": "send_message",
+             "arguments": {"to": "bob", "text": "woken"}}]}]}
+    for policy, sandbox, mode in APPROVAL_CASES:
+        key = f"{policy}/{sandbox}/{mode or 'unset'}"
+        entry = {"default_tools_approval_mode": mode} if mode else {}
+        found: Json = {}
+        try:
+            with Codex(codex, run_dir, name=f"approvals-{key.replace('/', '-')}", turns=turns,
+                       probe=True, config={"approval_policy": policy, "sandbox_mode": sandbox,
+                                           "mcp_servers": {"probe": entry}}) as cx:
+                cx.launch()
+                cx.wait_ready(90)
+                for step, text in (("typed", "TYPED-GO"), ("woken", "WOKEN-GO")):
+                    calls = len(cx.probe_requests("tools/call"))
+                    if step == "typed":
+                        cx.type(text)
+                    else:
+                        cx.queue(text)
+                    deadline, seen = time.monotonic() + 25, "neither"
+                    while time.monotonic() < deadline:
+                        if len(cx.probe_requests("tools/call")) > calls:
+                            seen = "ran"
+                            break
+                        if APPROVAL_TEXT in cx.screen():
+                            time.sleep(10)
+                            ran = len(cx.probe_requests("tools/call")) > calls
+                            cx.keys("Enter")  # 1. Allow
+                            until = time.monotonic() + 15
+                            while time.monotonic() < until and \
+                                    len(cx.probe_requests("tools/call")) <= calls:
+                                time.sleep(0.2)
+                            seen = (f"asked; ran 10 s later: {ran}; after Enter: "
+                                    f"{len(cx.probe_requests('tools/call')) > calls}")
+                            break
+                        time.sleep(0.2)
+                    if seen == "neither":  # not run, not asked: what did the model get?
+                        outputs = [c["output"] for c in tool_calls(cx.requests("main"))]
+                        seen = f"failed: {outputs[-1] if outputs else None}"
+                    found[step] = seen
+                    cx.wait_idle(30, turns=1 if step == "typed" else 2)
+        except RuntimeError as e:  # Codex refused to start
+            found["start"] = str(e).split("\n")[1:3]
+        note(section, key, found)
+
+
+def startup_grace(codex: str, run_dir: str) -> None:
+    """A first prompt given on the command line, with an MCP server that needs 3 s to start:
+    are its tools in the first model request, as an optional server and as required = true?"""
+    section = "startup_grace"
+    for required in (False, True):
+        slow = os.path.join(run_dir, f"slow-{required}.jsonl")
+        entry: Json = {"command": "sh", "args": [
+            "-c", f"sleep 3; exec {sys.executable} {PROBE_MCP} --log {slow}"]}
+        if required:
+            entry |= {"required": True, "startup_timeout_sec": 30}
+        with Codex(codex, run_dir, name=f"grace-{required}", turns={"default_reply": "done"},
+                   mcp_servers={"slow": entry}, codex_args=["FIRST-PROMPT"]) as cx:
+            cx.launch()
+            request = cx.wait_request("FIRST-PROMPT", 60)
+            names = [tool.get("name") for tool in request["body"].get("tools", [])]
+            note(section, "required" if required else "optional",
+                 {"tools_in_first_request": "mcp__slow" in names})
+
+
 SECTIONS = {"basics": basics, "exec": exec_mode, "no_daemon": no_daemon,
             "no_autostart": no_autostart, "codex_home": codex_home, "env_vars": env_vars,
-            "more": more, "unload": unload, "idle_long": idle_long}
+            "more": more, "unload": unload, "idle_long": idle_long, "approvals": approvals,
+            "startup_grace": startup_grace}
 RUNS = {"basics": lambda runs: runs, "no_daemon": lambda runs: max(3, runs // 3),
         "no_autostart": lambda runs: max(3, runs // 3)}
 

@@ -1,13 +1,17 @@
-"""`bridge team`: a tmux session with one Claude Code per agent plus `bridge tail`.
+"""`bridge team`: a tmux session with one Claude Code per agent (Codex for NAME:ROLE:codex)
+plus `bridge tail`.
 
 The fast tests drive the real CLI as a subprocess: `--dry-run` output, bad input, and a real
-tmux session whose panes run a stand-in executable that records how it was started. The end
-to end test starts three real interactive Claude Codes (the npm package, pinned) with
-`bridge team`, all pointed at one scripted fake Messages API by ANTHROPIC_BASE_URL, with no
-channel flag and no dialog to confirm; the scripted manager asks both developers to agree on
-an endpoint, both developers' conversations must receive that message as a bridge post in
-their session inbox, and the developers' proposal and confirmation must reach each other and
-the manager.
+tmux session whose panes run a stand-in executable that records how it was started (for a
+Codex agent also the Codex home bridge team wrote for it). The end to end test starts three
+real interactive Claude Codes (the npm package, pinned) with `bridge team`, all pointed at one
+scripted fake Messages API by ANTHROPIC_BASE_URL, with no channel flag and no dialog to
+confirm; the scripted manager asks both developers to agree on an endpoint, both developers'
+conversations must receive that message as a bridge post in their session inbox, and the
+developers' proposal and confirmation must reach each other and the manager. Another starts
+a real Codex (pinned, tests/codex_cli.py) as NAME:ROLE:codex against the scripted fake
+Responses API: the config bridge team wrote must bring its bridge into the room, and a message
+must wake it and be answered, with no approval asked under `approval_policy = "on-request"`.
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ from typing import Any
 
 import pytest
 
+from bridge.ops import codex_home
 from tests.claude_code import (
     FAKE_API,
     NPM_INSTALL_TIMEOUT,
@@ -42,6 +47,7 @@ from tests.claude_code import (
 BRIDGE = str(Path(sys.executable).with_name("bridge"))
 PROMPTS = Path(__file__).resolve().parents[1] / "bridge" / "prompts"
 TEAM = ["carol:manager", "alice:developer", "bob:developer"]
+MIXED = ["carol:manager", "alice:developer", "dave:developer:codex"]
 
 
 def clean_env(**extra: str) -> dict[str, str]:
@@ -74,6 +80,26 @@ def claude_commands(commands: list[list[str]], claude: str) -> dict[str, list[st
 
 def flag(argv: list[str], name: str) -> str:
     return argv[argv.index(name) + 1]
+
+
+def standin(path: Path, records: Path, name_from: str) -> Path:
+    """An executable that records its argv, environment and folder as RECORDS/NAME.json (the
+    agent's name: the value after --name, or ``name_from`` = "codex-home": the last part of
+    CODEX_HOME), then waits."""
+    path.write_text(f"""#!{sys.executable}
+import json, os, sys, time
+if {name_from!r} == "codex-home":
+    name = os.path.basename(os.environ["CODEX_HOME"])
+else:
+    name = sys.argv[sys.argv.index("--name") + 1]
+path = os.path.join({str(records)!r}, name + ".json")
+with open(path + ".tmp", "w") as f:
+    json.dump({{"argv": sys.argv[1:], "env": dict(os.environ), "cwd": os.getcwd()}}, f)
+os.replace(path + ".tmp", path)
+time.sleep(600)
+""")
+    path.chmod(0o755)
+    return path
 
 
 # --------------------------------------------------------------------------- dry run, bad input
@@ -173,6 +199,11 @@ def test_a_prompt_dir_adds_and_overrides_roles(tmp_path: Path) -> None:
 @pytest.mark.parametrize(("args", "needles"), [
     (["alice"], ["bad agent 'alice'", "NAME:ROLE"]),
     (["alice:"], ["bad agent 'alice:'", "NAME:ROLE"]),
+    (["dave:developer:gemini"], ["bad client 'gemini' in 'dave:developer:gemini'",
+                                 "use claude (Claude Code, the default) or codex"]),
+    (["dave:developer:"], ["bad agent 'dave:developer:'", "NAME:ROLE:CLIENT"]),
+    (["a:b:c:d"], ["bad agent 'a:b:c:d'", "dave:developer:codex"]),
+    (["dave:tester:codex"], ["no prompt for role 'tester' (agent dave)"]),
     (["Alice:developer"], ["bad agent name 'Alice'", "a-z 0-9"]),
     (["alice:dev/../x"], ["bad role"]),
     (["alice:developer", "alice:manager"], ["'alice' is named twice"]),
@@ -220,13 +251,22 @@ def test_the_role_prompts_state_the_protocol() -> None:
     manager = (PROMPTS / "manager.md").read_text()
     developer = (PROMPTS / "developer.md").read_text()
     for text in (manager, developer):
-        # a message arrives as an inbox post or (the fallback) a channel block; room changes
-        # ride along and are not answered; answers go through bridge, not SendMessage
+        # a message arrives as an inbox post, a post queued into Codex (which looks typed by
+        # the user), or (the fallback) a channel block; room changes ride along and are not
+        # answered; answers go through bridge, not a messaging tool built into the client
         for needle in ("`[bridge] message from NAME", '<channel source="bridge"',
-                       "since your last message:", "do not answer them", "send_message",
-                       "never with the built-in `SendMessage`", "list_participants",
+                       "it may look as if your user typed it", "since your last message:",
+                       "do not answer them", "send_message", "list_participants",
+                       "read_messages", "set_status", "MCP server `bridge`",
+                       "Claude Code's `SendMessage`", "Codex's\n`send_message_to_thread`",
                        "CONTRACT AGREED:", "DONE:", 'kind="joined"'):
             assert needle in text, needle
+        # both clients follow them: no tool named the way only one client names it
+        for claude_only in ("mcp__bridge__", "ToolSearch", "--append-system-prompt"):
+            assert claude_only not in text, claude_only
+    # both call a bridge tool at once: Codex learns its thread from the first call
+    assert "Call `list_participants` first" in manager
+    assert "When you start, call `list_participants` once" in developer
     assert "set_status" in manager and "set_status" in developer
     # the manager assigns by name and has the developers agree before they code
     assert 'to=["alice", "bob"]' in manager and "**before** they write code" in manager
@@ -250,6 +290,106 @@ def test_the_readme_team_commands_are_valid() -> None:
             "-L", "bridge-main", "attach-session", "-t", "bridge-main"]
     assert "`tmux -L bridge-main attach -t bridge-main`" in section
     assert "`tmux -L bridge-main kill-server`" in section
+
+
+def test_dry_run_gives_a_codex_agent_its_own_codex_home(tmp_path: Path) -> None:
+    codex = tmp_path / "bin" / "codex"
+    codex.parent.mkdir()
+    codex.write_text("#!/bin/sh\nexit 0\n")
+    codex.chmod(0o755)
+    data = tmp_path / "data"
+    env = clean_env(BRIDGE_DATA_DIR=str(data))
+    result = team("--dry-run", "--channel", "--room", "demo", "--claude", "/bin/sh", "--codex",
+                  str(codex), *MIXED, env=env)
+    assert result.returncode == 0, result.stderr
+    home = data / "codex" / "demo" / "dave"
+    assert result.stdout.splitlines()[0].endswith(
+        "a Codex agent's through codex queue, once its first bridge tool call named its "
+        f"session; its Codex home (config.toml and bridge-first-prompt.md written at start): "
+        f"dave in {home}")
+    commands = dry_run_commands(result.stdout)
+    agents = claude_commands(commands, "/bin/sh")
+    assert list(agents) == ["carol", "alice"]  # the Claude Codes, as before
+    for argv in agents.values():
+        assert flag(argv, "--dangerously-load-development-channels") == "server:bridge"
+    panes = [c for c in commands if "new-session" in c or "split-window" in c]
+    assert [flag(c, "@bridge_agent") for c in panes] == ["carol", "alice", "dave", "tail"]
+    dave = panes[2]
+    argv = dave[dave.index("env"):dave.index(";")]
+    # Codex with its own home; the many-line first prompt is read from a file there
+    assert argv == ["env", f"CODEX_HOME={home}", "sh", "-c", 'exec "$0" "$(cat "$1")"',
+                    str(codex), str(home / "bridge-first-prompt.md")]
+    assert "--dangerously-load-development-channels" not in dave  # Claude Code's only
+    assert not data.exists()  # a dry run writes nothing
+
+
+def test_a_codex_agent_needs_codex(tmux: str, tmp_path: Path) -> None:
+    session = f"bt-nocodex-{os.getpid()}"
+    path = os.pathsep.join(p for p in os.environ.get("PATH", "").split(os.pathsep)
+                           if p and not (Path(p) / "codex").exists())
+    env = clean_env(PATH=path, BRIDGE_DATA_DIR=str(tmp_path / "data"))
+    missing = team("--no-attach", "--session", session, "--claude", "/bin/sh", *MIXED, env=env)
+    assert missing.returncode == 1
+    assert missing.stderr.startswith("bridge: Codex (`codex`) is not on PATH, and an agent is "
+                                     "NAME:ROLE:codex: install it"), missing.stderr
+    assert "--codex PATH" in missing.stderr
+    wrong = team("--no-attach", "--session", session, "--claude", "/bin/sh", "--codex",
+                 "/nonexistent/codex", *MIXED, env=env)
+    assert wrong.stderr.strip() == ("bridge: --codex /nonexistent/codex: no such executable; "
+                                    "give the path of the Codex CLI (`which codex` shows it)")
+    # a team without a Codex agent does not look for one
+    claude_only = team("--dry-run", "--claude", "/bin/sh", "--codex", "/nonexistent/codex",
+                       *TEAM, env=env)
+    assert claude_only.returncode == 0, claude_only.stderr
+    assert subprocess.run([tmux, "-L", session, "has-session"], capture_output=True,
+                          check=False).returncode != 0
+    assert not (tmp_path / "data").exists()
+
+
+@pytest.mark.parametrize("data", [
+    {"a": 1, "f": 1.5, "big": 1e20, "inf": float("inf"), "yes": True, "s": 'q"\\\x7f\n\té😀',
+     "when": __import__("datetime").date(2026, 1, 2), "list": [[1, 2], ["x"], [{"k": 1}]]},
+    {"model": "m", "empty": {}, "t": {"u": {"v": 1, "w": {"x": [1]}}},
+     "projects": {"/a b/c": {"trust_level": "trusted"}}, "dotted.key": {"q r": "s"}},
+])
+def test_codex_config_toml_reads_back_as_written(data: dict[str, Any]) -> None:
+    import tomllib
+
+    assert tomllib.loads(codex_home.to_toml(data)) == data
+
+
+def test_a_codex_agent_config_keeps_the_users_settings_but_not_their_servers(
+        tmp_path: Path) -> None:
+    repo, work = tmp_path / "repo", tmp_path / "repo" / "app"
+    (repo / ".git").mkdir(parents=True)
+    work.mkdir()
+    base = {"model": "gpt-x", "approval_policy": "on-request",
+            "projects": {"/elsewhere": {"trust_level": "untrusted"}},
+            "mcp_servers": {"other": {"command": "other-server"}, "bridge": {
+                "command": "an-old-bridge", "tools": {"send_message": {"approval_mode":
+                                                                        "prompt"}}}}}
+    entry = codex_home.server_entry(["/venv/bin/bridge"], ["serve", "--name", "dave"],
+                                    ["CODEX_HOME", "BRIDGE_REDIS_URL"], {"BRIDGE_CODEX_BIN": "/c"})
+    config = codex_home.agent_config(base, entry, work)
+    assert config["model"] == "gpt-x" and config["approval_policy"] == "on-request"
+    # only this bridge (as --strict-mcp-config for Claude Code), its tools approved
+    assert config["mcp_servers"] == {"bridge": {
+        "command": "/venv/bin/bridge", "args": ["serve", "--name", "dave"],
+        "env": {"BRIDGE_CODEX_BIN": "/c"}, "env_vars": ["CODEX_HOME", "BRIDGE_REDIS_URL"],
+        # the first prompt waits for bridge (an optional server gets 1 s)
+        "required": True, "startup_timeout_sec": 30,
+        "default_tools_approval_mode": "approve",
+        # a per-tool setting for bridge stays: here, review each send
+        "tools": {"send_message": {"approval_mode": "prompt"}}}}
+    # the work folder trusted, and its repository's root, where Codex records trust
+    assert config["projects"] == {"/elsewhere": {"trust_level": "untrusted"},
+                                  str(work): {"trust_level": "trusted"},
+                                  str(repo): {"trust_level": "trusted"}}
+    assert base["mcp_servers"]["bridge"]["command"] == "an-old-bridge"  # not changed
+    env = {"BRIDGE_REDIS_URL": "redis://x", "BRIDGE_ROOM": "", "XDG_RUNTIME_DIR": "/run/u",
+           "HOME": "/h", "BRIDGE_SECRET_FILE": "/s"}
+    assert codex_home.passed_vars(env) == ["CODEX_HOME", "BRIDGE_REDIS_URL",
+                                           "BRIDGE_SECRET_FILE", "XDG_RUNTIME_DIR"]
 
 
 # --------------------------------------------------------------------------- a real tmux session
@@ -370,6 +510,97 @@ time.sleep(600)
     assert again.stderr.startswith(f"bridge: a team already runs in tmux session "
                                    f"{tmux_team.session}: watch it with"), again.stderr
     assert tmux_team.panes() == panes
+
+
+def test_a_codex_pane_starts_codex_with_the_home_bridge_team_wrote(
+    tmux_team: TmuxTeam, tmp_path: Path
+) -> None:
+    """dave:developer:codex: a pane runs `codex FIRST-PROMPT` with CODEX_HOME set to a home
+    whose config.toml registers this bridge for dave (the room's settings named in env_vars,
+    bridge's tools approved, the work folder trusted), keeps the user's own settings but not
+    their MCP servers, and links their login."""
+    import tomllib
+
+    records = tmp_path / "records"
+    records.mkdir()
+    claude = standin(tmp_path / "claude-standin", records, "--name")
+    codex = standin(tmp_path / "codex-standin", records, "codex-home")
+    work, user = tmp_path / "work", tmp_path / "user-codex"
+    work.mkdir()
+    user.mkdir()
+    (user / "config.toml").write_text(
+        'model = "gpt-test"\napproval_policy = "on-request"\n'
+        '[mcp_servers.mine]\ncommand = "/bin/false"\n')
+    (user / "auth.json").write_text('{"OPENAI_API_KEY": "sk-test"}')
+    tmux_team.env |= {"CODEX_HOME": str(user), "BRIDGE_REDIS_URL": "",
+                      "BRIDGE_LOG_LEVEL": "DEBUG"}
+    started = team("--no-attach", "--room", "mixed", "--session", tmux_team.session,
+                   "--claude", str(claude), "--codex", str(codex), "--workdir", str(work),
+                   *MIXED, env=tmux_team.env)
+    assert started.returncode == 0, started.stderr
+    assert "Each Codex starts with its role prompt and calls list_participants" in started.stdout
+
+    seen = wait_until("the three agents' panes to start", lambda: (
+        found if len(found := {p.stem: json.loads(p.read_text())
+                               for p in records.glob("*.json")}) == 3 else None),
+        30, tmux_team.screens)
+    assert flag(seen["alice"]["argv"], "--append-system-prompt-file") == str(
+        PROMPTS / "developer.md")
+    dave = seen["dave"]
+    home = Path(tmux_team.env["BRIDGE_DATA_DIR"]) / "codex" / "mixed" / "dave"
+    assert dave["env"]["CODEX_HOME"] == str(home) and dave["cwd"] == str(work)
+    assert dave["env"]["BRIDGE_RUNTIME_DIR"] == str(tmux_team.runtime)  # passed through
+    # its first prompt: who it is, its role, and a bridge tool call at once
+    prompt = dave["argv"][0]
+    assert dave["argv"] == [prompt] and prompt == (home / "bridge-first-prompt.md").read_text()
+    assert prompt.startswith("You are dave, the developer, in bridge room mixed. The team: "
+                             "carol (manager), alice (developer), dave (developer). Your bridge "
+                             "tools are send_message, list_participants, read_messages and "
+                             "set_status, of the MCP server bridge (mcp__bridge).")
+    assert (PROMPTS / "developer.md").read_text().strip() in prompt
+    assert prompt.endswith("Start now: call list_participants once (that also tells bridge "
+                           "where to deliver your teammates' messages), then work as your "
+                           "role says.")
+    assert "mcp__bridge__" not in prompt and "ToolSearch" not in prompt
+
+    config = tomllib.loads((home / "config.toml").read_text())
+    assert config["model"] == "gpt-test" and config["approval_policy"] == "on-request"
+    assert config["mcp_servers"] == {"bridge": {
+        "command": BRIDGE, "args": ["serve", "--name", "dave", "--role", "developer",
+                                    "--room", "mixed"],
+        "env": {"BRIDGE_CODEX_BIN": str(codex)},
+        # the values stay in the environment (Codex passes only an allow-list otherwise)
+        "env_vars": ["CODEX_HOME", "BRIDGE_DATA_DIR", "BRIDGE_LOG_LEVEL",
+                     "BRIDGE_RUNTIME_DIR"],
+        "required": True, "startup_timeout_sec": 30, "default_tools_approval_mode": "approve"}}
+    assert config["projects"] == {str(work): {"trust_level": "trusted"}}
+    assert (home / "config.toml").stat().st_mode & 0o777 == 0o600
+    assert home.stat().st_mode & 0o777 == 0o700
+    # the user's login, shared (Codex rewrites auth.json in place)
+    assert (home / "auth.json").is_symlink()
+    assert (home / "auth.json").resolve() == (user / "auth.json").resolve()
+    assert sorted(tmux_team.panes()) == ["alice", "carol", "dave", "tail"]
+
+    # the next team keeps what Codex wrote into its config (a notice shown, say), takes the
+    # user's settings anew, and keeps a login of the agent's own
+    tmux_team.tmux("kill-server")
+    with (home / "config.toml").open("a") as f:
+        f.write('\n[notice]\nseen = true\n')
+    (user / "config.toml").write_text('model = "gpt-newer"\n')
+    (home / "auth.json").unlink()
+    (home / "auth.json").write_text("{}")
+    for record in records.glob("*.json"):
+        record.unlink()
+    again = team("--no-attach", "--room", "mixed", "--session", tmux_team.session,
+                 "--claude", str(claude), "--codex", str(codex), "--workdir", str(work),
+                 *MIXED, env=tmux_team.env)
+    assert again.returncode == 0, again.stderr
+    wait_until("dave's pane again", lambda: (records / "dave.json").exists(), 30,
+               tmux_team.screens)
+    config = tomllib.loads((home / "config.toml").read_text())
+    assert config["model"] == "gpt-newer" and config["notice"] == {"seen": True}
+    assert config["mcp_servers"]["bridge"]["default_tools_approval_mode"] == "approve"
+    assert not (home / "auth.json").is_symlink()
 
 
 # --------------------------------------------------------------------------- end to end
@@ -574,3 +805,157 @@ def test_a_scripted_manager_reaches_both_developers_through_bridge_team(
 
     wait_until("alice's proposal at bob, and bob's CONTRACT AGREED at alice and carol",
                settled, 120, diagnose)
+
+
+# --------------------------------------------------------------------------- a real Codex
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(NPM_INSTALL_TIMEOUT + 300)
+def test_a_real_codex_agent_joins_and_answers_through_bridge_team(
+    tmux_team: TmuxTeam, tmp_path: Path
+) -> None:
+    """dave:developer:codex with the real Codex 0.171.0: Codex must accept the config.toml
+    bridge team wrote; its first prompt makes the model call list_participants, which runs
+    without an approval question although the user's approval_policy is on-request (bridge's
+    tools are approved); boss's message wakes the idle session through codex queue, and the
+    answer reaches boss. A second bridge team stops the first one's Codex daemon, whose
+    bridge would otherwise stay in the room."""
+    from tests.codex_cli import ensure_codex
+    from tests.codex_driver import FAKE_KEY, FAKE_KEY_ENV, FAKE_OPENAI, alive, turn_metadata
+
+    codex = ensure_codex()
+    work, user = tmp_path / "work", tmp_path / "user-codex"
+    work.mkdir()
+    user.mkdir()
+    call = {"type": "function_call", "namespace": "mcp__bridge"}
+    (tmp_path / "turns.json").write_text(json.dumps({"default_reply": "OK", "rules": [
+        {"id": "start", "times": -1, "when": {
+            "last_user_contains": "Start now: call list_participants"},
+         "reply": [call | {"name": "list_participants", "arguments": {}}]},
+        {"id": "answer", "when": {"last_user_contains": "PING-DAVE"},
+         "reply": [call | {"name": "send_message",
+                           "arguments": {"to": "boss", "text": "PONG-FROM-DAVE"}}]}]}))
+    log, port_file = tmp_path / "requests.jsonl", tmp_path / "api.port"
+    api_out = open(tmp_path / "fake_openai.out", "w")  # noqa: SIM115 (closed with the process)
+    tmux_team.started.append(subprocess.Popen(
+        [sys.executable, FAKE_OPENAI, "--port", "0", "--port-file", str(port_file), "--log",
+         str(log), "--script", str(tmp_path / "turns.json")],
+        stdout=api_out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL))
+    port = wait_until("the fake Responses API", lambda: port_file.exists()
+                      and port_file.read_text().strip(), 20,
+                      lambda: read_tail(tmp_path / "fake_openai.out"))
+    # the user's own Codex config: the model (the fake), and approvals on request; bridge
+    # team takes these into the agent's home
+    (user / "config.toml").write_text(f"""model = "gpt-fake"
+model_provider = "fake"
+approval_policy = "on-request"
+check_for_update_on_startup = false
+[analytics]
+enabled = false
+[model_providers.fake]
+name = "fake"
+base_url = "http://127.0.0.1:{port}/v1"
+wire_api = "responses"
+env_key = "{FAKE_KEY_ENV}"
+request_max_retries = 0
+stream_max_retries = 0
+""")
+    tmux_team.env |= {"CODEX_HOME": str(user), FAKE_KEY_ENV: FAKE_KEY}
+    home = Path(tmux_team.env["BRIDGE_DATA_DIR"]) / "codex" / "cx" / "dave"
+    args = ["--no-attach", "--room", "cx", "--session", tmux_team.session, "--codex",
+            str(codex), "--workdir", str(work), "dave:developer:codex"]
+
+    def daemon_pids() -> set[int]:
+        """The Codex daemon of dave's home and its updater, by their binary."""
+        mark = str(home / "packages") + os.sep
+        pids = set()
+        for entry in filter(str.isdigit, os.listdir("/proc")):
+            with contextlib.suppress(OSError):
+                argv0 = Path(f"/proc/{entry}/cmdline").read_bytes().split(b"\0")[0]
+                if argv0.decode(errors="replace").startswith(mark):
+                    pids.add(int(entry))
+        return pids
+
+    def screen() -> str:
+        return f"{tmux_team.screens()}\n--- requests ---\n{read_tail(log, 4)[-3000:]}"
+
+    def asked() -> bool:
+        return "to run tool" in tmux_team.screens()
+
+    try:
+        started = team(*args, env=tmux_team.env)
+        assert started.returncode == 0, started.stderr
+
+        def joined() -> bool:
+            assert not asked(), f"Codex asked to approve a bridge tool\n{screen()}"
+            return tmux_team.who("cx") == {"dave"}
+
+        wait_until("dave's first prompt to bring its bridge into room cx", joined, 120, screen)
+        def listed_() -> dict[str, Any] | None:
+            assert not asked(), f"Codex asked to approve a bridge tool\n{screen()}"
+            return next((r for r in load_requests(log)
+                         if "delivery codex" in json.dumps(r["body"])), None)
+
+        listed = wait_until("list_participants answered", listed_, 60, screen)
+        assert "You are dave, the developer, in bridge room cx." in json.dumps(listed["body"])
+        first = Path(f"/proc/{server_pid(home)}") if server_pid(home) else None
+
+        sent = subprocess.run([BRIDGE, "send", "--as", "boss", "--room", "cx", "dave",
+                               "PING-DAVE: which port?"], env=tmux_team.env,
+                              capture_output=True, text=True, timeout=60)
+        assert sent.returncode == 0, sent.stderr
+
+        def answered() -> bool:
+            assert not asked(), f"Codex asked to approve a bridge tool\n{screen()}"
+            history = subprocess.run([BRIDGE, "history", "--room", "cx", "--json"],
+                                     env=tmux_team.env, capture_output=True, text=True,
+                                     timeout=30)
+            return "PONG-FROM-DAVE" in history.stdout
+
+        wait_until("dave's answer to boss, woken by boss's message", answered, 90, screen)
+        woken = next(r for r in load_requests(log) if "PING-DAVE" in json.dumps(r["body"]))
+        assert turn_metadata(woken)["turn_trigger"] == "queue"  # no keystroke woke it
+
+        # the team stopped as the README says: Codex's daemon, and the bridge it runs, stay;
+        # the next bridge team stops them before its own Codex starts
+        assert first is not None and first.exists()
+        tmux_team.tmux("kill-server")
+        assert first.exists() and daemon_pids()
+        again = team(*args, env=tmux_team.env)
+        assert again.returncode == 0, again.stderr
+        wait_until("the first team's bridge for dave to end", lambda: not first.exists(), 30,
+                   screen)
+        wait_until("dave back in the room", lambda: tmux_team.who("cx") == {"dave"}, 120,
+                   screen)
+    finally:
+        tmux_team.tmux("kill-server")
+        for sig in (signal.SIGTERM, signal.SIGKILL):
+            for pid in daemon_pids():
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, sig)
+            deadline = time.monotonic() + 10
+            while time.monotonic() < deadline and any(alive(p) for p in daemon_pids()):
+                time.sleep(0.1)
+        shutil.rmtree(home / "packages", ignore_errors=True)  # the daemon's copy: 424 MB
+
+
+def load_requests(log: Path) -> list[dict[str, Any]]:
+    if not log.exists():
+        return []
+    found = []
+    for line in log.read_text(errors="replace").splitlines():
+        with contextlib.suppress(ValueError):
+            found.append(json.loads(line))
+    return [r for r in found if isinstance(r.get("body"), dict)]
+
+
+def server_pid(home: Path) -> int | None:
+    """The `bridge serve` that dave's Codex runs (its environment names dave's home)."""
+    for entry in filter(str.isdigit, os.listdir("/proc")):
+        with contextlib.suppress(OSError):
+            argv = Path(f"/proc/{entry}/cmdline").read_bytes().split(b"\0")
+            environ = Path(f"/proc/{entry}/environ").read_bytes().split(b"\0")
+            if b"serve" in argv and f"CODEX_HOME={home}".encode() in environ:
+                return int(entry)
+    return None

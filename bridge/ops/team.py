@@ -1,13 +1,18 @@
-"""`bridge team`: a team of interactive Claude Codes on one machine, in one tmux session.
+"""`bridge team`: a team of interactive Claude Codes (and Codexes) on one machine, in one tmux
+session.
 
-Each agent gets one pane: Claude Code with bridge as its MCP server (`bridge serve --name
-NAME --role ROLE --room ROOM`) and its role prompt appended to the system prompt. Messages
-reach it through Claude Code's session inbox (2.1.224 and later): no flag, no dialog.
-`--channel` adds `--dangerously-load-development-channels server:bridge` for older versions,
-and each pane then asks to confirm it once. One more pane runs `bridge tail`. The tmux
-server is a dedicated one (`tmux -L SESSION`), started by this command, so every pane
-inherits this command's environment (ANTHROPIC_BASE_URL, ANTHROPIC_API_KEY,
-BRIDGE_REDIS_URL, ...): an already running tmux server would keep its own.
+Each agent gets one pane. An agent NAME:ROLE (or NAME:ROLE:claude) runs Claude Code with
+bridge as its MCP server (`bridge serve --name NAME --role ROLE --room ROOM`) and its role
+prompt appended to the system prompt. Messages reach it through Claude Code's session inbox
+(2.1.224 and later): no flag, no dialog. `--channel` adds
+`--dangerously-load-development-channels server:bridge` for older versions, and each pane
+then asks to confirm it once. An agent NAME:ROLE:codex runs OpenAI's Codex CLI with a Codex
+home of its own (bridge/ops/codex_home.py), whose config.toml registers the same `bridge
+serve`, and its role prompt as the first prompt: its first bridge tool call tells bridge the
+session's thread, and from then on messages wake it through `codex queue`. One more pane runs
+`bridge tail`. The tmux server is a dedicated one (`tmux -L SESSION`), started by this
+command, so every pane inherits this command's environment (ANTHROPIC_BASE_URL,
+ANTHROPIC_API_KEY, BRIDGE_REDIS_URL, ...): an already running tmux server would keep its own.
 """
 
 from __future__ import annotations
@@ -19,12 +24,15 @@ import shlex
 import shutil
 import subprocess
 import sys
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
 
+from bridge import codex
 from bridge.errors import BridgeError, SettingsError
+from bridge.ops import codex_home
+from bridge.room.embedded import EmbeddedRedis
 from bridge.room.keys import NAME_PATTERN
 
 PROMPTS = Path(__file__).resolve().parent.parent / "prompts"
@@ -32,13 +40,18 @@ SESSION_PATTERN = re.compile(r"^[A-Za-z0-9_-]{1,64}$")  # tmux forbids ':' and '
 WINDOW = "team"
 NAME_HINT = "use 1-32 of a-z 0-9 _ . - starting with a letter or digit"
 TMUX_TIMEOUT = 30.0
+CLIENTS = ("claude", "codex")  # the first is the default
+SPEC_HINT = "write NAME:ROLE or NAME:ROLE:CLIENT, e.g. alice:developer or dave:developer:codex"
+BRIDGE_TOOLS = ("send_message", "list_participants", "read_messages", "set_status")
+PROMPT_FILE = "bridge-first-prompt.md"  # in a Codex agent's home
 
 
 @dataclass(frozen=True)
 class Member:
     name: str
     role: str
-    prompt: Path  # appended to Claude Code's system prompt
+    prompt: Path  # Claude Code: appended to its system prompt; Codex: its first prompt
+    client: str = "claude"
 
 
 def roles(prompt_dir: Path | None) -> dict[str, Path]:
@@ -50,16 +63,21 @@ def roles(prompt_dir: Path | None) -> dict[str, Path]:
 
 
 def parse_members(specs: Iterable[str], prompt_dir: Path | None = None) -> tuple[Member, ...]:
-    """`carol:manager alice:developer` (one or several per argument) -> members, in order."""
+    """`carol:manager alice:developer dave:developer:codex` (one or several per argument) ->
+    members, in order."""
     if prompt_dir is not None and not prompt_dir.is_dir():
         raise SettingsError(f"--prompt-dir {prompt_dir} is not a directory: give the folder "
                             f"that holds ROLE.md files")
     prompts = roles(prompt_dir)
     members: list[Member] = []
     for spec in (word for arg in specs for word in arg.split()):
-        name, colon, role = spec.partition(":")
-        if not colon or not role:
-            raise SettingsError(f"bad agent {spec!r}: write NAME:ROLE, e.g. alice:developer")
+        parts = spec.split(":")
+        if len(parts) not in (2, 3) or not all(parts):
+            raise SettingsError(f"bad agent {spec!r}: {SPEC_HINT}")
+        name, role, client = (*parts, CLIENTS[0]) if len(parts) == 2 else parts
+        if client not in CLIENTS:
+            raise SettingsError(f"bad client {client!r} in {spec!r}: use claude (Claude Code, "
+                                f"the default) or codex (OpenAI's Codex CLI)")
         if not NAME_PATTERN.match(name):
             raise SettingsError(f"bad agent name {name!r} in {spec!r}: {NAME_HINT}")
         if not NAME_PATTERN.match(role):
@@ -71,9 +89,9 @@ def parse_members(specs: Iterable[str], prompt_dir: Path | None = None) -> tuple
             raise SettingsError(
                 f"no prompt for role {role!r} (agent {name}): write {role}.md in {where}, "
                 f"or use one of the roles {', '.join(sorted(prompts))}")
-        members.append(Member(name, role, prompts[role]))
+        members.append(Member(name, role, prompts[role], client))
     if not members:
-        raise SettingsError("no agents: name them as NAME:ROLE, e.g. "
+        raise SettingsError("no agents: name them as NAME:ROLE (or NAME:ROLE:codex), e.g. "
                             "bridge team carol:manager alice:developer bob:developer")
     return tuple(members)
 
@@ -90,6 +108,27 @@ def find_claude(given: str | None) -> str:
                           "@anthropic-ai/claude-code), log in once by running `claude`, or "
                           "give its path with --claude PATH")
     return str(Path(found).absolute())
+
+
+def find_codex(given: str | None) -> str:
+    """The Codex CLI: --codex PATH, else `codex` on PATH."""
+    wanted = given or "codex"
+    found = shutil.which(wanted)
+    if found is None:
+        if given:
+            raise BridgeError(f"--codex {given}: no such executable; give the path of the "
+                              f"Codex CLI (`which codex` shows it)")
+        raise BridgeError("Codex (`codex`) is not on PATH, and an agent is NAME:ROLE:codex: "
+                          "install it (npm install -g @openai/codex), log in once by running "
+                          "`codex`, or give its path with --codex PATH")
+    return str(Path(found).absolute())
+
+
+def codex_homes() -> Path:
+    """Where the Codex agents' homes live: beside the embedded Redis's data (BRIDGE_DATA_DIR,
+    else XDG_DATA_HOME/bridge or ~/.local/share/bridge), one per room and name, kept from one
+    team to the next (its sessions, and the daemon's copy of Codex)."""
+    return EmbeddedRedis.for_user().data_dir / "codex"
 
 
 def bridge_command() -> list[str]:
@@ -110,6 +149,9 @@ class Team:
     bridge: tuple[str, ...]
     tmux: str = "tmux"
     channel: bool = False  # also load bridge as a development channel (no session inbox)
+    codex: str = "codex"
+    homes: Path = Path("codex")  # the Codex agents' homes: homes/ROOM/NAME
+    passed: tuple[str, ...] = ("CODEX_HOME",)  # what the Codex agents' bridges get (env_vars)
 
     def mcp_config(self, member: Member) -> str:
         server = {"type": "stdio", "command": self.bridge[0],
@@ -132,17 +174,73 @@ class Team:
             "--append-system-prompt", self.identity(member),
         ]
 
+    def codex_home(self, member: Member) -> Path:
+        return self.homes / self.room / member.name
+
+    def codex_config(self, member: Member, base: dict[str, object]) -> dict[str, object]:
+        """The config.toml of a Codex agent's home: ``base`` (the user's own) with this bridge
+        as its only MCP server, its tools approved, and the work folder trusted."""
+        entry = codex_home.server_entry(
+            self.bridge, ["serve", "--name", member.name, "--role", member.role,
+                          "--room", self.room],
+            # Codex gives a server an allow-list of its environment; these are passed too
+            self.passed,
+            # the codex that queues into this session: the one this pane runs (unless
+            # BRIDGE_CODEX_BIN is set, and passed)
+            {} if "BRIDGE_CODEX_BIN" in self.passed else {"BRIDGE_CODEX_BIN": self.codex})
+        return codex_home.agent_config(base, entry, self.workdir)
+
+    def codex_command(self, member: Member) -> list[str]:
+        # the first prompt is many lines: read from the home (written by prepare), so that
+        # the command stays one line in --dry-run and in ps
+        home = self.codex_home(member)
+        return ["env", f"CODEX_HOME={home}", "sh", "-c", 'exec "$0" "$(cat "$1")"',
+                self.codex, str(home / PROMPT_FILE)]
+
+    def first_prompt(self, member: Member) -> str:
+        # Codex has no flag that appends to its system prompt; the role comes as the first
+        # prompt, and the model's first bridge tool call (list_participants, asked for here)
+        # tells bridge which thread to wake
+        return (f"{self.identity(member)}\n\n{member.prompt.read_text(encoding='utf-8').strip()}"
+                f"\n\nStart now: call list_participants once (that also tells bridge where to "
+                f"deliver your teammates' messages), then work as your role says.")
+
+    def command(self, member: Member) -> list[str]:
+        return self.codex_command(member) if member.client == "codex" else \
+            self.claude_command(member)
+
+    def prepare(self, member: Member) -> Path:
+        """A Codex agent's home, made ready: config.toml written, the user's login linked,
+        the daemon of an earlier team stopped (it would keep that team's environment and
+        bridge)."""
+        home = self.codex_home(member)
+        user = codex.home()
+        base = codex_home.merged(codex_home.read(home / codex_home.CONFIG),
+                                 codex_home.read(user / codex_home.CONFIG))
+        codex_home.write(home, self.codex_config(member, base))
+        (home / PROMPT_FILE).write_text(self.first_prompt(member), encoding="utf-8")
+        codex_home.link_login(home, user)
+        if (home / "app-server-daemon" / "daemon.pid").exists():
+            subprocess.run([self.codex, "app-server", "daemon", "stop"],
+                           env={**os.environ, "CODEX_HOME": str(home)},
+                           stdin=subprocess.DEVNULL, capture_output=True,
+                           timeout=TMUX_TIMEOUT, check=False)
+        return home
+
     def identity(self, member: Member) -> str:
         # Said here, not only in bridge's MCP instructions: a conversation whose first turn a
         # pushed message starts (an inbox post, or a channel push) may never get those
         # (Claude Code 2.1.328 keeps the system prompt of the first request), nor the list
         # of MCP tools.
         team = ", ".join(f"{m.name} ({m.role})" for m in self.members)
-        return (f"You are {member.name}, the {member.role}, in bridge room {self.room}. "
-                f"The team: {team}. Your bridge tools are mcp__bridge__send_message, "
-                f"mcp__bridge__list_participants, mcp__bridge__read_messages and "
-                f"mcp__bridge__set_status; if they are not in your tool list, load them with "
-                f"ToolSearch.")
+        who = f"You are {member.name}, the {member.role}, in bridge room {self.room}. " \
+              f"The team: {team}. "
+        if member.client == "codex":
+            return who + (f"Your bridge tools are {', '.join(BRIDGE_TOOLS[:-1])} and "
+                          f"{BRIDGE_TOOLS[-1]}, of the MCP server bridge (mcp__bridge).")
+        names = [f"mcp__bridge__{tool}" for tool in BRIDGE_TOOLS]
+        return who + (f"Your bridge tools are {', '.join(names[:-1])} and {names[-1]}; if they "
+                      f"are not in your tool list, load them with ToolSearch.")
 
     def tail_command(self) -> list[str]:
         return [*self.bridge, "tail", "--room", self.room]
@@ -166,9 +264,9 @@ class Team:
             ";", "set-option", "-g", "pane-border-format", " #{@bridge_agent} #{@bridge_role} ",
             ";", "new-session", "-d", "-s", self.session, "-n", WINDOW, "-x", "240", "-y", "60",
             # the command as separate arguments (tmux >= 3.0): run as is, no shell quoting
-            "-c", str(self.workdir), *self.claude_command(first),
+            "-c", str(self.workdir), *self.command(first),
             *self._pane(first.name, first.role))]
-        panes = [(m.name, m.role, self.claude_command(m)) for m in others]
+        panes = [(m.name, m.role, self.command(m)) for m in others]
         panes.append(("tail", f"room {self.room}", self.tail_command()))
         for label, role, command in panes:
             commands.append(self._tmux(
@@ -197,6 +295,9 @@ class Team:
                 f"a team already runs in tmux session {self.session}: watch it with "
                 f"`{shlex.join(self.attach_command())}`, stop it with "
                 f"`{shlex.join(self.stop_command())}`, or pick another --session")
+        for member in self.members:
+            if member.client == "codex":
+                self.prepare(member)
         for command in self.commands():
             done = subprocess.run(command, stdin=subprocess.DEVNULL, capture_output=True,
                                   text=True, timeout=TMUX_TIMEOUT, check=False)
@@ -211,7 +312,7 @@ class Team:
 def build(
     specs: Sequence[str], *, room: str, session: str | None, claude: str | None,
     workdir: str | None, prompt_dir: str | None, dry_run: bool,
-    channel: bool = False,
+    channel: bool = False, codex_cli: str | None = None,
 ) -> Team:
     """Check every input and resolve the executables; nothing is started."""
     members = parse_members(specs, Path(prompt_dir) if prompt_dir else None)
@@ -226,13 +327,20 @@ def build(
     if tmux is None and not dry_run:
         raise BridgeError("tmux is not installed; bridge team runs the agents in tmux 3.0 "
                           "or newer (apt install tmux, brew install tmux)")
-    if dry_run:  # show the commands even where Claude Code is not installed yet
-        found = shutil.which(claude or "claude")
-        executable = str(Path(found).absolute()) if found else (claude or "claude")
-    else:
-        executable = find_claude(claude)
-    return Team(members, room, session, executable, folder, tuple(bridge_command()),
-                tmux or "tmux", channel)
+    clients = {member.client for member in members}
+
+    def resolve(given: str | None, name: str, find: Callable[[str | None], str]) -> str:
+        if name not in clients:
+            return given or name
+        if dry_run:  # show the commands even where the client is not installed yet
+            found = shutil.which(given or name)
+            return str(Path(found).absolute()) if found else (given or name)
+        return find(given)
+
+    return Team(members, room, session, resolve(claude, "claude", find_claude), folder,
+                tuple(bridge_command()), tmux or "tmux", channel,
+                resolve(codex_cli, "codex", find_codex), codex_homes(),
+                tuple(codex_home.passed_vars(os.environ)))
 
 
 def channel_warning(env: Mapping[str, str]) -> str | None:
@@ -251,19 +359,34 @@ def channel_warning(env: Mapping[str, str]) -> str | None:
 def delivery(team: Team) -> str:
     """How messages reach the agents, for the dry run's header."""
     if team.channel:
-        return ("messages arrive through the session inbox, or the development channel on "
+        said = ("messages arrive through the session inbox, or the development channel on "
                 "Claude Code before 2.1.224 (each pane asks once to confirm loading it)")
-    return ("messages arrive through the session inbox (Claude Code 2.1.224 or newer; "
-            "--channel for older)")
+    else:
+        said = ("messages arrive through the session inbox (Claude Code 2.1.224 or newer; "
+                "--channel for older)")
+    codexes = [m for m in team.members if m.client == "codex"]
+    if codexes:
+        homes = ", ".join(f"{m.name} in {team.codex_home(m)}" for m in codexes)
+        said += (f"; a Codex agent's through codex queue, once its first bridge tool call "
+                 f"named its session; its Codex home (config.toml and {PROMPT_FILE} written "
+                 f"at start): {homes}")
+    return said
 
 
 def confirm(team: Team) -> str:
     """What a person must answer in the panes before the team can work."""
-    if team.channel:
-        return ("Each Claude Code asks once to confirm loading the development channel (and, "
-                "in a new folder, whether you trust it): press Enter in each pane. ")
-    return ("In a folder it has not seen, each Claude Code asks whether you trust it: press "
-            "Enter in each pane. ")
+    said = ""
+    if any(m.client == "claude" for m in team.members):
+        if team.channel:
+            said = ("Each Claude Code asks once to confirm loading the development channel "
+                    "(and, in a new folder, whether you trust it): press Enter in each pane. ")
+        else:
+            said = ("In a folder it has not seen, each Claude Code asks whether you trust it: "
+                    "press Enter in each pane. ")
+    if any(m.client == "codex" for m in team.members):
+        said += ("Each Codex starts with its role prompt and calls list_participants; one "
+                 "that is not logged in asks you to sign in in its pane. ")
+    return said
 
 
 def run(team: Team, *, dry_run: bool, attach: bool | None, out: TextIO = sys.stdout) -> int:
@@ -294,12 +417,13 @@ def run(team: Team, *, dry_run: bool, attach: bool | None, out: TextIO = sys.std
 
 def launch(specs: Sequence[str], *, room: str, session: str | None, claude: str | None,
            workdir: str | None, prompt_dir: str | None, dry_run: bool, channel: bool,
-           attach: bool | None) -> int:
-    """`bridge team`: build the team from ``specs`` (NAME:ROLE) and start it, or with
-    ``dry_run`` print the commands. A failure to start is a BridgeError."""
+           attach: bool | None, codex_cli: str | None = None) -> int:
+    """`bridge team`: build the team from ``specs`` (NAME:ROLE[:CLIENT]) and start it, or
+    with ``dry_run`` print the commands. A failure to start is a BridgeError."""
     try:
         team = build(specs, room=room, session=session, claude=claude, workdir=workdir,
-                     prompt_dir=prompt_dir, dry_run=dry_run, channel=channel)
+                     prompt_dir=prompt_dir, dry_run=dry_run, channel=channel,
+                     codex_cli=codex_cli)
         return run(team, dry_run=dry_run, attach=attach)
     except BrokenPipeError:  # `bridge team --dry-run ... | head`: the CLI ends quietly
         raise
