@@ -30,8 +30,9 @@ serve: install
 redis: install
 	$(BIN)/bridge redis
 
-# A team on one machine: tmux with one Claude Code per agent and `bridge tail` (README).
-# `make team AGENTS="carol:manager alice:developer bob:developer" ARGS="--room demo"`
+# A team on one machine: tmux with one Claude Code per agent and `bridge tail` (README); an
+# agent NAME:ROLE:codex runs Codex instead.
+# `make team AGENTS="carol:manager alice:developer dave:developer:codex" ARGS="--room demo"`
 AGENTS ?= carol:manager alice:developer bob:developer
 team: install
 	$(BIN)/bridge team $(AGENTS) $(ARGS)
@@ -56,10 +57,11 @@ web-screenshot: install
 	BRIDGE_WEB_SCREENSHOT=docs/web.png $(BIN)/pytest -q -p no:cacheprovider tests/test_web.py -k screenshot
 
 # --- Docker, across machines (README: "Run a team across machines") ---
-# Settings from make's command line or the environment: REDIS_URL, ROOM, AGENTS="NAME:ROLE ...",
-# for up-redis REDIS_PASSWORD or REDIS_ACL_FILE; optional files (host paths) CLAUDE_CREDENTIALS,
-# BRIDGE_SECRET_FILE, BRIDGE_TLS_CA/CERT/KEY, PROMPT_DIR; CHANNEL_FLAG=1 for Claude Code
-# before 2.1.224 (the development channel, as it has no session inbox).
+# Settings from make's command line or the environment: REDIS_URL, ROOM, AGENTS="NAME:ROLE ..."
+# (NAME:ROLE:codex: a Codex agent, in the image with Codex), for up-redis REDIS_PASSWORD or
+# REDIS_ACL_FILE; optional files (host paths) CLAUDE_CREDENTIALS, BRIDGE_SECRET_FILE,
+# BRIDGE_TLS_CA/CERT/KEY, PROMPT_DIR; CHANNEL_FLAG=1 for Claude Code before 2.1.224 (the
+# development channel, as it has no session inbox); CODEX_ARGS, OPENAI_API_KEY for Codex.
 # deploy/compose_agents.py checks them before anything starts. DRY_RUN=1 prints the compose
 # commands instead of running them.
 .PHONY: up up-redis down logs who tail attach

@@ -4,9 +4,12 @@
 # BRIDGE_CHANNEL_FLAG=1 adds --dangerously-load-development-channels server:bridge for older
 # versions, whose only push is the channel. An agent waits for work, so it runs interactive;
 # tmux gives it a terminal, and `make attach NAME=...` lets a person look in.
+# BRIDGE_CLIENT=codex (an agent NAME:ROLE:codex; the image's target agent-codex) runs OpenAI's
+# Codex CLI instead: bridge registered in $CODEX_HOME/config.toml (bridge/ops/codex_home.py),
+# the role prompt as its first prompt; messages wake it through `codex queue`.
 #
 #   agent-entrypoint.sh            start the session and stay up while it runs (the default)
-#   agent-entrypoint.sh --session  what runs inside tmux: Claude Code itself
+#   agent-entrypoint.sh --session  what runs inside tmux: Claude Code (or Codex) itself
 set -euo pipefail
 
 DEPLOY_DIR=${BRIDGE_DEPLOY_DIR:-/opt/bridge/deploy}
@@ -22,6 +25,13 @@ CHANNEL_DIALOG_SECONDS=${BRIDGE_CHANNEL_DIALOG_SECONDS:-15}
 
 die() { echo "agent-entrypoint: $*" >&2; exit 64; }
 
+CLIENT=${BRIDGE_CLIENT:-claude}
+case "$CLIENT" in
+  claude|codex) ;;
+  *) die "BRIDGE_CLIENT='$CLIENT': use claude (Claude Code, the default) or codex (OpenAI's Codex CLI)" ;;
+esac
+export CODEX_HOME=${CODEX_HOME:-$HOME/.codex}
+
 case "${BRIDGE_CHANNEL_FLAG:-0}" in
   1) CHANNEL_FLAG=1 ;;
   0) CHANNEL_FLAG=0 ;;
@@ -31,6 +41,14 @@ esac
 session() {
   cd "$WORKDIR"
   local status=0 channel=()
+  if [ "$CLIENT" = codex ]; then
+    # CODEX_ARGS is split on purpose: extra flags, e.g. "-m gpt-5.1" or "-c key=value"
+    # shellcheck disable=SC2086
+    codex ${CODEX_ARGS:-} "$(cat "$RUN_DIR/prompt.md")" || status=$?
+    echo "$status" > "$RUN_DIR/claude.status"
+    tmux wait-for -S "$SESSION-done"
+    return
+  fi
   if [ "$CHANNEL_FLAG" = 1 ]; then
     channel=(--dangerously-load-development-channels server:bridge)
   fi
@@ -83,6 +101,24 @@ accept_dialogs() {
   echo "agent-entrypoint: no ready prompt after ${DIALOG_SECONDS}s (a login or a new dialog?); make attach NAME=$BRIDGE_NAME to see the screen" >&2
 }
 
+# Codex: the first prompt runs at once (its first bridge tool call tells bridge the thread);
+# the screen is ready once the input box (a line starting "› ") is back.
+codex_up() {
+  local deadline=$((SECONDS + DIALOG_SECONDS)) screen
+  while [ $SECONDS -lt $deadline ] && tmux has-session -t "$SESSION" 2>/dev/null; do
+    screen=$(tmux capture-pane -p -t "$SESSION" 2>/dev/null || true)
+    if grep -q "Sign in with ChatGPT" <<<"$screen"; then
+      echo "agent-entrypoint: Codex is not logged in: make attach NAME=$BRIDGE_NAME and sign in (kept in the home volume), or give make up OPENAI_API_KEY" >&2
+      return 0
+    elif grep -qE "^› " <<<"$screen" && ! grep -qi "esc to interrupt" <<<"$screen"; then
+      echo "agent-entrypoint: Codex is up; make attach NAME=$BRIDGE_NAME to watch"
+      return 0
+    fi
+    sleep 0.5
+  done
+  echo "agent-entrypoint: no Codex input box after ${DIALOG_SECONDS}s (a login or a new dialog?); make attach NAME=$BRIDGE_NAME to see the screen" >&2
+}
+
 if [ "${1:-}" = "--session" ]; then
   session
   exit 0
@@ -98,24 +134,41 @@ if [ ! -r "$prompt" ]; then
 fi
 # telemetry switches only the channel off; the session inbox works without it
 for var in DISABLE_TELEMETRY DO_NOT_TRACK CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC; do
-  if [ "$CHANNEL_FLAG" = 1 ] && [ -n "${!var:-}" ]; then
+  if [ "$CLIENT" = claude ] && [ "$CHANNEL_FLAG" = 1 ] && [ -n "${!var:-}" ]; then
     echo "agent-entrypoint: WARNING $var is set: Claude Code switches channels off with it, so messages will not be pushed over the channel; unset it" >&2
   fi
 done
-if [ -z "${ANTHROPIC_API_KEY:-}" ] && [ ! -r /run/claude/credentials.json ] && [ ! -s "$HOME/.claude/.credentials.json" ]; then
+if [ "$CLIENT" = claude ] && [ -z "${ANTHROPIC_API_KEY:-}" ] && [ ! -r /run/claude/credentials.json ] && [ ! -s "$HOME/.claude/.credentials.json" ]; then
   echo "agent-entrypoint: no ANTHROPIC_API_KEY and no login: make attach NAME=$BRIDGE_NAME and log in (/login); the login is kept in the home volume" >&2
 fi
 
-mkdir -p "$RUN_DIR" "$HOME/.claude"
+mkdir -p "$RUN_DIR"
 chmod 700 "$RUN_DIR"
 BRIDGE_BIN=$(command -v bridge) || die "bridge is not on PATH"
 export BRIDGE_BIN
-python3 "$DEPLOY_DIR/render.py" "$DEPLOY_DIR/mcp.json" "$RUN_DIR/mcp.json"
 python3 "$DEPLOY_DIR/render.py" "$prompt" "$RUN_DIR/prompt.md"
-python3 "$DEPLOY_DIR/claude_home.py" "$HOME" "$WORKDIR"
-if [ -r /run/claude/credentials.json ]; then
-  # a copy: Claude Code rewrites the file when it refreshes the token, the mount is read-only
-  install -m 600 /run/claude/credentials.json "$HOME/.claude/.credentials.json"
+if [ "$CLIENT" = codex ]; then
+  command -v codex >/dev/null || die "codex is not on PATH: an agent NAME:ROLE:codex needs the image's target agent-codex (make up builds it for such an agent)"
+  # the role prompt is Codex's first prompt; its first bridge tool call names the thread
+  printf '\n\nStart now: call list_participants once (that also tells bridge where to deliver your teammates'"'"' messages), then work as your role says.\n' >> "$RUN_DIR/prompt.md"
+  # bridge's own Python: the config is written by bridge.ops.codex_home (bridge/ops/codex_home.py)
+  "$(dirname "$(readlink -f "$BRIDGE_BIN")")/python" -m bridge.ops.codex_home "$CODEX_HOME" "$WORKDIR" \
+    || die "could not write $CODEX_HOME/config.toml (above)"
+  if [ -n "${OPENAI_API_KEY:-}" ]; then
+    # Codex does not read the key from its environment: log in with it (kept in the home volume)
+    printenv OPENAI_API_KEY | codex login --with-api-key >/dev/null \
+      || echo "agent-entrypoint: codex login --with-api-key failed" >&2
+  elif [ ! -s "$CODEX_HOME/auth.json" ]; then
+    echo "agent-entrypoint: no OPENAI_API_KEY and no Codex login: make attach NAME=$BRIDGE_NAME and sign in; the login is kept in the home volume" >&2
+  fi
+else
+  mkdir -p "$HOME/.claude"
+  python3 "$DEPLOY_DIR/render.py" "$DEPLOY_DIR/mcp.json" "$RUN_DIR/mcp.json"
+  python3 "$DEPLOY_DIR/claude_home.py" "$HOME" "$WORKDIR"
+  if [ -r /run/claude/credentials.json ]; then
+    # a copy: Claude Code rewrites the file when it refreshes the token, the mount is read-only
+    install -m 600 /run/claude/credentials.json "$HOME/.claude/.credentials.json"
+  fi
 fi
 
 # One line per check in the container log (the URL's password is redacted); not fatal:
@@ -128,10 +181,16 @@ echo "agent-entrypoint: $BRIDGE_NAME ($BRIDGE_ROLE) started in room ${BRIDGE_ROO
 
 stop() { tmux kill-server 2>/dev/null || true; }
 trap stop TERM INT
-accept_dialogs &
+if [ "$CLIENT" = codex ]; then codex_up & else accept_dialogs & fi
 tmux wait-for "$SESSION-done" &
 wait $! || true
 stop
 status=$(cat "$RUN_DIR/claude.status" 2>/dev/null || echo 0)
-echo "agent-entrypoint: Claude Code exited with status $status"
+if [ "$CLIENT" = codex ]; then
+  # its daemon (and the bridge it runs) outlives the TUI: stop it with the container
+  codex app-server daemon stop >/dev/null 2>&1 || true
+  echo "agent-entrypoint: Codex exited with status $status"
+else
+  echo "agent-entrypoint: Claude Code exited with status $status"
+fi
 exit "$status"

@@ -7,7 +7,8 @@ its name, role, volumes and mounted files. Standard library only: it runs on a h
 has nothing but Python, make and Docker. Settings come from the environment (the Makefile
 exports them), so a password never shows on a command line.
 
-    compose_agents.py agents OUT   AGENTS, ROOM, REDIS_URL or REDIS_URL_<NAME> per agent (+
+    compose_agents.py agents OUT   AGENTS (NAME:ROLE or NAME:ROLE:codex), ROOM, REDIS_URL or
+                                   REDIS_URL_<NAME> per agent (+
                                    optional files, CHANNEL_FLAG, BUILD_CA_FILE): writes
                                    OUT, prints the service names
     compose_agents.py room         checks REDIS_URL and ROOM (who, tail)
@@ -49,6 +50,11 @@ MOUNTED_FILES = {
 }
 CUSTOM_PROMPTS = "/opt/bridge/custom-prompts"
 UID = 10001  # the agent image's user
+# NAME:ROLE[:CLIENT]: the client's template service in docker-compose.yml (codex: the image
+# with Codex, the Dockerfile's target agent-codex, built only when such an agent is named)
+TEMPLATES = {"claude": "agent", "codex": "agent-codex"}
+SPEC_HINT = ("write NAME:ROLE or NAME:ROLE:CLIENT, e.g. alice:developer or "
+             "dave:developer:codex")
 REDIS_UID = 999  # the redis image's user
 
 
@@ -60,6 +66,7 @@ class DeployError(Exception):
 class Agent:
     name: str
     role: str
+    client: str = "claude"
 
     @property
     def service(self) -> str:
@@ -149,15 +156,18 @@ def parse_agents(env: Mapping[str, str]) -> list[Agent]:
     spec = env.get("AGENTS", "")
     words = spec.replace(",", " ").split()
     if not words:
-        raise DeployError('AGENTS is empty: name the agents to run on this host as NAME:ROLE, '
-                          'e.g. AGENTS="alice:developer bob:developer"')
+        raise DeployError('AGENTS is empty: name the agents to run on this host as NAME:ROLE '
+                          '(or NAME:ROLE:codex), e.g. AGENTS="alice:developer bob:developer"')
     roles = sorted({p.stem for d in prompt_dirs(env) for p in d.glob("*.md")})
     agents: list[Agent] = []
     for word in words:
-        name, colon, role = word.partition(":")
-        if not colon or not name or not role:
-            raise DeployError(f"bad agent {word!r} in AGENTS: write NAME:ROLE, e.g. "
-                              f"alice:developer")
+        parts = word.split(":")
+        if len(parts) not in (2, 3) or not all(parts):
+            raise DeployError(f"bad agent {word!r} in AGENTS: {SPEC_HINT}")
+        name, role, client = (*parts, "claude") if len(parts) == 2 else parts
+        if client not in TEMPLATES:
+            raise DeployError(f"bad client {client!r} in {word!r} in AGENTS: use claude (Claude "
+                              f"Code, the default) or codex (OpenAI's Codex CLI)")
         if not NAME_PATTERN.match(name):
             raise DeployError(f"bad agent name {name!r} in AGENTS: use {NAME_HINT}")
         if any(agent.name == name for agent in agents):
@@ -167,7 +177,7 @@ def parse_agents(env: Mapping[str, str]) -> list[Agent]:
             raise DeployError(f"no prompt for role {role!r} (agent {name}): use one of "
                               f"{', '.join(roles)}, or put {role}.md in a folder given as "
                               f"PROMPT_DIR")
-        agents.append(Agent(name, role))
+        agents.append(Agent(name, role, client))
     return agents
 
 
@@ -253,12 +263,13 @@ def agents_override(env: Mapping[str, str]) -> tuple[dict[str, object], list[Age
             binds.append(f"{Path(custom).resolve()}:{CUSTOM_PROMPTS}:ro")
             environment["BRIDGE_PROMPT_DIR"] = CUSTOM_PROMPTS
         services[agent.service] = {
-            "extends": {"file": str(COMPOSE_FILE), "service": "agent"},
+            "extends": {"file": str(COMPOSE_FILE), "service": TEMPLATES[agent.client]},
             "profiles": ["agents"],
             "hostname": hostname(env, agent),
             "environment": environment,
             "volumes": binds,
-            "labels": {"bridge.agent": agent.name, "bridge.role": agent.role},
+            "labels": {"bridge.agent": agent.name, "bridge.role": agent.role,
+                       "bridge.client": agent.client},
         }
         volumes[f"{agent.service}-workspace"] = {}
         volumes[f"{agent.service}-home"] = {}

@@ -4,16 +4,20 @@ The compose files are validated by the real `docker-compose config` (Debian's 1.
 installed by .ci/run) with every profile; the Makefile's targets run in DRY_RUN mode, which
 does every check and writes the generated file but prints the compose command instead of
 running it; the Dockerfile is parsed and audited; the scripts the image runs (template
-rendering, Claude Code's first-run settings, the Redis start script) run here for real.
+rendering, Claude Code's first-run settings, the Redis start script) run here for real, and
+so does the agent entrypoint, once with the real Claude Code and once (BRIDGE_CLIENT=codex, an
+agent NAME:ROLE:codex) with the real Codex.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -122,6 +126,40 @@ def test_up_turns_agents_into_one_service_each(tmp_path: Path) -> None:
 
 
 @needs_compose
+def test_up_runs_a_codex_agent_in_the_image_with_codex(tmp_path: Path) -> None:
+    """NAME:ROLE:codex: the service extends the agent-codex template, whose image is the
+    Dockerfile's target agent-codex (the lean image stays the Claude agents'), with
+    BRIDGE_CLIENT=codex and OPENAI_API_KEY passed through from the host."""
+    key = "sk-proj-test-" + "y" * 20
+    result = make("up", tmp_path, REDIS_URL=URL, ROOM="mixed",
+                  AGENTS="carol:manager alice:developer:claude dave:developer:codex")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip().endswith("up -d --build agent-carol agent-alice agent-dave")
+    generated = tmp_path / "generated" / "agents.yml"
+    services = compose_config(tmp_path, generated, REDIS_URL=URL, ROOM="mixed",
+                              OPENAI_API_KEY=key, CODEX_ARGS="-m gpt-test")["services"]
+    dave = services["agent-dave"]
+    assert dave["image"] == "bridge-agent-codex:local"
+    assert dave["build"]["target"] == "agent-codex"
+    assert dave["build"]["dockerfile"] == "deploy/Dockerfile"
+    env = dave["environment"]
+    assert env["BRIDGE_CLIENT"] == "codex" and env["BRIDGE_NAME"] == "dave"
+    assert env["BRIDGE_ROLE"] == "developer" and env["BRIDGE_ROOM"] == "mixed"
+    assert env["OPENAI_API_KEY"] == key and env["CODEX_ARGS"] == "-m gpt-test"
+    assert dave["labels"]["bridge.client"] == "codex"
+    assert sorted(v.split(":")[:2] for v in dave["volumes"]) == [
+        ["agent-dave-home", "/home/agent"], ["agent-dave-workspace", "/workspace"]]
+    for name in ("carol", "alice"):  # the Claude Codes: the image without Codex
+        service = services[f"agent-{name}"]
+        assert service["image"] == "bridge-agent:local", name
+        assert "target" not in service["build"], name
+        assert "BRIDGE_CLIENT" not in service["environment"], name
+        assert service["labels"]["bridge.client"] == "claude", name
+    assert services["agent-codex"]["profiles"] == ["template"]  # never started itself
+    assert key not in generated.read_text() + (ROOT / "docker-compose.yml").read_text()
+
+
+@needs_compose
 def test_up_with_channel_flag_gives_old_claude_codes_the_channel(tmp_path: Path) -> None:
     result = make("up", tmp_path, REDIS_URL=URL, AGENTS="alice:developer", CHANNEL_FLAG="1")
     assert result.returncode == 0, result.stderr
@@ -182,6 +220,12 @@ def test_an_agent_can_have_its_own_url_for_its_own_acl_user(tmp_path: Path) -> N
     ({"REDIS_URL": URL, "AGENTS": "Alice:developer"}, "bad agent name 'Alice'"),
     ({"REDIS_URL": URL, "AGENTS": "alice:developer alice:manager"}, "named twice"),
     ({"REDIS_URL": URL, "AGENTS": "alice:tester"}, "no prompt for role 'tester'"),
+    ({"REDIS_URL": URL, "AGENTS": "dave:developer:gemini"},
+     "bad client 'gemini' in 'dave:developer:gemini' in AGENTS: use claude (Claude Code, the "
+     "default) or codex"),
+    ({"REDIS_URL": URL, "AGENTS": "dave:developer:codex:x"}, "write NAME:ROLE or "
+                                                             "NAME:ROLE:CLIENT"),
+    ({"REDIS_URL": URL, "AGENTS": "dave:developer:"}, "bad agent 'dave:developer:'"),
     ({"REDIS_URL": "redis://:pw@localhost:6379/0", "AGENTS": "a:developer"},
      "inside a container is the container itself"),
     ({"REDIS_URL": "unix:///tmp/r.sock", "AGENTS": "a:developer"}, "bad REDIS_URL (scheme"),
@@ -299,11 +343,13 @@ def test_names_follow_bridge_rules(name: str) -> None:
 
 @needs_compose
 def test_every_service_is_hardened(tmp_path: Path) -> None:
-    assert make("up", tmp_path, REDIS_URL=URL, AGENTS="alice:developer carol:manager",
+    assert make("up", tmp_path, REDIS_URL=URL,
+                AGENTS="alice:developer carol:manager dave:developer:codex",
                 BRIDGE_SECRET_FILE=str(DEPLOY / "mcp.json")).returncode == 0
     services = compose_config(tmp_path, tmp_path / "generated" / "agents.yml",
                               REDIS_URL=URL)["services"]
-    assert set(services) == {"redis", "agent", "tail", "agent-alice", "agent-carol"}
+    assert set(services) == {"redis", "agent", "agent-codex", "tail", "agent-alice",
+                             "agent-carol", "agent-dave"}
     for name, service in services.items():
         assert service["cap_drop"] == ["ALL"], name
         assert "cap_add" not in service, name
@@ -354,6 +400,17 @@ def test_dockerfile_hygiene() -> None:
             sources = args.split()[:-1]
             assert all(not s.startswith((".env", ".git", ".venv", ".cache")) for s in sources)
     assert ("ARG", "CLAUDE_CODE_VERSION=2.1.328") in instructions
+    # Codex, opt-in: pinned to what the tests drive (tests/codex_cli.py), in a stage of its
+    # own, and only in the target agent-codex; the default target (the last stage) is the
+    # agent without it
+    from tests.codex_cli import CODEX_VERSION
+
+    assert ("ARG", f"CODEX_VERSION={CODEX_VERSION}") in instructions
+    assert froms[-1] == "agent" and "agent AS agent-codex" in froms
+    codex_stage = instructions[instructions.index(("FROM", "agent AS agent-codex")):]
+    codex_stage = codex_stage[:[w for w, _ in codex_stage].index("FROM", 1)]
+    assert ("COPY", "--from=codex /opt/codex /opt/codex") in codex_stage
+    assert not any("codex" in args for _, args in final)
     health = [args for word, args in instructions if word == "HEALTHCHECK"]
     assert len(health) == 1 and "bridge doctor" in health[0]
     entry = [args for word, args in instructions if word == "ENTRYPOINT"]
@@ -669,6 +726,159 @@ def test_entrypoint_runs_claude_code_with_the_role_prompt(
             agent.kill()
             agent.wait(timeout=30)
         subprocess.run(["tmux", "-L", socket_name, "kill-server"], capture_output=True)
+        api.terminate()
+        api.wait(timeout=30)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(900)
+def test_entrypoint_runs_codex_for_a_codex_agent(redis_server: Any, tmp_path: Path) -> None:
+    """What an agent container with BRIDGE_CLIENT=codex runs, outside Docker, with the real
+    Codex 0.171.0 against the scripted fake Responses API: the entrypoint writes bridge into
+    the Codex home's config.toml (keeping the model config there), starts Codex in tmux with
+    the role prompt as its first prompt, whose list_participants call brings alice into the
+    room and tells bridge her thread; boss's message wakes her and she answers, with no
+    approval asked under approval_policy = "on-request"; SIGTERM stops Codex's daemon too, and
+    alice leaves the room."""
+    import tomllib
+
+    from tests.claude_code import read_tail
+    from tests.codex_cli import ensure_codex
+    from tests.codex_driver import FAKE_KEY, FAKE_KEY_ENV, FAKE_OPENAI, alive
+
+    if shutil.which("tmux") is None:
+        pytest.fail("tmux is not installed (apt-get install -y tmux)")
+    codex = ensure_codex()
+    call = {"type": "function_call", "namespace": "mcp__bridge"}
+    turns = tmp_path / "turns.json"
+    turns.write_text(json.dumps({"default_reply": "OK", "rules": [
+        {"id": "start", "when": {"last_user_contains": "Start now: call list_participants"},
+         "reply": [call | {"name": "list_participants", "arguments": {}}]},
+        {"id": "answer", "when": {"last_user_contains": "HELLO-FROM-BOSS"},
+         "reply": [call | {"name": "send_message",
+                           "arguments": {"to": "boss", "text": "PONG-FROM-ALICE"}}]}]}))
+    port_file, requests = tmp_path / "api.port", tmp_path / "requests.jsonl"
+    api = subprocess.Popen([sys.executable, FAKE_OPENAI, "--port", "0", "--port-file",
+                            str(port_file), "--log", str(requests), "--script", str(turns)],
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    home, work, log = tmp_path / "home", tmp_path / "workspace", tmp_path / "entrypoint.log"
+    codex_home = home / ".codex"
+    codex_home.mkdir(parents=True)
+    work.mkdir()
+    socket_name = f"bridge-test-codex-{os.getpid()}"
+    env = {
+        "PATH": f"{codex.parent}:{ROOT / '.venv' / 'bin'}:{os.environ['PATH']}",
+        "HOME": str(home), "LANG": "C.UTF-8", "TERM": "xterm-256color", FAKE_KEY_ENV: FAKE_KEY,
+        "BRIDGE_CLIENT": "codex", "DISABLE_TELEMETRY": "1",
+        "BRIDGE_NAME": "alice", "BRIDGE_ROLE": "developer", "BRIDGE_ROOM": "deploy",
+        "BRIDGE_REDIS_URL": redis_server.url, "BRIDGE_DEPLOY_DIR": str(DEPLOY),
+        "BRIDGE_PROMPT_DIR": str(DEPLOY / "prompts"), "BRIDGE_RUN_DIR": str(tmp_path / "run"),
+        "BRIDGE_WORKDIR": str(work), "BRIDGE_TMUX_SOCKET": socket_name,
+    }
+    client = redis_server.client()
+    agent = None
+
+    def daemon() -> set[int]:
+        """Codex's daemon and its updater, run from the daemon's copy in the Codex home."""
+        mark = str(codex_home / "packages") + os.sep
+        pids = set()
+        for entry in filter(str.isdigit, os.listdir("/proc")):
+            with contextlib.suppress(OSError):
+                argv0 = Path(f"/proc/{entry}/cmdline").read_bytes().split(b"\0")[0]
+                if argv0.decode(errors="replace").startswith(mark):
+                    pids.add(int(entry))
+        return pids
+
+    try:
+        port = wait_until("the fake API", lambda: port_file.exists() and port_file.read_text(),
+                          30)
+        # the model's config, as a person would keep it in the home volume
+        (codex_home / "config.toml").write_text(f"""model = "gpt-fake"
+model_provider = "fake"
+approval_policy = "on-request"
+check_for_update_on_startup = false
+[analytics]
+enabled = false
+[model_providers.fake]
+name = "fake"
+base_url = "http://127.0.0.1:{port}/v1"
+wire_api = "responses"
+env_key = "{FAKE_KEY_ENV}"
+request_max_retries = 0
+stream_max_retries = 0
+""")
+        with open(log, "w") as out:
+            agent = subprocess.Popen(["bash", str(DEPLOY / "agent-entrypoint.sh")], env=env,
+                                     stdout=out, stderr=subprocess.STDOUT)
+
+        def screen() -> str:
+            shot = subprocess.run(["tmux", "-L", socket_name, "capture-pane", "-p", "-t",
+                                   "agent"], capture_output=True, text=True, timeout=10)
+            return f"entrypoint log:\n{read_tail(log)}\nscreen:\n{shot.stdout}"
+
+        def no_question() -> None:
+            assert "to run tool" not in screen(), f"Codex asks to approve\n{screen()}"
+
+        wait_until("alice in the room", lambda: no_question() or client.hgetall(
+            "bridge:{deploy}:agent:alice"), 120, screen)
+        wait_until("Codex up", lambda: "agent-entrypoint: Codex is up; make attach NAME=alice"
+                   in log.read_text(), 60, screen)
+        text = log.read_text()
+        assert "Redis reachable" in text  # bridge doctor ran
+        # no key, no login: said once; the fake provider needs none
+        assert "no OPENAI_API_KEY and no Codex login" in text
+        assert "WARNING DISABLE_TELEMETRY" not in text  # Claude Code's channel, not Codex's
+        config = tomllib.loads((codex_home / "config.toml").read_text())
+        assert config["model_provider"] == "fake"  # the home's own config is kept
+        server = config["mcp_servers"]["bridge"]
+        assert server["command"] == str(ROOT / ".venv" / "bin" / "bridge")
+        assert server["args"] == ["serve"] and server["default_tools_approval_mode"] == "approve"
+        assert {"CODEX_HOME", "BRIDGE_REDIS_URL", "BRIDGE_NAME", "BRIDGE_ROLE",
+                "BRIDGE_ROOM"} <= set(server["env_vars"])
+        assert redis_server.url not in (codex_home / "config.toml").read_text()
+        assert config["projects"][str(work)] == {"trust_level": "trusted"}
+        record = client.hgetall("bridge:{deploy}:agent:alice")
+        assert record[b"role"] == b"developer"
+
+        boss = subprocess.run(
+            [str(ROOT / ".venv" / "bin" / "bridge"), "send", "--as", "boss", "--redis",
+             redis_server.url, "--room", "deploy", "alice", "HELLO-FROM-BOSS"],
+            capture_output=True, text=True, timeout=60)
+        assert boss.returncode == 0, boss.stderr
+
+        def answered() -> bool:
+            no_question()
+            entries = client.xrange("bridge:{deploy}:log")
+            return any(f[b"from"] == b"alice" and f[b"to"] == b"boss"
+                       and f[b"text"] == b"PONG-FROM-ALICE" for _, f in entries)
+
+        wait_until("alice's answer in the room log", answered, 90, screen)
+        bodies = [json.loads(line).get("body") or {} for line in
+                  requests.read_text().splitlines()]
+        first = next(b for b in bodies if "Start now: call list_participants" in json.dumps(b))
+        assert "# Your role: developer" in json.dumps(first)  # the role prompt came first
+
+        agent.terminate()  # what docker stop sends (through tini)
+        assert agent.wait(timeout=60) == 0, read_tail(log)
+        assert "agent-entrypoint: Codex exited" in log.read_text()
+        wait_until("alice to leave the room",
+                   lambda: not client.exists("bridge:{deploy}:agent:alice"), 30, screen)
+        assert subprocess.run(["tmux", "-L", socket_name, "has-session"],
+                              capture_output=True).returncode != 0
+    finally:
+        if agent is not None and agent.poll() is None:
+            agent.kill()
+            agent.wait(timeout=30)
+        subprocess.run(["tmux", "-L", socket_name, "kill-server"], capture_output=True)
+        # the updater outlives `daemon stop` (a container's end ends it)
+        for sig in (signal.SIGTERM, signal.SIGKILL):
+            for pid in daemon():
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, sig)
+            deadline = time.monotonic() + 10
+            while time.monotonic() < deadline and any(alive(p) for p in daemon()):
+                time.sleep(0.1)
+        shutil.rmtree(codex_home / "packages", ignore_errors=True)  # the daemon's copy
         api.terminate()
         api.wait(timeout=30)
 
