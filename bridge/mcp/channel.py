@@ -10,9 +10,8 @@ import structlog
 
 from bridge import trace
 from bridge.mcp.acks import Acknowledgements
-from bridge.mcp.inbox_delivery import MAX_CHANGES
 from bridge.mcp.loops import Holds
-from bridge.mcp.posts import Peer, change, label
+from bridge.mcp.posts import MAX_CHANGES, Peer, change, label
 from bridge.mcp.protocol import encode
 from bridge.mcp.stdio import PipeTransport
 from bridge.room.connection import Incoming, Room

@@ -20,7 +20,6 @@ import contextlib
 import os
 import subprocess
 from collections.abc import Awaitable, Callable
-from dataclasses import replace
 from pathlib import Path
 
 import anyio
@@ -29,7 +28,7 @@ from redis.exceptions import RedisError
 
 from bridge import codex
 from bridge.mcp.acks import Acknowledgements
-from bridge.mcp.posts import Senders, change, post_text
+from bridge.mcp.posts import Senders, cut, first_post, noted, post_text, whole_ones
 from bridge.room.connection import Incoming, Room
 from bridge.room.envelope import Envelope, Event, Notice
 from bridge.room.subscriber import Backoff
@@ -47,7 +46,6 @@ QUEUE_TIMEOUT = 20.0  # the command takes ~0.1 s; its first run may copy itself
 # characters are at most 120,000 bytes of UTF-8, with room for bridge's own lines
 MAX_POST_CHARS = 30_000
 RETRY_FIRST, RETRY_CAP = 1.0, 30.0
-MAX_CHANGES = 20
 
 
 class CodexDelivery:
@@ -141,9 +139,9 @@ class CodexDelivery:
             if not items:
                 continue
             await self.senders.learn(self.room.participants, items)
-            chunk = self._fit(items)
-            self.room.give_back(items[len(chunk):])
-            posted = [self._cut(item) for item in chunk]
+            chunk, rest = first_post(items, MAX_POST_CHARS)
+            self.room.give_back(rest)
+            posted = [cut(item, MAX_POST_CHARS) for item in chunk]
             text = post_text(posted, self.senders.known, self.changes, client="codex")
             problem = await self._queue(binary, thread, text)
             self.failing = problem or ""
@@ -157,13 +155,7 @@ class CodexDelivery:
             backoff.reset()
             self.posted += 1
             self.changes = []
-            whole = []
-            for item, sent in zip(chunk, posted, strict=True):
-                if sent is item:
-                    whole.append(item)
-                else:  # cut: the whole stays for read_messages, the cursor before it
-                    self.keep(item)
-            await acks.posted(text, whole, queued=True)
+            await acks.posted(text, whole_ones(chunk, posted, self.keep), queued=True)
 
     async def _turn_ended(self) -> None:
         """Wait while a turn of the session runs (up to MAX_BUSY_WAIT)."""
@@ -197,32 +189,10 @@ class CodexDelivery:
         items: list[Envelope | Notice] = []
         for item in batch:
             if isinstance(item, Event):
-                self.changes.append(change(item))
-                del self.changes[:-MAX_CHANGES]
+                noted(self.changes, item)
             else:
                 items.append(item)
         return items
-
-    @staticmethod
-    def _cut(item: Envelope | Notice) -> Envelope | Notice:
-        """A message too long for a post, cut, with a pointer to the whole."""
-        if not isinstance(item, Envelope) or len(item.text) <= MAX_POST_CHARS:
-            return item
-        rest = len(item.text) - MAX_POST_CHARS
-        return replace(item, text=item.text[:MAX_POST_CHARS] + (
-            f"\n[cut here by bridge: {rest} more characters. Call read_messages for the "
-            f"whole message]"))
-
-    @staticmethod
-    def _fit(items: list[Envelope | Notice]) -> list[Envelope | Notice]:
-        """The first items that fit in one post (at least one, cut if need be)."""
-        size, count = 0, 0
-        for item in items:
-            size += len(item.text) + 200
-            if count and size > MAX_POST_CHARS:
-                break
-            count += 1
-        return items[:count]
 
     async def _queue(self, binary: os.PathLike[str], thread: str, text: str) -> str | None:
         """Run `codex queue`; None when it says it queued the message, else why not."""

@@ -13,14 +13,13 @@ from __future__ import annotations
 
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import replace
 
 import anyio
 import structlog
 
 from bridge.mcp.acks import Acknowledgements, Witness
 from bridge.mcp.inbox import InboxPoster
-from bridge.mcp.posts import Senders, change, post_text
+from bridge.mcp.posts import Senders, cut, first_post, noted, post_text, whole_ones
 from bridge.room.connection import Incoming, Room
 from bridge.room.envelope import Envelope, Event, Notice
 from bridge.room.subscriber import Backoff
@@ -37,7 +36,6 @@ POST_INTERVAL = 5.0
 POST_BURST = 1
 MAX_POST_CHARS = 64 * 1024  # a post holds messages up to this much text (~16 k tokens)
 RETRY_FIRST, RETRY_CAP = 1.0, 30.0
-MAX_CHANGES = 20  # room changes remembered for the next post (the newest)
 MAX_REMEMBERED = 4096  # message ids remembered as posted (to mark a post made again)
 
 
@@ -106,7 +104,7 @@ class InboxDelivery:
         items: list[Envelope | Notice] = []
         for item in batch:
             if isinstance(item, Event):
-                self._note(item)
+                noted(self.changes, item)
             else:
                 items.append(item)
         if self.push_events and self.changes and not items:
@@ -114,32 +112,13 @@ class InboxDelivery:
             self.changes = []
         return items
 
-    def _note(self, event: Event) -> None:
-        self.changes.append(change(event))
-        del self.changes[:-MAX_CHANGES]
-
-    def _cut(self, item: Envelope | Notice) -> Envelope | Notice:
-        """A message too long for a post, cut, with a pointer to the whole."""
-        if not isinstance(item, Envelope) or len(item.text) <= MAX_POST_CHARS:
-            return item
-        rest = len(item.text) - MAX_POST_CHARS
-        return replace(item, text=item.text[:MAX_POST_CHARS] + (
-            f"\n[cut here by bridge: {rest} more characters. Call read_messages for the "
-            f"whole message]"))
-
     async def _post_all(self, items: list[Envelope | Notice]) -> bool:
         """Post the first MAX_POST_CHARS of ``items``; the rest goes back to the inbox, to
         be posted at the next turn of the rate (with whatever arrives meanwhile). On a failed
         write, all of it goes back (for read_messages, or the next attempt) and the cursor
         stays before it; returns False."""
-        size, count = 0, 0
-        for item in items:
-            size += len(item.text) + 200
-            if count and size > MAX_POST_CHARS:
-                break
-            count += 1
-        chunk, rest = items[:count], items[count:]
-        posted = [self._cut(item) for item in chunk]
+        chunk, rest = first_post(items, MAX_POST_CHARS)
+        posted = [cut(item, MAX_POST_CHARS) for item in chunk]
         text = post_text(posted, self.senders.known, self.changes) + self._again(chunk)
         try:
             await self.poster.post(text)
@@ -154,12 +133,7 @@ class InboxDelivery:
         self.room.give_back(rest)
         self.posted += 1
         self.changes = []
-        whole = []
-        for item, sent in zip(chunk, posted, strict=True):
-            if sent is item:
-                whole.append(item)
-            else:  # cut: the whole stays for read_messages, the cursor before it
-                self.keep(item)
+        whole = whole_ones(chunk, posted, self.keep)
         await self.acks.posted(text, whole)  # the cursor passes them once the model has them
         return True
 

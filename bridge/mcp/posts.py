@@ -14,7 +14,7 @@ import functools
 import time
 import unicodedata
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import anyio
@@ -22,7 +22,11 @@ from redis.exceptions import RedisError
 
 from bridge.room.envelope import Envelope, Event, Notice
 
+Postable = Envelope | Notice
+
 MAX_LABEL = 64
+MAX_CHANGES = 20  # room changes remembered for the next push (the newest)
+ITEM_OVERHEAD = 200  # characters of bridge's own lines counted per message in a post
 
 
 @dataclass(frozen=True)
@@ -80,6 +84,47 @@ def change(event: Event) -> str:
     if event.kind == "left":
         return f"{event.name} left" + (" (timed out)" if event.reason == "timeout" else "")
     return f"{event.name} set status: {label(event.status)}"
+
+
+def noted(changes: list[str], event: Event) -> None:
+    """Remember one room change for the next push (the newest MAX_CHANGES)."""
+    changes.append(change(event))
+    del changes[:-MAX_CHANGES]
+
+
+def first_post(items: Sequence[Postable],
+               limit: int) -> tuple[list[Postable], list[Postable]]:
+    """The items of one post of about ``limit`` characters (at least one), and the rest."""
+    size, count = 0, 0
+    for item in items:
+        size += len(item.text) + ITEM_OVERHEAD
+        if count and size > limit:
+            break
+        count += 1
+    return list(items[:count]), list(items[count:])
+
+
+def cut(item: Postable, limit: int) -> Postable:
+    """A message too long for a post, cut, with a pointer to the whole."""
+    if not isinstance(item, Envelope) or len(item.text) <= limit:
+        return item
+    rest = len(item.text) - limit
+    return replace(item, text=item.text[:limit] + (
+        f"\n[cut here by bridge: {rest} more characters. Call read_messages for the "
+        f"whole message]"))
+
+
+def whole_ones(chunk: Sequence[Postable], posted: Sequence[Postable],
+               keep: Callable[[Postable], None]) -> list[Postable]:
+    """Of a post's items, those posted whole; a cut one goes to ``keep`` (read_messages
+    returns it whole, and the cursor stays before it)."""
+    whole = []
+    for item, sent in zip(chunk, posted, strict=True):
+        if sent is item:
+            whole.append(item)
+        else:
+            keep(item)
+    return whole
 
 
 def quoted(text: str) -> str:
