@@ -123,6 +123,14 @@ def queued_posts(codex_home: Path, thread: str) -> list[str]:
     return texts
 
 
+def rollout_problem(codex_home: Path, thread: str) -> str | None:
+    """None if the thread's session file is there to read, else why not."""
+    if not rollout_paths(codex_home, thread):
+        return (f"no session file of thread {thread} under {codex_home / 'sessions'}: "
+                f"this server does not see the session's Codex home")
+    return None
+
+
 def _texts(content: Any) -> str:
     if not isinstance(content, list):
         return ""
@@ -160,10 +168,7 @@ class Rollout:
             return True
 
     def problem(self) -> str | None:
-        if not rollout_paths(self.home, self.thread):
-            return (f"no session file of thread {self.thread} under {self.home / 'sessions'}: "
-                    f"this server does not see the session's Codex home")
-        return None
+        return rollout_problem(self.home, self.thread)
 
     def status(self) -> tuple[str, float]:
         return self._status, time.monotonic() - self._since

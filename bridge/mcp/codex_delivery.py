@@ -78,7 +78,6 @@ class CodexDelivery:
             return
         self.turn = turn
         self._binary = codex.find_binary(self.env, self.settings.codex_bin)
-        self._rollout = codex.Rollout(codex.home(self.env), turn.thread)
         if turn.trigger == "exec":
             self._pull("this is `codex exec`, which drops a queued message (it starts its "
                        "turn and aborts it)", "codex exec")
@@ -89,17 +88,22 @@ class CodexDelivery:
         elif self._binary is None:
             self._pull("no codex binary to queue with: none on PATH, no daemon copy under "
                        f"{codex.home(self.env)}; set BRIDGE_CODEX_BIN", "no codex binary")
-        elif (problem := self._rollout.problem()) is not None:
+        elif (problem := codex.rollout_problem(codex.home(self.env), turn.thread)):
             self._pull(f"{problem}; pass it to bridge with env_vars = [\"CODEX_HOME\"] in "
                        f"its [mcp_servers.bridge] entry", "Codex home not seen")
         else:
             log.info("codex_push", thread=turn.thread, codex=str(self._binary))
-            # what an earlier bridge serve for this thread left: answered, or still queued
-            self._answered = set(self._rollout.answered)
-            for text in codex.queued_posts(codex.home(self.env), turn.thread):
-                for message_id in codex.message_ids(text):
-                    self._queued[message_id] = text
         self._learnt.set()
+
+    def _read_back(self, thread: str) -> codex.Rollout:
+        """The thread's rollout, and what an earlier bridge serve for it left: answered, or
+        still queued (file reads: in a worker thread, not in a tool call)."""
+        rollout = codex.Rollout(codex.home(self.env), thread)
+        self._answered = set(rollout.answered)
+        for text in codex.queued_posts(codex.home(self.env), thread):
+            for message_id in codex.message_ids(text):
+                self._queued[message_id] = text
+        return rollout
 
     def _pull(self, why: str, short: str) -> None:
         self.pull_reason, self._pull_status = why, short
@@ -114,7 +118,8 @@ class CodexDelivery:
                 await self.room.set_status(f"not pushed ({self._pull_status}): reads with "
                                            f"read_messages")
             await anyio.sleep_forever()
-        assert self.turn is not None and self._binary is not None and self._rollout
+        assert self.turn is not None and self._binary is not None
+        self._rollout = await anyio.to_thread.run_sync(self._read_back, self.turn.thread)
         acks = Acknowledgements(self.room, self._rollout, path="codex", max_awaiting=1,
                                 idle_grace=None, evidence="the thread's session file")
         async with anyio.create_task_group() as tg:
