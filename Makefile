@@ -4,16 +4,54 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 ARGS ?=
 
-.PHONY: install test lint serve redis team soak bench web-screenshot clean
+.PHONY: install install-docs lock test check lint docs docs-serve demo serve redis team soak bench \
+	web-screenshot clean
+
+# Installs pin every package to constraints.txt, so a fresh clone gets the versions CI used
+# (an unpinned mypy once failed `make lint` on a new machine). `make lock` renews the pins.
+CONSTRAINTS := constraints.txt
+PIP := $(BIN)/pip install --quiet -c $(CONSTRAINTS)
 
 install: $(BIN)/bridge
 
-$(BIN)/bridge: pyproject.toml
+$(BIN)/bridge: pyproject.toml $(CONSTRAINTS)
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e ".[dev,web]"
+	$(PIP) -e ".[dev,web]"
 	@touch $@
 	@echo "installed: $(BIN)/bridge"
+
+install-docs: $(BIN)/mkdocs
+
+$(BIN)/mkdocs: $(BIN)/bridge
+	$(PIP) -e ".[dev,web,docs]"
+	@touch $@
+
+# Renew constraints.txt: the newest versions that pyproject.toml allows, installed into a
+# throwaway venv and frozen. Then `make clean install lint test docs` and commit the file.
+LOCK_VENV ?= .cache/lock-venv
+lock:
+	rm -rf $(LOCK_VENV)
+	$(PYTHON) -m venv $(LOCK_VENV)
+	$(LOCK_VENV)/bin/pip install --quiet --upgrade pip
+	$(LOCK_VENV)/bin/pip install --quiet ".[dev,web,docs]"
+	{ echo "# Exact versions for make install (pip -c). Made by make lock from pyproject.toml;"; \
+	  echo "# renew with make lock, then make lint test docs before committing."; \
+	  $(LOCK_VENV)/bin/pip freeze --exclude-editable | grep -v '^bridge-agents'; } > $(CONSTRAINTS)
+	rm -rf $(LOCK_VENV)
+	@echo "wrote $(CONSTRAINTS)"
+
+# The docs site (mkdocs.yml, docs/): --strict, so a broken link or a missing page fails.
+docs: install-docs
+	$(BIN)/mkdocs build --strict --site-dir .cache/site
+	@echo "built: .cache/site/index.html (make docs-serve: browse it at http://127.0.0.1:8000)"
+
+docs-serve: install-docs
+	$(BIN)/mkdocs serve
+
+# bridge's main job, played by scripted agents (no model, no API key) on the embedded Redis
+demo: install
+	$(BIN)/bridge demo $(ARGS)
 
 test: install
 	$(BIN)/pytest $(ARGS)
