@@ -75,7 +75,7 @@ def _loop_options() -> dict[str, bool]:
 
 
 def _redis(args: argparse.Namespace) -> int:
-    from bridge.room.embedded import EmbeddedRedis
+    from bridge.redis.embedded import EmbeddedRedis
 
     return EmbeddedRedis.for_user().run_foreground()
 

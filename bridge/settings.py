@@ -1,8 +1,9 @@
 """Settings: one dataclass, built from environment variables and command-line flags (flags win).
 
 Each setting is declared once, as its field of `Settings`: the default, the environment
-variable, the flag (if it has one), the parser, the hint a bad value gets and the flag's help.
-`Settings.from_env` and `add_flags` (the argparse flags of the commands) read those declarations."""
+variable, the flag (if it has one), the parser, the hint a bad value gets, the flag's help and
+the meaning the settings page gives it. `Settings.from_env`, `add_flags` (the argparse flags of
+the commands) and `settings_table` (docs/settings.md's table) read those declarations."""
 
 from __future__ import annotations
 
@@ -31,8 +32,8 @@ DELIVERY_PATHS = ("inbox", "channel", "codex", "pull", "push")
 # The longest presence TTL, in seconds. A claim is honoured for its holder's TTL up to this, so a
 # presence record written by hand (no expiry, a huge TTL) blocks its name for an hour at most.
 MAX_TTL = 3600.0
-CLUSTER_SCHEMES = ("redis+cluster://", "rediss+cluster://")  # a seed list: bridge.room.cluster
-SENTINEL_SCHEMES = ("redis+sentinel://", "rediss+sentinel://")  # bridge.room.sentinel_url
+CLUSTER_SCHEMES = ("redis+cluster://", "rediss+cluster://")  # a seed list: bridge.redis.cluster
+SENTINEL_SCHEMES = ("redis+sentinel://", "rediss+sentinel://")  # bridge.redis.sentinel_url
 REDIS_SCHEMES = ("redis://", "rediss://", "unix://", *CLUSTER_SCHEMES, *SENTINEL_SCHEMES)
 TLS_SCHEMES = ("rediss://", "rediss+cluster://", "rediss+sentinel://")
 _SEED = re.compile(r"(\[[0-9a-fA-F:.]+\]|[^\s,/@\[\]:]+):\d{1,5}")
@@ -128,7 +129,7 @@ def _redis_url(value: Any) -> str:
         if not all(_SEED.fullmatch(seed) for seed in seeds.split(",")):
             raise ValueError(text)
         return text
-    from bridge.room import sentinel_url
+    from bridge.redis import sentinel_url
 
     if sentinel_url.is_sentinel_url(text):
         try:
@@ -161,7 +162,10 @@ class Setting:
     hint: str  # what a good value looks like, after "use"; a bad value's error ends with it
     flag: str = ""  # the command-line flag, e.g. "--ttl"; "": the variable only
     help: str = ""  # the flag's help; "(env VAR; default D)" is added to it
-    # what follows "(env VAR" in the help; None: "; default D" from the field's default
+    # its meaning on the settings page (Markdown; links relative to docs/settings.md); "": help
+    doc: str = ""
+    # what follows "(env VAR" in the help; None: "; default D" from the field's default. One
+    # that starts with "default: " is also the page's default column
     shown_default: str | None = None
     metavar: str | None = None
     switch: bool = False  # a flag without a value: given means true
@@ -199,6 +203,10 @@ NAME_HINT = "use 1-32 of a-z 0-9 _ . - starting with a letter or digit"
 class Settings:
     redis_url: str | None = setting(  # None: the per-user embedded Redis
         None, env="BRIDGE_REDIS_URL", flag="--redis", shared=True, metavar="URL",
+        doc="`redis://host:6379/0`, `rediss://…` (TLS), `unix:///path/redis.sock`, a Redis "
+            "Cluster `redis+cluster://host1:7000,host2:7001/`, or a Sentinel-watched primary "
+            "`redis+sentinel://[USER:PASSWORD@]S1:26379,S2:26379,S3:26379/SERVICE[/DB]` "
+            "(`rediss+…` for TLS; see [Cluster and Sentinel](scaling.md))",
         parse=_redis_url,
         hint="use redis://host:6379/0, rediss://…, unix:///path/redis.sock; for a Redis "
              "Cluster redis+cluster://host1:7000,host2:7001/; for a Sentinel-watched primary "
@@ -206,23 +214,32 @@ class Settings:
         help="Redis URL", shown_default="default: the embedded Redis")
     room: str = setting(
         "main", env="BRIDGE_ROOM", flag="--room", shared=True,
+        doc="an isolated team; several rooms can share a Redis; named like an agent",
         parse=_pattern(ROOM_PATTERN), hint=NAME_HINT, help="room name")
     name: str = setting(
         env="BRIDGE_NAME", flag="--name", default_factory=default_name,
+        doc="this agent's name: 1–32 of `a-z 0-9 _ . -`, starting with a letter or digit; the "
+            "derived default is logged",
         parse=_pattern(NAME_PATTERN), hint=NAME_HINT,
         help="this agent's name",
         shown_default="default: derived from host and working directory")
     role: str = setting(
         "", env="BRIDGE_ROLE", flag="--role", parse=_role,
+        doc="shown to the others, e.g. `manager`, `developer`; up to 64 printable characters",
         hint="use up to 64 printable characters",
         help="role shown to others, e.g. developer")
     ttl: float = setting(
         15.0, env="BRIDGE_TTL", flag="--ttl",
+        doc="seconds (1 to 3600) until a crashed agent's presence expires (heartbeat every ttl/3)",
         parse=_float_range(1.0, MAX_TTL),
         hint=f"use a number of seconds from 1 to {MAX_TTL:g}, e.g. 15",
         help="presence TTL in seconds")
     delivery: str = setting(
         "auto", env="BRIDGE_DELIVERY", flag="--delivery",
+        doc="`auto` (the session inbox if Claude Code offers it, `codex queue` for a Codex "
+            "client, else the channel), `inbox`, `channel`, `codex` or `pull` (`read_messages`); "
+            "`push` is the old name of `auto` (see [Claude "
+            "Code](claude.md#how-it-gets-there-delivery) and [Codex](codex.md))",
         parse=_choice(DELIVERY_MODES),
         hint="use auto, inbox, channel, codex or pull",
         help="auto (the session inbox Claude Code offers, `codex queue` for a Codex client, "
@@ -231,10 +248,14 @@ class Settings:
     # daemon's copy under CODEX_HOME; bridge.codex)
     codex_bin: str = setting(
         "", env="BRIDGE_CODEX_BIN", parse=str,
+        shown_default="default: PATH's `codex`, else the copy Codex's daemon keeps",
+        doc="the `codex` binary that queues messages into a Codex session (`codex queue`)",
         hint="use the path of the codex binary, e.g. ~/.codex/packages/app-server-daemon/"
              "current/bin/codex")
     push_events: bool = setting(  # push joined/left/status on their own (else they ride along)
         False, env="BRIDGE_PUSH_EVENTS", flag="--push-events", switch=True,
+        doc="`1`: push joined/left/status events on their own; by default they ride along with "
+            "the next message",
         parse=_flag,
         hint="use 1 (push joined/left/status events on their own) or 0",
         help="push joined/left/status events on their own; by default they ride along with "
@@ -243,18 +264,26 @@ class Settings:
     # (5 times as many whatever they say); bridge.mcp.loops
     loop_limit: int = setting(
         20, env="BRIDGE_LOOP_LIMIT", parse=_positive(int, 0),
+        doc="messages between an agent and one peer alone within `BRIDGE_LOOP_WINDOW`, counting "
+            "only the peer's repeats (messages that add fewer than 3 new words), after which the "
+            "peer's messages are held as a reply loop; five times as many are held whatever they "
+            "say; `0`: never (see [reply loops](agents.md#reply-loops-are-cut))",
         hint="use a whole number of messages, e.g. 20 (0: never hold)")
     loop_window: float = setting(
         120.0, env="BRIDGE_LOOP_WINDOW",
+        doc="seconds (at least 1) of that window",
         parse=_positive(float, 1.0),
         hint="use a number of seconds >= 1, e.g. 120")
     announce: bool = True  # publish our joined/left (not for an operator's `send --as`)
     max_bytes: int = setting(
         65536, env="BRIDGE_MAX_BYTES", flag="--max-bytes",
+        doc="largest message text, in UTF-8 bytes",
         parse=_positive(int, 1),
         hint="use a whole number of bytes, e.g. 65536", help="largest message text in bytes")
     log_maxlen: int = setting(
         10000, env="BRIDGE_LOG_MAXLEN",
+        doc="entries kept in the room log (approximate trim; at least 100); more while an agent "
+            "that holds the log has not read them, up to `BRIDGE_LOG_HARD_MAXLEN`",
         parse=_positive(int, 100),
         hint="use a whole number of entries >= 100")
     # the log is kept longer for agents that have not read it (bridge.room.retention), up to
@@ -262,80 +291,110 @@ class Settings:
     # BRIDGE_LOG_MAXLEN if that is larger; see _check_retention)
     log_hard_maxlen: int = setting(
         100000, env="BRIDGE_LOG_HARD_MAXLEN",
+        doc="entries (at least `BRIDGE_LOG_MAXLEN`, which it follows up if larger) the room log "
+            "never exceeds: past it the oldest go even if unread, and their reader gets the "
+            "\"expired\" notice",
         parse=_positive(int, 100),
         hint="use a whole number of entries >= BRIDGE_LOG_MAXLEN, e.g. 100000")
     # how far behind (messages of the room log) an agent may fall before sends to it are
     # refused, and broadcasts are not queued for it
     backlog_max: int = setting(
         10000, env="BRIDGE_BACKLOG_MAX",
+        doc="messages of the room log (at least 1, at most `BRIDGE_LOG_HARD_MAXLEN`, which the "
+            "default follows down) an agent that holds the log may be behind: a send to it is "
+            "refused past it, and a broadcast says it was not queued for it",
         parse=_positive(int, 1),
         hint="use a whole number of messages >= 1, up to BRIDGE_LOG_HARD_MAXLEN (which a "
              "default follows down), e.g. 10000")
     # seconds after an agent was last present that the log still holds its unread messages
     away_hold: float = setting(
         86400.0, env="BRIDGE_AWAY_HOLD",
+        doc="seconds (at least 1) after an agent was last present that the room log still holds "
+            "its unread messages",
         parse=_positive(float, 1.0),
         hint="use a number of seconds >= 1, e.g. 86400")
     cursor_ttl: float = setting(
         7 * 24 * 3600.0, env="BRIDGE_CURSOR_TTL",
+        doc="seconds (at least 60) an absent agent's cursor (and queued mail) is kept; a present "
+            "agent's heartbeat keeps it alive",
         parse=_positive(float, 60.0), hint="use a number of seconds >= 60")
     log_max_age: float = setting(  # seconds; 0 keeps entries until MAXLEN trims them
         0.0, env="BRIDGE_LOG_MAX_AGE",
+        doc="seconds; older log entries are trimmed too; `0`: no age limit",
         parse=_positive(float, 0.0),
         hint="use a number of seconds (0: no age limit)")
     send_timeout: float = setting(
         10.0, env="BRIDGE_SEND_TIMEOUT",
+        doc="seconds (at least 0.1) `send_message` keeps retrying while Redis is unreachable",
         parse=_positive(float, 0.1), hint="use a number of seconds, e.g. 10")
     # the room secret, never logged or shown: from the file --secret-file / BRIDGE_SECRET_FILE
     # names, or BRIDGE_SECRET itself (`_secret` reads and checks both)
     secret: str = setting(
         "", env="BRIDGE_SECRET_FILE", flag="--secret-file", metavar="PATH",
+        doc="file holding the room secret: messages are signed and checked (see "
+            "[Security](security.md)); or the secret itself in `BRIDGE_SECRET`, at least 16 "
+            "characters (set only one)",
         parse=str, hint="", repr=False,
         help="file holding the room secret; messages are then signed and checked",
         shown_default=", or the secret in BRIDGE_SECRET")
     replay_window: float = setting(  # seconds between a message's signed time and its log entry
         300.0, env="BRIDGE_REPLAY_WINDOW",
+        doc="seconds (at least 1) a signed message's time may differ from when Redis logged it",
         parse=_positive(float, 1.0),
         hint="use a number of seconds >= 1, e.g. 300")
     max_recipients: int = setting(
         64, env="BRIDGE_MAX_RECIPIENTS", flag="--max-recipients",
+        doc="most names in one message's `to` (1–1000)",
         parse=_int_range(1, 1000),
         hint="use a whole number from 1 to 1000", help="most names in one message's `to`")
     # bytes of messages (about) held in memory ahead of a client that does not keep up; past
     # it bridge stops reading the log until the client catches up: the log is the buffer
     read_ahead_bytes: int = setting(
         4 * 1024 * 1024, env="BRIDGE_READ_AHEAD_BYTES",
+        doc="bytes of messages (at least 4096; about: text plus 256 per item) an agent holds in "
+            "memory ahead of a client that is not reading; past it, bridge stops reading the log "
+            "until the client catches up",
         parse=_positive(int, 4096),
         hint="use a whole number of bytes >= 4096, e.g. 4194304")
     rate: float = setting(  # messages/s per sender name (0: no limit); generous: a runaway guard
         5000.0, env="BRIDGE_RATE", flag="--rate", parse=_positive(float, 0.0),
+        doc="messages per second one sender name may send; `0`: no limit",
         hint="use messages per second per sender, e.g. 5000 (0: no limit)",
         help="messages per second this agent may send, 0 for no limit")
     burst: int = setting(
         5000, env="BRIDGE_BURST", flag="--burst", parse=_positive(int, 1),
+        doc="messages (at least 1) one sender may send at once before `--rate` applies",
         hint="use a whole number of messages >= 1, e.g. 5000",
         help="messages this agent may send at once before --rate applies")
     # replicas that must have a message before send_message says it is sent (WAIT), so that a
     # failover to a replica cannot lose it; 0: answer as soon as the primary has it
     min_replicas: int = setting(
         0, env="BRIDGE_MIN_REPLICAS", parse=_int_range(0, 100),
+        doc="replicas (0–100) that must have a message before `send_message` says it is durable "
+            "(`WAIT`); `0`: do not wait (see [Durable "
+            "sends](scaling.md#durable-sends-bridge_min_replicas))",
         hint="use a whole number of replicas from 0 to 100, e.g. 1 (0: do not wait)")
     min_replicas_timeout: float = setting(  # the WAIT's bound, per batch of sends
         1.0, env="BRIDGE_MIN_REPLICAS_TIMEOUT", parse=_float_range(0.01, 60.0),
+        doc="seconds (0.01–60) a send waits for those replicas; past it, the answer says the "
+            "message is not known to be durable",
         hint="use a number of seconds from 0.01 to 60, e.g. 1")
     tls_ca: str = setting(  # PEM: the CA that signed the server's certificate (rediss://)
         "", env="BRIDGE_TLS_CA", flag="--tls-ca", shared=True, metavar="PEM",
+        doc="`rediss://`: the CA that signed Redis' certificate (see [TLS](tls.md))",
         parse=_readable_file,
         hint="use the path of a readable PEM file (the CA certificate)",
         help="rediss://: the CA that signed the server's certificate",
         shown_default="default: the system's CAs")
     tls_cert: str = setting(  # PEM: our client certificate, for servers that ask for one (mTLS)
         "", env="BRIDGE_TLS_CERT", flag="--tls-cert", shared=True, metavar="PEM",
+        doc="`rediss://`: a client certificate, for a Redis that asks for one",
         parse=_readable_file,
         hint="use the path of a readable PEM file (the client certificate)",
         help="rediss://: client certificate, if the server asks for one")
     tls_key: str = setting(  # PEM: its private key (if not in tls_cert's file)
         "", env="BRIDGE_TLS_KEY", flag="--tls-key", shared=True, metavar="PEM",
+        doc="`rediss://`: that certificate's key (if not in the same file)",
         parse=_readable_file,
         hint="use the path of a readable PEM file (the client certificate's key)",
         help="rediss://: the client certificate's key")
@@ -343,7 +402,10 @@ class Settings:
     # run when unset. No flag: a token on the command line shows in `ps`
     web_token: str = setting(
         "", env="BRIDGE_WEB_TOKEN", parse=_pattern(re.compile(r"^[A-Za-z0-9_~.-]{16,256}\Z")),
+        doc="`bridge web`'s token: 16–256 of `A-Z a-z 0-9 _ ~ . -`; sending needs it, and reading"
+            " off loopback (see [bridge web](web.md)); no flag, so it does not show in `ps`",
         hint="use 16-256 of A-Z a-z 0-9 _ ~ . - (e.g. the output of `openssl rand -hex 24`)",
+        shown_default="default: a new random one each run",
         repr=False)
     name_was_derived: bool = False
 
@@ -433,6 +495,31 @@ def _help(declared: Setting) -> str:
         shown = f"default {value}" if value else ""
     separator = "" if not shown or shown.startswith(",") else "; "
     return f"{declared.help} (env {declared.env}{separator}{shown})"
+
+
+def settings_table() -> str:
+    """The table of docs/settings.md (its MkDocs hook puts it there at build time): one row
+    per declared setting, in the order of the fields: flag, variable, default, meaning."""
+    rows = ["| flag | variable | default | meaning |", "|---|---|---|---|"]
+    for declared in declarations():
+        flag = " ".join(part for part in (declared.flag, declared.metavar) if part)
+        meaning = declared.doc or declared.help
+        rows.append(f"| {f'`{flag}`' if flag else ''} | `{declared.env}` | "
+                    f"{shown_default(declared)} | {meaning} |")
+    return "\n".join(rows) + "\n"
+
+
+def shown_default(declared: Setting) -> str:
+    """A setting's default as the settings page shows it: `15`, `auto`, or words."""
+    shown = declared.shown_default or ""
+    if shown.startswith("default: "):
+        return shown.removeprefix("default: ")
+    value = declared.default
+    if isinstance(value, bool):
+        return f"`{int(value)}`"
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)  # 15, not 15.0
+    return "none" if value in ("", None) else f"`{value}`"
 
 
 MIN_SECRET = 16

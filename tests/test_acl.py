@@ -21,7 +21,8 @@ from redis.exceptions import NoPermissionError, ResponseError
 from bridge import room
 from bridge.ops.acl import COMMANDS
 from bridge.ops.doctor_access import AccessChecks
-from bridge.room import functions, lua
+from bridge.redis import lua
+from bridge.room import functions
 from bridge.room.keys import Keys
 from tests.conftest import RedisServer, agent_pool, free_port
 from tests.test_cli_ops import (  # noqa: F401 - cli is a fixture

@@ -17,7 +17,7 @@ import redis
 
 from bridge.errors import SettingsError
 from bridge.ops.acl import AclUser
-from bridge.room.cluster import parse_cluster_url
+from bridge.redis.cluster import parse_cluster_url
 from bridge.room.connection import Room
 from bridge.room.envelope import Envelope
 from bridge.room.functions import load_library

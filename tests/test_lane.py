@@ -1,4 +1,4 @@
-"""bridge/room/lane.py: commands on a held connection, as a pipeline would answer them, and never
+"""bridge/redis/lane.py: commands on a held connection, as a pipeline would answer them, and never
 a reply read by the wrong call (real redis-server)."""
 
 from __future__ import annotations
@@ -9,8 +9,8 @@ import redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 
-from bridge.room.clients import make_client
-from bridge.room.lane import Lane
+from bridge.redis.clients import make_client
+from bridge.redis.lane import Lane
 from tests.conftest import RedisServer
 
 pytestmark = pytest.mark.anyio

@@ -1,4 +1,4 @@
-"""bridge/room/quickwrite.py packs commands with hiredis: the bytes must be exactly redis-py's."""
+"""bridge/redis/quickwrite.py packs commands with hiredis: the bytes must be exactly redis-py's."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import pytest
 from redis.asyncio import Redis
 from redis.asyncio.connection import Connection
 
-from bridge.room.quickwrite import QuickConnection, use_quick_writes
+from bridge.redis.quickwrite import QuickConnection, use_quick_writes
 
 COMMANDS: list[tuple[Any, ...]] = [
     ("SET", "bridge:{main}:cursor:bob", "1732400000000-0 7", "PX", 604800000),

@@ -1,4 +1,4 @@
-"""bridge/room/subscriber.py reads a subscription straight from its connection's parser: the same
+"""bridge/redis/subscriber.py reads a subscription straight from its connection's parser: the same
 messages, in order, in RESP2 (lists) and RESP3 (push frames), against a real redis-server."""
 
 from __future__ import annotations
@@ -9,9 +9,9 @@ import anyio
 import pytest
 import redis
 
-from bridge.room import feed
-from bridge.room.clients import make_client
-from bridge.room.subscriber import close_quietly, lean_reader, open_subscription, published
+from bridge.redis import feed
+from bridge.redis.clients import make_client
+from bridge.redis.subscriber import close_quietly, lean_reader, open_subscription, published
 from tests.conftest import RedisServer
 
 pytestmark = pytest.mark.anyio

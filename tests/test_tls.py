@@ -207,7 +207,7 @@ def test_a_dropped_plain_connection_is_worth_waiting_for() -> None:
     from redis.exceptions import AuthenticationError
     from redis.exceptions import ConnectionError as RedisConnectionError
 
-    from bridge.room.clients import refused
+    from bridge.redis.clients import refused
 
     dropped = RedisConnectionError("Connection closed by server.")
     assert not refused(dropped, "redis://10.0.0.1:6379/0")

@@ -29,9 +29,9 @@ from redis.exceptions import RedisError
 from bridge import codex
 from bridge.mcp.acks import Acknowledgements
 from bridge.mcp.posts import Senders, cut, first_post, noted, post_text, whole_ones
+from bridge.redis.subscriber import Backoff
 from bridge.room.connection import Incoming, Room
 from bridge.room.envelope import Envelope, Event, Notice
-from bridge.room.subscriber import Backoff
 from bridge.settings import Settings
 
 log = structlog.get_logger("bridge.codex")

@@ -20,9 +20,9 @@ import structlog
 from bridge.mcp.acks import Acknowledgements, Witness
 from bridge.mcp.inbox import InboxPoster
 from bridge.mcp.posts import Senders, cut, first_post, noted, post_text, whole_ones
+from bridge.redis.subscriber import Backoff
 from bridge.room.connection import Incoming, Room
 from bridge.room.envelope import Envelope, Event, Notice
-from bridge.room.subscriber import Backoff
 
 log = structlog.get_logger("bridge.inbox")
 

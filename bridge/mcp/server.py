@@ -27,8 +27,8 @@ from bridge.mcp.protocol import ServerInfo, Session
 from bridge.mcp.shutdown import CALLS_GRACE, Shutdown
 from bridge.mcp.stdio import PipeTransport, pipe_transport
 from bridge.mcp.tools import TOOLS, ToolCalls
+from bridge.redis.subscriber import Backoff
 from bridge.room.connection import Room
-from bridge.room.subscriber import Backoff
 from bridge.settings import Settings
 from bridge.transcript import Transcript
 

@@ -47,10 +47,10 @@ COMMANDS = (
     # a Redis Cluster (redis+cluster://): sharded pub/sub; redis-py's cluster client reads
     # the slot map (CLUSTER SLOTS) and the command table (COMMAND) when it starts, and sends
     # ASKING when a room's slot is being moved; CLUSTER INFO tells a cluster node given by
-    # a plain URL (bridge.room.clients.check_not_a_cluster_node)
+    # a plain URL (bridge.redis.clients.check_not_a_cluster_node)
     "spublish", "ssubscribe", "sunsubscribe", "cluster|slots", "cluster|info", "command",
     "asking",
-    "wait",  # after a send, with BRIDGE_MIN_REPLICAS (bridge.room.durability)
+    "wait",  # after a send, with BRIDGE_MIN_REPLICAS (bridge.redis.durability)
 )
 
 

@@ -44,7 +44,7 @@ AUTH = "auth.json"
 SERVER = "bridge"
 APPROVE = "approve"
 STARTUP_SECONDS = 30  # bridge serve may first start the embedded Redis, or wait for Redis
-# the embedded Redis's socket and data live where these say (bridge.room.embedded): a server
+# the embedded Redis's socket and data live where these say (bridge.redis.embedded): a server
 # that Codex starts must see the same ones as the rest of the team
 PASSED = ("XDG_RUNTIME_DIR", "XDG_DATA_HOME")
 BARE_KEY = re.compile(r"^[A-Za-z0-9_-]+\Z")

@@ -31,10 +31,10 @@ from bridge.ops.human import (
     to_json,
     until_interrupted,
 )
-from bridge.room.clients import check_reachable, make_client, resolve_url
+from bridge.redis.clients import check_reachable, make_client, resolve_url
+from bridge.redis.paging import pages
 from bridge.room.envelope import Envelope, Notice, decode_entry
 from bridge.room.keys import PREFIX, ROOM_PATTERN, Keys
-from bridge.room.paging import pages
 from bridge.room.presence import Presence
 from bridge.room.presence_records import Participant
 from bridge.room.signing import Signer, make_signer

@@ -22,8 +22,8 @@ from bridge.ops.commands import redis_now_ms
 from bridge.ops.doctor_access import AccessChecks
 from bridge.ops.doctor_topology import cluster_shard, delivery_checks, replication
 from bridge.ops.human import Terminal
-from bridge.room import cluster, sentinel
-from bridge.room.clients import (
+from bridge.redis import cluster, sentinel
+from bridge.redis.clients import (
     check_not_a_cluster_node,
     make_client,
     resolve_url,

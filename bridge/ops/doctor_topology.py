@@ -10,7 +10,7 @@ from redis.exceptions import RedisError
 from bridge import codex
 from bridge.delivery import SOCKET_VAR, offered, probe
 from bridge.ops.check import Check, Report
-from bridge.room import cluster, sentinel
+from bridge.redis import cluster, sentinel
 from bridge.room.keys import Keys
 from bridge.settings import Settings
 from bridge.transcript import CONFIG_VAR, Transcript

@@ -41,12 +41,12 @@ from bridge.ops.human import (
     to_json,
     until_interrupted,
 )
-from bridge.room.clients import check_reachable, make_client, resolve_url
+from bridge.redis.clients import check_reachable, make_client, resolve_url
+from bridge.redis.paging import PAGE
+from bridge.redis.subscriber import Backoff, close_quietly, open_subscription, published
 from bridge.room.envelope import Event, decode_entry, decode_event, parse_id
 from bridge.room.keys import PREFIX, Keys
-from bridge.room.paging import PAGE
 from bridge.room.signing import make_signer
-from bridge.room.subscriber import Backoff, close_quietly, open_subscription, published
 from bridge.settings import Settings, redact
 
 log = structlog.get_logger("bridge.tail")

@@ -32,7 +32,7 @@ from typing import TextIO
 from bridge import codex
 from bridge.errors import BridgeError, SettingsError
 from bridge.ops import codex_home
-from bridge.room.embedded import EmbeddedRedis
+from bridge.redis.embedded import EmbeddedRedis
 from bridge.room.keys import NAME_PATTERN
 
 PROMPTS = Path(__file__).resolve().parent.parent / "prompts"

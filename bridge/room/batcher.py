@@ -5,6 +5,11 @@ One agent's sends must reach Redis in call order. Waiting for each reply before 
 next command keeps that order but caps a sender at one message per round trip. Commands on
 one connection run in the order they are written, so a pipeline keeps the order too, and
 the round trip is shared by the whole batch. A lone send is still a batch of one: no delay.
+
+Why in bridge.room, not bridge.redis: it runs the room's functions (bridge.room.functions:
+Function, and loading the library when a server lacks it), and its failures are the send's
+("the message was NOT sent", BRIDGE_SEND_TIMEOUT). What it is built of is the Redis side's:
+the lane, the WAIT (bridge.redis.durability), the cluster's routing, the backoff.
 """
 
 from __future__ import annotations
@@ -29,19 +34,19 @@ from redis.exceptions import (
 
 from bridge import trace
 from bridge.errors import RedisRefused, RedisUnavailable
-from bridge.room import cluster
-from bridge.room.durability import Durability, redirect
+from bridge.redis import cluster
+from bridge.redis.durability import Durability, redirect
+from bridge.redis.lane import Lane
+from bridge.redis.lua import Call, Script
+from bridge.redis.subscriber import Backoff
 from bridge.room.functions import Function, recoverable
-from bridge.room.lane import Lane
-from bridge.room.lua import Call, Script
-from bridge.room.subscriber import Backoff
 
 log = structlog.get_logger("bridge.batcher")
 
 MAX_BATCH = 64
 RETRY_FIRST, RETRY_CAP = 0.1, 1.0
 # error replies that a later try can get past: Redis still loading its data; on a cluster, a
-# batch with a WAIT sent elsewhere (bridge.room.durability.redirect)
+# batch with a WAIT sent elsewhere (bridge.redis.durability.redirect)
 RETRIED_REPLIES = (BusyLoadingError, MovedError, AskError, TryAgainError)
 
 
@@ -84,7 +89,7 @@ class ScriptBatcher:
         # caller when nothing was queued or under way (asyncio's: free, it takes no turn)
         self._turn = asyncio.Lock()
         self._closed: RedisUnavailable | None = None
-        # one Redis: batches on a held connection (bridge.room.lane); a cluster routes its own
+        # one Redis: batches on a held connection (bridge.redis.lane); a cluster routes its own
         self._lane = Lane(redis) if Lane.usable(redis) else None
 
     def close(self, reason: str) -> None:
@@ -191,7 +196,7 @@ class ScriptBatcher:
 
     async def _on_lane(self, lane: Lane, batch: list[Pending]) -> list[Any]:
         """The batch in one write on the lane's connection, the WAIT after it (durability):
-        as a pipeline would, with ~40 us less of redis-py per batch (bridge.room.lane)."""
+        as a pipeline would, with ~40 us less of redis-py per batch (bridge.redis.lane)."""
         commands = [self.function.command(pending.call) for pending in batch]
         if self.durability:
             commands.append(self.durability.command())

@@ -18,12 +18,12 @@ from redis.asyncio import Redis
 from redis.exceptions import MovedError, RedisError
 
 from bridge.errors import BridgeError, NameTaken, SettingsError
-from bridge.room import sentinel
+from bridge.redis import sentinel
+from bridge.redis.clients import check_reachable, make_client, resolve_url, shown
+from bridge.redis.cluster import plain_url_hint
+from bridge.redis.durability import Durability
 from bridge.room.batcher import ScriptBatcher
-from bridge.room.clients import check_reachable, make_client, resolve_url, shown
-from bridge.room.cluster import plain_url_hint
 from bridge.room.cursor import CursorSeal, CursorWriter, Position
-from bridge.room.durability import Durability
 from bridge.room.envelope import Notice
 from bridge.room.keys import Keys
 from bridge.room.presence import Claim, Presence

@@ -22,8 +22,8 @@ import structlog
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
+from bridge.redis.lane import Lane
 from bridge.room.envelope import parse_id
-from bridge.room.lane import Lane
 
 log = structlog.get_logger("bridge.cursor")
 

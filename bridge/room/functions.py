@@ -6,7 +6,7 @@ member could run a script of its own that loops and stops every room on the Redi
 
 The library is built here, at import, from the scripts declared beside the Python that calls
 them (``bridge.room.presence_records``, ``bridge.room.sending``; how one is declared and called is
-``bridge.room.lua``): each becomes ``function(KEYS, ARGV) <source> end``. Its version is a hash
+``bridge.redis.lua``): each becomes ``function(KEYS, ARGV) <source> end``. Its version is a hash
 of those sources, and the version is part of the library's and each function's name
 (``bridge_<version>_send``). So two bridge versions in one room (a rolling upgrade) each call
 their own functions, side by side: nobody replaces anybody's library, and no bridge ever runs
@@ -25,6 +25,13 @@ Which path, per Redis client:
   replica has it by replication (a promoted replica keeps it). A node added later, or given
   slots by a resharding, has none: the first call there answers "Function not found", and
   is run again once the library is loaded on every primary (Library.load).
+
+Why in bridge.room, not bridge.redis: the library is the room's. It is built from the room's
+scripts (presence_records, sending), its version is a hash of them, and its messages send an
+administrator to `bridge acl --room`. What it stands on is the Redis side's: how a script is
+declared and its call laid out (bridge.redis.lua), the clients and the cluster's primaries
+(bridge.redis.clients, bridge.redis.cluster). A generic loader apart from the one library it
+loads would only hand that library's name and code around.
 """
 
 from __future__ import annotations
@@ -40,9 +47,9 @@ from redis.exceptions import NoPermissionError, NoScriptError, ResponseError
 
 from bridge import __version__
 from bridge.errors import BridgeError, RedisRefused, RedisUnavailable
+from bridge.redis.cluster import is_cluster, on_every_primary, username
+from bridge.redis.lua import Call, Script
 from bridge.room import presence_records, sending
-from bridge.room.cluster import is_cluster, on_every_primary, username
-from bridge.room.lua import Call, Script
 from bridge.settings import Settings
 
 log = structlog.get_logger("bridge.functions")
@@ -250,7 +257,7 @@ class Function:
 async def load_library(settings: Settings) -> int:
     """`bridge functions load`: FUNCTION LOAD REPLACE of this version's library (replacing
     only a library of the very same name, so other versions' agents keep theirs)."""
-    from bridge.room.clients import check_reachable, make_client, resolve_url, shown
+    from bridge.redis.clients import check_reachable, make_client, resolve_url, shown
 
     url = await resolve_url(settings)
     client = make_client(url, retries=0)

@@ -18,7 +18,7 @@ from redis.asyncio import Redis
 
 from bridge import __version__
 from bridge.errors import NameTaken
-from bridge.room.cluster import publish_command
+from bridge.redis.cluster import publish_command
 from bridge.room.envelope import MAX_HOST, MAX_STATUS, Event
 from bridge.room.functions import Function
 from bridge.room.keys import NAME_PATTERN, Keys

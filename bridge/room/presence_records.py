@@ -14,9 +14,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
+from bridge.redis.lua import NOW_MS, TAIL, Call, Script
 from bridge.room.envelope import MAX_HOST, MAX_ROLE, MAX_STATUS
 from bridge.room.keys import NAME_PATTERN
-from bridge.room.lua import NOW_MS, TAIL, Call, Script
 from bridge.room.signing import PRESENCE_FIELDS, Signer
 from bridge.room.untrusted import bounded
 from bridge.settings import DELIVERY_PATHS, MAX_TTL
@@ -115,7 +115,7 @@ class ClaimCall(Call):
     cursor_ttl_ms: int
     away_ms: int  # BRIDGE_AWAY_HOLD: the log holds our unread messages this long after we go
     events: str  # the events channel
-    publish: str  # PUBLISH, or SPUBLISH on a cluster (bridge.room.cluster.publish_command)
+    publish: str  # PUBLISH, or SPUBLISH on a cluster (bridge.redis.cluster.publish_command)
     joined_event: str  # '' for a quiet join
     stale_session: str  # a stale session that may be replaced ('' for none)
     new_epoch: str  # used if the room has none

@@ -25,7 +25,9 @@ from redis.exceptions import RedisError
 
 from bridge import trace
 from bridge.errors import NameTaken
-from bridge.room import feed
+from bridge.redis import feed
+from bridge.redis.paging import PAGE
+from bridge.redis.subscriber import Backoff, close_quietly, open_subscription
 from bridge.room.cursor import CursorWriter, Position
 from bridge.room.envelope import (
     Envelope,
@@ -37,9 +39,7 @@ from bridge.room.envelope import (
     wake_id,
 )
 from bridge.room.keys import Keys
-from bridge.room.paging import PAGE
 from bridge.room.signing import Gate
-from bridge.room.subscriber import Backoff, close_quietly, open_subscription
 from bridge.room.wakeup import from_wake
 from bridge.settings import Settings
 
@@ -173,7 +173,7 @@ class Receiver:
         channels = [self.keys.direct(self.name), self.keys.broadcast, self.keys.events]
         # Confirmed before the log is read: anything published after that is either in the
         # log we are about to read or still in the socket. Messages that arrive meanwhile
-        # are kept for the feed (bridge.room.feed), handed over first.
+        # are kept for the feed (bridge.redis.feed), handed over first.
         self._early.clear()
         pubsub, early = await open_subscription(self.subscriber, channels, SUBSCRIBE_TIMEOUT)
         self._early += early
@@ -195,7 +195,7 @@ class Receiver:
                 if reconnecting:
                     await self.cursor.flush()  # a write lost with the connection
                 backoff.reset()
-                # each message handled in the event loop's read callback (bridge.room.feed)
+                # each message handled in the event loop's read callback (bridge.redis.feed)
                 await feed.listen(pubsub, self._on_message, self._early)
             except (RedisError, OSError, TimeoutError) as e:
                 log.warning("redis_connection_lost", error=str(e) or type(e).__name__,

@@ -13,11 +13,10 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from bridge.errors import MessageRejected
-from bridge.room.cluster import publish_command
-from bridge.room.durability import confirmed
+from bridge.redis.cluster import publish_command
+from bridge.redis.lua import NOW_MS, TAIL, Call, Script
 from bridge.room.envelope import Envelope
 from bridge.room.keys import Keys
-from bridge.room.lua import NOW_MS, TAIL, Call, Script
 from bridge.room.retention import LUA as RETENTION
 from bridge.room.retention import CapWatch, backlogged, pairs
 from bridge.room.send_checks import SendResult, check_message, future_log, rate_limited
@@ -54,7 +53,7 @@ class SendCall(Call):
     ts: str
     payload_tail: str
     broadcast: str  # the broadcast channel; '' if direct
-    publish: str  # PUBLISH, or SPUBLISH on a cluster (bridge.room.cluster.publish_command)
+    publish: str  # PUBLISH, or SPUBLISH on a cluster (bridge.redis.cluster.publish_command)
     max_age_ms: int | str  # '' for none
     dedupe_ttl_ms: int
     sig: str  # '' when signing is off
@@ -272,6 +271,14 @@ return {'ok', id, online, queued, unheld, behind, capped}
 """)
 
 SCRIPTS = (SEND,)
+
+# where bridge.redis.durability's ``attach`` put the count, after the send function's own reply
+CONFIRMED_AT = 7
+
+
+def confirmed(reply: list[Any]) -> int | None:
+    """How many replicas confirmed a send's reply; None when sends do not wait."""
+    return int(reply[CONFIRMED_AT]) if len(reply) > CONFIRMED_AT else None
 
 
 class Sender:

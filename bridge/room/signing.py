@@ -24,9 +24,9 @@ from typing import Any
 import structlog
 from redis.asyncio import Redis
 
+from bridge.redis.paging import pages
 from bridge.room.cursor import Position
 from bridge.room.envelope import COMPACT_JSON, Envelope, Event, decode_entry, parse_id
-from bridge.room.paging import pages
 from bridge.settings import Settings
 
 log = structlog.get_logger("bridge.signing")

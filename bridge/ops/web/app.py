@@ -29,9 +29,9 @@ from bridge.ops.web import feed
 from bridge.ops.web.hub import Hub, frame
 from bridge.ops.web.security import COOKIE, Guard, Guarded, Refused
 from bridge.ops.web.steer import is_id, send_as
-from bridge.room.clients import make_client
+from bridge.redis.clients import make_client
+from bridge.redis.paging import PAGE
 from bridge.room.keys import NAME_PATTERN, PREFIX, ROOM_PATTERN, Keys
-from bridge.room.paging import PAGE
 from bridge.room.roster import read_roster
 from bridge.room.signing import make_signer
 from bridge.settings import Settings

@@ -1,7 +1,7 @@
 """What the page shows of a room's log, as JSON records: pages of history (filtered by agent,
 searched), one thread, and who talked to whom in the last hour.
 
-Everything here only reads the log (XRANGE, XREVRANGE), in pages (bridge.room.paging), so it
+Everything here only reads the log (XRANGE, XREVRANGE), in pages (bridge.redis.paging), so it
 works under a read-only Redis user. Text an agent wrote goes out as JSON strings; the page
 puts them into the DOM as text, never as HTML.
 """
@@ -18,9 +18,9 @@ from redis.asyncio import Redis
 
 from bridge.ops.commands import MARKERS
 from bridge.ops.human import envelope_record
+from bridge.redis.paging import Entry, pages
 from bridge.room.envelope import Envelope, decode_entry
 from bridge.room.keys import Keys
-from bridge.room.paging import Entry, pages
 from bridge.room.signing import Signer
 from bridge.room.untrusted import clean
 

@@ -24,13 +24,13 @@ from redis.exceptions import NoPermissionError, RedisError
 from bridge.ops.commands import MARKERS
 from bridge.ops.human import event_record
 from bridge.ops.tail import refusal
+from bridge.redis.paging import PAGE
+from bridge.redis.subscriber import Backoff, close_quietly, published, subscribe_confirmed
 from bridge.room.envelope import Event, decode_event
 from bridge.room.keys import Keys
-from bridge.room.paging import PAGE
 from bridge.room.presence_records import Participant
 from bridge.room.roster import read_roster
 from bridge.room.signing import Signer
-from bridge.room.subscriber import Backoff, close_quietly, published, subscribe_confirmed
 
 log = structlog.get_logger("bridge.web")
 

@@ -14,7 +14,7 @@ import anyio
 
 from bridge.errors import BridgeError, SettingsError
 from bridge.ops.web.security import Guard, is_loopback, new_token
-from bridge.room.clients import check_reachable, make_client, resolve_url
+from bridge.redis.clients import check_reachable, make_client, resolve_url
 from bridge.settings import Settings, redact
 
 DEFAULT_BIND = "127.0.0.1:8765"

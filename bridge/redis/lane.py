@@ -22,8 +22,8 @@ from redis.asyncio.connection import AbstractConnection
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 
-from bridge.room.cluster import is_cluster
-from bridge.room.quickwrite import hiredis_pack
+from bridge.redis.cluster import is_cluster
+from bridge.redis.quickwrite import hiredis_pack
 
 
 class Lane:

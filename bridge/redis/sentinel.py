@@ -31,11 +31,11 @@ from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool, SentinelMan
 from redis.exceptions import ConnectionError, RedisError, ResponseError
 
 from bridge.errors import RedisRefused, RedisUnavailable
-from bridge.room.cluster import is_cluster_url
-from bridge.room.sentinel_url import FORM, Target
-from bridge.room.sentinel_url import is_sentinel_url as is_sentinel_url  # (re-exported)
-from bridge.room.sentinel_url import parse as parse
-from bridge.room.subscriber import Backoff, close_quietly, published, subscribe_confirmed
+from bridge.redis.cluster import is_cluster_url
+from bridge.redis.sentinel_url import FORM, Target
+from bridge.redis.sentinel_url import is_sentinel_url as is_sentinel_url  # (re-exported)
+from bridge.redis.sentinel_url import parse as parse
+from bridge.redis.subscriber import Backoff, close_quietly, published, subscribe_confirmed
 from bridge.settings import redact
 
 log = structlog.get_logger("bridge.sentinel")

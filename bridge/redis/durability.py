@@ -20,6 +20,11 @@ with a WAIT, redirections are not followed inside the pipeline (``redirect``). T
 goes again, as after a dropped connection, on the slot map read anew.
 
 A batch of sends shares one WAIT: its answer covers every send of the batch.
+
+Why in bridge.redis, not bridge.room: all it knows is Redis' (WAIT on the connection, or the
+cluster node, that ran the writes; redirections that would put them elsewhere); nothing of
+what the writes are. The room decides that sends wait (bridge.room.batcher puts the WAIT after
+each batch) and what the count means for a send (bridge.room.sending.confirmed reads it back).
 """
 
 from __future__ import annotations
@@ -61,7 +66,7 @@ class Durability:
 
     def attach(self, replies: list[Any]) -> list[Any]:
         """The pipeline's replies without the WAIT's; each send's reply (a list) gets how
-        many replicas confirmed it appended (see ``confirmed``)."""
+        many replicas confirmed it appended (read back by bridge.room.sending.confirmed)."""
         *sends, waited = replies
         if isinstance(waited, Exception):  # e.g. an ACL without WAIT: nothing is confirmed
             log.warning("wait_failed", error=str(waited),
@@ -77,10 +82,3 @@ def redirect(replies: list[Any]) -> RedisError | None:
     return next((reply for reply in replies
                  if isinstance(reply, MovedError | AskError | TryAgainError)), None)
 
-
-CONFIRMED_AT = 7  # where ``attach`` put the count, after the send function's own reply
-
-
-def confirmed(reply: list[Any]) -> int | None:
-    """How many replicas confirmed a send's reply; None when sends do not wait."""
-    return int(reply[CONFIRMED_AT]) if len(reply) > CONFIRMED_AT else None

@@ -25,7 +25,7 @@ import redis._parsers.hiredis as hiredis_parser
 from redis.asyncio.client import PubSub
 from redis.exceptions import ConnectionError as RedisConnectionError
 
-from bridge.room.subscriber import (
+from bridge.redis.subscriber import (
     DROPPED,
     MESSAGES,
     PING_WHEN_QUIET,

@@ -2,7 +2,7 @@
 close; and the backoff of every reconnect and retry loop.
 
 On a Redis Cluster the subscription is sharded (SSUBSCRIBE on the shard that owns the room,
-bridge.room.cluster); elsewhere classic (SUBSCRIBE). Readers need not know which."""
+bridge.redis.cluster); elsewhere classic (SUBSCRIBE). Readers need not know which."""
 
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ from redis.asyncio.client import PubSub
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 
-from bridge.room.cluster import shard_pubsub
+from bridge.redis.cluster import shard_pubsub
 
 PING_WHEN_QUIET, PONG_TIMEOUT = 3.0, 3.0
 MESSAGES = ("message", "smessage")  # a published message: classic, or sharded

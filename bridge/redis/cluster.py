@@ -18,7 +18,7 @@ by the server and resubscribes only once its own slot map is refreshed, in a bac
 of its own: a receiver could go silent. A room needs one shard connection, so bridge opens
 it itself (``shard_pubsub``): a plain PubSub on the primary that owns the room's slot, after
 refreshing the slot map. An unrequested ``sunsubscribe`` there ends the link like a dropped
-connection (bridge.room.subscriber), and the receiver reconnects as on any reconnect:
+connection (bridge.redis.subscriber), and the receiver reconnects as on any reconnect:
 resubscribe where the slot is now, claim, catch up from the log.
 
 Keys. redis-py's cluster client learns the keys of a command with "movable keys" (FCALL,
@@ -43,10 +43,10 @@ from redis.backoff import ExponentialWithJitterBackoff, NoBackoff
 from redis.exceptions import ResponseError
 
 from bridge.errors import SettingsError
-from bridge.room.quickwrite import quick_connection_class
+from bridge.redis.quickwrite import quick_connection_class
 
 SCHEMES = {"redis+cluster": False, "rediss+cluster": True}  # scheme -> TLS
-# the TLS files bridge.room.clients.with_tls puts in the query
+# the TLS files bridge.redis.clients.with_tls puts in the query
 TLS_QUERY = ("ssl_ca_certs", "ssl_certfile", "ssl_keyfile")
 # redis-py raises MaxConnectionsError (a ConnectionError, so a send retries it) past this
 # many connections to one node, rather than waiting. One agent holds a handful at most (its
@@ -105,7 +105,7 @@ def parse_cluster_url(url: str) -> ClusterAddress:
 
 
 def make_cluster_client(url: str, *, retries: int, socket_timeout: float | None) -> Redis:
-    """A RedisCluster with bridge's connection settings (bridge.room.clients.make_client).
+    """A RedisCluster with bridge's connection settings (bridge.redis.clients.make_client).
 
     Typed as a Redis: bridge calls on it only what both clients have (commands routed by
     their keys, pipelines, execute_command)."""

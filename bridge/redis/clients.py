@@ -14,10 +14,10 @@ from redis.backoff import ExponentialWithJitterBackoff, NoBackoff
 from redis.exceptions import AuthenticationError, RedisError, ResponseError
 
 from bridge.errors import RedisRefused, RedisUnavailable, SettingsError
-from bridge.room import sentinel
-from bridge.room.cluster import is_cluster, is_cluster_url, make_cluster_client, plain_url_hint
-from bridge.room.embedded import EmbeddedRedis
-from bridge.room.quickwrite import use_quick_writes
+from bridge.redis import sentinel
+from bridge.redis.cluster import is_cluster, is_cluster_url, make_cluster_client, plain_url_hint
+from bridge.redis.embedded import EmbeddedRedis
+from bridge.redis.quickwrite import use_quick_writes
 from bridge.settings import Settings, redact
 
 POOL_SIZE = 32  # connections per client; more calls at once queue for one
@@ -49,7 +49,7 @@ def make_client(url: str, *, retries: int = 3, single_connection: bool = False) 
 
     ``retries=0`` is for the subscriber: its reconnects are ours to handle, because
     each one needs a catch-up from the log. A ``redis+cluster://`` URL gets a cluster client
-    (bridge.room.cluster).
+    (bridge.redis.cluster).
     """
     if is_cluster_url(url):
         return make_cluster_client(url, retries=retries,

@@ -1,4 +1,4 @@
-"""The URL of a Sentinel-watched primary, parsed (see bridge.room.sentinel for the form).
+"""The URL of a Sentinel-watched primary, parsed (see bridge.redis.sentinel for the form).
 Apart from the rest of that module so that the settings can check a URL without importing
 the Redis clients (which import the settings)."""
 
