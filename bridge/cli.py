@@ -232,6 +232,19 @@ def _web(args: argparse.Namespace) -> int:
     return anyio.run(lambda: web(settings, args.bind))
 
 
+def _demo_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--hold", type=float, default=0.0, metavar="SECONDS",
+                        help="keep the agents and the page up this long after the story")
+
+
+def _demo(args: argparse.Namespace) -> int:
+    import anyio
+
+    from bridge.ops.demo import demo
+
+    return anyio.run(lambda: demo(hold=args.hold))
+
+
 # ------------------------------------------------------------------ doctor, team
 def _doctor(args: argparse.Namespace) -> int:
     import anyio
@@ -321,6 +334,8 @@ COMMANDS = {command.name: command for command in (
                         "form to send as an operator. Prints the address to open; it carries "
                         "the token sending needs (BRIDGE_WEB_TOKEN, or a new one each run). "
                         "Needs the web extra: pip install 'bridge-agents[web]'."),
+    Command("demo", "bridge's main job played by three scripted agents (no model, no API key)",
+            _demo_flags, _demo),
     Command("doctor", "check that bridge can work with this Redis", _room_flags, _doctor,
             description="One line per check, with a fix for each problem. Exits 1 if bridge "
                         "cannot work."),
