@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -111,27 +112,54 @@ def test_a_bad_log_level_is_one_line_not_a_quiet_default() -> None:
                                          "use one of DEBUG, INFO, WARNING, ERROR")
 
 
-def test_each_setting_is_declared_once_for_flag_help_and_readme() -> None:
-    # the flags of `serve`, their help, and the README's settings table all follow the one
-    # declaration of each setting (bridge/settings.py)
+def test_each_setting_is_declared_once_for_flag_help_and_the_docs() -> None:
+    # the flags of `serve`, their help, and the settings page's table all follow the one
+    # declaration of each setting (bridge/settings.py); docs/hooks/settings_table.py puts the
+    # table at the page's marker when the site is built
     from bridge.cli import build_parser
-    from bridge.settings import declarations
+    from bridge.settings import declarations, settings_table
 
     [serve] = [action.choices["serve"] for action in build_parser()._actions
                if isinstance(action, argparse._SubParsersAction)]
     helps = {flag: action.help or "" for action in serve._actions
              for flag in action.option_strings}
-    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
-    rows = {row.split("|")[2].strip(" `"): row.split("|")[3].strip()
-            for row in readme.splitlines() if row.startswith("| ") and "`BRIDGE_" in row}
+    table = settings_table()
+    rows = {row.split("|")[2].strip(" `"): row.split("|") for row in table.splitlines()[2:]}
+    assert all(len(cells) == 6 for cells in rows.values())  # a stray | would add a column
     for declared in declarations():
+        assert declared.env in rows, declared.env
+        _, flag, _, default, meaning, _ = rows.pop(declared.env)
         if declared.flag:
             assert f"(env {declared.env}" in helps.pop(declared.flag)
-        default = declared.default
-        if isinstance(default, int | float) and not isinstance(default, bool):
-            number = int(default) if float(default).is_integer() else default
-            assert rows[declared.env].startswith(f"`{number}`"), declared.env
-        assert declared.env in rows, declared.env
+            assert flag.strip().startswith(f"`{declared.flag}"), declared.env
+        else:
+            assert not flag.strip(), declared.env
+        assert meaning.strip(), declared.env
+        value = declared.default
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            number = int(value) if float(value).is_integer() else value
+            assert default.strip() == f"`{number}`", declared.env
+    assert rows == {}
     assert set(helps) == {"-h", "--help"}  # every flag of serve is a declared setting
     assert {d.key for d in declarations()} >= {"redis", "room", "name", "ttl", "secret_file",
                                                "loop_limit", "tls_ca"}
+    assert "| `--ttl` | `BRIDGE_TTL` | `15` | seconds (1 to 3600)" in table
+    assert "| `--redis URL` | `BRIDGE_REDIS_URL` | the embedded Redis |" in table
+
+
+def test_the_settings_page_holds_the_table_and_every_variable_bridge_reads() -> None:
+    # the page has the marker the hook fills; every BRIDGE_* variable the code names is on the
+    # page, in the generated table or in the short table of those read elsewhere
+    from bridge.settings import settings_table
+
+    root = Path(__file__).resolve().parents[1]
+    page = (root / "docs" / "settings.md").read_text()
+    hook = (root / "docs" / "hooks" / "settings_table.py").read_text()
+    assert page.count("<!-- settings-table -->") == 1 and "<!-- settings-table -->" in hook
+    shown = page + settings_table()
+    named = {name for path in (root / "bridge").rglob("*.py")
+             for name in re.findall(r"[\"'](BRIDGE_[A-Z_]+)[\"']", path.read_text())}
+    # not settings: a constant of bridge team, and the agent image's choice of client
+    named -= {"BRIDGE_TOOLS", "BRIDGE_CLIENT"}
+    assert len(named) > 30
+    assert {name for name in named if f"`{name}`" not in shown} == set()
