@@ -1,5 +1,5 @@
-"""The README's redis-cli recipes run as written against a live room, so the docs cannot
-drift from the key layout."""
+"""The redis-cli recipes of the docs (docs/design.md, "Inspect a room with redis-cli") run as
+written against a live room, so the docs cannot drift from the key layout."""
 
 from __future__ import annotations
 
@@ -13,12 +13,13 @@ import pytest
 
 pytestmark = pytest.mark.anyio
 
-README = Path(__file__).resolve().parents[1] / "README.md"
+PAGE = Path(__file__).resolve().parents[1] / "docs" / "design.md"
 
 
 def recipes() -> list[str]:
-    text = README.read_text()
-    section = text[text.index("## Inspect it with redis-cli"):text.index("## How it works")]
+    text = PAGE.read_text()
+    start = text.index("## Inspect a room with redis-cli")
+    section = text[start:text.index("\n## ", start + 1)]
     return [line.split("#")[0].strip() for line in section.splitlines()
             if line.startswith("redis-cli ")]
 
