@@ -1,6 +1,7 @@
 #!/bin/sh
 # Run a build step (pip, npm) trusting the extra CA certificates in BUILD_CA_CERTS too: for
-# builds behind a proxy that re-signs TLS (README: "Building behind a TLS-intercepting proxy").
+# builds behind a proxy that re-signs TLS (docs/docker.md: "Building behind a
+# TLS-intercepting proxy").
 # BUILD_CA_CERTS holds PEM text, e.g. --build-arg BUILD_CA_CERTS="$(cat corp-ca.crt)". The
 # files live in a temporary folder for this one command and are gone when it ends; only the
 # builder stages run this, so nothing of it reaches the agent image.

@@ -116,13 +116,13 @@ def check_url(env: Mapping[str, str], var: str = "REDIS_URL") -> str:
                           f"e.g. /0")
     if not parts.password:
         print(f"compose_agents: warning: {var} has no password; anyone who reaches that "
-              "Redis can read and send messages (see README: Run a team across machines)",
+              "Redis can read and send messages (see docs/docker.md: Opening Redis safely)",
               file=sys.stderr)
     return url
 
 
 def check_sentinel_url(url: str, var: str) -> str:
-    """redis+sentinel://[:PASSWORD@]S1:26379,S2:26379/SERVICE[/DB] (README: Sentinel)."""
+    """redis+sentinel://[:PASSWORD@]S1:26379,S2:26379/SERVICE[/DB] (docs/scaling.md: Sentinel)."""
     rest = url.partition("://")[2].partition("?")[0]
     netloc, _, path = rest.partition("/")
     credentials, _, hosts = netloc.rpartition("@")
@@ -139,7 +139,7 @@ def check_sentinel_url(url: str, var: str) -> str:
                           f"(and a database number), e.g. {example}")
     if ":" not in credentials:
         print(f"compose_agents: warning: {var} has no password; anyone who reaches that "
-              "Redis can read and send messages (see README: Run a team across machines)",
+              "Redis can read and send messages (see docs/docker.md: Opening Redis safely)",
               file=sys.stderr)
     return url
 

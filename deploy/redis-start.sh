@@ -17,7 +17,7 @@ else
   exit 64
 fi
 unset REDIS_PASSWORD
-# everysec: a killed Redis loses nothing, a power cut at most a second (README: Durability)
+# everysec: a killed Redis loses nothing, a power cut at most a second (docs/reliability.md: Durability)
 printf 'appendonly yes\nappendfsync everysec\ndir %s\n' "${REDIS_DATA:-/data}" >> "$CONF"
 if [ -f "$TLS/cert.pem" ]; then
   # TLS only: the plain port is closed, agents use rediss://

@@ -3,7 +3,7 @@
 # The password goes into a config file, not onto the command line (ps, docker inspect).
 # Every member announces its service name (resolved by the sentinels and the agents on the
 # compose network); for agents on other hosts, set ANNOUNCE to this host's address and
-# publish the ports (README: Sentinel).
+# publish the ports (docs/scaling.md: Sentinel).
 set -eu
 : "${REDIS_PASSWORD:?set REDIS_PASSWORD (the same for every member)}"
 ANNOUNCE=${ANNOUNCE:-$(hostname)}

@@ -16,7 +16,7 @@ What Codex 0.171.0 does with the file is measured in docs/codex-facts.md:
 - ``default_tools_approval_mode = "approve"`` on the entry runs bridge's tools without asking:
   under ``approval_policy = "on-request"`` (Codex's default) a bridge tool call otherwise
   stops at "Allow the bridge MCP server to run tool ...?" until someone answers in the pane,
-  also in a turn that a teammate's message woke (README: "Codex's approval policy");
+  also in a turn that a teammate's message woke (docs/team.md: "Codex's approval policy");
 - ``[projects."DIR"] trust_level = "trusted"`` (for a folder in a git repository: its root)
   skips the "Trust this folder?" dialog.
 
