@@ -57,8 +57,8 @@ test: install
 	$(BIN)/pytest $(ARGS)
 
 lint: install
-	$(BIN)/ruff check bridge tests
-	$(BIN)/mypy bridge
+	$(BIN)/ruff check bridge tests docs/hooks
+	$(BIN)/mypy bridge docs/hooks
 
 # `make serve NAME=alice` runs one agent's MCP server on stdio (for manual poking).
 serve: install
@@ -68,7 +68,7 @@ serve: install
 redis: install
 	$(BIN)/bridge redis
 
-# A team on one machine: tmux with one Claude Code per agent and `bridge tail` (README); an
+# A team on one machine: tmux with one Claude Code per agent and `bridge tail` (docs/team.md); an
 # agent NAME:ROLE:codex runs Codex instead.
 # `make team AGENTS="carol:manager alice:developer dave:developer:codex" ARGS="--room demo"`
 AGENTS ?= carol:manager alice:developer bob:developer
@@ -89,12 +89,12 @@ soak: install
 bench: install
 	BENCH_COMMAND="make bench$(if $(ARGS), ARGS='$(ARGS)')" $(BIN)/python -m bench $(ARGS)
 
-# docs/web.png, the README's picture of `bridge web`: the busy-room test of tests/test_web.py
+# docs/web.png, docs/web.md's picture of `bridge web`: the busy-room test of tests/test_web.py
 # (a real room, real agents, Debian's chromium) takes it, so it matches the code
 web-screenshot: install
 	BRIDGE_WEB_SCREENSHOT=docs/web.png $(BIN)/pytest -q -p no:cacheprovider tests/test_web.py -k screenshot
 
-# --- Docker, across machines (README: "Run a team across machines") ---
+# --- Docker, across machines (docs/docker.md) ---
 # Settings from make's command line or the environment: REDIS_URL, ROOM, AGENTS="NAME:ROLE ..."
 # (NAME:ROLE:codex: a Codex agent, in the image with Codex), for up-redis REDIS_PASSWORD or
 # REDIS_ACL_FILE; optional files (host paths) CLAUDE_CREDENTIALS, BRIDGE_SECRET_FILE,
@@ -116,7 +116,8 @@ DEPLOY_AGENTS = $(if $(filter file,$(origin AGENTS)),,$(AGENTS))
 # print a compose command, then run it unless DRY_RUN is set
 run = echo "$(1)" && $(if $(DRY_RUN),:,$(1))
 
-# BUILD_CA_FILE=FILE: extra CA certificates (PEM) for the image build only (README: Docker)
+# BUILD_CA_FILE=FILE: extra CA certificates (PEM) for the image build only (docs/docker.md:
+# "Building behind a TLS-intercepting proxy")
 up:
 	@services="$$(AGENTS='$(DEPLOY_AGENTS)' $(DEPLOY) agents $(GENERATED)/agents.yml)" && \
 	$(if $(BUILD_CA_FILE),export BUILD_CA_CERTS="$$(cat '$(BUILD_CA_FILE)')" && )$(call run,$(DC) -f $(GENERATED)/agents.yml --profile agents up -d --build $$services)

@@ -9,7 +9,7 @@ scripted fake Messages API by ANTHROPIC_BASE_URL, with no channel flag and no di
 confirm; the scripted manager asks both developers to agree on an endpoint, both developers'
 conversations must receive that message as a bridge post in their session inbox, and the
 developers' proposal and confirmation must reach each other and the manager. Another starts
-a real Codex (pinned, tests/codex_cli.py) as NAME:ROLE:codex against the scripted fake
+a real Codex (pinned, tests/support/codex_cli.py) as NAME:ROLE:codex against the scripted fake
 Responses API: the config bridge team wrote must bring its bridge into the room, and a message
 must wake it and be answered, with no approval asked under `approval_policy = "on-request"`.
 """
@@ -35,7 +35,7 @@ from typing import Any
 import pytest
 
 from bridge.ops import codex_home
-from tests.claude_code import (
+from tests.support.claude_code import (
     FAKE_API,
     NPM_INSTALL_TIMEOUT,
     minimal_env,
@@ -276,16 +276,15 @@ def test_the_role_prompts_state_the_protocol() -> None:
         assert needle in developer, needle
 
 
-def test_the_readme_team_commands_are_valid() -> None:
-    readme = (PROMPTS.parents[1] / "README.md").read_text()
-    section = readme[readme.index("## A team on one machine"):readme.index("## Settings")]
+def test_the_docs_team_commands_are_valid() -> None:
+    section = (PROMPTS.parents[1] / "docs" / "team.md").read_text()
     commands = [shlex.split(line) for line in section.splitlines()
                 if line.startswith("bridge team ")]
-    assert commands, "no `bridge team` command in the README's section"
+    assert commands, "no `bridge team` command in docs/team.md"
     for command in commands:
         result = team(*command[2:], "--dry-run")
         assert result.returncode == 0, (command, result.stderr)
-        # the session the README tells people to attach to and to kill
+        # the session docs/team.md tells people to attach to and to kill
         assert dry_run_commands(result.stdout)[-1][1:] == [
             "-L", "bridge-main", "attach-session", "-t", "bridge-main"]
     assert "`tmux -L bridge-main attach -t bridge-main`" in section
@@ -613,7 +612,7 @@ ASK = ("alice (backend) and bob (frontend): before you write code, agree between
 POST_RE = re.compile(r"^(?:\[bridge\] message from|from) ([a-z0-9][a-z0-9_.-]*)(?: \([^)\n]*\))?"
                      r", id ([0-9]+-[0-9]+)(?:, reply to [^:\n]+)?:\n((?:> .*(?:\n|$))+)", re.M)
 IDENTITY_RE = re.compile(r"You are ([a-z0-9_.-]+), the ([a-z0-9_.-]+), in bridge room e2e\.")
-DIALOGS = {  # screen text -> keys, as tests/claude_driver.py answers them
+DIALOGS = {  # screen text -> keys, as tests/support/claude_driver.py answers them
     "Yes, I trust this folder": ["Enter"],
     "Detected a custom API key": ["Up", "Enter"],
 }
@@ -821,8 +820,8 @@ def test_a_real_codex_agent_joins_and_answers_through_bridge_team(
     tools are approved); boss's message wakes the idle session through codex queue, and the
     answer reaches boss. A second bridge team stops the first one's Codex daemon, whose
     bridge would otherwise stay in the room."""
-    from tests.codex_cli import ensure_codex
-    from tests.codex_driver import FAKE_KEY, FAKE_KEY_ENV, FAKE_OPENAI, alive, turn_metadata
+    from tests.support.codex_cli import ensure_codex
+    from tests.support.codex_driver import FAKE_KEY, FAKE_KEY_ENV, FAKE_OPENAI, alive, turn_metadata
 
     codex = ensure_codex()
     work, user = tmp_path / "work", tmp_path / "user-codex"
