@@ -17,7 +17,7 @@ from typing import Any
 import anyio
 import redis
 
-from tests.mcp_client import PROTOCOL_VERSION, Agent, start_agent
+from tests.support.mcp_client import PROTOCOL_VERSION, Agent, start_agent
 
 REDIS_SERVER = shutil.which("redis-server") or "redis-server"
 # signing on, as issue 16 asks ("with every guarantee kept"): it is also what lets a receiver

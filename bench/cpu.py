@@ -28,7 +28,7 @@ from bench.scenarios import (
     summarise_profile,
     wait_count,
 )
-from tests.mcp_client import start_agent
+from tests.support.mcp_client import start_agent
 
 
 async def measure(url: str, redis_pid: int, count: int, window: int, tmp: Path,

@@ -14,7 +14,7 @@ import anyio
 import redis
 
 from bench.common import REDIS_SERVER, RedisServer, line, summary
-from tests.mcp_client import Agent
+from tests.support.mcp_client import Agent
 
 
 def start_replica(ctx: Any, primary: RedisServer) -> RedisServer:

@@ -14,8 +14,9 @@ session), size (its own session), bypass (--dangerously-skip-permissions; IS_SAN
 root use it), flag (limits seeded through GrowthBook), print (`claude -p`). It prints each
 figure; Claude Code's request and debug logs stay in --run-dir.
 
-It drives Claude Code with the tests' driver (tests/claude_driver.py), which starts the real
-`claude` in tmux against a scripted fake Messages API on 127.0.0.1 (tests/fake_api.py).
+It drives Claude Code with the tests' driver (tests/support/claude_driver.py), which starts the
+real `claude` in tmux against a scripted fake Messages API on 127.0.0.1
+(tests/support/fake_api.py).
 Nothing leaves the machine: the model is fake, and every request Claude Code makes is logged.
 
 How it counts: a tiny MCP server (this file, `_mcp`) is started by Claude Code, so it gets the
@@ -43,7 +44,7 @@ from typing import Any
 
 HERE = os.path.abspath(__file__)
 sys.path.insert(0, os.path.dirname(os.path.dirname(HERE)))  # the repository, for tests/
-from tests import claude_driver  # noqa: E402 (stdlib only, like this file)
+from tests.support import claude_driver  # noqa: E402 (stdlib only, like this file)
 
 MARK_RE = re.compile(r"MK\.([A-Za-z0-9]+)\.(\d{4})")
 GUARD_RE = re.compile(r"\[peer-guard\] drop ([a-z-]+) from")

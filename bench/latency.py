@@ -19,7 +19,7 @@ from pathlib import Path
 import anyio
 
 from bench.common import free_port, percentile
-from tests.mcp_client import start_agent
+from tests.support.mcp_client import start_agent
 
 
 async def measure(url: str, count: int, tmp: Path) -> list[float]:

@@ -28,7 +28,7 @@ from bench.hops import measure_hops
 from bench.report import catchup_text
 from bridge.room.presence import Presence
 from bridge.settings import Settings
-from tests.mcp_client import Agent
+from tests.support.mcp_client import Agent
 
 
 @dataclass

@@ -28,7 +28,7 @@ from bridge import logs
 from bridge.room.connection import Room
 from bridge.room.envelope import Envelope
 from bridge.settings import Settings
-from tests.redis_cluster import Cluster
+from tests.support.redis_cluster import Cluster
 
 SEND = ("fcall",)  # the send function: its XADD, SPUBLISH… run inside and count here
 RECEIVE = ("xrange",)  # the receiver's log read

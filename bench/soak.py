@@ -53,7 +53,7 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from bridge.room.keys import Keys
-from tests.mcp_client import Agent, start_agent
+from tests.support.mcp_client import Agent, start_agent
 
 ROOM = "main"
 TTL = 3

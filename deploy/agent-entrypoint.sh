@@ -63,7 +63,7 @@ session() {
   tmux wait-for -S "$SESSION-done"
 }
 
-# Answer the dialogs a fresh start shows (tests/claude_driver.py's list, Claude Code 2.1.328), then
+# Answer the dialogs a fresh start shows (tests/support/claude_driver.py's list, Claude Code 2.1.328), then
 # stop watching: from then on the screen belongs to the agent and to whoever attaches.
 # Ready is the input prompt, a line that starts with "❯" (a dialog's choice reads "❯ 1.").
 # With the channel flag the channels dialog may come up after the prompt, so it is given

@@ -3,7 +3,7 @@
 
 Interactive Claude Code stops at first-run dialogs (onboarding, "do you trust this folder",
 "use this API key?"), and nobody is there to answer in a container. The keys set here are
-the ones tests/claude_driver.py seeds for the tests, checked against Claude Code
+the ones tests/support/claude_driver.py seeds for the tests, checked against Claude Code
 2.1.328. Existing settings (a login, history) are kept: only these keys are merged in.
 Feature flags are NOT seeded: whether channels are on is the account's business.
 

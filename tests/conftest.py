@@ -16,7 +16,7 @@ import anyio
 import pytest
 import redis
 
-from tests.mcp_client import Agent, start_agent
+from tests.support.mcp_client import Agent, start_agent
 
 REDIS_SERVER = shutil.which("redis-server") or "redis-server"
 
@@ -134,13 +134,13 @@ async def agents(redis_server: RedisServer, tmp_path: Path) -> AsyncIterator[Age
 @pytest.fixture(scope="session")
 def claude_bin(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The real Claude Code, installed from npm on first use (skips without npm)."""
-    from tests.claude_code import ensure_claude
+    from tests.support.claude_code import ensure_claude
 
     return ensure_claude(tmp_path_factory)
 
 
 @pytest.fixture(scope="session")
 def tmux() -> str:
-    from tests.claude_code import require_tmux
+    from tests.support.claude_code import require_tmux
 
     return require_tmux()

@@ -1,4 +1,4 @@
-"""bridge on a real Redis Cluster (tests/redis_cluster.py: 3 primaries, 3 replicas): rooms
+"""bridge on a real Redis Cluster (tests/support/redis_cluster.py: 3 primaries, 3 replicas): rooms
 spread over the shards, agents talk, a primary dies, a room's slot moves."""
 
 from __future__ import annotations
@@ -23,8 +23,8 @@ from bridge.room.envelope import Envelope
 from bridge.room.functions import load_library
 from bridge.settings import Settings
 from tests.conftest import Agents, agent_pool
-from tests.mcp_client import Agent, ToolError
-from tests.redis_cluster import Cluster
+from tests.support.mcp_client import Agent, ToolError
+from tests.support.redis_cluster import Cluster
 from tests.test_cli_ops import bridge, start_cli
 
 pytestmark = pytest.mark.anyio

@@ -12,9 +12,14 @@ from typing import Any
 
 import pytest
 
-from tests import claude_driver
-from tests.claude_code import BRIDGE, CLAUDE_CODE_VERSION, NPM_INSTALL_TIMEOUT, ensure_claude
-from tests.codex_driver import Codex, NetNs, turn_metadata
+from tests.support import claude_driver
+from tests.support.claude_code import (
+    BRIDGE,
+    CLAUDE_CODE_VERSION,
+    NPM_INSTALL_TIMEOUT,
+    ensure_claude,
+)
+from tests.support.codex_driver import Codex, NetNs, turn_metadata
 from tests.test_codex_push import Room, bridge_server, call, codex_bin, room  # noqa: F401
 
 pytestmark = pytest.mark.slow

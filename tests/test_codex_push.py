@@ -1,9 +1,9 @@
-"""Push into the real Codex CLI (pinned in tests/codex_cli.py), interactive in tmux, against
-the tests' fake Responses API (tests/fake_openai.py), in a private network namespace that also
-holds the room's redis-server: `bridge serve` recognises Codex, learns its thread from the
-model's first bridge tool call, and wakes the idle session with `codex queue`; where a queued
-message would not reach the model (`codex exec`, no codex binary, a Codex home the server does
-not see, a failing `codex queue`) nothing is lost: read_messages returns it.
+"""Push into the real Codex CLI (pinned in tests/support/codex_cli.py), interactive in tmux,
+against the tests' fake Responses API (tests/support/fake_openai.py), in a private network
+namespace that also holds the room's redis-server: `bridge serve` recognises Codex, learns its
+thread from the model's first bridge tool call, and wakes the idle session with `codex queue`;
+where a queued message would not reach the model (`codex exec`, no codex binary, a Codex home
+the server does not see, a failing `codex queue`) nothing is lost: read_messages returns it.
 
 Where bridge's log goes: Codex reads an MCP server's stderr and logs each line as
 ``MCP server stderr (COMMAND): LINE`` at INFO (target
@@ -33,8 +33,9 @@ from typing import Any
 import anyio
 import pytest
 
-from tests.codex_cli import NPM_INSTALL_TIMEOUT, ensure_codex
-from tests.codex_driver import (
+from tests.conftest import agent_pool, free_port
+from tests.support.codex_cli import NPM_INSTALL_TIMEOUT, ensure_codex
+from tests.support.codex_driver import (
     Codex,
     NetNs,
     brought,
@@ -44,8 +45,7 @@ from tests.codex_driver import (
     turn_metadata,
     user_texts,
 )
-from tests.conftest import agent_pool, free_port
-from tests.mcp_client import BRIDGE, Agent
+from tests.support.mcp_client import BRIDGE, Agent
 
 pytestmark = [pytest.mark.slow, pytest.mark.anyio]
 

@@ -1,6 +1,7 @@
-"""The real Codex CLI, driven offline (tests/codex_driver.py against tests/fake_openai.py), with
-the logging MCP server tests/codex_probe_mcp.py: a typed prompt leads to one MCP tool call,
-and a message queued with ``codex queue`` wakes the idle session (docs/codex-facts.md).
+"""The real Codex CLI, driven offline (tests/support/codex_driver.py against
+tests/support/fake_openai.py), with the logging MCP server tests/support/codex_probe_mcp.py: a
+typed prompt leads to one MCP tool call, and a message queued with ``codex queue`` wakes the
+idle session (docs/codex-facts.md).
 
 Installs the pinned Codex from npm into .cache/codex on first use (skipped without npm).
 """
@@ -12,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.codex_cli import NPM_INSTALL_TIMEOUT, ensure_codex
-from tests.codex_driver import Codex, tool_calls, turn_metadata
+from tests.support.codex_cli import NPM_INSTALL_TIMEOUT, ensure_codex
+from tests.support.codex_driver import Codex, tool_calls, turn_metadata
 
 pytestmark = pytest.mark.slow
 

@@ -17,7 +17,7 @@ import pytest
 from bridge import codex
 from bridge.mcp.posts import Peer, post_text
 from bridge.room.envelope import Envelope
-from tests.codex_cli import ensure_codex
+from tests.support.codex_cli import ensure_codex
 
 ROLLOUT = Path(__file__).with_name("transcripts") / "codex_rollout.jsonl"
 THREAD = "01a251e3-24fd-70f3-bbde-28209a341e52"

@@ -9,7 +9,7 @@ import time
 import anyio
 import pytest
 
-from tests.mcp_client import Agent
+from tests.support.mcp_client import Agent
 
 pytestmark = pytest.mark.anyio
 

@@ -28,8 +28,8 @@ import pytest
 import redis
 
 from bridge.room.keys import NAME_PATTERN
-from tests.claude_code import wait_until
 from tests.conftest import REDIS_SERVER, free_port
+from tests.support.claude_code import wait_until
 
 ROOT = Path(__file__).resolve().parent.parent
 DEPLOY = ROOT / "deploy"
@@ -400,10 +400,10 @@ def test_dockerfile_hygiene() -> None:
             sources = args.split()[:-1]
             assert all(not s.startswith((".env", ".git", ".venv", ".cache")) for s in sources)
     assert ("ARG", "CLAUDE_CODE_VERSION=2.1.328") in instructions
-    # Codex, opt-in: pinned to what the tests drive (tests/codex_cli.py), in a stage of its
+    # Codex, opt-in: pinned to what the tests drive (tests/support/codex_cli.py), in a stage of its
     # own, and only in the target agent-codex; the default target (the last stage) is the
     # agent without it
-    from tests.codex_cli import CODEX_VERSION
+    from tests.support.codex_cli import CODEX_VERSION
 
     assert ("ARG", f"CODEX_VERSION={CODEX_VERSION}") in instructions
     assert froms[-1] == "agent" and "agent AS agent-codex" in froms
@@ -507,7 +507,7 @@ def test_entrypoint_adds_the_channel_flag_only_when_asked(
         channel_flag: str, redis_server: Any, tmp_path: Path) -> None:
     """A stand-in `claude` records its argv: no channel flag by default, the flag with
     BRIDGE_CHANNEL_FLAG=1 (Claude Code before 2.1.224); telemetry off is a warning only then."""
-    from tests.claude_code import require_tmux
+    from tests.support.claude_code import require_tmux
 
     require_tmux()
     bin_dir, argv_file = tmp_path / "bin", tmp_path / "argv.json"
@@ -627,7 +627,7 @@ def test_redis_start_with_an_acl_file(tmp_path: Path) -> None:
 
 @pytest.fixture(scope="module")
 def claude_bin(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from tests.claude_code import ensure_claude, require_tmux
+    from tests.support.claude_code import ensure_claude, require_tmux
 
     require_tmux()
     return ensure_claude(tmp_path_factory)
@@ -642,7 +642,7 @@ def test_entrypoint_runs_claude_code_with_the_role_prompt(
     leave the room. With BRIDGE_CHANNEL_FLAG=1 (for Claude Code before 2.1.224) it also
     confirms the development-channels dialog, and warns that telemetry off switches the
     channel off."""
-    from tests.claude_code import FAKE_API, FAKE_API_KEY, QUIET_ENV, read_tail
+    from tests.support.claude_code import FAKE_API, FAKE_API_KEY, QUIET_ENV, read_tail
 
     turns = tmp_path / "turns.json"
     turns.write_text(json.dumps({"default_reply": "OK", "side_reply": "OK", "rules": [
@@ -742,9 +742,9 @@ def test_entrypoint_runs_codex_for_a_codex_agent(redis_server: Any, tmp_path: Pa
     alice leaves the room."""
     import tomllib
 
-    from tests.claude_code import read_tail
-    from tests.codex_cli import ensure_codex
-    from tests.codex_driver import FAKE_KEY, FAKE_KEY_ENV, FAKE_OPENAI, alive
+    from tests.support.claude_code import read_tail
+    from tests.support.codex_cli import ensure_codex
+    from tests.support.codex_driver import FAKE_KEY, FAKE_KEY_ENV, FAKE_OPENAI, alive
 
     if shutil.which("tmux") is None:
         pytest.fail("tmux is not installed (apt-get install -y tmux)")

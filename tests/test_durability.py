@@ -12,7 +12,7 @@ import pytest
 
 from bridge.room.keys import Keys
 from tests.conftest import Agents, RedisServer, agent_pool, free_port
-from tests.redis_sentinel import PRIMARY, start_replica
+from tests.support.redis_sentinel import PRIMARY, start_replica
 
 pytestmark = pytest.mark.anyio
 

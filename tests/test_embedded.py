@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import redis
 
-from tests.mcp_client import ToolError
+from tests.support.mcp_client import ToolError
 
 pytestmark = pytest.mark.anyio
 

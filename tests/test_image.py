@@ -1,6 +1,6 @@
 """The agent image, built from deploy/Dockerfile and run for real with podman (issue 17).
 
-No Docker engine and no registry: tests/images.py makes the base images from Debian's
+No Docker engine and no registry: tests/support/images.py makes the base images from Debian's
 packages and npm and imports them under the names the Dockerfile uses; the build reaches PyPI
 and npm the way the host does, with the host's extra CA certificates (and one the tests
 make) given as BUILD_CA_CERTS. Then, hardened as docker-compose.yml runs it (read-only root,
@@ -11,9 +11,9 @@ every capability dropped, no-new-privileges, uid 10001):
 - the compose story through make (docker-compose 1.29 against `podman system service`):
   `make up-redis`, `make up AGENTS="alice:developer bob:developer"`, `make who`, the health
   check run by hand, a message from the host answered by alice's real Claude Code (its model
-  is tests/fake_api.py in a container beside it) over the session inbox, and `make down`.
+  is tests/support/fake_api.py in a container beside it) over the session inbox, and `make down`.
 
-Podman here needs a containers.conf of the tests' own (tests/images.py says why); the
+Podman here needs a containers.conf of the tests' own (tests/support/images.py says why); the
 Dockerfile and the compose file are not changed for it. Skipped, with the reason, only where
 podman cannot run (not root, or the packages missing); CI installs them.
 """
@@ -34,9 +34,9 @@ from typing import Any
 import pytest
 import redis
 
-from tests import images
-from tests.claude_code import FAKE_API, FAKE_API_KEY, QUIET_ENV, read_tail, wait_until
 from tests.conftest import RedisServer, free_port
+from tests.support import images
+from tests.support.claude_code import FAKE_API, FAKE_API_KEY, QUIET_ENV, read_tail, wait_until
 from tests.test_deploy import assert_a_developer_heard_boss_through_the_inbox
 
 # the first test pays for the bases and the build: about 3 minutes cold on 2 cores
@@ -93,7 +93,7 @@ def build_ca() -> str:
 
 @pytest.fixture(scope="module")
 def image(penv: dict[str, str], build_ca: str) -> str:
-    """deploy/Dockerfile built as it is (tests/images.py: build_agent)."""
+    """deploy/Dockerfile built as it is (tests/support/images.py: build_agent)."""
     try:
         seconds, cached = images.build_agent(penv, build_ca, IMAGE, BUILD_TIMEOUT)
     except images.ImageError as e:
@@ -254,7 +254,7 @@ def make(compose: dict[str, Any], target: str, timeout: float = 300,
 
 
 def fake_api(penv: dict[str, str], compose: dict[str, Any]) -> Path:
-    """tests/fake_api.py in a container on the project's network, as `fake-api`; the
+    """tests/support/fake_api.py in a container on the project's network, as `fake-api`; the
     agents' ANTHROPIC_BASE_URL. Returns its request log."""
     api_dir = compose["dir"] / "api"
     api_dir.mkdir()

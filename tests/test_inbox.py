@@ -18,7 +18,7 @@ import pytest
 from anyio.abc import SocketListener, SocketStream
 from anyio.streams.buffered import BufferedByteReceiveStream
 
-from tests.mcp_client import BRIDGE
+from tests.support.mcp_client import BRIDGE
 
 pytestmark = pytest.mark.anyio
 

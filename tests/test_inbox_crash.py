@@ -4,7 +4,7 @@ them; then Claude Code ends before its model saw them (SIGKILL, or `/exit` typed
 The next Claude Code for bob (a new session, or the same one resumed) must get each of them,
 once; and with no crash (the control) they arrive once in the first session and never again.
 
-tests/inbox_crash.py runs each case (in a private network namespace, as root); before the
+tests/support/inbox_crash.py runs each case (in a private network namespace, as root); before the
 cursor waited for evidence (bridge/mcp/acks.py), the crash cases lost 5 of 5.
 """
 
@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.claude_code import (
+from tests.support.claude_code import (
     BRIDGE,
     CLAUDE_CODE_NEWEST,
     CLAUDE_CODE_VERSION,
@@ -26,7 +26,7 @@ from tests.claude_code import (
 )
 
 pytestmark = pytest.mark.slow
-SCRIPT = Path(__file__).with_name("inbox_crash.py")
+SCRIPT = Path(__file__).parent / "support" / "inbox_crash.py"
 BRIDGE_PATH = str(BRIDGE)
 CASES = [  # (Claude Code, how the first session ends, how the next one starts)
     (CLAUDE_CODE_VERSION, "kill", "new"),

@@ -18,7 +18,7 @@ import pytest
 import redis
 
 from tests.conftest import Agents, RedisServer
-from tests.mcp_client import PROTOCOL_VERSION, Agent
+from tests.support.mcp_client import PROTOCOL_VERSION, Agent
 
 pytestmark = pytest.mark.anyio
 

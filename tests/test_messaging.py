@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from tests.mcp_client import ToolError
+from tests.support.mcp_client import ToolError
 
 pytestmark = pytest.mark.anyio
 

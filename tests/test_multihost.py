@@ -19,8 +19,8 @@ import anyio
 import pytest
 
 from tests.conftest import REDIS_SERVER, Agents, agent_pool
-from tests.mcp_client import Agent
-from tests.netns import Network, skip_reason, wait_gone
+from tests.support.mcp_client import Agent
+from tests.support.netns import Network, skip_reason, wait_gone
 
 SKIP = skip_reason()
 pytestmark = [pytest.mark.anyio, pytest.mark.skipif(SKIP is not None, reason=str(SKIP))]

@@ -10,7 +10,7 @@ import socket
 import anyio
 import pytest
 
-from tests.mcp_client import PROTOCOL_VERSION, Agent
+from tests.support.mcp_client import PROTOCOL_VERSION, Agent
 
 pytestmark = pytest.mark.anyio
 

@@ -17,7 +17,7 @@ from mcp.shared.version import SUPPORTED_PROTOCOL_VERSIONS
 
 from bridge.mcp.protocol import PROTOCOL_VERSIONS
 from tests.conftest import Agents
-from tests.mcp_client import Agent
+from tests.support.mcp_client import Agent
 
 pytestmark = pytest.mark.anyio
 

@@ -14,7 +14,7 @@ import pytest
 
 from bridge.mcp.nesting import MAX_NESTING
 from tests.conftest import Agents
-from tests.mcp_client import Agent
+from tests.support.mcp_client import Agent
 from tests.test_protocol import raw_reply, sdk_valid
 
 pytestmark = pytest.mark.anyio

@@ -9,7 +9,7 @@ import subprocess
 import anyio
 import pytest
 
-from tests.mcp_client import BRIDGE
+from tests.support.mcp_client import BRIDGE
 
 pytestmark = pytest.mark.anyio
 

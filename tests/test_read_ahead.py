@@ -7,7 +7,7 @@ from pathlib import Path
 import anyio
 import pytest
 
-from tests.mcp_client import Agent
+from tests.support.mcp_client import Agent
 
 pytestmark = pytest.mark.anyio
 

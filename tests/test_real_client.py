@@ -1,9 +1,9 @@
 """End to end against the real Claude Code CLI (npm `@anthropic-ai/claude-code`).
 
 Test A registers `bridge serve` with `claude mcp add` and checks that `claude mcp list` can
-connect to it. The others run real Claude Code sessions with tests/claude_driver.py: each
-one's model is a scripted fake Messages API on loopback (tests/fake_api.py), and the messages
-of its peers must arrive in its conversation (as `<channel source="bridge" from="...">`
+connect to it. The others run real Claude Code sessions with tests/support/claude_driver.py:
+each one's model is a scripted fake Messages API on loopback (tests/support/fake_api.py), and
+the messages of its peers must arrive in its conversation (as `<channel source="bridge" from="...">`
 blocks, or as session inbox posts), through one redis-server.
 
 The CLI is installed once into `<repo>/.cache/claude` (about 360 MB). No account and no network
@@ -24,8 +24,10 @@ from typing import Any
 
 import pytest
 
+from tests.conftest import RedisServer, free_port
+
 # The installer and the throwaway-HOME helpers are shared with test_team.py.
-from tests.claude_code import (
+from tests.support.claude_code import (
     BRIDGE,
     CLAUDE_CMD_TIMEOUT,
     CLAUDE_DRIVER,
@@ -34,14 +36,13 @@ from tests.claude_code import (
     read_tail,
     seed_home,
 )
-from tests.conftest import RedisServer, free_port
 
 SCENARIO_TIMEOUT = 150  # the driver's own deadline for a scenario
 
 
 @pytest.fixture(scope="session")
 def driver() -> Path:
-    """The Claude Code driver (tests/claude_driver.py)."""
+    """The Claude Code driver (tests/support/claude_driver.py)."""
     return CLAUDE_DRIVER
 
 
@@ -251,7 +252,7 @@ def sends_in(request: dict[str, Any]) -> list[dict[str, Any]]:
             if block.get("type") == "tool_use" and block.get("name") == "mcp__bridge__send_message"]
 
 
-ROOM_DRIVER = Path(__file__).with_name("room_driver.py")
+ROOM_DRIVER = Path(__file__).parent / "support" / "room_driver.py"
 
 
 @pytest.mark.timeout(NPM_INSTALL_TIMEOUT + 600)

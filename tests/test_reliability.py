@@ -13,7 +13,7 @@ import anyio
 import pytest
 import redis
 
-from tests.mcp_client import CHANNEL, Agent, ToolError
+from tests.support.mcp_client import CHANNEL, Agent, ToolError
 
 pytestmark = pytest.mark.anyio
 

@@ -13,7 +13,7 @@ import anyio
 import pytest
 import redis
 
-from tests.mcp_client import Agent, ToolError
+from tests.support.mcp_client import Agent, ToolError
 from tests.test_reliability import stream
 
 pytestmark = pytest.mark.anyio

@@ -25,7 +25,7 @@ from bridge.room.envelope import Envelope
 from bridge.room.signing import DROP_LOG_MAX, Signer
 from bridge.settings import Settings
 from tests.conftest import REDIS_SERVER, free_port
-from tests.mcp_client import ToolError, serve_until_it_exits
+from tests.support.mcp_client import ToolError, serve_until_it_exits
 from tests.test_cli_ops import cli  # noqa: F401 - a fixture
 
 pytestmark = pytest.mark.anyio

@@ -17,8 +17,8 @@ import redis
 
 from bridge.room.keys import Keys
 from tests.conftest import agent_pool
-from tests.mcp_client import Agent
-from tests.redis_sentinel import PRIMARY, SERVICE, SentinelGroup, poll, sentinel_group
+from tests.support.mcp_client import Agent
+from tests.support.redis_sentinel import PRIMARY, SERVICE, SentinelGroup, poll, sentinel_group
 from tests.test_cli_ops import bridge, cli_env
 
 pytestmark = [pytest.mark.anyio, pytest.mark.slow]

@@ -16,7 +16,7 @@ import pytest
 import redis
 
 from tests.conftest import REDIS_SERVER, free_port
-from tests.mcp_client import serve_until_it_exits
+from tests.support.mcp_client import serve_until_it_exits
 from tests.test_cli_ops import bridge, cli_env
 
 pytestmark = [

@@ -25,7 +25,7 @@ import httpx
 import pytest
 
 from tests.conftest import RedisServer, free_port
-from tests.mcp_client import BRIDGE, Agent
+from tests.support.mcp_client import BRIDGE, Agent
 
 pytestmark = [pytest.mark.anyio, pytest.mark.slow]
 

@@ -1,6 +1,7 @@
 """The real Claude Code CLI for tests: the pinned npm package, installed once into
-<repo>/.cache/claude, and the throwaway HOME and environment that tests/claude_driver.py gives
-it. Used by test_real_client.py, test_team.py and test_deploy.py.
+<repo>/.cache/claude, and the throwaway HOME and environment that
+tests/support/claude_driver.py gives it. Used by test_real_client.py, test_team.py and
+test_deploy.py.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from typing import TypeVar
 
 import pytest
 
-from tests import claude_driver
+from tests.support import claude_driver
 
 T = TypeVar("T")
 
@@ -27,8 +28,8 @@ CLAUDE_CODE_VERSION = "2.1.328"
 CLAUDE_CODE_NEWEST = "2.1.337"
 CLAUDE_CODE_PACKAGE = "@anthropic-ai/claude-code"
 
-REPO = Path(__file__).resolve().parents[1]
-FAKE_API = Path(claude_driver.FAKE_API)  # the scripted model (tests/fake_api.py)
+REPO = Path(__file__).resolve().parents[2]  # (tests/support/ -> the repository)
+FAKE_API = Path(claude_driver.FAKE_API)  # the scripted model (tests/support/fake_api.py)
 CLAUDE_DRIVER = Path(claude_driver.__file__)  # runs scenarios of Claude Code sessions
 CACHE = REPO / ".cache" / "claude"
 # The venv's own `bridge` script; no resolve(): the venv's bin is the python's sibling.

@@ -1,6 +1,6 @@
-"""Run real Claude Code sessions against tests/fake_api.py and check what reached the model.
+"""Run real Claude Code sessions against tests/support/fake_api.py and check what reached the model.
 
-    python3 tests/claude_driver.py --scenario FILE --claude PATH [--run-dir DIR]
+    python3 tests/support/claude_driver.py --scenario FILE --claude PATH [--run-dir DIR]
 
 Stdlib only: bench/inbox_limits.py uses it too, and it runs without the venv. Exit status 0
 when every expectation held, 1 when one did not, 2 when the driver itself failed; the run
@@ -18,7 +18,7 @@ A scenario (JSON)::
         "channels": ["bridge"],          # --dangerously-load-development-channels (default:
                                          # every server; [] for none)
         "prompt": "say hi", "prompt_after": ["bob"],   # typed once these are up too
-        "turns": {...},                  # the fake model's script (tests/fake_api.py)
+        "turns": {...},                  # the fake model's script (tests/support/fake_api.py)
         "env": {...}, "claude_args": [...],
         "expect": {"channel": [{"source": "bridge", "contains": "PING", "meta": {"from": "bob"}}],
                    "tool_round_trips": [{"name": "mcp__bridge__send_message",

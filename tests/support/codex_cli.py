@@ -1,6 +1,6 @@
 """The real Codex CLI for tests: the pinned npm package, installed once into <repo>/.cache/codex,
-as tests/claude_code.py does for Claude Code. tests/codex_driver.py runs it offline against
-tests/fake_openai.py; docs/codex-facts.md says what was measured with it.
+as tests/support/claude_code.py does for Claude Code. tests/support/codex_driver.py runs it
+offline against tests/support/fake_openai.py; docs/codex-facts.md says what was measured with it.
 
 The npm package is a small Node launcher (``bin/codex.js``) plus one optional dependency per
 platform that holds the native binary (``@openai/codex-linux-x64`` is the alias of
@@ -24,7 +24,7 @@ import pytest
 CODEX_VERSION = "0.171.0"  # the newest on npm when docs/codex-facts.md was measured
 CODEX_PACKAGE = "@openai/codex"
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]  # (tests/support/ -> the repository)
 CACHE = REPO / ".cache" / "codex"
 
 NPM_INSTALL_TIMEOUT = 600
@@ -106,7 +106,7 @@ def ensure_codex(version: str = CODEX_VERSION) -> Path:
 
 
 def main() -> None:
-    """``python3 -m tests.codex_cli [VERSION]``: install, then print the launcher's path."""
+    """``python3 -m tests.support.codex_cli [VERSION]``: install, then print the launcher's path."""
     print(install(sys.argv[1] if len(sys.argv) > 1 else CODEX_VERSION))
 
 

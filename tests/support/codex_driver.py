@@ -1,8 +1,8 @@
-"""Run the real Codex CLI interactively, offline, against tests/fake_openai.py.
+"""Run the real Codex CLI interactively, offline, against tests/support/fake_openai.py.
 
-    python3 tests/codex_driver.py --codex PATH --scenario FILE [--run-dir DIR]
+    python3 tests/support/codex_driver.py --codex PATH --scenario FILE [--run-dir DIR]
 
-Stdlib only, like tests/claude_driver.py (whose isolate_network and load_log it reuses). A
+Stdlib only, like tests/support/claude_driver.py (whose isolate_network and load_log it reuses). A
 library for tests and scripts (``Codex``: launch, step, wait_ready, type, screen, keys,
 queue, the request log, the rollout, shutdown) and a CLI that runs one scenario. Exit status
 0 when every expectation held, 1 when one did not, 2 when the driver itself failed; the run
@@ -16,7 +16,7 @@ Each Codex gets a throwaway HOME (its Codex home is ``HOME/.codex``, the default
 a custom model provider at the fake API (``wire_api = "responses"``, a fake key in
 ``FAKE_OPENAI_API_KEY``), never asks for approval (``approval_policy = "never"``,
 ``sandbox_mode = "danger-full-access"``), trusts the work folder, registers the MCP servers
-(``[mcp_servers.NAME]``: command, args, env) and, given ``probe``, tests/codex_probe_mcp.py
+(``[mcp_servers.NAME]``: command, args, env) and, given ``probe``, tests/support/codex_probe_mcp.py
 as ``probe``. It runs in a private tmux server; as root, everything (the fake API, tmux and
 Codex, its daemon, ``codex queue``) runs in a private network namespace that has only
 loopback, so nothing can reach a real API. Codex's app-server daemon (which it starts and
@@ -24,8 +24,8 @@ which outlives the TUI) is stopped by ``shutdown``.
 
 From a test (tests/test_codex_smoke.py does this)::
 
-    from tests.codex_cli import ensure_codex
-    from tests.codex_driver import Codex, tool_calls, turn_metadata
+    from tests.support.codex_cli import ensure_codex
+    from tests.support.codex_driver import Codex, tool_calls, turn_metadata
 
     turns = {"rules": [{"when": {"last_user_contains": "say hi"}, "reply": [
         {"type": "function_call", "namespace": "mcp__bridge", "name": "send_message",
@@ -48,12 +48,12 @@ Also: ``cx.screen()``, ``cx.keys("Escape")``, ``cx.step()`` (one look at the scr
 queue_1.sqlite), ``cx.probe_requests("tools/call")``, ``cx.run("exec", ...)``,
 ``cx.write_turns(...)`` (a new script mid-run), ``cx.daemon_codex()`` (the daemon's copy of
 Codex). The daemon copies Codex into ``$CODEX_HOME/packages`` (over 400 MB); shutdown deletes
-it unless ``keep_packages=True``. tests/codex_facts.py measures docs/codex-facts.md with it.
+it unless ``keep_packages=True``. tests/support/codex_facts.py measures docs/codex-facts.md with it.
 
 A scenario (JSON)::
 
     {"timeout": 120,
-     "turns": {...},                   # the fake model's script (tests/fake_openai.py)
+     "turns": {...},                   # the fake model's script (tests/support/fake_openai.py)
      "probe": true,                    # or the probe's initialize instructions (a string)
      "mcp_servers": {"bridge": {"command": "/abs/bridge", "args": [...], "env": {...}}},
      "config": {...}, "env": {...}, "codex_args": [...],
@@ -89,8 +89,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-try:  # as tests.codex_driver (pytest), or as a script (python3 tests/codex_driver.py)
-    from tests.claude_driver import NETNS_MARK, isolate_network, load_log
+# as tests.support.codex_driver (pytest), or as a script (python3 tests/support/codex_driver.py)
+try:
+    from tests.support.claude_driver import NETNS_MARK, isolate_network, load_log
 except ImportError:  # pragma: no cover - run as a script
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
     from claude_driver import NETNS_MARK, isolate_network, load_log  # type: ignore[no-redef]

@@ -1,6 +1,7 @@
-"""Measure what docs/codex-facts.md says about the real Codex CLI, with tests/codex_driver.py.
+"""Measure what docs/codex-facts.md says about the real Codex CLI, with
+tests/support/codex_driver.py.
 
-    python3 tests/codex_facts.py --codex .cache/codex/node_modules/.bin/codex \
+    python3 tests/support/codex_facts.py --codex .cache/codex/node_modules/.bin/codex \
         [--runs 12] [--only basics,exec,more,...] [--out report.json]
 
 Stdlib only. Runs one Codex at a time (a 2-core machine), each in its own throwaway HOME,
@@ -8,7 +9,7 @@ fake API and (as root) network namespace; prints each finding as it goes and wri
 as JSON (default: <run dir>/report.json). About 3 minutes with the defaults.
 
 - ``basics``: one interactive session (the default daemon) with two logging MCP servers
-  (tests/codex_probe_mcp.py: ``probe`` with initialize instructions, ``plain`` without):
+  (tests/support/codex_probe_mcp.py: ``probe`` with initialize instructions, ``plain`` without):
   initialize, tools/call ``_meta``, the MCP server's environment and parent, where the
   instructions end up, then ``codex queue`` into it: the wake time of the idle session over
   ``--runs`` runs and when the rollout's evidence lines are written, a queued turn that calls
@@ -46,7 +47,7 @@ import time
 from typing import Any
 
 try:
-    from tests.codex_driver import (
+    from tests.support.codex_driver import (
         PROBE_MCP,
         Codex,
         alive,

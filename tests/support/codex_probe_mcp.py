@@ -1,6 +1,7 @@
-"""A tiny MCP server on stdio that logs everything Codex sends it, for tests/codex_driver.py.
+"""A tiny MCP server on stdio that logs everything Codex sends it, for
+tests/support/codex_driver.py.
 
-    python3 tests/codex_probe_mcp.py --log DIR/probe.jsonl [--instructions TEXT]
+    python3 tests/support/codex_probe_mcp.py --log DIR/probe.jsonl [--instructions TEXT]
 
 Stdlib only. Each line of the log is one JSON object with ``t`` (epoch seconds) and ``event``:
 ``start`` (once: ``pid``, ``ppid``, the parent's command line ``parent_cmdline``, ``argv``,

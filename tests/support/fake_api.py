@@ -1,6 +1,6 @@
 """A scripted Anthropic Messages API on 127.0.0.1, for driving the real Claude Code offline.
 
-    python3 tests/fake_api.py --port 0 --port-file DIR/port --log DIR/requests.jsonl \
+    python3 tests/support/fake_api.py --port 0 --port-file DIR/port --log DIR/requests.jsonl \
         --script DIR/turns.json
 
 Stdlib only (bench/inbox_limits.py runs it without the venv). Claude Code reaches it through

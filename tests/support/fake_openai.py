@@ -1,11 +1,11 @@
 """A scripted OpenAI Responses API on 127.0.0.1, for driving the real Codex CLI offline.
 
-    python3 tests/fake_openai.py --port 0 --port-file DIR/port --log DIR/requests.jsonl \
+    python3 tests/support/fake_openai.py --port 0 --port-file DIR/port --log DIR/requests.jsonl \
         --script DIR/turns.json
 
-Stdlib only, like tests/fake_api.py (its twin for Claude Code). Codex reaches it through a
+Stdlib only, like tests/support/fake_api.py (its twin for Claude Code). Codex reaches it through a
 custom model provider in its config.toml (``base_url = "http://127.0.0.1:PORT/v1"``,
-``wire_api = "responses"``; tests/codex_driver.py writes one). Codex POSTs ``/v1/responses``
+``wire_api = "responses"``; tests/support/codex_driver.py writes one). Codex POSTs ``/v1/responses``
 (streaming SSE) for every model request: the turns (``main``: they offer tools) and, after
 the first prompt, one ``side`` request for the thread's title (no tools, its own thread id,
 ``thread_source: "thread_title"`` in its metadata, a JSON schema ``{"title": ...}`` for the

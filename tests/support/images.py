@@ -1,7 +1,8 @@
 """Local stand-ins for the registry images that deploy/Dockerfile and docker-compose.yml use,
 and the podman set-up that runs them here (tests/test_image.py).
 
-    python3 -m tests.images [--agent]   # the bases now (and the agent image); says what it did
+    python3 -m tests.support.images [--agent]   # the bases now (and the agent image); says
+                                                # what it did
 
 CI reaches Debian's packages, PyPI and npm, and no container registry, so the bases are made
 from packages and imported under the names the Dockerfile uses:
@@ -38,7 +39,7 @@ import tempfile
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]  # (tests/support/ -> the repository)
 CACHE = REPO / ".cache" / "images"
 LABEL = "bridge.test-base"
 

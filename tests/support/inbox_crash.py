@@ -1,13 +1,13 @@
 """A Claude Code that ends while its model is busy, with bridge's posts queued in its session
 inbox: does a new session for the same agent get every message, once?
 
-    python3 tests/inbox_crash.py --claude PATH --bridge PATH --end kill|exit|none \
+    python3 tests/support/inbox_crash.py --claude PATH --bridge PATH --end kill|exit|none \
         [--next new|resume] [--run-dir DIR] [--json FILE]
 
-Stdlib only (it drives Claude Code with tests/claude_driver.py's Run). The steps:
+Stdlib only (it drives Claude Code with tests/support/claude_driver.py's Run). The steps:
 
 1. a redis-server; bob: a real interactive Claude Code (tmux) whose MCP server is
-   ``bridge serve --name bob``, and whose model (tests/fake_api.py) is busy on its first
+   ``bridge serve --name bob``, and whose model (tests/support/fake_api.py) is busy on its first
    prompt for BUSY_SECONDS;
 2. while it is busy, ``bridge send --as alice`` sends M1, then (once M1 is in bob's session
    transcript as queued) M2..M5: bridge posts them into bob's session inbox;

@@ -1,6 +1,6 @@
 """Acts in a room while real Claude Codes run: started by the harness as a service.
 
-    python -m tests.room_driver --redis URL --to carol [--churn 5] [--burst 100] [--text T]
+    python -m tests.support.room_driver --redis URL --to carol [--churn 5] [--burst 100] [--text T]
 
 It waits until ``--to`` is in the room, then lets ``--churn`` agents join and leave, waits
 ``--settle`` seconds (a window in which an idle agent must start no turn), sends ``--text``
