@@ -67,6 +67,9 @@ def assert_story_told(output: str) -> None:
     assert f"alice → bob  {demo_story.FINAL}" in output  # the contract, settled
     assert f"bob → alice  {demo_story.CONFIRM}" in output
     assert f"carol → alice,bob  {demo_story.ACK}" in output
+    # bob was away when carol answered; his next session got it
+    assert "acknowledges (bob is away: bridge queues it for him)" in output
+    assert "bob is back in a new session: carol's acknowledgement was waiting for him" in output
     assert output.index(demo_story.PROPOSAL) < output.index(demo_story.CHANGE) \
         < output.index(demo_story.FINAL) < output.index(demo_story.CONFIRM)
 

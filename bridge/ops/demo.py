@@ -19,6 +19,7 @@ import json
 import os
 import re
 import secrets
+import shutil
 import sys
 import tempfile
 import time
@@ -33,7 +34,7 @@ from redis.exceptions import RedisError
 
 from bridge import __version__
 from bridge.errors import BridgeError
-from bridge.ops.demo_story import CAST, Sent, play
+from bridge.ops.demo_story import CAST, DemoFailed, Sent, play
 from bridge.settings import Settings, redact
 
 BRIDGE = [sys.executable, "-m", "bridge"]
@@ -44,10 +45,6 @@ MAX_LINE = 16 * 1024 * 1024
 MESSAGE = re.compile(r"\[(?P<id>\d+-\d+)\] from (?P<sender>\S+) to [^\n]*:\n(?P<text>.*)", re.S)
 REAL_SETUP = ("A real setup is the same with Claude Code or Codex sessions in place of the "
               "script: each runs `bridge serve` as its MCP server (the README's quick start).")
-
-
-class DemoFailed(BridgeError):
-    """A step of the demo did not happen: exit 1, with this as the one line that says why."""
 
 
 def _last_lines(path: Path, count: int = 3) -> str:
@@ -74,32 +71,32 @@ async def _stop(process: Process, terminate: bool) -> None:
 
 @dataclass
 class Agent:
-    """One scripted agent: a `bridge serve` process and the MCP client that drives it."""
+    """One scripted agent: its `bridge serve` process, and the MCP client that drives it."""
     name: str
-    process: Process
+    role: str
+    room: str
     log: Path
-    lines: BufferedByteReceiveStream
+    process: Process | None = None
+    lines: BufferedByteReceiveStream | None = None
     last_id: int = 0
     inbox: dict[str, tuple[str, str]] = field(default_factory=dict)  # id -> (sender, text)
 
-    @classmethod
-    async def launch(cls, name: str, role: str, room: str, logs: Path) -> Agent:
-        log = logs / f"{name}.log"
-        with log.open("wb") as stderr:  # the child has its own copy of the descriptor
-            process = await anyio.open_process(
-                [*BRIDGE, "serve", "--room", room, "--name", name, "--role", role,
-                 "--delivery", "pull"], stderr=stderr)
-        assert process.stdout is not None
-        return cls(name, process, log, BufferedByteReceiveStream(process.stdout))
+    async def launch(self) -> None:
+        with self.log.open("ab") as stderr:  # the child has its own copy of the descriptor
+            self.process = await anyio.open_process(
+                [*BRIDGE, "serve", "--room", self.room, "--name", self.name, "--role",
+                 self.role, "--delivery", "pull"], stderr=stderr)
+        assert self.process.stdout is not None
+        self.lines = BufferedByteReceiveStream(self.process.stdout)
 
     def failed(self, what: str) -> DemoFailed:
-        code = self.process.returncode
+        code = self.process.returncode if self.process else None
         gone = "" if code is None else \
             f" (its bridge serve exited with status {code}){_last_lines(self.log)}"
         return DemoFailed(f"{self.name}: {what}{gone}")
 
     async def _write(self, message: dict[str, Any]) -> None:
-        assert self.process.stdin is not None
+        assert self.process is not None and self.process.stdin is not None
         try:
             await self.process.stdin.send(json.dumps(message).encode() + b"\n")
         except (anyio.BrokenResourceError, anyio.ClosedResourceError, OSError):
@@ -110,6 +107,7 @@ class Agent:
         self.last_id += 1
         await self._write({"jsonrpc": "2.0", "id": self.last_id, "method": method,
                            "params": params})
+        assert self.process is not None and self.lines is not None
         with anyio.move_on_after(timeout):
             while True:  # skip what is not our answer (a notification)
                 try:
@@ -150,7 +148,9 @@ class Agent:
         sent = re.search(r"message_id (\d+-\d+)", answer)
         if sent is None:
             raise self.failed(f"send_message answered without a message id: {answer[:200]}")
-        return Sent(sent.group(1), self.name, text)
+        away = re.search(r"Away, queued until they return: ([^.]+)\.", answer)
+        return Sent(sent.group(1), self.name, text,
+                    tuple(away.group(1).split(", ")) if away else ())
 
     async def receive(self, message: Sent) -> None:
         """read_messages until ``message`` is among what arrived, or STEP_TIMEOUT."""
@@ -160,13 +160,33 @@ class Agent:
             if left <= 0:
                 raise self.failed(f"{message.sender}'s message {message.id} did not arrive "
                                   f"within {STEP_TIMEOUT:g} s")
-            text = await self.tool("read_messages", {"wait_seconds": round(left, 1)},
-                                   timeout=left + STEP_TIMEOUT)
-            for block in re.split(r"\n\n(?=\[)", text):
-                if found := MESSAGE.fullmatch(block):
-                    self.inbox[found["id"]] = (found["sender"], found["text"])
+            await self._read(round(left, 1))
         if self.inbox.pop(message.id) != (message.sender, message.text):
             raise self.failed(f"{message.sender}'s message {message.id} arrived altered")
+
+    async def _read(self, wait: float) -> None:
+        text = await self.tool("read_messages", {"wait_seconds": wait},
+                               timeout=wait + STEP_TIMEOUT)
+        for block in re.split(r"\n\n(?=\[)", text):  # messages, and events that ride along
+            if found := MESSAGE.fullmatch(block):
+                self.inbox[found["id"]] = (found["sender"], found["text"])
+
+    async def leave(self) -> None:
+        """Its session ends: one more read_messages acknowledges what the last one returned
+        (pull mode moves the cursor on the next call, as a client's next call would), then
+        its bridge serve stops and leaves the room."""
+        await self._read(0)
+        process, self.process = self.process, None
+        assert process is not None
+        await _stop(process, False)
+        if process.returncode != 0:
+            raise self.failed(f"its bridge serve exited with status {process.returncode} "
+                              f"on leaving{_last_lines(self.log)}")
+
+    async def rejoin(self) -> None:
+        """A new session under the same name: a new bridge serve joins the room."""
+        await self.launch()
+        await self.initialize()
 
 
 def _say(text: str = "") -> None:
@@ -176,11 +196,13 @@ def _say(text: str = "") -> None:
 async def _bridge(*args: str, env: dict[str, str] | None = None) -> None:
     """A `bridge` command whose output goes to ours, as a person would have typed it."""
     _say(f"$ bridge {' '.join(args)}")
-    await anyio.run_process([*BRIDGE, *args], stdout=None, stderr=None, check=False,
-                            env={**os.environ, **(env or {})})
+    done = await anyio.run_process([*BRIDGE, *args], stdout=None, stderr=None, check=False,
+                                   env={**os.environ, **(env or {})})
+    if done.returncode != 0:  # it said why on stderr
+        raise DemoFailed(f"`bridge {' '.join(args)}` failed (exit status {done.returncode})")
 
 
-async def _web(room: str, logs: Path, processes: list[tuple[Process, bool]]) -> str:
+async def _web(room: str, logs: Path, processes: list[Process]) -> str:
     """Start `bridge web` for the room on a free loopback port (into ``processes``); the
     address it printed, or why there is no page."""
     missing = [name for name in ("starlette", "uvicorn") if importlib.util.find_spec(name) is None]
@@ -191,7 +213,7 @@ async def _web(room: str, logs: Path, processes: list[tuple[Process, bool]]) -> 
     with log.open("wb") as stderr:
         process = await anyio.open_process(
             [*BRIDGE, "web", "--room", room, "--bind", "127.0.0.1:0"], stderr=stderr)
-    processes.append((process, True))
+    processes.append(process)
     assert process.stdout is not None
     line = b""
     with anyio.move_on_after(START_TIMEOUT), contextlib.suppress(anyio.EndOfStream,
@@ -200,7 +222,7 @@ async def _web(room: str, logs: Path, processes: list[tuple[Process, bool]]) -> 
     address = re.search(r"http://\S+", line.decode(errors="replace"))
     if address is None:
         await _stop(process, True)
-        processes.remove((process, True))
+        processes.remove(process)
         return f"no live page: bridge web did not start{_last_lines(log)}"
     return f"watch it live: {address.group(0)}"
 
@@ -231,7 +253,9 @@ async def demo(*, hold: float) -> int:
          "stdio) driven by a fixed script instead of a model.")
     _say(f"room {room} on {where}; it is removed at the end")
     told, kept = False, ""
-    processes: list[tuple[Process, bool]] = []  # and whether it stops on SIGTERM
+    logs = Path(tempfile.mkdtemp(prefix="bridge-demo-"))  # the children's stderr
+    web: list[Process] = []
+    cast = {name: Agent(name, role, room, logs / f"{name}.log") for name, role in CAST.items()}
 
     async def run() -> None:
         nonlocal told
@@ -239,26 +263,23 @@ async def demo(*, hold: float) -> int:
 
         async with redis_client(settings):  # reachable (the embedded one started) or a clear error
             pass
-        with tempfile.TemporaryDirectory(prefix="bridge-demo-") as logs:
-            try:
-                await tell(Path(logs))
-                told = True
-                if hold > 0:
-                    _say(f"\nholding for {hold:g} s: the agents stay in the room and the page "
-                         f"stays up (Ctrl-C ends it sooner)")
-                    await anyio.sleep(hold)
-            finally:
-                with anyio.CancelScope(shield=True):
-                    await cleanup()
+        try:
+            await tell()
+            told = True
+            if hold > 0:
+                _say(f"\nholding for {hold:g} s: the agents stay in the room and the page stays "
+                     f"up (Ctrl-C ends it sooner)")
+                await anyio.sleep(hold)
+        finally:
+            with anyio.CancelScope(shield=True):
+                await cleanup()
 
-    async def tell(logs: Path) -> None:
-        page = await _web(room, logs, processes)
+    async def tell() -> None:
+        page = await _web(room, logs, web)
         _say(page + (" (--hold 120 keeps it up after the story: make demo ARGS='--hold 120')"
-                     if processes and not hold else ""))
-        cast = {}
-        for name, role in CAST.items():  # started together, joined in order
-            cast[name] = await Agent.launch(name, role, room, logs)
-            processes.append((cast[name].process, False))
+                     if web and not hold else ""))
+        for agent in cast.values():  # started together, joined in order
+            await agent.launch()
         for agent in cast.values():
             await agent.initialize()  # answered once the agent is in the room
         _say()
@@ -271,18 +292,23 @@ async def demo(*, hold: float) -> int:
         await _bridge("history", "--room", room, env={"COLUMNS": "1000"})
 
     async def cleanup() -> None:
-        async with anyio.create_task_group() as tg:
-            for process, terminate in processes:
-                tg.start_soon(_stop, process, terminate)
         nonlocal kept
+        stopping = [(process, True) for process in web] + [
+            (agent.process, False) for agent in cast.values() if agent.process is not None]
+        async with anyio.create_task_group() as tg:
+            for process, terminate in stopping:  # web on SIGTERM, an agent when stdin closes
+                tg.start_soon(_stop, process, terminate)
         try:
             removed = f"its {await _wipe(settings)} keys removed"
         except (BridgeError, RedisError, OSError) as e:  # the story's own error comes first
             kept = f"room {room}'s keys could not be removed: {e or type(e).__name__}"
             removed = "its keys NOT removed"
-        _say(f"\ncleaned up: {len(processes)} processes stopped; room {room}: {removed}")
+        _say(f"\ncleaned up: {len(stopping)} processes stopped; room {room}: {removed}")
 
-    interrupted = await until_interrupted(run)
+    try:
+        interrupted = await until_interrupted(run)
+    finally:
+        shutil.rmtree(logs, ignore_errors=True)
     if kept:
         raise DemoFailed(kept)
     if interrupted and not told:

@@ -1,10 +1,12 @@
 """The script `bridge demo` plays: the story bridge was made for, with scripted agents.
 
 carol, the manager, splits a feature between two developers; alice (the REST API) and bob
-(the web client that calls it) settle the API contract between themselves, report to carol,
-and she acknowledges. Every line is fixed here; what is real is how it travels: each agent is
-a `bridge serve` process spoken to over MCP, and each step starts only once the message it
-answers has arrived (`Actor.receive`: read_messages until it is there, or a deadline).
+(the web client that calls it) settle the API contract between themselves and report to
+carol. bob ends his session before carol acknowledges: her message waits for him in the room,
+and his next session gets it. Every line is fixed here; what is real is how it travels: each
+agent is a `bridge serve` process spoken to over MCP, and each step starts only once the
+message it answers has arrived (`Actor.receive`: read_messages until it is there, or a
+deadline).
 """
 
 from __future__ import annotations
@@ -12,6 +14,8 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Protocol
+
+from bridge.errors import BridgeError
 
 # name -> role; the order they join in
 CAST = {"carol": "manager", "alice": "developer", "bob": "developer"}
@@ -39,6 +43,11 @@ class Sent:
     id: str
     sender: str
     text: str
+    queued: tuple[str, ...] = ()  # recipients who were away: it waits for them in the room
+
+
+class DemoFailed(BridgeError):
+    """A step of the demo did not happen: exit 1, with this as the one line that says why."""
 
 
 class Actor(Protocol):
@@ -51,6 +60,10 @@ class Actor(Protocol):
         ...
 
     async def receive(self, message: Sent) -> None: ...
+
+    async def leave(self) -> None: ...
+
+    async def rejoin(self) -> None: ...
 
 
 async def play(cast: Mapping[str, Actor], say: Callable[[str], None]) -> None:
@@ -74,16 +87,22 @@ async def play(cast: Mapping[str, Actor], say: Callable[[str], None]) -> None:
     await bob.receive(final)
     confirm = await bob.send("alice", CONFIRM, reply_to=final)
     done_bob = await bob.send("carol", DONE_BOB, reply_to=split)
-    say("bob confirms the contract and reports done to carol")
+    await bob.set_status("done: contract v1")
+    await bob.leave()
+    say("bob confirms the contract, reports done to carol, and ends his session")
     await alice.receive(confirm)
     done_alice = await alice.send("carol", DONE_ALICE, reply_to=split)
     say("alice got the confirmation; reports done to carol")
     await carol.receive(done_alice)
     await carol.receive(done_bob)
     ack = await carol.send(["alice", "bob"], ACK)
-    say("carol got both reports; acknowledges")
+    if ack.queued != ("bob",):
+        raise DemoFailed(f"bob was away, but bridge queued carol's message for "
+                          f"{', '.join(ack.queued) or 'nobody'}")
+    say("carol got both reports; acknowledges (bob is away: bridge queues it for him)")
     await alice.receive(ack)
+    await bob.rejoin()
     await bob.receive(ack)
-    for actor in cast.values():
+    for actor in (carol, alice):
         await actor.set_status("done: contract v1")
-    say("alice and bob got the acknowledgement: the contract is settled")
+    say("bob is back in a new session: carol's acknowledgement was waiting for him")
