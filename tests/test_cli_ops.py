@@ -100,12 +100,20 @@ class Running:
             return int(await self.process.wait())
 
 
+# runs a command with SIGINT set to argv[1] (SIG_DFL or SIG_IGN), as its parent would leave it
+WITH_SIGINT = ("import os, signal, sys; signal.signal(signal.SIGINT, getattr(signal, sys.argv[1]));"
+               " os.execv(sys.argv[2], sys.argv[2:])")
+
+
 async def start_cli(tg: Any, tmp_path: Path, *args: str, env: dict[str, str] | None = None,
-                    ready: str | None = "tail_started") -> Running:
+                    ready: str | None = "tail_started", sigint: str | None = None) -> Running:
+    """``sigint``: the SIGINT disposition bridge inherits (SIG_DFL, SIG_IGN); by default,
+    pytest's own."""
     stderr_path = tmp_path / f"cli-{os.urandom(3).hex()}.stderr"
     stderr_file = open(stderr_path, "wb")  # noqa: SIM115 - lives as long as the process
+    command = [sys.executable, "-c", WITH_SIGINT, sigint, BRIDGE] if sigint else [BRIDGE]
     process = await anyio.open_process(
-        [BRIDGE, *args], env=env or cli_env(BRIDGE_LOG_LEVEL="INFO"), stdout=subprocess.PIPE,
+        [*command, *args], env=env or cli_env(BRIDGE_LOG_LEVEL="INFO"), stdout=subprocess.PIPE,
         stderr=stderr_file, stdin=subprocess.DEVNULL)
     running = Running(process, stderr_path)
     tg.start_soon(running.read_forever)
@@ -361,16 +369,20 @@ async def test_tail_shows_messages_and_events_as_they_flow(agents, redis_server,
     assert "Traceback" not in tail.stderr()
 
 
-async def test_tail_interrupted_while_it_starts_exits_0(redis_server, cli):
+@pytest.mark.parametrize("inherited", ["SIG_DFL", "SIG_IGN"])
+async def test_tail_interrupted_while_it_starts_exits_0(redis_server, cli, inherited):
     """Ctrl-C on `bridge tail` exits 0 also before it follows anything: here Redis is
     stopped (SIGSTOP: the kernel still accepts the connection, nothing answers), so the
-    signal lands while tail waits for Redis' first answer."""
+    signal lands while tail waits for Redis' first answer. Also when tail inherits SIGINT
+    ignored, as a job started in the background by a non-interactive shell (`make test &`,
+    a CI runner) does: asyncio's own Ctrl-C handling is then off, and tail used to sit out
+    its 10 s read timeout, which this test's deadline took for a hang."""
     from tests.test_reliability import local_ports
 
     assert redis_server.process is not None
     redis_server.process.send_signal(signal.SIGSTOP)
     try:
-        tail = await cli("tail", "--redis", redis_server.url, ready=None)
+        tail = await cli("tail", "--redis", redis_server.url, ready=None, sigint=inherited)
         with anyio.fail_after(20):  # connected: tail waits for Redis' answer
             while not local_ports(tail.process.pid):
                 await anyio.sleep(0.02)  # poll interval, bounded by the deadline

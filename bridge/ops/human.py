@@ -15,6 +15,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any, TextIO
 
 import anyio
+from anyio.abc import TaskStatus
 from rich.console import Console
 from rich.table import Table
 from rich.text import Text
@@ -218,13 +219,21 @@ def quiet_broken_pipe() -> None:
 
 
 async def until_interrupted(main: Callable[[], Awaitable[Any]]) -> bool:
-    """Run ``main`` until it returns or SIGINT/SIGTERM arrives. True if interrupted."""
+    """Run ``main`` until it returns or SIGINT/SIGTERM arrives. True if interrupted.
+
+    The handlers are in place before ``main`` starts, so a command that connects inside
+    ``main`` is interrupted the same way while it waits for a Redis that does not answer.
+    They replace whatever the process inherited: a job started in the background by a
+    non-interactive shell starts with SIGINT ignored, and asyncio's own Ctrl-C handling then
+    stays off, so a signal before these handlers existed did nothing until the connection
+    timed out."""
     interrupted = False
 
     async with anyio.create_task_group() as tg:
-        async def watch() -> None:
+        async def watch(*, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
             nonlocal interrupted
             with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+                task_status.started()
                 async for _ in signals:
                     interrupted = True
                     tg.cancel_scope.cancel()
@@ -234,6 +243,6 @@ async def until_interrupted(main: Callable[[], Awaitable[Any]]) -> bool:
             await main()
             tg.cancel_scope.cancel()
 
-        tg.start_soon(watch)
+        await tg.start(watch)
         tg.start_soon(run)
     return interrupted

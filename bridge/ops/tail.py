@@ -218,10 +218,13 @@ class Follower:
 
 async def tail(settings: Settings, *, since: str | None, as_json: bool,
                out: TextIO = sys.stdout, err: TextIO = sys.stderr) -> int:
-    url = await resolve_url(settings)
-    # no retries inside the client: every reconnect is ours, and is reported once
-    redis, subscriber = make_client(url, retries=0), make_client(url, retries=0)
-    try:
+    clients: list[Redis] = []
+
+    async def start_and_follow() -> None:
+        url = await resolve_url(settings)
+        # no retries inside the client: every reconnect is ours, and is reported once
+        redis, subscriber = make_client(url, retries=0), make_client(url, retries=0)
+        clients.extend((redis, subscriber))
         await check_reachable(redis, url)
         follower = Follower(settings, redis, subscriber, as_json=as_json, out=out, url=url)
         try:
@@ -239,16 +242,16 @@ async def tail(settings: Settings, *, since: str | None, as_json: bool,
         if errors.color:
             errors.line(dim(f"following room {settings.room} on {redact(url)} "
                             f"(Ctrl-C to stop)"))
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(follower.follow_events, pubsub)
+            tg.start_soon(follower.follow_log)
 
-        async def follow() -> None:
-            async with anyio.create_task_group() as tg:
-                tg.start_soon(follower.follow_events, pubsub)
-                tg.start_soon(follower.follow_log)
-
-        await until_interrupted(follow)
+    # Ctrl-C (or SIGTERM) ends tail with 0 from the start too: while it waits for a Redis
+    # that does not answer, not only once it follows
+    try:
+        await until_interrupted(start_and_follow)
     finally:
         with anyio.CancelScope(shield=True):
-            for client in (redis, subscriber):
+            for client in clients:
                 await client.aclose()
     return 0
-
