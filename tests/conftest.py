@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import shutil
-import socket
 import subprocess
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -17,14 +16,10 @@ import pytest
 import redis
 
 from tests.support.mcp_client import Agent, start_agent
+from tests.support.ports import free_port
 
 REDIS_SERVER = shutil.which("redis-server") or "redis-server"
 
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 
@@ -67,6 +62,27 @@ class RedisServer:
         if self.process and self.process.poll() is None:
             self.process.kill()
             self.process.wait()
+
+
+# `make check` (the inner loop, with lint under about a minute) runs these modules: the core
+# behaviour (protocol, messaging, presence, inbox, retention, settings, layers), about 40 s on
+# four workers here; the rest are end-to-end (real Claude Code, Codex, clusters, images)
+QUICK_MODULES = {
+    "test_cli_commands", "test_codex_units", "test_cursor", "test_durability", "test_embedded",
+    "test_events", "test_inbox", "test_lane", "test_layers", "test_loops", "test_messaging",
+    "test_presence", "test_protocol", "test_protocol_strict", "test_quickwrite", "test_readme",
+    "test_retention", "test_robustness", "test_settings", "test_subscriber",
+}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark the quick modules, and put the slow tests first (a stable sort): on several
+    workers (make test) the long end-to-end ones then overlap the many short ones instead
+    of trailing alone at the end of the run."""
+    for item in items:
+        if item.path.stem in QUICK_MODULES:
+            item.add_marker(pytest.mark.quick)
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
 
 
 @pytest.fixture

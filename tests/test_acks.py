@@ -164,6 +164,7 @@ async def test_a_line_of_another_process_is_no_evidence(agents, session, redis_s
     await cursor_at(redis_server, "bob", second)
 
 
+@pytest.mark.slow
 async def test_a_post_the_client_never_queued_is_posted_again(agents, session, redis_server):
     bob = await agents.start("bob", env=session.env)
     alice = await agents.start("alice")
@@ -189,6 +190,7 @@ async def test_a_post_the_client_never_queued_is_posted_again(agents, session, r
     await cursor_at(redis_server, "bob", later)
 
 
+@pytest.mark.slow
 async def test_without_a_transcript_the_cursor_moves_on_write_and_says_so(
         agents, session, redis_server):
     bob = await agents.start("bob", env=session.env)

@@ -18,8 +18,9 @@ from bench import report
 
 ROOT = Path(__file__).resolve().parent.parent
 
-pytestmark = pytest.mark.skipif(shutil.which("redis-server") is None,
-                                reason="redis-server is not on PATH")
+pytestmark = [pytest.mark.slow,
+              pytest.mark.skipif(shutil.which("redis-server") is None,
+                                 reason="redis-server is not on PATH")]
 
 
 def numbers(stats: dict[str, float]) -> bool:

@@ -61,6 +61,7 @@ async def test_an_inbox_closed_mid_post_does_not_stop_bridge(agents, tmp_path):
     assert "1 unread message(s) waiting" in await bob.tool("list_participants")
 
 
+@pytest.mark.slow
 async def test_a_long_backlog_keeps_to_the_post_rate(agents, inbox):  # noqa: F811
     """A backlog that needs several posts goes out one post per turn of the rate (one at
     once, then at most one every 5 s), never all at once: Claude Code drops a burst."""

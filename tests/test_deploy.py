@@ -633,6 +633,7 @@ def claude_bin(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return ensure_claude(tmp_path_factory)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("channel_flag", [False, True], ids=["inbox", "channel-flag"])
 def test_entrypoint_runs_claude_code_with_the_role_prompt(
         channel_flag: bool, claude_bin: Path, redis_server: Any, tmp_path: Path) -> None:

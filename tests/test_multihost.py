@@ -23,7 +23,8 @@ from tests.support.mcp_client import Agent
 from tests.support.netns import Network, skip_reason, wait_gone
 
 SKIP = skip_reason()
-pytestmark = [pytest.mark.anyio, pytest.mark.skipif(SKIP is not None, reason=str(SKIP))]
+pytestmark = [pytest.mark.anyio, pytest.mark.slow,
+              pytest.mark.skipif(SKIP is not None, reason=str(SKIP))]
 
 PASSWORD = "multi-host-test-secret"
 TTL = 4  # seconds: presence must show hostc gone well within the 10 s cut

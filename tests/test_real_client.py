@@ -37,6 +37,8 @@ from tests.support.claude_code import (
     seed_home,
 )
 
+pytestmark = pytest.mark.slow  # a real Claude Code in each test
+
 SCENARIO_TIMEOUT = 150  # the driver's own deadline for a scenario
 
 

@@ -705,6 +705,7 @@ def tool_results(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 @pytest.mark.timeout(NPM_INSTALL_TIMEOUT + 600)
+@pytest.mark.slow
 def test_a_scripted_manager_reaches_both_developers_through_bridge_team(
     claude_bin: Path, tmux_team: TmuxTeam, tmp_path: Path
 ) -> None:

@@ -142,6 +142,7 @@ async def test_agents_talk_over_mutual_tls(agents, tls_redis):
     assert "ssl_ca_certs" not in doctor.stdout + who.stderr + history.stderr
 
 
+@pytest.mark.slow
 async def test_tls_mistakes_are_one_clear_line(tls_redis):
     base = tls_redis.env()
     cases = [

@@ -43,17 +43,13 @@ from typing import Any
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from claude_driver import Instance, Run, isolate_network, load_log, texts  # noqa: E402
+from ports import free_port  # noqa: E402
 
 BUSY_SECONDS = 25  # the first session's model takes this long over its first prompt
 MARKERS = [f"CRASH-M{i}" for i in range(1, 7)]
 STEP_TIMEOUT = 60.0
 Json = dict[str, Any]
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class Crash:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import shutil
-import socket
 import subprocess
 import time
 from collections.abc import Iterator
@@ -21,6 +20,7 @@ from pathlib import Path
 import redis
 
 from tests.conftest import wait_for_ping
+from tests.support import ports
 
 REDIS_SERVER = shutil.which("redis-server") or "redis-server"
 REDIS_CLI = shutil.which("redis-cli") or "redis-cli"
@@ -29,23 +29,7 @@ NODE_TIMEOUT_MS = 1500  # how long a primary may be silent before its replica ta
 
 def free_ports(n: int) -> list[int]:
     """n distinct free ports (each port + 10000 is the cluster bus: it must be free too)."""
-    ports: list[int] = []
-    while len(ports) < n:
-        with socket.socket() as sock:
-            sock.bind(("127.0.0.1", 0))
-            port = int(sock.getsockname()[1])
-        if port < 55000 and port not in ports and _free(port + 10000):
-            ports.append(port)
-    return ports
-
-
-def _free(port: int) -> bool:
-    with socket.socket() as sock:
-        try:
-            sock.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
+    return ports.free_ports(n, cluster_bus=True)
 
 
 @dataclass
