@@ -39,7 +39,7 @@ OTHER = Keys("other")
 
 
 def create_user(port: int, agent: str, *extra: str, room: str = "main") -> str:
-    """`bridge acl ... | redis-cli`, as the README says; returns the agent's URL it prints."""
+    """`bridge acl ... | redis-cli`, as docs/acl.md says; returns the agent's URL it prints."""
     made = subprocess.run([BRIDGE, "acl", "--room", room, "--agent", agent, "--redis",
                            f"redis://127.0.0.1:{port}/0", *extra],
                           env=cli_env(), capture_output=True, text=True, timeout=30, check=True)

@@ -88,7 +88,7 @@ async def test_a_new_redis_whose_ids_sort_before_the_cursor_starts_a_new_log(
 
 
 async def test_a_log_reset_by_hand_to_now_goes_on_from_its_end(agents, r):
-    """The README's reset of a log dated in the future (XDEL the future entries, XSETID back
+    """docs/security.md's reset of a log dated in the future (XDEL the future entries, XSETID back
     to now): a restarted agent whose cursor is past the log's end goes on from the end."""
     alice = await agents.start("alice")
     bob = await agents.start("bob")

@@ -154,7 +154,7 @@ async def test_a_lost_epoch_key_does_not_replay_the_log(agents, r):
 async def test_a_cursor_from_bridge_0_1_is_not_trusted_with_a_secret_and_says_why(agents, r):
     """Narrowed, not fixed: with a room secret, a cursor without a MAC cannot be told from one
     set back by hand, so an agent upgraded from 0.1 while away goes on from the log's end,
-    with a notice that names the likely cause (README: Security)."""
+    with a notice that names the likely cause (docs/security.md)."""
     alice = await agents.start("alice", env=dict(SIGNED))
     bob = await agents.start("bob", env=dict(SIGNED))
     await alice.tool("send_message", to="bob", text="before")

@@ -930,9 +930,9 @@ def test_redis_start_with_tls_closes_the_plain_port(tmp_path: Path) -> None:
 
 
 def test_the_readme_acl_recipe_gives_each_agent_a_working_user(tmp_path: Path) -> None:
-    """README: `bridge acl --format file` lines plus `user default off` and an admin, served by
-    the Redis service's start script; once the admin loaded bridge's functions, the URL bridge
-    acl prints for alice passes bridge doctor."""
+    """docs/docker.md: `bridge acl --format file` lines plus `user default off` and an admin,
+    served by the Redis service's start script; once the admin loaded bridge's functions, the
+    URL bridge acl prints for alice passes bridge doctor."""
     bridge = str(ROOT / ".venv" / "bin" / "bridge")
     port = free_port()
     acl = tmp_path / "users.acl"
@@ -971,7 +971,7 @@ def test_the_readme_acl_recipe_gives_each_agent_a_working_user(tmp_path: Path) -
         process.wait(timeout=30)
 
 
-# --- Sentinel (README: Sentinel): deploy/sentinel.yml ---
+# --- Sentinel (docs/scaling.md): deploy/sentinel.yml ---
 
 @needs_compose
 def test_the_sentinel_recipe_is_a_primary_a_replica_and_three_hardened_sentinels(

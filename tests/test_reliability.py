@@ -18,7 +18,8 @@ from tests.support.mcp_client import CHANNEL, Agent, ToolError
 pytestmark = pytest.mark.anyio
 
 SLOW = {"BRIDGE_SEND_TIMEOUT": "30"}
-PUSH_CHUNK_BYTES = 4096  # what a crash may repeat: one pipe write of push lines (README)
+# what a crash may repeat: one pipe write of push lines (docs/reliability.md)
+PUSH_CHUNK_BYTES = 4096
 
 
 async def stream(sender: Agent, to: str, prefix: str, count: int, *, window: int = 16,
@@ -110,9 +111,9 @@ async def test_receiver_sigkilled_twice_gets_everything_once(agents):
         f"#{n}: {len(a.channel())} from {a.channel()[0]['content']} to "
         f"{a.channel()[-1]['content']}" for n, a in enumerate(incarnations) if a.channel())
     # A crash can land in the microseconds between a push reaching the pipe and the cursor
-    # write leaving (no client acknowledges a push, so no server can close that gap). The
-    # README allows exactly that: the dead process's last chunk of at most 4 KiB of push
-    # lines, shown again, first, by its successor. So what a successor repeats must be a
+    # write leaving (no client acknowledges a push, so no server can close that gap).
+    # docs/reliability.md allows exactly that: the dead process's last chunk of at most 4 KiB
+    # of push lines, shown again, first, by its successor. So what a successor repeats must be a
     # prefix of its pushes that is the very tail of its predecessor's, and at most 4 KiB.
     received = contents(incarnations[0])
     for earlier, later in zip(incarnations, incarnations[1:], strict=False):

@@ -534,7 +534,7 @@ async def test_a_log_dated_in_the_future_is_refused_loudly_and_can_be_reset(agen
     """One entry XADDed by hand with a future id makes Redis give every later entry an id
     from that time on, and receivers would drop each signed message as a replay while the
     sender was told it was delivered. The send script refuses instead, leaving no trace; the
-    README's reset (XDEL, XSETID, restart) brings the room back."""
+    docs/security.md's reset (XDEL, XSETID, restart) brings the room back."""
     alice = await agents.start("alice", env=dict(SIGNED))
     bob = await agents.start("bob", env=dict(SIGNED))
     future = f"{now_ms() + 10**9}-0"
@@ -544,7 +544,7 @@ async def test_a_log_dated_in_the_future_is_refused_loudly_and_can_be_reset(agen
         await alice.tool("send_message", to="bob", text="lost?")
     assert "reset the room's log" in str(error.value)
     assert r.xlen(LOG) == 1 and r.get("bridge:{main}:seq") in (None, b"0")
-    # the reset, as in the README
+    # the reset, as in docs/security.md
     r.xdel(LOG, future)
     r.execute_command("XSETID", LOG, f"{r.time()[0]}999-0")
     await bob.close_stdin()

@@ -917,7 +917,7 @@ stream_max_retries = 0
         woken = next(r for r in load_requests(log) if "PING-DAVE" in json.dumps(r["body"]))
         assert turn_metadata(woken)["turn_trigger"] == "queue"  # no keystroke woke it
 
-        # the team stopped as the README says: Codex's daemon, and the bridge it runs, stay;
+        # the team stopped as docs/team.md says: Codex's daemon, and the bridge it runs, stay;
         # the next bridge team stops them before its own Codex starts
         assert first is not None and first.exists()
         tmux_team.tmux("kill-server")

@@ -127,7 +127,7 @@ def future_log(settings: Settings, entry_id: bytes) -> MessageRejected:
         f"the message was NOT sent: room {settings.room!r}'s log would have given it the id "
         f"{entry_id.decode()}, dated in the future, so every receiver would drop it as a "
         f"replay. Someone added an entry with a future id to the log by hand. An operator "
-        f"must reset the room's log (README, Security: 'A log dated in the future')."
+        f"must reset the room's log (docs/security.md: 'A log dated in the future')."
     )
 
 
