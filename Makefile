@@ -42,12 +42,13 @@ lock:
 	@echo "wrote $(CONSTRAINTS)"
 
 # The docs site (mkdocs.yml, docs/): --strict, so a broken link or a missing page fails.
+# NO_MKDOCS_2_WARNING: Material 9.7+ prints a banner about its successor on every build
 docs: install-docs
-	$(BIN)/mkdocs build --strict --site-dir .cache/site
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --site-dir .cache/site
 	@echo "built: .cache/site/index.html (make docs-serve: browse it at http://127.0.0.1:8000)"
 
 docs-serve: install-docs
-	$(BIN)/mkdocs serve
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs serve
 
 # bridge's main job, played by scripted agents (no model, no API key) on the embedded Redis
 demo: install
