@@ -332,6 +332,11 @@ async def test_on_a_terminal_output_is_coloured_and_fits_its_width(agents, redis
     hostile = "[bold]not markup[/bold] :smile: " + "x" * 100
     await alice.tool("set_status", text=hostile)
     await alice.tool("send_message", to="bob", text=hostile)
+    # as after a heartbeat of alice's: her record now expires after bob's (the roster zset's
+    # order), yet who lists by name, so two runs with heartbeats between them print the same
+    agents_key = "bridge:{main}:agents"
+    r = redis_server.client()
+    r.zadd(agents_key, {"alice": int(r.zscore(agents_key, "bob") or 0) + 1})
     url = ["--redis", redis_server.url]
     for args in (["history", *url], ["who", *url]):
         shown = await anyio.to_thread.run_sync(on_terminal, args, 60)
@@ -342,6 +347,8 @@ async def test_on_a_terminal_output_is_coloured_and_fits_its_width(agents, redis
         assert "[bold]no" in "".join(visible) and "…" in "".join(visible)
         plain = await anyio.to_thread.run_sync(lambda a=args: on_terminal(a, 60, NO_COLOR="1"))
         assert "\x1b" not in plain and steady(ANSI.sub("", shown)) == steady(plain)
+    names = [line.split()[0] for line in plain.splitlines()[1:]]
+    assert names == ["alice", "bob"], plain
     history = ANSI.sub("", await anyio.to_thread.run_sync(on_terminal, ["history", *url], 200))
     assert ":smile: xxx" in history  # wider terminal, longer line: the cut follows the width
 

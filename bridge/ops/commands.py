@@ -122,6 +122,9 @@ async def who(settings: Settings, *, as_json: bool, all_rooms: bool,
         # with a room secret, records that fail the check are shown, marked: the operator
         # should see that someone wrote them
         now, people = await presence.participants(unverified=True)
+        # by name: the roster comes in the order of its zset's scores, the times the
+        # records expire, which every heartbeat changes; two runs a second apart would differ
+        people = sorted(people, key=lambda person: person.name)
         if as_json:
             records = [_who_record(p, signed=presence.signer is not None) for p in people]
             print(to_json({"room": settings.room, "now": now, "agents": records}), file=out)
