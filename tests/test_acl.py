@@ -449,12 +449,18 @@ async def test_redis_6_2_runs_the_same_scripts_by_evalsha(tmp_path: Path):
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         admin = redis.Redis(port=port, socket_timeout=5)
+        # ready when the server on the port is the one started here: with the port taken
+        # meanwhile (by another worker's server) it exits, and the test must not go on
+        # against another test's Redis
         with anyio.fail_after(10):
             while True:
+                assert process.poll() is None, f"Redis 6.2 exited: port {port} taken?"
                 with contextlib.suppress(redis.ConnectionError):
-                    if admin.info("server")["redis_version"].startswith("6.2"):
+                    server = admin.info("server")
+                    if server["process_id"] == process.pid:
+                        assert server["redis_version"].startswith("6.2"), server
                         break
-                await anyio.sleep(0.02)
+                await anyio.sleep(0.02)  # poll interval, bounded by the deadline
         url = f"redis://127.0.0.1:{port}/0"
         async with agent_pool(url, tmp_path) as pool:
             alice = await pool.start("alice")
@@ -463,6 +469,8 @@ async def test_redis_6_2_runs_the_same_scripts_by_evalsha(tmp_path: Path):
             assert (await bob.wait_messages(1))[0]["content"] == "by evalsha"
             assert any(e["event"] == "functions_unsupported" for e in alice.log_events())
         assert admin.info("commandstats")["cmdstat_evalsha"]["calls"] > 0
+        # still ours: a test that restarts its Redis "on the same port" must not be on this one
+        assert admin.info("server")["process_id"] == process.pid
         doctor = await bridge("doctor", "--redis", url)
         assert re.search(r"^info +bridge's functions: Redis before 7.0 has none, so bridge "
                          r"runs its Lua scripts by EVALSHA", doctor.stdout, re.M), doctor.stdout
