@@ -152,6 +152,9 @@ def _tail_flags(parser: argparse.ArgumentParser) -> None:
 def _tail(args: argparse.Namespace) -> int:
     import anyio
 
+    from bridge.ops.human import remember_early_interrupts
+
+    remember_early_interrupts()  # before the heavy imports
     from bridge.ops.tail import tail
 
     settings = _settings(args)
@@ -373,8 +376,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)  # bad flags: usage on stderr, exit 2
+    try:
+        parser = build_parser()
+        args = parser.parse_args(argv)  # bad flags: usage on stderr, exit 2
+    except KeyboardInterrupt:  # Ctrl-C as it starts: no traceback
+        return _interrupted_while_parsing(argv)
     command = COMMANDS.get(args.command or "")
     try:
         logs.check_level()
@@ -391,6 +397,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         return command.run(args)
     except BaseException as e:  # anyio task groups wrap errors in exception groups
         return _failed(command, args, e)
+
+
+def _interrupted_while_parsing(argv: Sequence[str] | None) -> int:
+    """The exit status of Ctrl-C before the command was known: parsed again (a millisecond)
+    to tell a command that follows until Ctrl-C (0) from the others (130)."""
+    try:
+        args = build_parser().parse_args(argv)
+    except (KeyboardInterrupt, SystemExit):
+        return 130
+    command = COMMANDS.get(args.command or "")
+    return 0 if command is not None and command.follows(args) else 130
 
 
 def _failed(command: Command | None, args: argparse.Namespace, e: BaseException) -> int:
