@@ -23,17 +23,26 @@ REDIS_SERVER = shutil.which("redis-server") or "redis-server"
 
 
 
-def wait_for_ping(client: Callable[[], redis.Redis], timeout: float = 10) -> None:
-    """Until a redis-server just started answers PING (ConnectionError past ``timeout``)."""
+def wait_for_ping(client: Callable[[], redis.Redis], timeout: float = 10,
+                  process: subprocess.Popen[bytes] | None = None) -> None:
+    """Until a redis-server just started answers PING (ConnectionError past ``timeout``).
+    Given its ``process``, the server that answers must be that one: a test must never run
+    against another test's Redis that holds the port (its own then exits: bind failed)."""
     deadline = time.monotonic() + timeout
     while True:
+        if process is not None and process.poll() is not None:
+            raise RuntimeError(f"redis-server exited with {process.returncode} at start "
+                               f"(its port taken?): {process.args}")
         try:
             if client().ping():
-                return
+                break
         except redis.ConnectionError:
             if time.monotonic() > deadline:
                 raise
             time.sleep(0.02)
+    if process is not None:
+        answering = int(client().info("server")["process_id"])
+        assert answering == process.pid, f"another redis-server (pid {answering}) has the port"
 
 
 @dataclass
@@ -56,7 +65,7 @@ class RedisServer:
              *extra],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )
-        wait_for_ping(self.client)
+        wait_for_ping(self.client, process=self.process)
 
     def stop(self) -> None:
         if self.process and self.process.poll() is None:

@@ -218,5 +218,7 @@ class Presence:
         now, records, pruned = await self._list(self._roster)
         await self._announce_left(pruned)
         people = [Participant.from_fields(record, self.signer) for record in records]
-        return int(now), [person for person in people
-                          if person is not None and (unverified or not person.problem)]
+        # by name, as said: the roster's own order is by expiry, which every heartbeat changes
+        return int(now), sorted((person for person in people
+                                 if person is not None and (unverified or not person.problem)),
+                                key=lambda person: person.name)

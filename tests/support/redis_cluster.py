@@ -59,7 +59,7 @@ class Node:
             stdout=log, stderr=subprocess.STDOUT)  # type: ignore[arg-type]
 
     def wait_up(self, timeout: float = 10) -> None:
-        wait_for_ping(self.client, timeout)
+        wait_for_ping(self.client, timeout, process=self.process)
 
     def kill(self) -> None:
         if self.process and self.process.poll() is None:
