@@ -66,7 +66,8 @@ test: install
 check: lint
 	$(BIN)/pytest $(XDIST) -q -m quick $(ARGS)
 
-lint: install
+# install-docs: mypy checks the docs hooks against mkdocs itself
+lint: install-docs
 	$(BIN)/ruff check bridge tests docs/hooks
 	$(BIN)/mypy bridge docs/hooks
 
