@@ -5,7 +5,8 @@ session's inbox, in CLAUDE_CODE_MESSAGING_SOCKET and CLAUDE_CODE_MESSAGING_TOKEN
 written there becomes a user turn of that session, interactive or in print mode, whether or
 not channels are enabled. The wire: a Unix stream socket, newline-delimited JSON, an auth line
 with the token first, then ``{"type": "user", "message": {"role": "user", "content": TEXT}}``.
-Claude Code writes nothing back, so a post that was written whole is all we can know.
+Claude Code writes nothing back on the socket: whether a post reached a model is read from the
+session's transcript instead (bridge.transcript, bridge.mcp.acks).
 """
 
 from __future__ import annotations

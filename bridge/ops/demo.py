@@ -44,7 +44,8 @@ STOP_TIMEOUT = 5.0  # for a process to stop by itself before it is killed
 MAX_LINE = 16 * 1024 * 1024
 MESSAGE = re.compile(r"\[(?P<id>\d+-\d+)\] from (?P<sender>\S+) to [^\n]*:\n(?P<text>.*)", re.S)
 REAL_SETUP = ("A real setup is the same with Claude Code or Codex sessions in place of the "
-              "script: each runs `bridge serve` as its MCP server (the README's quick start).")
+              "script: each runs `bridge serve` as its MCP server (the README: \"Two Claude Codes "
+              "on one machine\", \"Codex\").")
 
 
 def _last_lines(path: Path, count: int = 3) -> str:

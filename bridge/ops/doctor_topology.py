@@ -27,7 +27,7 @@ def delivery_checks(env: dict[str, str]) -> list[Check]:
         checks.append(Check(
             "info", "delivery: not run by Claude Code here, so its session inbox cannot be "
                     "checked; an agent's list_participants (and `bridge who`) shows the path "
-                    "each agent took: inbox, channel or pull",
+                    "each agent took: inbox, channel, codex or pull",
             "Claude Code 2.1.224 or later gives every bridge serve it starts its session "
             "inbox: nothing to do. Older versions need `claude "
             "--dangerously-load-development-channels server:bridge`; Claude Code does not "
