@@ -209,6 +209,33 @@ def _positive_int(value: str) -> int:
     return number
 
 
+def _tasks_flags(parser: argparse.ArgumentParser) -> None:
+    _room_flags(parser)
+    parser.add_argument("--json", action="store_true", help="machine-readable output")
+    parser.add_argument("action", nargs="?", default="list", metavar="ACTION",
+                        choices=("list", "show", "add", "assign", "done"),
+                        help="list (default), show ID, add TITLE, assign ID NAME, done ID")
+    parser.add_argument("words", nargs="*", metavar="ARG", help="the action's ID, TITLE, NAME")
+    for flag, dest, metavar, help_text in (
+            ("--status", "status", "STATUS", "list: only open, in_progress, blocked or done"),
+            ("--assignee", "assignee", "NAME", "list: only NAME's"),
+            ("--detail", "detail", "TEXT", "add: the detail"),
+            ("--assign", "assign", "NAME", "add: assign it to NAME"),
+            ("--as", "actor", "NAME", "the actor recorded (default operator)")):
+        parser.add_argument(flag, dest=dest, metavar=metavar, help=help_text)
+    parser.add_argument("--waits-for", dest="waits_for", nargs="+", metavar="ID",
+                        help="add: the tasks it waits for")
+
+
+def _tasks(args: argparse.Namespace) -> int:
+    import anyio
+
+    from bridge.ops.tasks import run
+
+    settings = _settings(args)
+    return anyio.run(lambda: run(settings, args.action, args.words, vars(args)))
+
+
 def _history(args: argparse.Namespace) -> int:
     import anyio
 
@@ -330,6 +357,10 @@ COMMANDS = {command.name: command for command in (
                         "and leave. With --wait, print what arrives for NAME until Ctrl-C or "
                         "--timeout."),
     Command("history", "what the room log holds, oldest first", _history_flags, _history),
+    Command("tasks", "the room's task board: list, show, add, assign, done", _tasks_flags,
+            _tasks, description="The room's tasks, the ones not done first; show one with its "
+                                "history; add, assign or close one as the operator (or --as "
+                                "NAME), without joining the room."),
     Command("web", "watch and steer the room from a browser", _web_flags, _web,
             follows=lambda args: True,
             description="Serve a page per room (and a list of rooms): the agents, the "

@@ -23,3 +23,16 @@ class NameTaken(BridgeError):
 
 class MessageRejected(BridgeError):
     """A message was refused before it was logged: bad recipient, empty or oversized text."""
+
+
+class TaskRefused(BridgeError):
+    """A change to the room's task board was refused: a bad value, a limit, a task that waits
+    for unfinished ones, or one somebody else holds."""
+
+
+class TaskTaken(TaskRefused):
+    """A claim lost: the task already has an assignee (``holder``)."""
+
+    def __init__(self, message: str, holder: str) -> None:
+        super().__init__(message)
+        self.holder = holder

@@ -51,6 +51,7 @@ def run(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
 @pytest.mark.parametrize("command", [
     ["serve"], ["who"], ["tail"], ["send", "--as", "op", "bob", "hi"], ["history"],
     ["functions", "load"], ["acl", "--agent", "alice"], ["team", "--dry-run", "a:developer"],
+    ["tasks"],
 ])
 def test_every_command_fails_with_one_line_and_exit_1(command: list[str]) -> None:
     result = run(*command, BRIDGE_ROOM="Bad Room")

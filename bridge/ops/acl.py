@@ -30,8 +30,8 @@ from bridge.room.functions import NAMES, function_name
 from bridge.room.keys import NAME_PATTERN, PREFIX, Keys
 from bridge.settings import Settings
 
-# Everything `bridge serve`, `who`, `tail`, `history` and `send --as` run, directly or inside
-# bridge's functions (Redis checks their calls against the user too), and nothing else.
+# Everything `bridge serve`, `who`, `tail`, `history`, `tasks` and `send --as` run, directly or
+# inside bridge's functions (Redis checks their calls against the user too), and nothing else.
 # Not here: CLIENT SETINFO, which redis-py sends on connect and whose refusal it ignores (the
 # subcommand only exists from Redis 7.2, and naming it would make older servers refuse the
 # whole rule); SCAN, for `who --all-rooms`, which would list every room.
@@ -43,6 +43,7 @@ COMMANDS = (
     "hget", "hmget", "hset", "hdel", "hgetall",
     "zadd", "zrem", "zrange", "zrangebyscore", "zremrangebyscore", "zscore", "zcard",
     "xadd", "xdel", "xtrim", "xrange", "xrevrange", "xread", "xlen",
+    "lpush", "ltrim", "lrange",  # a task's history (bridge.room.tasks)
     "publish", "subscribe", "unsubscribe",
     # a Redis Cluster (redis+cluster://): sharded pub/sub; redis-py's cluster client reads
     # the slot map (CLUSTER SLOTS) and the command table (COMMAND) when it starts, and sends
@@ -58,6 +59,7 @@ COMMANDS = (
 # pruning it (bridge.room.roster), the events channel. No function: each may write.
 READ_COMMANDS = ("ping", "select", "time", "zrange", "hmget", "pttl", "xrange", "xrevrange",
                  "xread", "xlen", "subscribe", "unsubscribe",
+                 "lrange",  # the task board: a task's history (bridge tasks show)
                  # every client asks CLUSTER INFO at connect (a cluster node by a plain URL?);
                  # on a cluster, what redis-py's cluster client and sharded pub/sub need
                  "cluster|info", "cluster|slots", "command", "asking", "ssubscribe",
@@ -81,6 +83,9 @@ def used_commands(keys: Keys, name: str) -> list[list[str]]:
         fcall("set_status", agent), fcall("prune", keys.agents), fcall("list", keys.agents),
         fcall("send", keys.log, keys.agents, keys.seq, sent, rate, keys.readers, keys.unread,
               keys.broadcasts, agent, cursor),
+        fcall("task", keys.task_seq, keys.tasks, keys.tasks_open),
+        ["GET", keys.task_seq], ["HMGET", keys.task("t1"), "status"],
+        ["ZRANGE", keys.tasks, "0", "-1"], ["LRANGE", keys.task_history("t1"), "0", "49"],
         fcall("version"),
         ["HSET", agent, "name", name], ["HMGET", agent, "session"], ["HGET", agent, "session"],
         ["HGETALL", agent], ["PEXPIRE", agent, "1000"], ["PTTL", agent], ["DEL", agent],

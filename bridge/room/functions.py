@@ -5,9 +5,10 @@ first-argument rule per function) and nothing else; with EVAL, EVALSHA or SCRIPT
 member could run a script of its own that loops and stops every room on the Redis.
 
 The library is built here, at import, from the scripts declared beside the Python that calls
-them (``bridge.room.presence_records``, ``bridge.room.sending``; how one is declared and called is
-``bridge.redis.lua``): each becomes ``function(KEYS, ARGV) <source> end``. Its version is a hash
-of those sources, and the version is part of the library's and each function's name
+them (``bridge.room.presence_records``, ``bridge.room.sending``,
+``bridge.room.task_records``; how one is declared and called is ``bridge.redis.lua``): each
+becomes ``function(KEYS, ARGV) <source> end``. Its version is a hash of those sources, and
+the version is part of the library's and each function's name
 (``bridge_<version>_send``). So two bridge versions in one room (a rolling upgrade) each call
 their own functions, side by side: nobody replaces anybody's library, and no bridge ever runs
 another version's code.
@@ -49,13 +50,13 @@ from bridge import __version__
 from bridge.errors import BridgeError, RedisRefused, RedisUnavailable
 from bridge.redis.cluster import is_cluster, on_every_primary, username
 from bridge.redis.lua import Call, Script
-from bridge.room import presence_records, sending
+from bridge.room import presence_records, sending, task_records
 from bridge.settings import Settings
 
 log = structlog.get_logger("bridge.functions")
 
 # every script of bridge, in one place
-SCRIPTS = (*presence_records.SCRIPTS, *sending.SCRIPTS)
+SCRIPTS = (*presence_records.SCRIPTS, *sending.SCRIPTS, *task_records.SCRIPTS)
 # script name -> source: each becomes the function bridge_<VERSION>_<name>
 SOURCES: dict[str, str] = {script.name: script.source for script in SCRIPTS}
 

@@ -103,6 +103,40 @@ class Keys:
         """PSUBSCRIBE pattern covering all live traffic of the room."""
         return f"{self.base}:*"
 
+    def task(self, task_id: str) -> str:
+        """HASH: one task of the board (bridge.room.tasks): id, title, detail, creator,
+        assignee, status, waits_for, rev, by, created, updated (ms, Redis' clock), sig."""
+        return f"{self.base}:task:{task_id}"
+
+    @property
+    def task_prefix(self) -> str:
+        """Prefix of every task hash; the task script appends the id."""
+        return self.task("")
+
+    def task_history(self, task_id: str) -> str:
+        """LIST, capped: "MS ACTOR ACTION…" entries of one task, newest first."""
+        return f"{self.base}:task-history:{task_id}"
+
+    @property
+    def task_history_prefix(self) -> str:
+        """Prefix of every task history; the task script appends the id."""
+        return self.task_history("")
+
+    @property
+    def tasks(self) -> str:
+        """ZSET: task id -> its number (t7 -> 7), every task of the board."""
+        return f"{self.base}:tasks"
+
+    @property
+    def tasks_open(self) -> str:
+        """ZSET: task id -> its number, the tasks not done (the per-room limit counts them)."""
+        return f"{self.base}:tasks-open"
+
+    @property
+    def task_seq(self) -> str:
+        """STRING: counter of tasks ever created in the room (t1, t2, …)."""
+        return f"{self.base}:task-seq"
+
     @property
     def agent_prefix(self) -> str:
         """Prefix of every presence hash; the listing script appends the name."""
