@@ -385,3 +385,20 @@ async def test_a_stuck_reader_holds_the_log_and_the_sender_back_on_the_cluster(
     assert "Not queued for bob: 150 messages behind" in answer, answer
     [got] = await carol.wait_messages(1)
     assert got["content"] == "to all"
+
+
+async def test_the_task_board_works_on_every_shard(cluster: Cluster) -> None:
+    # one room per primary: the task function and the board's reads run on its slot's node
+    rooms = {cluster.owner(f"bridge:{{{room}}}:tasks").port: room for room in ROOMS}
+    assert len(rooms) == 3
+    for room in rooms.values():
+        where = ("--redis", cluster.url, "--room", room)
+        for args in (("add", "first"), ("add", "second", "--waits-for", "t1"),
+                     ("done", "t1")):
+            done = await bridge("tasks", *args, *where)
+            assert done.returncode == 0, done.stderr
+        listed = json.loads((await bridge("tasks", "--json", *where)).stdout)
+        assert [(t["id"], t["status"]) for t in listed["tasks"]] == [("t2", "open"),
+                                                                    ("t1", "done")]
+        shown = json.loads((await bridge("tasks", "show", "t2", "--json", *where)).stdout)
+        assert shown["waits_for"] == ["t1"] and len(shown["history"]) == 1

@@ -122,7 +122,8 @@ async def test_limits_and_bad_values_are_refused_with_what_to_do(redis_server):
             "at most 20 tasks": board.create("boss", "ok", waits_for=[f"t{i}" for i in
                                                                       range(1, 22)]),
             "no task 't0'": board.create("boss", "ok", waits_for=["t0"]),
-            "no task t5 in room 'main'": board.create("boss", "ok", waits_for=["t5"]),
+            "only wait for tasks that exist: no task t5 in room 'main'": board.create(
+                "boss", "ok", waits_for=["t5"]),
             "bad assignee 'Bob!'": board.create("boss", "ok", assignee="Bob!"),
             "bad status 'finished'": board.update("t1", "boss", status="finished"),
             "no task t1 in room": board.claim("t1", "bob"),

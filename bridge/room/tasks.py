@@ -202,6 +202,10 @@ class TaskBoard:
         if kind == "waits":
             return TaskRefused(f"{task_id} waits for {detail[0][:200]}, not done yet: it "
                                f"cannot be started before they are")
+        if kind == "missing" and detail[0] != task_id:  # a task a new one would wait for
+            return TaskRefused(f"a task can only wait for tasks that exist: no task "
+                               f"{detail[0][:40]} in room {self.keys.room!r}; `bridge tasks` "
+                               f"lists them")
         if kind == "missing":
             return self._missing(detail[0][:40])
         if kind == "limit" and detail[0] == "open":
