@@ -554,8 +554,9 @@ def test_a_codex_pane_starts_codex_with_the_home_bridge_team_wrote(
     assert dave["argv"] == [prompt] and prompt == (home / "bridge-first-prompt.md").read_text()
     assert prompt.startswith("You are dave, the developer, in bridge room mixed. The team: "
                              "carol (manager), alice (developer), dave (developer). Your bridge "
-                             "tools are send_message, list_participants, read_messages and "
-                             "set_status, of the MCP server bridge (mcp__bridge).")
+                             "tools are send_message, list_participants, read_messages, "
+                             "set_status, task and tasks, of the MCP server bridge "
+                             "(mcp__bridge).")
     assert (PROMPTS / "developer.md").read_text().strip() in prompt
     assert prompt.endswith("Start now: call list_participants once (that also tells bridge "
                            "where to deliver your teammates' messages), then work as your "

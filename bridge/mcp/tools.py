@@ -1,5 +1,5 @@
-"""The four tools bridge offers an agent: their MCP definitions (JSON Schema inputs), and what
-answers them (ToolCalls)."""
+"""The tools bridge offers an agent: their MCP definitions (JSON Schema inputs), and what
+answers them (ToolCalls). The task board's two are bridge.mcp.task_tools."""
 
 from __future__ import annotations
 
@@ -22,6 +22,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from bridge.errors import BridgeError
 from bridge.mcp.channel import describe_event
 from bridge.mcp.loops import Holds
+from bridge.mcp.task_tools import TASK_TOOL_NAMES, TASK_TOOLS, answer_task
 from bridge.room.connection import Incoming, Room
 from bridge.room.envelope import Envelope, Notice
 from bridge.room.presence_records import Participant
@@ -88,6 +89,7 @@ TOOLS: list[dict[str, Any]] = [
         "inputSchema": {"type": "object", "properties": {"text": {"type": "string"}},
                         "required": ["text"]},
     },
+    *TASK_TOOLS,
 ]
 
 
@@ -161,6 +163,8 @@ class ToolCalls:
                 room = await self.live_room()
                 await room.set_status(status)
                 text = f"status set: {room.presence.status}"
+            elif name in TASK_TOOL_NAMES:
+                text = await answer_task(await self.live_room(), name, arguments)
             else:
                 raise BridgeError(f"unknown tool {name!r}")
         except BridgeError as e:

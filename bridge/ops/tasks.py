@@ -1,6 +1,8 @@
 """`bridge tasks`: the room's task board for an operator. Lists it (the tasks not done first),
 shows one task with its history, and adds, assigns and closes tasks as the operator, without
-joining the room: the actor recorded is `operator`, or the name given with --as.
+joining the room: the actor recorded is `operator`, or the name given with --as. Whom a change
+concerns is told with a message from that name, joining only to send it, quietly, like
+`bridge send --as`.
 
 What a peer wrote (titles, details, names, history) is cleaned before it is printed; with a
 room secret, a task whose signature fails is shown marked, not hidden.
@@ -9,16 +11,17 @@ room secret, a task whose signature fails is shown marked, not hidden.
 from __future__ import annotations
 
 import sys
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from typing import Any, TextIO
 
+from redis.exceptions import RedisError
 from rich.text import Text
 
 from bridge.errors import BridgeError
 from bridge.ops.commands import MARKERS, redis_client, redis_now_ms
 from bridge.ops.human import Terminal, ago, clock, dim, marked, to_json
 from bridge.room.task_records import HistoryEntry, Task
-from bridge.room.tasks import TaskBoard, check_name, check_status
+from bridge.room.tasks import TaskBoard, check_name, check_status, done_notices, notices
 from bridge.room.untrusted import clean
 from bridge.settings import Settings
 
@@ -103,30 +106,71 @@ def _show(terminal: Terminal, task: Task, history: list[HistoryEntry], now: int)
 
 
 async def change_task(settings: Settings, action: str, *, actor: str | None,
-                      as_json: bool, out: TextIO = sys.stdout, **params: Any) -> int:
-    """`bridge tasks add | assign | done` as the operator (or --as NAME)."""
+                      as_json: bool, out: TextIO = sys.stdout, err: TextIO = sys.stderr,
+                      **params: Any) -> int:
+    """`bridge tasks add | assign | done` as the operator (or --as NAME). Whom the change
+    concerns is told with a message from the actor (see ``_tell``); said on stderr."""
     actor = check_name(actor or OPERATOR, "--as")
     async with redis_client(settings) as redis:
         board = TaskBoard.of(redis, settings)
+        told: list[tuple[str, str]]
         if action == "add":
             task = await board.create(actor, params["title"], detail=params["detail"] or "",
                                       assignee=params["assignee"] or "",
                                       waits_for=params["waits_for"] or ())
             said = f"created {task.id}" + (f", assigned to {task.assignee}"
                                            if task.assignee else "")
+            told = notices("create", None, task, actor)
         elif action == "assign":
+            before = await board.get(params["task_id"])
             task = await board.assign(params["task_id"], params["assignee"], actor)
             said = f"{task.id} assigned to {task.assignee}"
+            told = notices("assign", before, task, actor)
         elif action == "done":
+            before = await board.get(params["task_id"])
             task = await board.update(params["task_id"], actor, status="done")
             said = f"{task.id} done"
+            told = await done_notices(board, before, task, actor)
         else:  # the CLI offers no other
             raise BridgeError(f"unknown tasks action {action!r}: use add, assign or done")
+        unsent = await _tell(settings, actor, told)
         if as_json:
-            print(to_json(task_record(task, signed=board.signer is not None)), file=out)
-        else:
-            Terminal(out).line(Text(f"{clean(said)}: {clean(task.title)}"))
+            record = task_record(task, signed=board.signer is not None)
+            record["told"] = sorted({name for name, _ in told} - set(unsent))
+            if unsent:
+                record["not_told"] = unsent
+            print(to_json(record), file=out)
+            return 0
+        Terminal(out).line(Text(f"{clean(said)}: {clean(task.title)}"))
+        notes = Terminal(err)  # who was told is a note, not the command's output
+        if told and not unsent:
+            notes.line(dim(f"told {', '.join(sorted({name for name, _ in told}))}"))
+        for name, why in unsent.items():
+            notes.line(Text(f"the change stands, but {clean(name)} was not told: "
+                            f"{clean(why)}", style="yellow"))
     return 0
+
+
+async def _tell(settings: Settings, actor: str, told: list[tuple[str, str]]) -> dict[str, str]:
+    """Send each notice as ``actor``, joining briefly and quietly like `bridge send --as`; the
+    names that could not be told, and why. The board change stands either way."""
+    from bridge.room.connection import Room
+
+    if not told:
+        return {}
+    unsent: dict[str, str] = {}
+    try:
+        async with Room.connect(replace(settings, name=actor, delivery="pull", announce=False),
+                                warn_unverified=False) as room:
+            for name, text in told:
+                try:
+                    await room.send([name], text)
+                except (BridgeError, RedisError, OSError) as e:
+                    unsent[name] = str(e)[:200] or type(e).__name__
+    except (BridgeError, RedisError, OSError) as e:
+        for name, _ in told:
+            unsent.setdefault(name, str(e)[:200] or type(e).__name__)
+    return unsent
 
 
 USAGE = {"list": "bridge tasks [--status S] [--assignee NAME] [--json]",

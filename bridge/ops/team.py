@@ -42,7 +42,8 @@ NAME_HINT = "use 1-32 of a-z 0-9 _ . - starting with a letter or digit"
 TMUX_TIMEOUT = 30.0
 CLIENTS = ("claude", "codex")  # the first is the default
 SPEC_HINT = "write NAME:ROLE or NAME:ROLE:CLIENT, e.g. alice:developer or dave:developer:codex"
-BRIDGE_TOOLS = ("send_message", "list_participants", "read_messages", "set_status")
+BRIDGE_TOOLS = ("send_message", "list_participants", "read_messages", "set_status", "task",
+                "tasks")
 PROMPT_FILE = "bridge-first-prompt.md"  # in a Codex agent's home
 
 

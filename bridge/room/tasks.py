@@ -36,9 +36,11 @@ from bridge.room.task_records import (
     Task,
     TaskCall,
 )
+from bridge.room.untrusted import bounded
 from bridge.settings import Settings
 
 ATTEMPTS = 100  # reads again after a change by someone else; each loser of a claim stops at once
+SHOWN_TITLE = 120  # a title's characters in a notice
 
 
 def _text(value: Any) -> str:
@@ -265,3 +267,35 @@ class TaskBoard:
         entries = await self.redis.lrange(self.keys.task_history(check_id(task_id)), 0,
                                           MAX_HISTORY - 1)
         return [HistoryEntry.parse(_text(entry)) for entry in reversed(entries)]
+
+
+# ------------------------------------------------------------ notices
+def notices(action: str, before: Task | None, after: Task, actor: str) -> list[tuple[str, str]]:
+    """Whom a change concerns and what they are told: (name, text) pairs. The assignee of a
+    task assigned (or created assigned) to them by someone else; the previous holder of a
+    task assigned away from them. (Done tasks: ``done_notices``, which reads the board.)"""
+    title = bounded(after.title, SHOWN_TITLE)
+    told: list[tuple[str, str]] = []
+    if action in ("create", "assign") and after.assignee and after.assignee != actor and (
+            before is None or before.assignee != after.assignee):
+        told.append((after.assignee, f"[task {after.id}] assigned to you by {actor}: {title}"))
+    if (action == "assign" and before is not None and before.assignee
+            and before.assignee not in (after.assignee, actor) and before.status != "done"):
+        told.append((before.assignee, f"[task {after.id}] taken over: assigned to "
+                                      f"{after.assignee} by {actor}: {title}"))
+    return told
+
+
+async def done_notices(board: TaskBoard, before: Task, after: Task,
+                       actor: str) -> list[tuple[str, str]]:
+    """A task just done: the assignees of the tasks that wait for it are told (not the one
+    who closed it)."""
+    if after.status != "done" or before.status == "done":
+        return []
+    told: list[tuple[str, str]] = []
+    for task in await board.tasks():
+        if after.id in task.waits_for and task.assignee and task.assignee != actor \
+                and task.status != "done":
+            told.append((task.assignee, f"[task {task.id}] {after.id} it waits for is done "
+                                        f"({actor}): {bounded(task.title, SHOWN_TITLE)}"))
+    return told
