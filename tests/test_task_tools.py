@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import re
 
+import anyio
 import pytest
 
 from tests.support.mcp_client import ToolError
@@ -206,3 +207,15 @@ async def test_a_notice_that_cannot_be_sent_leaves_the_change_standing(agents, r
     assert said.startswith("created: t1 [open] nobody-yet: Parser")
     assert "(the change stands, but could not tell: nobody-yet (unknown recipient" in said
     assert "t1 [open] nobody-yet: Parser" in await alice.tool("tasks", id="t1")
+
+
+async def test_a_pull_agent_reads_its_notice_with_read_messages(agents):
+    alice = await agents.start("alice")
+    bob = await agents.start("bob", "--delivery", "pull")
+    await alice.tool("task", action="create", title="Parser", assignee="bob")
+    text = ""
+    with anyio.fail_after(20):  # an event may come first: read until the notice is there
+        while "[task t1]" not in text:
+            text += await bob.tool("read_messages", wait_seconds=5)
+    assert "from alice to bob:\n[task t1] assigned to you by alice: Parser" in text
+    assert bob.channel(None) == []
