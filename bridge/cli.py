@@ -236,6 +236,48 @@ def _tasks(args: argparse.Namespace) -> int:
     return anyio.run(lambda: run(settings, args.action, args.words, vars(args)))
 
 
+def _claims_flags(parser: argparse.ArgumentParser) -> None:
+    _room_flags(parser)
+    parser.add_argument("--json", action="store_true", help="machine-readable output")
+    parser.add_argument("--agent", metavar="NAME", help="only NAME's claims")
+
+
+def _claims(args: argparse.Namespace) -> int:
+    import anyio
+
+    from bridge.ops.claims import list_claims
+
+    settings = _settings(args)
+    return anyio.run(lambda: list_claims(settings, agent=args.agent, as_json=args.json))
+
+
+def _guard_flags(parser: argparse.ArgumentParser) -> None:
+    action = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
+    install = action.add_parser("install", help="put the pre-commit hook into a repository")
+    install.add_argument("--repo", metavar="PATH", help="the repository (default: here)")
+    install.add_argument("--force", action="store_true", help="replace a hook not bridge's")
+    check = action.add_parser("check", help="exit 1 if a path is under another agent's "
+                                            "exclusive claim (what the hook runs)")
+    _room_flags(check)
+    check.add_argument("--as", dest="actor", metavar="NAME", help="the committer (default "
+                                                                  "BRIDGE_NAME)")
+    check.add_argument("--null", action="store_true", help="also read NUL-separated paths "
+                                                           "from stdin (git diff -z)")
+    check.add_argument("paths", nargs="*", metavar="PATH", help="paths from the repo's root")
+
+
+def _guard(args: argparse.Namespace) -> int:
+    from bridge.ops import guard
+
+    if args.action == "install":
+        return guard.install(args.repo, force=args.force)
+    import anyio
+
+    settings, paths = _settings(args), guard.read_paths(args.paths, args.null)
+    name = args.actor or os.environ.get("BRIDGE_NAME") or None
+    return anyio.run(lambda: guard.check(settings, paths, name=name))
+
+
 def _history(args: argparse.Namespace) -> int:
     import anyio
 
@@ -361,6 +403,14 @@ COMMANDS = {command.name: command for command in (
             _tasks, description="The room's tasks, the ones not done first; show one with its "
                                 "history; add, assign or close one as the operator (or --as "
                                 "NAME), without joining the room."),
+    Command("claims", "the room's live file claims: who holds which paths, and why",
+            _claims_flags, _claims),
+    Command("guard", "a git pre-commit hook that respects other agents' exclusive file claims",
+            _guard_flags, _guard,
+            description="install: put the hook into a repository (--repo; --force replaces "
+                        "a hook not bridge's). check: what the hook runs, with the staged "
+                        "paths; exit 1 if one is under another agent's exclusive claim. "
+                        "Redis unreachable: one line, exit 0."),
     Command("web", "watch and steer the room from a browser", _web_flags, _web,
             follows=lambda args: True,
             description="Serve a page per room (and a list of rooms): the agents, the "

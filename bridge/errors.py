@@ -36,3 +36,16 @@ class TaskTaken(TaskRefused):
     def __init__(self, message: str, holder: str) -> None:
         super().__init__(message)
         self.holder = holder
+
+
+class ClaimRefused(BridgeError):
+    """A file claim was refused: a bad path, a limit, or another agent's claim over it."""
+
+
+class ClaimConflict(ClaimRefused):
+    """A claim overlaps another agent's (``holder``) exclusive claim, or an exclusive one
+    overlaps theirs."""
+
+    def __init__(self, message: str, holder: str) -> None:
+        super().__init__(message)
+        self.holder = holder

@@ -30,8 +30,9 @@ from bridge.room.functions import NAMES, function_name
 from bridge.room.keys import NAME_PATTERN, PREFIX, Keys
 from bridge.settings import Settings
 
-# Everything `bridge serve`, `who`, `tail`, `history`, `tasks` and `send --as` run, directly or
-# inside bridge's functions (Redis checks their calls against the user too), and nothing else.
+# Everything `bridge serve`, `who`, `tail`, `history`, `tasks`, `claims`, `guard` and
+# `send --as` run, directly or inside bridge's functions (Redis checks their calls against the
+# user too), and nothing else.
 # Not here: CLIENT SETINFO, which redis-py sends on connect and whose refusal it ignores (the
 # subcommand only exists from Redis 7.2, and naming it would make older servers refuse the
 # whole rule); SCAN, for `who --all-rooms`, which would list every room.
@@ -44,6 +45,7 @@ COMMANDS = (
     "zadd", "zrem", "zrange", "zrangebyscore", "zremrangebyscore", "zscore", "zcard",
     "xadd", "xdel", "xtrim", "xrange", "xrevrange", "xread", "xlen",
     "lpush", "ltrim", "lrange",  # a task's history (bridge.room.tasks)
+    "sadd", "srem", "smembers",  # an agent's file claims (bridge.room.claims)
     "publish", "subscribe", "unsubscribe",
     # a Redis Cluster (redis+cluster://): sharded pub/sub; redis-py's cluster client reads
     # the slot map (CLUSTER SLOTS) and the command table (COMMAND) when it starts, and sends
@@ -60,6 +62,7 @@ COMMANDS = (
 READ_COMMANDS = ("ping", "select", "time", "zrange", "hmget", "pttl", "xrange", "xrevrange",
                  "xread", "xlen", "subscribe", "unsubscribe",
                  "lrange",  # the task board: a task's history (bridge tasks show)
+                 "zrangebyscore",  # the live file claims (bridge claims, bridge guard)
                  # every client asks CLUSTER INFO at connect (a cluster node by a plain URL?);
                  # on a cluster, what redis-py's cluster client and sharded pub/sub need
                  "cluster|info", "cluster|slots", "command", "asking", "ssubscribe",
@@ -86,6 +89,10 @@ def used_commands(keys: Keys, name: str) -> list[list[str]]:
         fcall("task", keys.task_seq, keys.tasks, keys.tasks_open),
         ["GET", keys.task_seq], ["HMGET", keys.task("t1"), "status"],
         ["ZRANGE", keys.tasks, "0", "-1"], ["LRANGE", keys.task_history("t1"), "0", "49"],
+        fcall("claims", keys.claims, keys.claim_records, keys.claims_of(name)),
+        ["ZRANGEBYSCORE", keys.claims, "0", "+inf"], ["HMGET", keys.claim_records, "x"],
+        ["SADD", keys.claims_of(name), "x"], ["SREM", keys.claims_of(name), "x"],
+        ["SMEMBERS", keys.claims_of(name)],
         fcall("version"),
         ["HSET", agent, "name", name], ["HMGET", agent, "session"], ["HGET", agent, "session"],
         ["HGETALL", agent], ["PEXPIRE", agent, "1000"], ["PTTL", agent], ["DEL", agent],

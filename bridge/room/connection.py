@@ -23,6 +23,7 @@ from bridge.redis.clients import check_reachable, make_client, resolve_url, show
 from bridge.redis.cluster import plain_url_hint
 from bridge.redis.durability import Durability
 from bridge.room.batcher import ScriptBatcher
+from bridge.room.claims import ClaimBook
 from bridge.room.cursor import CursorSeal, CursorWriter, Position
 from bridge.room.envelope import Notice
 from bridge.room.keys import Keys
@@ -49,6 +50,7 @@ class Room:
                                    settings.cursor_ttl,
                                    CursorSeal(settings.room, settings.name, settings.secret))
         self.presence = Presence(redis, settings)
+        self.claims = ClaimBook.of(redis, settings)  # file claims: renewed, released
         self.gate = Gate(settings)  # what of the log we deliver: size, signature, replays
         self.receiver = Receiver(settings, redis, subscriber, self.cursor, self.gate,
                                  reclaim=self._claim)
@@ -108,6 +110,8 @@ class Room:
             await self.cursor.flush_last()
             await self.presence.leave()
             log.info("left", name=self.name, room=self.settings.room)
+            if self.settings.announce:  # an operator's `send --as` keeps the name's claims
+                await self.claims.release_all(self.name)
         except (RedisError, OSError) as e:
             log.warning("leave_failed", error=str(e))
 
@@ -250,6 +254,8 @@ class Room:
                                 hint="our record expired or was taken; claiming it again")
                     async with self.receiver.reading:
                         await self._claim()
+                if self.claims.may_hold(self.name):  # one call, only while it has claims
+                    await self.claims.renew(self.name)
             except NameTaken as e:
                 log.error("name_lost", error=str(e))
             except (RedisError, OSError) as e:

@@ -6,7 +6,8 @@ member could run a script of its own that loops and stops every room on the Redi
 
 The library is built here, at import, from the scripts declared beside the Python that calls
 them (``bridge.room.presence_records``, ``bridge.room.sending``,
-``bridge.room.task_records``; how one is declared and called is ``bridge.redis.lua``): each
+``bridge.room.task_records``, ``bridge.room.claim_records``; how one is declared and called
+is ``bridge.redis.lua``): each
 becomes ``function(KEYS, ARGV) <source> end``. Its version is a hash of those sources, and
 the version is part of the library's and each function's name
 (``bridge_<version>_send``). So two bridge versions in one room (a rolling upgrade) each call
@@ -50,13 +51,14 @@ from bridge import __version__
 from bridge.errors import BridgeError, RedisRefused, RedisUnavailable
 from bridge.redis.cluster import is_cluster, on_every_primary, username
 from bridge.redis.lua import Call, Script
-from bridge.room import presence_records, sending, task_records
+from bridge.room import claim_records, presence_records, sending, task_records
 from bridge.settings import Settings
 
 log = structlog.get_logger("bridge.functions")
 
 # every script of bridge, in one place
-SCRIPTS = (*presence_records.SCRIPTS, *sending.SCRIPTS, *task_records.SCRIPTS)
+SCRIPTS = (*presence_records.SCRIPTS, *sending.SCRIPTS, *task_records.SCRIPTS,
+           *claim_records.SCRIPTS)
 # script name -> source: each becomes the function bridge_<VERSION>_<name>
 SOURCES: dict[str, str] = {script.name: script.source for script in SCRIPTS}
 

@@ -138,6 +138,27 @@ class Keys:
         return f"{self.base}:task-seq"
 
     @property
+    def claims(self) -> str:
+        """ZSET: file claim "AGENT PATTERN" -> its expiry (ms, Redis' clock)
+        (bridge.room.claims)."""
+        return f"{self.base}:claims"
+
+    @property
+    def claim_records(self) -> str:
+        """HASH: file claim "AGENT PATTERN" -> its record, JSON: mode, reason, since (ms),
+        ttl (ms), sig."""
+        return f"{self.base}:claim-records"
+
+    def claims_of(self, name: str) -> str:
+        """SET: the ids ("AGENT PATTERN") of one agent's file claims."""
+        return f"{self.base}:claims-of:{name}"
+
+    @property
+    def claims_of_prefix(self) -> str:
+        """Prefix of every agent's set of claims; the claims script appends the name."""
+        return self.claims_of("")
+
+    @property
     def agent_prefix(self) -> str:
         """Prefix of every presence hash; the listing script appends the name."""
         return self.agent("")
