@@ -402,7 +402,7 @@ COMMANDS = {command.name: command for command in (
     Command("tasks", "the room's task board: list, show, add, assign, done", _tasks_flags,
             _tasks, description="The room's tasks, the ones not done first; show one with its "
                                 "history; add, assign or close one as the operator (or --as "
-                                "NAME), without joining the room."),
+                                "NAME), joining briefly only to tell whom it concerns."),
     Command("claims", "the room's live file claims: who holds which paths, and why",
             _claims_flags, _claims),
     Command("guard", "a git pre-commit hook that respects other agents' exclusive file claims",
