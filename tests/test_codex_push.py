@@ -110,8 +110,12 @@ def say(capsys: pytest.CaptureFixture[str]) -> Callable[[str], None]:
 def bridge_server(name: str, room: Room, **env: str) -> dict[str, Any]:
     if os.environ.get("PYTHONPATH"):  # another tree of bridge under test (module docstring)
         env.setdefault("PYTHONPATH", os.environ["PYTHONPATH"])
+    # required: Codex waits for bridge before the first turn, as the config bridge writes for
+    # users does (bridge.ops.codex_home); without it a loaded machine once had `codex exec`
+    # call list_participants before bridge's tools were listed ("unsupported call")
     return {"command": BRIDGE[0], "args": ["serve", "--name", name],
-            "env": {"BRIDGE_REDIS_URL": room.url, "BRIDGE_LOG_LEVEL": "DEBUG", **env}}
+            "env": {"BRIDGE_REDIS_URL": room.url, "BRIDGE_LOG_LEVEL": "DEBUG", **env},
+            "required": True, "startup_timeout_sec": 30}
 
 
 def codex_on_path(tmp_path: Path, codex_bin: Path) -> str:
