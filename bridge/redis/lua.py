@@ -94,3 +94,10 @@ class Script:
     @functools.cached_property
     def source(self) -> str:
         return self.call.HEAD + self.call.prelude() + self.body
+
+
+def reply_text(value: Any) -> str:
+    """One value of a Redis reply as text ('' for none): bytes decoded, anything else str()."""
+    if value is None:
+        return ""
+    return value.decode(errors="replace") if isinstance(value, bytes) else str(value)

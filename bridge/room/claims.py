@@ -22,6 +22,7 @@ from typing import Any
 from redis.asyncio import Redis
 
 from bridge.errors import ClaimConflict, ClaimRefused
+from bridge.redis.lua import reply_text
 from bridge.room.claim_records import (
     CLAIMS,
     MAX_PATH,
@@ -43,12 +44,6 @@ from bridge.room.untrusted import clean
 from bridge.settings import Settings
 
 ATTEMPTS = 5  # claims again, ignoring the forgeries among the conflicting claims
-
-
-def _text(value: Any) -> str:
-    if value is None:
-        return ""
-    return value.decode(errors="replace") if isinstance(value, bytes) else str(value)
 
 
 def check_agent(name: str) -> str:
@@ -147,7 +142,7 @@ class ClaimBook:
             items += [pattern, sig]
         ignore: list[str] = []
         for _ in range(ATTEMPTS):
-            answer = [_text(part) for part in await self._claims(self._call(
+            answer = [reply_text(part) for part in await self._claims(self._call(
                 "claim", agent, mode=mode, ttl_ms=int(ttl * 1000), reason=reason,
                 ignore=ignore, items=tuple(items)))]
             if answer[0] == "ok":
@@ -230,13 +225,14 @@ class ClaimBook:
             withscores=True)
         found: list[FileClaim] = []
         for start in range(0, len(listed), 500):
-            chunk = [(_text(member), int(score)) for member, score in listed[start:start + 500]]
+            chunk = [(reply_text(member), int(score))
+                     for member, score in listed[start:start + 500]]
             raws = await self.redis.hmget(self.keys.claim_records, [cid for cid, _ in chunk])
             for (claim_id, expires), raw in zip(chunk, raws, strict=True):
                 if raw is None:
                     continue
-                found.append(FileClaim.read(claim_id, _text(raw), expires,
-                                            self._problem(claim_id, _text(raw))))
+                found.append(FileClaim.read(claim_id, reply_text(raw), expires,
+                                            self._problem(claim_id, reply_text(raw))))
         return now, sorted(found, key=lambda claim: (claim.agent, claim.pattern))
 
     async def blocking(self, paths: Iterable[str], agent: str) -> list[tuple[str, FileClaim]]:

@@ -17,6 +17,7 @@ from typing import Any
 from redis.asyncio import Redis
 
 from bridge.errors import BridgeError, TaskRefused, TaskTaken
+from bridge.redis.lua import reply_text
 from bridge.room.functions import Function
 from bridge.room.keys import NAME_PATTERN, Keys
 from bridge.room.signing import Signer, make_signer
@@ -41,13 +42,6 @@ from bridge.settings import Settings
 
 ATTEMPTS = 100  # reads again after a change by someone else; each loser of a claim stops at once
 SHOWN_TITLE = 120  # a title's characters in a notice
-
-
-def _text(value: Any) -> str:
-    """A reply's bytes as text ('' for none)."""
-    if value is None:
-        return ""
-    return value.decode(errors="replace") if isinstance(value, bytes) else str(value)
 
 
 def check_id(task_id: str) -> str:
@@ -120,7 +114,7 @@ class TaskBoard:
             check_name(assignee, "assignee")
         waits = " ".join(check_waits(waits_for))
         for _ in range(ATTEMPTS):
-            number = int(_text(await self.redis.get(self.keys.task_seq)) or "0") + 1
+            number = int(reply_text(await self.redis.get(self.keys.task_seq)) or "0") + 1
             task_id = f"t{number}"
             record = {"id": task_id, "title": title, "detail": detail, "creator": actor,
                       "assignee": assignee, "status": "open", "waits_for": waits, "rev": "1",
@@ -185,7 +179,7 @@ class TaskBoard:
             self.keys.task_seq, self.keys.tasks, self.keys.tasks_open, self.keys.task_prefix,
             self.keys.task_history_prefix, action, record["id"], number, rev, record["status"],
             waits, sig, note, pairs))
-        answer = [_text(part) for part in reply]
+        answer = [reply_text(part) for part in reply]
         if answer[0] == "ok":
             return True
         if answer[0] == "retry":
@@ -230,7 +224,7 @@ class TaskBoard:
     # ------------------------------------------------------------ reading
     async def _read(self, task_id: str) -> dict[str, str]:
         values = await self.redis.hmget(self.keys.task(task_id), list(READ_FIELDS))
-        return {name: _text(value) for name, value in zip(READ_FIELDS, values, strict=True)}
+        return {name: reply_text(value) for name, value in zip(READ_FIELDS, values, strict=True)}
 
     def _record(self, task_id: str, raw: dict[str, str]) -> Task:
         problem = ""
@@ -247,7 +241,7 @@ class TaskBoard:
 
     async def tasks(self) -> list[Task]:
         """Every task of the board: the ones not done first, each group by id."""
-        ids = [_text(raw) for raw in await self.redis.zrange(self.keys.tasks, 0, -1)]
+        ids = [reply_text(raw) for raw in await self.redis.zrange(self.keys.tasks, 0, -1)]
         ids = [task_id for task_id in ids if ID_PATTERN.match(task_id)]
         found: list[Task] = []
         for start in range(0, len(ids), 500):
@@ -256,7 +250,7 @@ class TaskBoard:
             for task_id in chunk:
                 pipe.hmget(self.keys.task(task_id), list(READ_FIELDS))
             for task_id, values in zip(chunk, await pipe.execute(), strict=True):
-                raw = {name: _text(value) for name, value in zip(READ_FIELDS, values,
+                raw = {name: reply_text(value) for name, value in zip(READ_FIELDS, values,
                                                                     strict=True)}
                 if raw["status"] or raw["title"]:
                     found.append(self._record(task_id, raw))
@@ -266,7 +260,7 @@ class TaskBoard:
         """The task's history, oldest first (the last MAX_HISTORY changes)."""
         entries = await self.redis.lrange(self.keys.task_history(check_id(task_id)), 0,
                                           MAX_HISTORY - 1)
-        return [HistoryEntry.parse(_text(entry)) for entry in reversed(entries)]
+        return [HistoryEntry.parse(reply_text(entry)) for entry in reversed(entries)]
 
 
 # ------------------------------------------------------------ notices
