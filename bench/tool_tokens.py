@@ -20,6 +20,7 @@ import sys
 import zipfile
 from typing import Any
 
+from bridge.mcp.claim_tools import CLAIM_TOOL_NAMES, CLAIM_TOOLS
 from bridge.mcp.task_tools import TASK_TOOL_NAMES, TASK_TOOLS
 from bridge.mcp.tools import TOOLS
 
@@ -38,10 +39,12 @@ def main() -> None:
 
     print("| tools | characters | Claude (legacy) tokens | cl100k tokens | chars/4 |")
     print("|---|---|---|---|---|")
-    messages = [tool for tool in TOOLS if tool["name"] not in TASK_TOOL_NAMES]
-    for label, tools in (("the four message tools", messages), ("task and tasks", TASK_TOOLS),
-                         *((tool["name"], [tool]) for tool in TASK_TOOLS),
-                         ("all six (tools/list)", TOOLS)):
+    board = TASK_TOOL_NAMES | CLAIM_TOOL_NAMES
+    messages = [tool for tool in TOOLS if tool["name"] not in board]
+    for label, tools in (("the four message tools", messages),
+                         ("task, tasks and claims", TASK_TOOLS + CLAIM_TOOLS),
+                         *((tool["name"], [tool]) for tool in TASK_TOOLS + CLAIM_TOOLS),
+                         (f"all {len(TOOLS)} (tools/list)", TOOLS)):
         chars, claude_tokens, cl_tokens = cost(tools)
         print(f"| {label} | {chars} | {claude_tokens} | {cl_tokens} | {chars // 4} |")
 

@@ -260,6 +260,11 @@ class Settings:
         hint="use 1 (push joined/left/status events on their own) or 0",
         help="push joined/left/status events on their own; by default they ride along with "
              "the next message")
+    board_tools: bool = setting(  # task, tasks, claims: ~361 tokens (bench/tool_tokens.py)
+        True, env="BRIDGE_BOARD_TOOLS",
+        doc="`0`: leave out the task board's and file claims' tools (`task`, `tasks`, "
+            "`claims`), which add about 361 tokens to `tools/list` (docs/tasks.md)",
+        parse=_flag, hint="use 1 (offer the task and claims tools) or 0")
     # messages between two agents alone within loop_window, the peer's repeats only: a loop
     # (5 times as many whatever they say); bridge.mcp.loops
     loop_limit: int = setting(

@@ -59,7 +59,8 @@ async def test_every_reply_is_valid_for_the_sdk(agents: Agents) -> None:
 
     listed = types.ListToolsResult.model_validate(await alice.request("tools/list"))
     assert {t.name for t in listed.tools} == {
-        "send_message", "list_participants", "read_messages", "set_status", "task", "tasks"}
+        "send_message", "list_participants", "read_messages", "set_status", "task", "tasks",
+        "claims"}
 
     ok = types.CallToolResult.model_validate(await alice.call("send_message", to="bob",
                                                               text="hi"))

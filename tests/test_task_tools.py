@@ -27,18 +27,22 @@ async def arrives(agent, needle: str) -> dict:
     return await agent.wait_for(found, what=repr(needle))
 
 
-async def test_tools_list_has_the_two_task_tools_with_tight_schemas(agents):
+async def test_tools_list_has_the_board_tools_with_tight_schemas(agents):
     alice = await agents.start("alice")
     listed = (await alice.request("tools/list"))["tools"]
     tools = {tool["name"]: tool for tool in listed}
     assert set(tools) == {"send_message", "list_participants", "read_messages", "set_status",
-                          "task", "tasks"}
+                          "task", "tasks", "claims"}
     task = tools["task"]["inputSchema"]
     assert task["required"] == ["action"]
     assert task["properties"]["action"]["enum"] == ["create", "claim", "assign", "update"]
     assert task["properties"]["status"]["enum"] == ["open", "in_progress", "blocked", "done"]
     assert set(tools["tasks"]["inputSchema"]["properties"]) == {"status", "assignee", "mine",
                                                                 "id"}
+    claims = tools["claims"]["inputSchema"]
+    assert claims["required"] == ["action"]
+    assert claims["properties"]["action"]["enum"] == ["claim", "release", "list"]
+    assert set(claims["properties"]) == {"action", "paths", "shared", "reason", "ttl"}
 
 
 async def test_create_claim_and_a_second_claim_refused_naming_the_holder(agents):

@@ -50,6 +50,8 @@ def describe_event(event: Event) -> str:
         return f"{who} joined the room" + (f" from host {event.host}" if event.host else "")
     if event.kind == "left":
         return f"{who} left the room" + (" (timed out)" if event.reason == "timeout" else "")
+    if event.kind == "board":
+        return f"{who} {event.status}"
     return f"{who} set status: {event.status}"
 
 

@@ -25,6 +25,7 @@ from bridge.room.envelope import Envelope, Event, Notice
 Postable = Envelope | Notice
 
 MAX_LABEL = 64
+MAX_BOARD_LINE = 120  # a board event in "since your last message" (a title is in it)
 MAX_CHANGES = 20  # room changes remembered for the next push (the newest)
 ITEM_OVERHEAD = 200  # characters of bridge's own lines counted per message in a post
 
@@ -83,6 +84,8 @@ def change(event: Event) -> str:
         return f"{event.name} joined"
     if event.kind == "left":
         return f"{event.name} left" + (" (timed out)" if event.reason == "timeout" else "")
+    if event.kind == "board":
+        return f"{event.name} {event.status[:MAX_BOARD_LINE]}"  # cleaned as it arrived
     return f"{event.name} set status: {label(event.status)}"
 
 

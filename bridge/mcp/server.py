@@ -26,7 +26,7 @@ from bridge.mcp.posts import Senders
 from bridge.mcp.protocol import ServerInfo, Session
 from bridge.mcp.shutdown import CALLS_GRACE, Shutdown
 from bridge.mcp.stdio import PipeTransport, pipe_transport
-from bridge.mcp.tools import TOOLS, ToolCalls
+from bridge.mcp.tools import ToolCalls, listed
 from bridge.redis.subscriber import Backoff
 from bridge.room.connection import Room
 from bridge.settings import Settings
@@ -74,6 +74,9 @@ def instructions(s: Settings) -> str:
         "Reply with send_message(to=NAME, text=..., reply_to=ID). Use to=\"*\" to reach "
         "everyone, list_participants to see who is here, set_status to say what you do."
     )
+    if s.board_tools:
+        lines.append("The room's task board: tasks, task. Claim files with claims before "
+                     "editing them.")
     return " ".join(lines)
 
 
@@ -98,7 +101,7 @@ class BridgeServer:
         self.holds = Holds(settings, self.senders)
         self.tools = ToolCalls(settings, self.holds, self.live_room, lambda: self._room)
         info = ServerInfo(name="bridge", version=__version__,
-                          instructions=instructions(settings), tools=TOOLS,
+                          instructions=instructions(settings), tools=listed(settings),
                           experimental={"claude/channel": {}})
         self.session = Session(info, self.tools.call, transport.write_reply,
                                before_initialize=self._join, saw_call_meta=self._saw_meta)

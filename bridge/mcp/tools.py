@@ -1,5 +1,6 @@
 """The tools bridge offers an agent: their MCP definitions (JSON Schema inputs), and what
-answers them (ToolCalls). The task board's two are bridge.mcp.task_tools."""
+answers them (ToolCalls). The task board's two are bridge.mcp.task_tools, the file claims'
+one bridge.mcp.claim_tools."""
 
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from bridge.errors import BridgeError
 from bridge.mcp.channel import describe_event
+from bridge.mcp.claim_tools import CLAIM_TOOL_NAMES, CLAIM_TOOLS, answer_claims
 from bridge.mcp.loops import Holds
 from bridge.mcp.task_tools import TASK_TOOL_NAMES, TASK_TOOLS, answer_task
 from bridge.room.connection import Incoming, Room
@@ -90,7 +92,18 @@ TOOLS: list[dict[str, Any]] = [
                         "required": ["text"]},
     },
     *TASK_TOOLS,
+    *CLAIM_TOOLS,
 ]
+
+
+BOARD_TOOL_NAMES = TASK_TOOL_NAMES | CLAIM_TOOL_NAMES
+
+
+def listed(settings: Settings) -> list[dict[str, Any]]:
+    """The tools of `tools/list`: the board's only with BRIDGE_BOARD_TOOLS (the default)."""
+    if settings.board_tools:
+        return TOOLS
+    return [tool for tool in TOOLS if tool["name"] not in BOARD_TOOL_NAMES]
 
 
 def render(item: Incoming) -> str:
@@ -165,6 +178,8 @@ class ToolCalls:
                 text = f"status set: {room.presence.status}"
             elif name in TASK_TOOL_NAMES:
                 text = await answer_task(await self.live_room(), name, arguments)
+            elif name in CLAIM_TOOL_NAMES:
+                text = await answer_claims(await self.live_room(), arguments)
             else:
                 raise BridgeError(f"unknown tool {name!r}")
         except BridgeError as e:

@@ -183,6 +183,8 @@ def event_line(event: Event) -> Text:
         what = f"{event.name} joined" + (f" ({who})" if who else "")
     elif event.kind == "left":
         what = f"{event.name} left" + (" (timed out)" if event.reason == "timeout" else "")
+    elif event.kind == "board":
+        what = f"{event.name} {event.status}"
     else:
         what = f"{event.name} status: {event.status}" if event.status else \
             f"{event.name} cleared their status"

@@ -22,7 +22,9 @@ from typing import Any
 from redis.asyncio import Redis
 
 from bridge.errors import ClaimConflict, ClaimRefused
+from bridge.redis.cluster import publish_command
 from bridge.redis.lua import reply_text
+from bridge.room.board_news import BoardNews
 from bridge.room.claim_records import (
     CLAIMS,
     MAX_PATH,
@@ -94,14 +96,17 @@ class ClaimBook:
     redis: Redis
     keys: Keys
     signer: Signer | None
+    publish: str = "PUBLISH"  # of the board events (bridge.room.board_news)
 
     @classmethod
     def of(cls, redis: Redis, settings: Settings) -> ClaimBook:
         return cls(redis, Keys(settings.room),
-                   make_signer(settings.secret, settings.room, settings.replay_window))
+                   make_signer(settings.secret, settings.room, settings.replay_window),
+                   publish_command(settings.redis_url))
 
     def __post_init__(self) -> None:
         self._claims = Function(self.redis, CLAIMS)
+        self.news = BoardNews(self.redis, self.keys, self.signer, self.publish)
         # agent -> whether it holds claims, as this book last learnt (unknown: not in it)
         self._holds: dict[str, bool] = {}
 
@@ -147,6 +152,7 @@ class ClaimBook:
                 ignore=ignore, items=tuple(items)))]
             if answer[0] == "ok":
                 self._holds[agent] = True
+                await self.news.tell(agent, f"claimed {' '.join(wanted)} ({mode})", reason)
                 return int(answer[1])
             if answer[0] == "limit":
                 raise self._limit(answer, len(wanted))
@@ -190,12 +196,17 @@ class ClaimBook:
         """Release some of the agent's claims: the number released."""
         check_agent(agent)
         wanted = tuple(dict.fromkeys(normalise(pattern) for pattern in patterns))
-        return int((await self._claims(self._call("release", agent, items=wanted)))[1])
+        released = int((await self._claims(self._call("release", agent, items=wanted)))[1])
+        if released:
+            await self.news.tell(agent, f"released {' '.join(wanted)}")
+        return released
 
     async def release_all(self, agent: str) -> int:
         """Release every claim of the agent (its clean leave)."""
         released = int((await self._claims(self._call("release_all", check_agent(agent))))[1])
         self._holds[agent] = False
+        if released:
+            await self.news.tell(agent, f"released all {released} claims")
         return released
 
     async def renew(self, agent: str) -> int:

@@ -18,7 +18,7 @@ from bridge.room.untrusted import bounded
 # [0-9] and \Z, not \d and $: \d takes any Unicode digit, $ a trailing newline
 STREAM_ID = re.compile(r"^([0-9]{1,20})-([0-9]{1,20})\Z")
 BROADCAST = "*"
-EVENT_KINDS = ("joined", "left", "status")
+EVENT_KINDS = ("joined", "left", "status", "board")  # board: bridge.room.board_news
 MAX_FIELD = 1024  # for short fields: ids, names, roles, statuses
 MAX_RECIPIENTS = 1000  # more than any sender may name (BRIDGE_MAX_RECIPIENTS is lower)
 # A pub/sub payload is a wake-up: its id is all a receiver needs to read the log, and the send
@@ -210,7 +210,7 @@ def decode_entry(entry_id: bytes | str, fields: dict[bytes, bytes]) -> Envelope:
 
 @dataclass(frozen=True)
 class Event:
-    kind: str  # joined / left / status
+    kind: str  # joined / left / status / board (name: the actor, status: what it did)
     name: str
     role: str = ""
     host: str = ""

@@ -17,7 +17,9 @@ from typing import Any
 from redis.asyncio import Redis
 
 from bridge.errors import BridgeError, TaskRefused, TaskTaken
+from bridge.redis.cluster import publish_command
 from bridge.redis.lua import reply_text
+from bridge.room.board_news import BoardNews
 from bridge.room.functions import Function
 from bridge.room.keys import NAME_PATTERN, Keys
 from bridge.room.signing import Signer, make_signer
@@ -96,14 +98,17 @@ class TaskBoard:
     redis: Redis
     keys: Keys
     signer: Signer | None
+    publish: str = "PUBLISH"  # of the board events (bridge.room.board_news)
 
     @classmethod
     def of(cls, redis: Redis, settings: Settings) -> TaskBoard:
         return cls(redis, Keys(settings.room),
-                   make_signer(settings.secret, settings.room, settings.replay_window))
+                   make_signer(settings.secret, settings.room, settings.replay_window),
+                   publish_command(settings.redis_url))
 
     def __post_init__(self) -> None:
         self._task = Function(self.redis, TASK)
+        self.news = BoardNews(self.redis, self.keys, self.signer, self.publish)
 
     # ------------------------------------------------------------ changes
     async def create(self, actor: str, title: str, *, detail: str = "", assignee: str = "",
@@ -121,6 +126,8 @@ class TaskBoard:
                       "by": actor}
             note = f"{actor} created" + (f", assigned to {assignee}" if assignee else "")
             if await self._apply("create", record, number, "", waits, note):
+                await self.news.tell(actor, f"created {task_id}"
+                                     + (f" for {assignee}" if assignee else ""), title)
                 return await self.get(task_id)
         raise self._busy()
 
@@ -128,13 +135,14 @@ class TaskBoard:
         """The task, now in progress for ``actor``; TaskTaken if somebody has it."""
         check_name(actor, "name")
         return await self._change("claim", check_id(task_id), actor,
-                                  {"assignee": actor, "status": "in_progress"}, "claimed")
+                                  {"assignee": actor, "status": "in_progress"}, "claimed",
+                                  f"claimed {task_id}")
 
     async def assign(self, task_id: str, assignee: str, actor: str) -> Task:
         check_name(actor, "name")
         check_name(assignee, "assignee")
         return await self._change("assign", check_id(task_id), actor, {"assignee": assignee},
-                                  f"assigned to {assignee}")
+                                  f"assigned to {assignee}", f"assigned {task_id} to {assignee}")
 
     async def update(self, task_id: str, actor: str, *, status: str | None = None,
                      title: str | None = None, detail: str | None = None) -> Task:
@@ -152,10 +160,13 @@ class TaskBoard:
             raise TaskRefused("nothing to change: give a status, a title or a detail")
         what = ", ".join(f"status {value}" if name == "status" else f"{name} changed"
                          for name, value in change.items())
-        return await self._change("update", check_id(task_id), actor, change, what)
+        said = f"set {task_id} to {status}" if status is not None else f"changed {task_id}"
+        return await self._change("update", check_id(task_id), actor, change, what, said)
 
     async def _change(self, action: str, task_id: str, actor: str, change: dict[str, str],
-                      note: str) -> Task:
+                      note: str, said: str) -> Task:
+        """Apply ``change``; ``note`` goes into the task's history, ``said`` into the board
+        event (after the actor's name)."""
         for _ in range(ATTEMPTS):
             raw = await self._read(task_id)
             if not raw["status"]:
@@ -166,6 +177,7 @@ class TaskBoard:
                 record["assignee"] = actor
             if await self._apply(action, record, int(task_id[1:]), raw["rev"], "",
                                  f"{actor} {note}"):
+                await self.news.tell(actor, said, record["title"])
                 return await self.get(task_id)
         raise self._busy()
 

@@ -185,8 +185,10 @@ class Agent:
 
 async def start_agent(tg: Any, name: str | None, redis_url: str | None, tmp: Path,
                       *args: str, env: dict[str, str] | None = None,
-                      handshake: bool = True, prefix: Sequence[str] = ()) -> Agent:
-    """``prefix`` runs the server through another command, e.g. `ip netns exec NS`."""
+                      handshake: bool = True, prefix: Sequence[str] = (),
+                      cwd: Path | None = None) -> Agent:
+    """``prefix`` runs the server through another command, e.g. `ip netns exec NS`; ``cwd``
+    is its working directory (as a client starts it in the user's project)."""
     full_env = {k: v for k, v in os.environ.items() if not k.startswith("BRIDGE_")}
     if redis_url:
         full_env["BRIDGE_REDIS_URL"] = redis_url
@@ -195,7 +197,7 @@ async def start_agent(tg: Any, name: str | None, redis_url: str | None, tmp: Pat
     label = name or "agent"
     stderr_path = tmp / f"{label}-{os.urandom(3).hex()}.stderr"
     stderr_file = open(stderr_path, "wb")  # noqa: SIM115 - lives as long as the process
-    process = await anyio.open_process(command, env=full_env, stderr=stderr_file,
+    process = await anyio.open_process(command, env=full_env, stderr=stderr_file, cwd=cwd,
                                        stdin=subprocess.PIPE, stdout=subprocess.PIPE)
     agent = Agent(label, process, stderr_path)
     tg.start_soon(agent.read_forever)
