@@ -16,7 +16,7 @@ from redis.asyncio import Redis
 from bridge.errors import TaskRefused, TaskTaken
 from bridge.room.keys import Keys
 from bridge.room.signing import make_signer
-from bridge.room.task_records import MAX_OPEN
+from bridge.room.task_records import MAX_OPEN, MAX_PER_ASSIGNEE, MAX_TASKS
 from bridge.room.tasks import TaskBoard
 from tests.conftest import RedisServer
 from tests.test_acl import create_user, load_functions
@@ -80,6 +80,8 @@ async def test_twenty_claimers_of_one_task_exactly_one_wins_200_times(redis_serv
             history = await boss.history(task.id)
             assert [entry.what for entry in history] == ["created", "claimed"]
             assert history[1].actor == won[0]
+            # done: one agent may hold at most MAX_PER_ASSIGNEE tasks not done
+            await claimers[names.index(won[0])].update(task.id, won[0], status="done")
 
 
 async def test_a_task_cannot_start_while_what_it_waits_for_is_unfinished(redis_server):
@@ -140,6 +142,81 @@ async def test_limits_and_bad_values_are_refused_with_what_to_do(redis_server):
             await board.create("boss", "one too many")
         await board.update("t1", "boss", status="done")
         assert (await board.create("boss", "room again")).id == f"t{MAX_OPEN + 1}"
+
+
+async def test_what_a_task_waits_for_can_change_but_never_into_a_cycle(redis_server):
+    async with boards(redis_server, 1) as [board]:
+        for title in ("schema", "api", "client"):
+            await board.create("boss", title)
+        # t3 waits for t2, which waits for t1: t1 may not then wait for t3 (nor itself)
+        assert (await board.update("t3", "boss", waits_for=["t2"])).waits_for == ("t2",)
+        assert (await board.update("t2", "boss", waits_for=["t1"])).waits_for == ("t1",)
+        for waits in (["t3"], ["t2"], ["t1"]):
+            with pytest.raises(TaskRefused, match="t1 cannot wait for those.*could ever start"):
+                await board.update("t1", "boss", waits_for=waits)
+        with pytest.raises(TaskRefused, match="no task t9 in room"):
+            await board.update("t2", "boss", waits_for=["t9"])
+        assert (await board.get("t1")).waits_for == ()  # nothing refused was written
+        with pytest.raises(TaskRefused, match="t3 waits for t2, not done yet"):
+            await board.claim("t3", "bob")
+        # waiting for nothing again: it can start
+        cleared = await board.update("t3", "boss", waits_for=[])
+        assert cleared.waits_for == ()
+        assert (await board.claim("t3", "bob")).status == "in_progress"
+        history = [entry.what for entry in await board.history("t3")]
+        assert history == ["created", "waits for t2", "waits for nothing", "claimed"]
+
+
+async def test_one_agent_holds_at_most_so_many_tasks_not_done(redis_server):
+    async with boards(redis_server, 1) as [board]:
+        for i in range(MAX_PER_ASSIGNEE):
+            await board.create("boss", f"task {i}", assignee="bob")
+        limit = f"{MAX_PER_ASSIGNEE} tasks not done are assigned to that agent already"
+        attempts = [lambda: board.create("boss", "one more", assignee="bob"),
+                    lambda: board.assign("t101", "bob", "boss"),
+                    lambda: board.claim("t101", "bob"),
+                    lambda: board.update("t101", "bob", status="in_progress")]
+        with pytest.raises(TaskRefused, match=limit):
+            await attempts[0]()
+        await board.create("boss", "for someone")  # t101, nobody's
+        for attempt in attempts[1:]:
+            with pytest.raises(TaskRefused, match=f"{limit}.*finish or reassign"):
+                await attempt()
+        assert (await board.get("t101")).assignee == ""
+        # bob's own tasks change freely; one done makes room
+        assert (await board.update("t1", "bob", status="in_progress")).assignee == "bob"
+        await board.update("t2", "bob", status="done")
+        assert (await board.claim("t101", "bob")).assignee == "bob"
+        with pytest.raises(TaskRefused, match=limit):  # reopening a done one counts again
+            await board.update("t2", "bob", status="open")
+
+
+async def test_a_full_board_makes_room_by_removing_its_oldest_done_tasks(redis_server, r):
+    keys = Keys("main")
+    async with boards(redis_server, 1) as [board]:
+        await board.create("boss", "the oldest, done")  # t1
+        await board.update("t1", "boss", status="done")
+        await board.create("boss", "still open")  # t2
+        await board.create("boss", "waits for t1", waits_for=["t1"])  # t3
+        # the rest of a full board, done, written as the script would (10,000 creates: ~20 s)
+        pipe = r.pipeline(transaction=False)
+        for number in range(4, MAX_TASKS + 1):
+            pipe.hset(keys.task(f"t{number}"), mapping={
+                "id": f"t{number}", "title": "old", "status": "done", "rev": "1"})
+            pipe.zadd(keys.tasks, {f"t{number}": number})
+        pipe.set(keys.task_seq, MAX_TASKS)
+        pipe.execute()
+        assert r.zcard(keys.tasks) == MAX_TASKS
+        newest = await board.create("boss", "one past the cap")
+        assert newest.id == f"t{MAX_TASKS + 1}"
+        assert r.zcard(keys.tasks) == MAX_TASKS
+        assert not r.exists(keys.task("t1"), keys.task_history("t1"))  # the oldest done one
+        assert (await board.get("t2")).title == "still open"  # open ones stay, however old
+        assert (await board.get("t4")).title == "old"
+        # a task removed was done: what waited for it can start
+        assert (await board.claim("t3", "bob")).status == "in_progress"
+        await board.create("boss", "and one more")
+        assert not r.exists(keys.task("t4")) and r.zcard(keys.tasks) == MAX_TASKS
 
 
 async def test_a_task_written_with_redis_cli_is_not_shown_as_genuine(redis_server, r):

@@ -33,7 +33,7 @@ TASK_TOOLS: list[dict[str, Any]] = [
         "description": (
             "Change the room's task board. create: title (detail, assignee, waits_for "
             "optional). claim: take open task id. assign: id to assignee. update: id's "
-            "status, title or detail."
+            "status, title, detail or waits_for."
         ),
         "inputSchema": {
             "type": "object",
@@ -112,14 +112,15 @@ async def change(board: TaskBoard, actor: str, arguments: dict[str, Any]
     action = arguments.get("action")
     if action not in ACTIONS:
         raise BridgeError(f"`action` must be one of {', '.join(ACTIONS)}, not {action!r:.40}")
+    waits = arguments.get("waits_for")
+    if waits is not None and (not isinstance(waits, list)
+                              or not all(isinstance(w, str) for w in waits)):
+        raise BridgeError("`waits_for` must be a list of task ids, like [\"t1\", \"t2\"]")
     if action == "create":
-        waits = arguments.get("waits_for") or []
-        if not isinstance(waits, list) or not all(isinstance(w, str) for w in waits):
-            raise BridgeError("`waits_for` must be a list of task ids, like [\"t1\", \"t2\"]")
         task = await board.create(actor, _needed(arguments, "title", action),
                                   detail=_string(arguments, "detail") or "",
                                   assignee=_string(arguments, "assignee") or "",
-                                  waits_for=waits)
+                                  waits_for=waits or ())
         return task, notices(action, None, task, actor)
     task_id = _needed(arguments, "id", action)
     if action == "claim":
@@ -135,7 +136,7 @@ async def change(board: TaskBoard, actor: str, arguments: dict[str, Any]
         return task, notices(action, before, task, actor)
     task = await board.update(task_id, actor, status=_string(arguments, "status"),
                               title=_string(arguments, "title"),
-                              detail=_string(arguments, "detail"))
+                              detail=_string(arguments, "detail"), waits_for=waits)
     return task, await done_notices(board, before, task, actor)
 
 

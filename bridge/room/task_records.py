@@ -9,7 +9,9 @@ script applies them only if ``rev`` is unchanged; otherwise it answers ``retry``
 reads again. The script checks everything that must hold at the moment of the change: a claim
 of a task somebody holds is refused with who holds it (before the rev is compared, so the
 losers of a race are told at once), a task that waits for unfinished ones cannot be started,
-the ids it waits for exist, the per-room limits.
+the ids it waits for exist and (when they change) make no cycle, the limits per room and per
+assignee. A full board makes room by removing its oldest done task: a removed task counts as
+done for the tasks that waited for it (only done ones are removed).
 """
 
 from __future__ import annotations
@@ -26,7 +28,8 @@ STATUSES = ("open", "in_progress", "blocked", "done")
 ID_PATTERN = re.compile(r"^t[1-9][0-9]{0,8}\Z")
 MAX_TITLE, MAX_DETAIL, MAX_WAITS = 200, 4000, 20
 MAX_OPEN = 1000  # tasks not done, per room
-MAX_TASKS = 10_000  # every task the board keeps, done ones included
+MAX_TASKS = 10_000  # every task the board keeps; past it the oldest done ones go
+MAX_PER_ASSIGNEE = 100  # tasks not done, per assignee
 MAX_HISTORY = 50  # entries kept per task
 # the fields a writer sets, in signed order; created and updated are Redis' time, not signed
 TASK_FIELDS = ("id", "title", "detail", "creator", "assignee", "status", "waits_for", "rev",
@@ -49,7 +52,9 @@ class TaskCall(Call):
     number: int
     rev: str  # the rev the writer read ('' for create)
     status: str  # the new status
-    waits_for: str  # create: the ids it waits for, space-separated
+    assignee: str  # the new assignee ('' for none)
+    waits_for: str  # the ids it waits for, space-separated, when set (create, or a change)
+    set_waits: str  # '1' when waits_for is set by this change
     sig: str  # '' when the room has no secret
     note: str  # the history entry after "MS "
     record: tuple[str, ...] = field(metadata=TAIL)
@@ -59,22 +64,19 @@ class TaskCall(Call):
 
 
 # Returns {'ok'}, or a refusal: {'retry'} (changed since read), {'taken', holder, status},
-# {'state', status}, {'waits', ids}, {'missing', id}, {'limit', 'open' | 'all'}.
+# {'state', status}, {'waits', ids}, {'missing', id}, {'cycle', id}, {'limit', 'open'},
+# {'limit', 'assignee', count}.
 TASK = Script("task", TaskCall, f"""
 local MAX_OPEN, MAX_TASKS, MAX_HISTORY = {MAX_OPEN}, {MAX_TASKS}, {MAX_HISTORY}
+local MAX_PER_ASSIGNEE = {MAX_PER_ASSIGNEE}
 """ + """
 local key = task_prefix .. id
-local old_status, waits = '', waits_for
+local old_status, old_assignee, waits = '', '', waits_for
 if action == 'create' then
   if (tonumber(redis.call('GET', task_seq_key)) or 0) + 1 ~= tonumber(number) then
     return {'retry'}
   end
   if redis.call('ZCARD', open_key) >= MAX_OPEN then return {'limit', 'open'} end
-  if redis.call('ZCARD', tasks_key) >= MAX_TASKS then return {'limit', 'all'} end
-  for w in string.gmatch(waits, '%S+') do
-    if redis.call('EXISTS', task_prefix .. w) == 0 then return {'missing', w} end
-  end
-  redis.call('INCR', task_seq_key)
 else
   local old = redis.call('HMGET', key, 'rev', 'status', 'assignee', 'waits_for')
   if not old[2] then return {'missing', id} end
@@ -83,16 +85,63 @@ else
     if old[2] ~= 'open' then return {'state', old[2]} end
   end
   if (old[1] or '') ~= rev then return {'retry'} end
-  old_status, waits = old[2], old[4] or ''
+  old_status, old_assignee = old[2], old[3] or ''
+  if set_waits ~= '1' then waits = old[4] or '' end
+end
+if set_waits == '1' then
+  for w in string.gmatch(waits, '%S+') do
+    if w == id then return {'cycle', id} end
+    if redis.call('EXISTS', task_prefix .. w) == 0 then return {'missing', w} end
+  end
+  if action ~= 'create' then  -- a new task waits for older ones only: no cycle possible
+    local seen, stack = {}, {}
+    for w in string.gmatch(waits, '%S+') do stack[#stack + 1] = w end
+    while #stack > 0 do
+      local w = table.remove(stack)
+      if w == id then return {'cycle', id} end
+      if not seen[w] then
+        seen[w] = true
+        local further = redis.call('HGET', task_prefix .. w, 'waits_for') or ''
+        for v in string.gmatch(further, '%S+') do stack[#stack + 1] = v end
+      end
+    end
+  end
 end
 if status == 'in_progress' and old_status ~= 'in_progress' then
   local unfinished = {}
   for w in string.gmatch(waits, '%S+') do
-    if redis.call('HGET', task_prefix .. w, 'status') ~= 'done' then
-      unfinished[#unfinished + 1] = w
-    end
+    local done = redis.call('HGET', task_prefix .. w, 'status')
+    if done and done ~= 'done' then unfinished[#unfinished + 1] = w end  -- removed: was done
   end
   if #unfinished > 0 then return {'waits', table.concat(unfinished, ' ')} end
+end
+if assignee ~= '' and status ~= 'done' and (assignee ~= old_assignee or old_status == 'done') then
+  local count = 0
+  for _, other in ipairs(redis.call('ZRANGE', open_key, 0, -1)) do
+    if other ~= id and redis.call('HGET', task_prefix .. other, 'assignee') == assignee then
+      count = count + 1
+    end
+  end
+  if count >= MAX_PER_ASSIGNEE then return {'limit', 'assignee', count} end
+end
+if action == 'create' then
+  -- a full board removes its oldest done tasks (at most MAX_OPEN of MAX_TASKS are not done)
+  local excess = redis.call('ZCARD', tasks_key) - MAX_TASKS + 1
+  local start = 0
+  while excess > 0 do
+    local oldest = redis.call('ZRANGE', tasks_key, start, start + 99)
+    if #oldest == 0 then break end
+    for _, old_id in ipairs(oldest) do
+      if excess > 0 and not redis.call('ZSCORE', open_key, old_id) then
+        redis.call('DEL', task_prefix .. old_id, history_prefix .. old_id)
+        redis.call('ZREM', tasks_key, old_id)
+        excess = excess - 1
+      else
+        start = start + 1
+      end
+    end
+  end
+  redis.call('INCR', task_seq_key)
 end
 redis.call('HSET', key, 'updated', now, unpack(ARGV, nargs + 1))
 if action == 'create' then

@@ -28,7 +28,7 @@ from bridge.room.task_records import (
     MAX_DETAIL,
     MAX_HISTORY,
     MAX_OPEN,
-    MAX_TASKS,
+    MAX_PER_ASSIGNEE,
     MAX_TITLE,
     MAX_WAITS,
     READ_FIELDS,
@@ -125,7 +125,7 @@ class TaskBoard:
                       "assignee": assignee, "status": "open", "waits_for": waits, "rev": "1",
                       "by": actor}
             note = f"{actor} created" + (f", assigned to {assignee}" if assignee else "")
-            if await self._apply("create", record, number, "", waits, note):
+            if await self._apply("create", record, number, "", note, set_waits=True):
                 await self.news.tell(actor, f"created {task_id}"
                                      + (f" for {assignee}" if assignee else ""), title)
                 return await self.get(task_id)
@@ -145,9 +145,10 @@ class TaskBoard:
                                   f"assigned to {assignee}", f"assigned {task_id} to {assignee}")
 
     async def update(self, task_id: str, actor: str, *, status: str | None = None,
-                     title: str | None = None, detail: str | None = None) -> Task:
-        """Set the status and/or the title and detail. Starting a task nobody has (in
-        progress) makes it the actor's."""
+                     title: str | None = None, detail: str | None = None,
+                     waits_for: Iterable[str] | None = None) -> Task:
+        """Set the status, the title, the detail and/or the tasks it waits for (refused if
+        that makes a cycle). Starting a task nobody has (in progress) makes it the actor's."""
         check_name(actor, "name")
         change: dict[str, str] = {}
         if status is not None:
@@ -156,10 +157,14 @@ class TaskBoard:
             change["title"] = check_title(title)
         if detail is not None:
             change["detail"] = check_detail(detail)
+        if waits_for is not None:
+            change["waits_for"] = " ".join(check_waits(waits_for))
         if not change:
-            raise TaskRefused("nothing to change: give a status, a title or a detail")
-        what = ", ".join(f"status {value}" if name == "status" else f"{name} changed"
-                         for name, value in change.items())
+            raise TaskRefused("nothing to change: give a status, a title, a detail or the "
+                              "tasks it waits for")
+        what = ", ".join(f"status {value}" if name == "status" else
+                         f"waits for {value or 'nothing'}" if name == "waits_for" else
+                         f"{name} changed" for name, value in change.items())
         said = f"set {task_id} to {status}" if status is not None else f"changed {task_id}"
         return await self._change("update", check_id(task_id), actor, change, what, said)
 
@@ -175,22 +180,25 @@ class TaskBoard:
             record.update(change, rev=str(int(raw["rev"] or "0") + 1), by=actor)
             if record["status"] == "in_progress" and not record["assignee"]:
                 record["assignee"] = actor
-            if await self._apply(action, record, int(task_id[1:]), raw["rev"], "",
-                                 f"{actor} {note}"):
+            if await self._apply(action, record, int(task_id[1:]), raw["rev"],
+                                 f"{actor} {note}", set_waits="waits_for" in change):
                 await self.news.tell(actor, said, record["title"])
                 return await self.get(task_id)
         raise self._busy()
 
     async def _apply(self, action: str, record: dict[str, str], number: int, rev: str,
-                     waits: str, note: str) -> bool:
-        """True once applied, False to read again; a refusal raises TaskRefused."""
+                     note: str, *, set_waits: bool) -> bool:
+        """True once applied, False to read again; a refusal raises TaskRefused.
+        ``set_waits``: the change sets what the task waits for (checked: they exist, no
+        cycle)."""
         values = [record[name] for name in TASK_FIELDS]
         sig = self.signer.sign_record("task", values) if self.signer else ""
         pairs = tuple(item for pair in zip(TASK_FIELDS, values, strict=True) for item in pair)
         reply = await self._task(TaskCall(
             self.keys.task_seq, self.keys.tasks, self.keys.tasks_open, self.keys.task_prefix,
             self.keys.task_history_prefix, action, record["id"], number, rev, record["status"],
-            waits, sig, note, pairs))
+            record["assignee"], record["waits_for"], "1" if set_waits else "", sig, note,
+            pairs))
         answer = [reply_text(part) for part in reply]
         if answer[0] == "ok":
             return True
@@ -210,18 +218,23 @@ class TaskBoard:
         if kind == "waits":
             return TaskRefused(f"{task_id} waits for {detail[0][:200]}, not done yet: it "
                                f"cannot be started before they are")
-        if kind == "missing" and detail[0] != task_id:  # a task a new one would wait for
+        if kind == "missing" and detail[0] != task_id:  # a task it would wait for
             return TaskRefused(f"a task can only wait for tasks that exist: no task "
                                f"{detail[0][:40]} in room {self.keys.room!r}; `bridge tasks` "
                                f"lists them")
+        if kind == "cycle":
+            return TaskRefused(f"{task_id} cannot wait for those: {task_id} itself, or one "
+                               f"that waits (through others) for {task_id}; none of them "
+                               f"could ever start")
         if kind == "missing":
             return self._missing(detail[0][:40])
         if kind == "limit" and detail[0] == "open":
             return TaskRefused(f"the room has {MAX_OPEN} tasks not done, the most it holds: "
                                f"finish or close some first")
-        if kind == "limit":
-            return TaskRefused(f"the room's board holds {MAX_TASKS} tasks, done ones included, "
-                               f"the most it keeps: use a new room for new work")
+        if kind == "limit" and detail[0] == "assignee":
+            return TaskRefused(f"{detail[1][:8]} tasks not done are assigned to that agent "
+                               f"already, the most one may have ({MAX_PER_ASSIGNEE}): finish "
+                               f"or reassign some first")
         return TaskRefused(f"the task script answered {answer[:3]!r}: is this bridge's version "
                            f"the same on every agent?")
 
