@@ -264,6 +264,15 @@ def test_the_role_prompts_state_the_protocol() -> None:
         # both clients follow them: no tool named the way only one client names it
         for claude_only in ("mcp__bridge__", "ToolSearch", "--append-system-prompt"):
             assert claude_only not in text, claude_only
+    # the board: the manager creates and assigns, the developers claim files before editing
+    # and close their tasks; board events ride along like the rest
+    assert 'task(action="create", title=..., detail=..., assignee="NAME")' in manager
+    assert "`waits_for`" in manager and "you are told as each of them is done" in manager
+    assert 'claims(action="claim", paths=' in developer and "before you edit" in developer
+    assert 'task(action="update", id="t1", status="done")' in developer
+    assert 'claims(action="release")' in developer
+    for text in (manager, developer):
+        assert '`"board"` event' in text and "[task t1] assigned to you by" in text
     # both call a bridge tool at once: Codex learns its thread from the first call
     assert "Call `list_participants` first" in manager
     assert "When you start, call `list_participants` once" in developer
