@@ -233,9 +233,9 @@ async def test_nothing_leaks_into_another_room(redis_server, r):
 @pytest.mark.slow
 async def test_an_agents_claims_are_renewed_while_present_and_end_with_it(redis_server, agents,
                                                                           r):
-    # no MCP tool for claims yet (it comes next): the test claims through the room API in
-    # the agents' names, before they join (as claims an agent held before a restart); their
-    # `bridge serve` finds them at its first heartbeat and renews them with each
+    # claims made through the room API in the agents' names before they join (as claims an
+    # agent held before a restart): their `bridge serve` finds them at its first heartbeat
+    # and renews them with each (test_board_tools makes them with the agents' own tool)
     async with books(redis_server, 1) as [book]:
         await book.claim("alice", ["src/a"], ttl=8, reason="alice's")
         await book.claim("bob", ["src/b"], ttl=8, reason="bob's")
