@@ -177,6 +177,8 @@ async def test_limits_and_bad_values_are_refused_with_what_to_do(redis_server):
         assert await book.claim("alice", [f"f{i}" for i in range(MAX_PER_AGENT)]) == MAX_PER_AGENT
         with pytest.raises(ClaimRefused, match=f"you hold {MAX_PER_AGENT} claims.*release some"):
             await book.claim("alice", ["g"])
+        # at the limit, claiming what one holds again renews it: no new claim
+        assert await book.claim("alice", ["f1", "f2"]) == 2
         for agent in range(19):  # the room's limit: 2,000
             await book.claim(f"a{agent}", [f"a{agent}/{i}" for i in range(MAX_PER_AGENT)])
         with pytest.raises(ClaimRefused, match="the room holds 2000 claims, the most is 2000"):

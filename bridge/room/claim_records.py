@@ -51,13 +51,19 @@ def literal_part(pattern: str) -> tuple[str, bool]:
     return (pattern[:found.start()], True) if found else (pattern, False)
 
 
+def overlap_key(pattern: str) -> str:
+    """What every path a pattern covers starts with: a plain path and ``/`` (itself, or
+    anything under it), or a glob's literal part."""
+    literal, glob = literal_part(pattern)
+    return literal if glob else pattern + "/"
+
+
 def overlaps(a: str, b: str) -> bool:
-    """Whether two claims' patterns may cover a common path (the module's rule)."""
-    la, ga = literal_part(a)
-    lb, gb = literal_part(b)
-    if not ga and not gb:
-        return a == b or b.startswith(a + "/") or a.startswith(b + "/")
-    return la.startswith(lb) or lb.startswith(la)
+    """Whether two claims' patterns may cover a common path (the module's rule): one's key
+    starts with the other's. Exact for two plain paths; with a glob it may find an overlap
+    where none can be (towards "overlaps"), and never misses one."""
+    ka, kb = overlap_key(a), overlap_key(b)
+    return ka.startswith(kb) or kb.startswith(ka)
 
 
 def covers(pattern: str, path: str) -> bool:
@@ -95,18 +101,12 @@ class ClaimsCall(Call):
 CLAIMS = Script("claims", ClaimsCall, f"""
 local MAX_AGENT, MAX_ROOM, MAX_CONFLICTS = {MAX_PER_AGENT}, {MAX_PER_ROOM}, {MAX_CONFLICTS}
 """ + """
-local function literal(p)
+local function key_of(p)  -- overlap_key: what every path it covers starts with
   local i = string.find(p, '[%*%?%[]')
-  if i then return string.sub(p, 1, i - 1), true end
-  return p, false
+  if i then return string.sub(p, 1, i - 1) end
+  return p .. '/'
 end
-local function starts(s, prefix) return string.sub(s, 1, #prefix) == prefix end
-local function overlaps(a, b)
-  local la, ga = literal(a)
-  local lb, gb = literal(b)
-  if not ga and not gb then return a == b or starts(b, a .. '/') or starts(a, b .. '/') end
-  return starts(la, lb) or starts(lb, la)
-end
+local sub = string.sub
 local function split(id)
   local s = string.find(id, ' ', 1, true)
   if not s then return id, '' end
@@ -156,8 +156,11 @@ end
 local ignored = {}
 for id in string.gmatch(ignore, '[^\\n]+') do ignored[id] = true end
 local exclusive = mode == 'exclusive'
-local wanted = {}
-for i = nargs + 1, #ARGV, 2 do wanted[#wanted + 1] = ARGV[i] end
+local wanted, lengths = {}, {}  -- the keys of the wanted patterns, and their lengths
+for i = nargs + 1, #ARGV, 2 do
+  wanted[#wanted + 1] = key_of(ARGV[i])
+  lengths[#wanted] = #wanted[#wanted]
+end
 local all = redis.call('ZRANGE', claims_key, 0, -1)
 local mine, conflicts = 0, {}
 for _, id in ipairs(all) do
@@ -165,8 +168,12 @@ for _, id in ipairs(all) do
   if who == agent then
     mine = mine + 1
   elseif not ignored[id] and #conflicts < 2 * MAX_CONFLICTS then
-    for _, p in ipairs(wanted) do
-      if overlaps(p, pattern) then
+    local k = key_of(pattern)
+    local n = #k
+    for j, w in ipairs(wanted) do
+      local m = lengths[j]
+      -- one key starts with the other (the shorter one compared with the longer's start)
+      if (m <= n and sub(k, 1, m) == w) or (n < m and sub(w, 1, n) == k) then
         local rec, raw = record(id)
         -- a record that is not plainly shared counts as exclusive (towards "overlaps")
         if exclusive or not rec or rec.mode ~= 'shared' then
@@ -180,8 +187,8 @@ for _, id in ipairs(all) do
 end
 if #conflicts > 0 then return {'conflict', unpack(conflicts)} end
 local new = 0
-for _, p in ipairs(wanted) do
-  if not redis.call('ZSCORE', claims_key, agent .. ' ' .. p) then new = new + 1 end
+for i = nargs + 1, #ARGV, 2 do
+  if not redis.call('ZSCORE', claims_key, agent .. ' ' .. ARGV[i]) then new = new + 1 end
 end
 if mine + new > MAX_AGENT then return {'limit', 'agent', mine} end
 if #all + new > MAX_ROOM then return {'limit', 'room', #all} end
