@@ -30,7 +30,7 @@ def test_every_subcommand_is_an_entry_of_the_command_table() -> None:
 
 
 def test_the_layers_do_not_parse_the_command_line() -> None:
-    # flags are declared in bridge/cli.py (and, for settings, bridge/settings.py) only
+    # flags are declared in bridge/cli/ (and, for settings, bridge/settings.py) only
     parsing = []
     for layer in ("redis", "room", "mcp", "ops"):
         for path in sorted((PACKAGE / layer).glob("*.py")):
