@@ -127,7 +127,8 @@ class TaskBoard:
             note = f"{actor} created" + (f", assigned to {assignee}" if assignee else "")
             if await self._apply("create", record, number, "", note, set_waits=True):
                 await self.news.tell(actor, f"created {task_id}"
-                                     + (f" for {assignee}" if assignee else ""), title)
+                                     + (f" for {assignee}" if assignee not in ("", actor) else ""),
+                                     title)
                 return await self.get(task_id)
         raise self._busy()
 
