@@ -445,6 +445,19 @@ async def test_a_busy_room_screenshot(agents, web, page, tmp_path):
         team[name] = await agents.start(name, "--role", role)
         if status:
             await team[name].tool("set_status", text=status)
+    # the board beside the conversation: tasks assigned by carol, files claimed
+    carol = team["carol"]
+    await carol.tool("task", action="create", title="Rewrite the parser", assignee="alice")
+    await carol.tool("task", action="create", title="--since takes durations", assignee="bob")
+    await carol.tool("task", action="create", title="Property tests for the tokenizer",
+                     assignee="dave")
+    await carol.tool("task", action="create", title="Release 0.4", assignee="carol",
+                     waits_for=["t1", "t2", "t3"])
+    await team["alice"].tool("task", action="claim", id="t1")
+    await team["alice"].tool("claims", action="claim", paths=["bridge/parse/**"],
+                             reason="t1 parser rewrite")
+    await team["bob"].tool("claims", action="claim", paths=["bridge/cli/**"], reason="t2")
+    await team["dave"].tool("claims", action="claim", paths=["tests/**"], shared=True)
     ids: list[str] = []
     for index, (sender, to, text) in enumerate(CONVERSATION):
         reply = {1: 0, 3: 2, 5: 4, 6: 2, 7: 6}.get(index)
@@ -452,6 +465,8 @@ async def test_a_busy_room_screenshot(agents, web, page, tmp_path):
     await wait_dom(page, SHOWN, CONVERSATION[-1][2], "the last message")
     await wait_dom(page, "() => document.querySelectorAll('#agents tbody tr').length === 5",
                    what="five agents")
+    await wait_dom(page, "() => document.querySelectorAll('#board-claims tbody tr').length "
+                         "=== 3", what="three claims on the board")
     await page.click(f"li.msg[data-id='{ids[7]}'] .replyto")
     # 7 answers 6, which answers 2; 3 answers 2 too
     await wait_dom(page, "() => document.querySelectorAll('#thread-messages li.msg').length "

@@ -11,7 +11,7 @@ room secret, a task whose signature fails is shown marked, not hidden.
 from __future__ import annotations
 
 import sys
-from dataclasses import asdict, replace
+from dataclasses import asdict, dataclass, replace
 from typing import Any, TextIO
 
 from redis.exceptions import RedisError
@@ -105,6 +105,44 @@ def _show(terminal: Terminal, task: Task, history: list[HistoryEntry], now: int)
             terminal.line(Text(f"  {clock(entry.at)}  {clean(entry.actor)} {clean(entry.what)}"))
 
 
+@dataclass(frozen=True)
+class Change:
+    """An operator's change, made: the task after it, what was done (a line), whom it
+    concerns with what they are told, and those of them who could not be told, and why."""
+
+    task: Task
+    said: str
+    told: list[tuple[str, str]]
+    unsent: dict[str, str]
+
+
+async def apply_change(settings: Settings, board: TaskBoard, action: str, actor: str,
+                       **params: Any) -> Change:
+    """`bridge tasks add | assign | done` (and `bridge web`'s board) as ``actor``: the change,
+    then whom it concerns told with a message from the actor (see ``_tell``)."""
+    told: list[tuple[str, str]]
+    if action == "add":
+        task = await board.create(actor, params["title"], detail=params["detail"] or "",
+                                  assignee=params["assignee"] or "",
+                                  waits_for=params["waits_for"] or ())
+        said = f"created {task.id}" + (f", assigned to {task.assignee}"
+                                       if task.assignee else "")
+        told = notices("create", None, task, actor)
+    elif action == "assign":
+        before = await board.get(params["task_id"])
+        task = await board.assign(params["task_id"], params["assignee"], actor)
+        said = f"{task.id} assigned to {task.assignee}"
+        told = notices("assign", before, task, actor)
+    elif action == "done":
+        before = await board.get(params["task_id"])
+        task = await board.update(params["task_id"], actor, status="done")
+        said = f"{task.id} done"
+        told = await done_notices(board, before, task, actor)
+    else:  # the CLI offers no other
+        raise BridgeError(f"unknown tasks action {action!r}: use add, assign or done")
+    return Change(task, said, told, await _tell(settings, actor, told))
+
+
 async def change_task(settings: Settings, action: str, *, actor: str | None,
                       as_json: bool, out: TextIO = sys.stdout, err: TextIO = sys.stderr,
                       **params: Any) -> int:
@@ -113,27 +151,8 @@ async def change_task(settings: Settings, action: str, *, actor: str | None,
     actor = check_name(actor or OPERATOR, "--as")
     async with redis_client(settings) as redis:
         board = TaskBoard.of(redis, settings)
-        told: list[tuple[str, str]]
-        if action == "add":
-            task = await board.create(actor, params["title"], detail=params["detail"] or "",
-                                      assignee=params["assignee"] or "",
-                                      waits_for=params["waits_for"] or ())
-            said = f"created {task.id}" + (f", assigned to {task.assignee}"
-                                           if task.assignee else "")
-            told = notices("create", None, task, actor)
-        elif action == "assign":
-            before = await board.get(params["task_id"])
-            task = await board.assign(params["task_id"], params["assignee"], actor)
-            said = f"{task.id} assigned to {task.assignee}"
-            told = notices("assign", before, task, actor)
-        elif action == "done":
-            before = await board.get(params["task_id"])
-            task = await board.update(params["task_id"], actor, status="done")
-            said = f"{task.id} done"
-            told = await done_notices(board, before, task, actor)
-        else:  # the CLI offers no other
-            raise BridgeError(f"unknown tasks action {action!r}: use add, assign or done")
-        unsent = await _tell(settings, actor, told)
+        change = await apply_change(settings, board, action, actor, **params)
+        task, said, told, unsent = change.task, change.said, change.told, change.unsent
         if as_json:
             record = task_record(task, signed=board.signer is not None)
             record["told"] = sorted({name for name, _ in told} - set(unsent))

@@ -2,8 +2,9 @@
 event stream of a room, and sending as an operator.
 
 Routes: ``/`` the rooms, ``/r/ROOM`` a room's page, ``/api/rooms``, ``/api/r/ROOM/history``,
-``/thread/ID``, ``/team``, ``/stream`` (server-sent events), ``/send`` (POST, token), and
-``/api/login`` (POST, token: the cookie for reading on a non-loopback bind).
+``/thread/ID``, ``/team``, ``/board`` (tasks and claims), ``/task/ID``, ``/stream``
+(server-sent events), ``/send`` and ``/tasks`` (POST, token: send, change the board as the
+operator), and ``/api/login`` (POST, token: the cookie for reading on a non-loopback bind).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from starlette.responses import FileResponse, JSONResponse, Response, StreamingR
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
+from bridge.ops.web import board as board_view
 from bridge.ops.web import feed
 from bridge.ops.web.hub import Hub, frame
 from bridge.ops.web.security import COOKIE, Guard, Guarded, Refused
@@ -194,19 +196,38 @@ class Web:
                             path="/")
         return response
 
-    async def send(self, request: Request) -> Response:
-        room = self.room(request)
+    async def posted(self, request: Request, what: str) -> Any:
+        """The JSON body of a POST that changes the room: it needs the token (a header, never
+        the cookie); None when the body is not JSON."""
         if not self.guard.bearer(dict(request.headers)):
-            raise Refused(401, "sending needs the token: open the address bridge web printed "
-                               "(it ends in #token=…), or set BRIDGE_WEB_TOKEN")
+            raise Refused(401, f"{what} needs the token: open the address bridge web printed "
+                               f"(it ends in #token=…), or set BRIDGE_WEB_TOKEN")
         body = await request.body()
         if len(body) > MAX_BODY:
             raise Refused(413, "the message is too large")
         try:
-            data = json.loads(body)
+            return json.loads(body)
         except ValueError:
-            data = None
+            return None
+
+    async def send(self, request: Request) -> Response:
+        room = self.room(request)
+        data = await self.posted(request, "sending")
         return JSONResponse(await send_as(self.settings, room, data))
+
+    async def board(self, request: Request) -> Response:
+        room = self.room(request)
+        return JSONResponse(await board_view.board(self.client(), self.settings, room))
+
+    async def task(self, request: Request) -> Response:
+        room = self.room(request)
+        return JSONResponse(await board_view.task(self.client(), self.settings, room,
+                                             request.path_params["task"]))
+
+    async def change_task(self, request: Request) -> Response:
+        room = self.room(request)
+        data = await self.posted(request, "changing the board")
+        return JSONResponse(await board_view.change(self.client(), self.settings, room, data))
 
 
 def page(name: str) -> Callable[[Request], Awaitable[Response]]:
@@ -242,8 +263,11 @@ def build(settings: Settings, url: str, guard: Guard) -> tuple[Guarded, Web]:
         Route(f"{api}/history", handled(web.history)),
         Route(f"{api}/thread/{{entry}}", handled(web.thread)),
         Route(f"{api}/team", handled(web.team)),
+        Route(f"{api}/board", handled(web.board)),
+        Route(f"{api}/task/{{task}}", handled(web.task)),
         Route(f"{api}/stream", handled(web.stream)),
         Route(f"{api}/send", handled(web.send), methods=["POST"]),
+        Route(f"{api}/tasks", handled(web.change_task), methods=["POST"]),
         Route("/api/login", handled(web.login), methods=["POST"]),
         Mount("/static", StaticFiles(directory=STATIC), name="static"),
     ]

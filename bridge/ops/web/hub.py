@@ -5,8 +5,10 @@ The log is the source of truth. Each page's stream reads the log after the last 
 lose and repeat nothing. The hub only says when to read again: one XREAD BLOCK per room on
 the log's end wakes every stream of that room. Besides, it keeps what is not in the log: the
 joined / left / status events (pub/sub; those published while Redis is unreachable are not
-seen, as for `bridge tail`), the roster (re-read after each event and every few seconds, so
-"last seen" moves), and whether Redis answers.
+seen, as for `bridge tail`), the board events (passed on as ``board`` frames, on which a page
+reads the board again; and one such frame after each (re)subscription, for what was missed),
+the roster (re-read after each event and every few seconds, so "last seen" moves), and
+whether Redis answers.
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ BLOCK_MS = 2000
 ROSTER_EVERY = 3.0  # seconds between roster reads when no event asks for one
 KEPT_FRAMES = 500  # events kept for streams that have not taken them yet
 SUBSCRIBE_TIMEOUT = 5.0
+BOARD = "board"  # the event kind of a task or claim change (bridge.room.board_news)
 
 
 def frame(kind: str, data: Any, entry_id: str = "") -> bytes:
@@ -133,6 +136,7 @@ class Hub:
                 early = await subscribe_confirmed(pubsub, [self.keys.events], SUBSCRIBE_TIMEOUT)
                 backoff.reset()
                 self._roster_due.set()  # what changed while we were not listening
+                self.add(frame("board", {"kind": "resync"}))  # board events missed, likewise
                 async for message in published(pubsub, early):
                     self._event(message["data"])
             except (RedisError, OSError, TimeoutError) as e:
@@ -147,6 +151,9 @@ class Hub:
             return
         problem = self.signer.event_problem(event, int(time.time() * 1000)) \
             if self.signer else None
+        if event.kind == BOARD:  # a task or claim changed: the pages read the board again
+            self.add(frame("board", self.event_record(event, problem)))
+            return
         self.add(frame("presence", self.event_record(event, problem)))
         self._roster_due.set()
 

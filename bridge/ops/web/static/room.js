@@ -1,5 +1,6 @@
 // A room, live: the agents, the conversation (from the log, resumed from the last id shown),
-// events, history with filters, threads, who talks to whom, and the operator's send form.
+// events, history with filters, threads, who talks to whom, and the operator's send form;
+// the task board and file claims are board.js's.
 "use strict";
 
 const ROOM = decodeURIComponent(location.pathname.split("/")[2] || "");
@@ -56,6 +57,8 @@ function eventNode(e) {
   if (e.kind === "joined") {
     const who = [e.role, e.host].filter(Boolean).join(", ");
     what = e.name + " joined" + (who ? " (" + who + ")" : "");
+  } else if (e.kind === "board") {
+    what = e.name + " " + e.status;
   } else if (e.kind === "left") {
     what = e.name + " left" + (e.reason === "timeout" ? " (timed out)" : "");
   } else {
@@ -115,7 +118,7 @@ function setLive(what, text) { const live = $("live"); live.dataset.state = what
 function connect() {
   const source = new EventSource(BASE + "/stream?after=" + encodeURIComponent(state.lastId));
   state.source = source;
-  source.addEventListener("open", () => setLive("live", "live"));
+  source.addEventListener("open", () => { setLive("live", "live"); boardSoon(); });
   source.addEventListener("message", (event) => {
     const m = JSON.parse(event.data);
     state.lastId = m.id;
@@ -126,6 +129,11 @@ function connect() {
   source.addEventListener("skip", (event) => { state.lastId = event.lastEventId; });
   source.addEventListener("presence", (event) => {
     if (!state.agent && !state.text) append(eventNode(JSON.parse(event.data)));
+  });
+  source.addEventListener("board", (event) => {  // a task or claim changed (or events were missed)
+    const e = JSON.parse(event.data);
+    if (e.kind === "board" && !state.agent && !state.text) append(eventNode(e));
+    boardSoon();
   });
   source.addEventListener("agents", (event) => showAgents(JSON.parse(event.data)));
   source.addEventListener("redis", (event) => {
@@ -310,6 +318,7 @@ async function send(event) {
     showError(e);
     state.lastId = "";
   }
+  boardStart();
   connect();
   team();
   setInterval(tick, 1000);
