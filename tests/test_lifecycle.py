@@ -18,7 +18,7 @@ import pytest
 import redis
 
 from tests.conftest import Agents, RedisServer
-from tests.support.mcp_client import PROTOCOL_VERSION, Agent
+from tests.support.mcp_client import BRIDGE, PROTOCOL_VERSION, Agent
 
 pytestmark = pytest.mark.anyio
 
@@ -233,3 +233,60 @@ async def nobody_but_carol_came(agents: Agents, alice: Agent, r: redis.Redis,
     assert room_keys(r, absent) == []  # no presence record, no cursor
     listing = await alice.tool("list_participants")
     assert "- carol" in listing and absent not in listing
+
+
+# ---------------------------------------------------------------------------- stdin's EOF
+async def written_at_once_then_eof(redis_url: str, tmp_path: Path, *lines: dict[str, Any],
+                                   name: str = "alice") -> tuple[list[dict[str, Any]], int]:
+    """Start `bridge serve`, write ``lines`` in one go, close stdin, and read every answer
+    until it exits: (the answers in order, the exit status)."""
+    import json
+    import os
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("BRIDGE_")}
+    env.update(BRIDGE_REDIS_URL=redis_url, BRIDGE_LOG_LEVEL="DEBUG")
+    with open(tmp_path / f"{name}.stderr", "wb") as stderr:
+        process = await anyio.open_process([*BRIDGE, "serve", "--name", name], env=env,
+                                           stderr=stderr)
+        assert process.stdin is not None and process.stdout is not None
+        await process.stdin.send(b"".join(json.dumps(line).encode() + b"\n" for line in lines))
+        await process.stdin.aclose()
+        output = b""
+        with anyio.fail_after(STOP_DEADLINE):
+            async for chunk in process.stdout:
+                output += chunk
+            code = await process.wait()
+    return [json.loads(line) for line in output.splitlines()], code
+
+
+INITIALIZE = {"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+    "protocolVersion": PROTOCOL_VERSION, "capabilities": {},
+    "clientInfo": {"name": "all-at-once", "version": "0"}}}
+INITIALIZED = {"jsonrpc": "2.0", "method": "notifications/initialized"}
+TOOLS_LIST = {"jsonrpc": "2.0", "id": 2, "method": "tools/list"}
+
+
+async def test_requests_written_at_once_before_eof_are_all_answered_initialize_first(
+        redis_server: RedisServer, tmp_path: Path) -> None:
+    """A client that writes initialize, initialized and tools/list at once and closes stdin
+    used to get the tools/list answer alone: bridge answered it while still joining the
+    room, and the join (so initialize) was cut off at EOF."""
+    long_poll = {"jsonrpc": "2.0", "id": 3, "method": "tools/call", "params": {
+        "name": "read_messages", "arguments": {"wait_seconds": 300}}}
+    answers, code = await written_at_once_then_eof(
+        redis_server.url, tmp_path, INITIALIZE, INITIALIZED, TOOLS_LIST, long_poll)
+    assert code == 0
+    assert [answer.get("id") for answer in answers] == [1, 2, 3], answers
+    assert answers[0]["result"]["serverInfo"]["name"] == "bridge"
+    assert "send_message" in {tool["name"] for tool in answers[1]["result"]["tools"]}
+    # the long poll answers with what it has, at once, instead of being dropped
+    assert answers[2]["result"]["content"][0]["text"].startswith("No messages waiting")
+
+
+async def test_at_eof_initialize_is_answered_even_while_redis_does_not(
+        tmp_path: Path) -> None:
+    with silent_listener() as url:
+        answers, code = await written_at_once_then_eof(url, tmp_path, INITIALIZE, INITIALIZED,
+                                                       TOOLS_LIST)
+    assert code == 0
+    assert [answer.get("id") for answer in answers] == [1, 2], answers

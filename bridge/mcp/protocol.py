@@ -36,6 +36,9 @@ PROTOCOL_VERSIONS = ("2024-11-05", "2025-03-26", "2025-06-18", "2025-11-25")
 # 2025-03-26 says servers MUST accept them; 2024-11-05 builds on JSON-RPC 2.0, which defines
 # them; 2025-06-18 removed them ("Remove support for JSON-RPC batching"), and 2025-11-25 has none.
 BATCH_REVISIONS = ("2024-11-05", "2025-03-26")
+# after stdin's EOF, the time the requests read before it have to be answered: a join or a
+# send takes milliseconds; what waits (a long poll, a join) is told to answer at once
+EOF_GRACE = 1.0
 
 PARSE_ERROR, INVALID_REQUEST, METHOD_NOT_FOUND = -32700, -32600, -32601
 INVALID_PARAMS, INTERNAL_ERROR = -32602, -32603
@@ -115,13 +118,20 @@ class Session:
         self.before_initialize = before_initialize  # given the initialize params
         self.saw_call_meta = saw_call_meta  # given each tools/call's `_meta` (Codex: its thread)
         self.initialized = anyio.Event()
+        self.input_closed = anyio.Event()  # the client closed stdin: answer what was read
+        self.on_input_closed: Callable[[], None] = lambda: None  # e.g. end the long polls
         self.protocol_version: str | None = None  # what this session answered in initialize
+        # set once an `initialize` in flight is answered: requests read after it wait for
+        # that, so that a client that writes several at once hears `initialize` first
+        self._initialize_answered: asyncio.Event | None = None
         self._tool_names = {tool["name"] for tool in info.tools}
         self._running: dict[Any, anyio.CancelScope] = {}
         self._tasks: set[asyncio.Task[None]] = set()
 
     async def serve(self, lines: Callable[[], Awaitable[bytes]]) -> None:
-        """Answer requests until ``lines()`` returns b"" (the client closed stdin)."""
+        """Answer requests until ``lines()`` returns b"" (the client closed stdin); then
+        answer what was read before, for up to EOF_GRACE (``input_closed`` tells a waiting
+        handler to answer now)."""
         try:
             while line := await lines():
                 if not line.strip():
@@ -130,6 +140,11 @@ class Session:
                     await self.receive(line)
                 except Exception:  # one bad line must cost one answer, never the server
                     log.exception("protocol_line_failed", line=line[:200])
+            self.input_closed.set()
+            self.on_input_closed()
+            with anyio.move_on_after(EOF_GRACE):
+                while self._tasks:
+                    await asyncio.wait(set(self._tasks))
         finally:
             for scope in list(self._running.values()):
                 scope.cancel()
@@ -251,6 +266,8 @@ class Session:
             return error_response(request_id, INVALID_REQUEST,
                                   f"Invalid request: id {request_id!r:.40} is already used by a "
                                   f"request still in flight; use a new id for each request")
+        if method == "initialize":
+            self._initialize_answered = asyncio.Event()
         scope = anyio.CancelScope()
         self._running[request_id] = scope
         task = asyncio.get_running_loop().create_task(
@@ -272,8 +289,11 @@ class Session:
     async def answer(self, request_id: Any, method: str, params: JSON,
                      scope: anyio.CancelScope, deliver: Deliver) -> None:
         response: JSON | None = None
+        first = self._initialize_answered
         with scope:
             try:
+                if method not in ("initialize", "ping") and first is not None:
+                    await first.wait()  # (a ping is answered at once: it asks if we live)
                 result = await self.handle(method, params)
             except ProtocolError as e:
                 response = error_response(request_id, e.code, str(e))
@@ -286,6 +306,8 @@ class Session:
         self._running.pop(request_id, None)
         # a cancelled request gets no answer (the client wants none)
         await deliver(None if scope.cancelled_caught else response)
+        if method == "initialize" and first is not None:
+            first.set()
 
     async def handle(self, method: str, params: JSON) -> JSON:
         if method == "tools/call":

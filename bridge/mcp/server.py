@@ -23,7 +23,7 @@ from bridge.mcp.inbox import InboxPoster
 from bridge.mcp.inbox_delivery import InboxDelivery
 from bridge.mcp.loops import Holds
 from bridge.mcp.posts import Senders
-from bridge.mcp.protocol import ServerInfo, Session
+from bridge.mcp.protocol import EOF_GRACE, ServerInfo, Session
 from bridge.mcp.shutdown import CALLS_GRACE, Shutdown
 from bridge.mcp.stdio import PipeTransport, pipe_transport
 from bridge.mcp.tools import ToolCalls, listed
@@ -137,7 +137,9 @@ class BridgeServer:
                 f"--delivery codex / BRIDGE_DELIVERY=codex, but the client is not Codex "
                 f"(clientInfo {str(client)[:100]}): use --delivery auto")
         self._join_asked.set()
-        await self.first_try.wait()
+        # answered once the first attempt has ended, or at once when the client has closed
+        # stdin (it is still owed the answer: initialize first)
+        await first_of(self.first_try, self.session.input_closed)
 
     def _use(self, settings: Settings) -> None:
         self.settings = self.tools.settings = settings
@@ -247,14 +249,16 @@ class BridgeServer:
 
         shutdown.on_stop(stop)
 
-        async def read_line() -> bytes:
-            line = await self.transport.read_line()
-            if not line:
-                shutdown.request("stdin_closed")
-            return line
+        def input_closed() -> None:  # answer what was read before, then stop (a send that
+            self.tools.input_closed()  # retries against a Redis that is down: abandoned)
+            asyncio.get_running_loop().call_later(EOF_GRACE, shutdown.request, "stdin_closed")
+
+        self.session.on_input_closed = input_closed
 
         with serving:
-            await self.session.serve(read_line)
+            # at EOF the session answers what it read before (for up to EOF_GRACE); then stop
+            await self.session.serve(self.transport.read_line)
+        shutdown.request("stdin_closed")
         if self._join_asked.is_set():
             # a client gone at once still hears why bridge could not join (a bad
             # password), if the first attempt ends soon enough
@@ -264,6 +268,17 @@ class BridgeServer:
     def _abandon_sends(self) -> None:
         if self._room is not None:
             self._room.abandon_sends()
+
+async def first_of(*events: anyio.Event) -> None:
+    """Wait until one of ``events`` is set."""
+    async with anyio.create_task_group() as tg:
+        async def wait(event: anyio.Event) -> None:
+            await event.wait()
+            tg.cancel_scope.cancel()
+
+        for event in events:
+            tg.start_soon(wait, event)
+
 
 def take_stdio() -> tuple[int, int]:
     """Keep stdin/stdout for the protocol; point fd 0 at /dev/null and fd 1 at stderr.

@@ -154,6 +154,15 @@ class ToolCalls:
         self.not_pushed: Callable[[], str] = lambda: ""
         # pull mode: what read_messages returned and the agent has not acknowledged yet
         self._returned: list[Incoming] = []
+        self._long_polls: set[anyio.CancelScope] = set()  # read_messages calls that wait
+        self._input_closed = False
+
+    def input_closed(self) -> None:
+        """The client closed stdin: long polls (under way, or read before and not yet
+        started) answer with what they have."""
+        self._input_closed = True
+        for waiting in list(self._long_polls):
+            waiting.cancel()
 
     async def call(self, name: str, arguments: dict[str, Any]) -> tuple[str, bool]:
         """Run one tool; returns the result text and whether it is an error."""
@@ -256,11 +265,16 @@ class ToolCalls:
         self.holds.release(room)
         if items:
             items += await room.next_batch(0)
-        deadline = time.monotonic() + wait
-        while not items:
-            items = await room.next_batch(max(0.0, deadline - time.monotonic()))
-            if time.monotonic() >= deadline:
-                break
+        deadline = time.monotonic() + (0.0 if self._input_closed else wait)
+        with anyio.CancelScope() as waiting:
+            self._long_polls.add(waiting)  # the client closed stdin: answer now
+            try:
+                while not items:
+                    items = await room.next_batch(max(0.0, deadline - time.monotonic()))
+                    if time.monotonic() >= deadline:
+                        break
+            finally:
+                self._long_polls.discard(waiting)
         if not items:
             if self.settings.delivery != "pull":
                 return "No messages waiting (they arrive in your conversation by themselves)."
