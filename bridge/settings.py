@@ -280,6 +280,7 @@ class Settings:
         parse=_positive(float, 1.0),
         hint="use a number of seconds >= 1, e.g. 120")
     announce: bool = True  # publish our joined/left (not for an operator's `send --as`)
+    client: str = ""  # the MCP client, "NAME VERSION" from initialize's clientInfo
     max_bytes: int = setting(
         65536, env="BRIDGE_MAX_BYTES", flag="--max-bytes",
         doc="largest message text, in UTF-8 bytes",

@@ -157,11 +157,12 @@ async def test_who_table_and_json(agents, redis_server):
     assert table.returncode == 0, table.stderr
     header, *rows = table.stdout.splitlines()
     assert header.split() == ["NAME", "ROLE", "HOST", "DELIVERY", "JOINED", "LAST", "SEEN",
-                              "STATUS"]
+                              "STATUS", "CLIENT"]
     assert "\033[" not in table.stdout  # piped: no colour
     assert [row.split()[0] for row in rows] == ["alice", "bob"]
     assert "manager" in rows[0] and "channel" in rows[0] and "reviewing the plan" in rows[0]
     assert "developer" in rows[1] and "pull" in rows[1]
+    assert "bridge-tests 0" in rows[0]  # the MCP client, from initialize's clientInfo
     assert re.search(r"\d+s ago", rows[0])
 
     result = await bridge("who", "--json", "--redis", redis_server.url)
@@ -172,6 +173,7 @@ async def test_who_table_and_json(agents, redis_server):
     assert by_name["alice"]["role"] == "manager" and by_name["alice"]["status"] == \
         "reviewing the plan"
     assert by_name["bob"]["delivery"] == "pull" and by_name["alice"]["delivery"] == "channel"
+    assert by_name["alice"]["client"] == "bridge-tests 0"
     assert by_name["alice"]["joined_at"] <= by_name["alice"]["last_seen"] <= data["now"]
 
 
@@ -534,7 +536,8 @@ async def test_doctor_on_a_healthy_server(agents, redis_server):
     assert re.search(r"^ok +ACL: user default may run every command", out, re.M)
     assert re.search(r"^ok +AOF persistence is on, appendfsync everysec", out, re.M)
     assert re.search(r"^ok +clock skew against Redis TIME: [+-]\d+ ms", out, re.M)
-    assert re.search(r"^info +room main: 1 agent\(s\) \(alice\)", out, re.M)
+    assert re.search(r"^info +room main: 1 agent\(s\) \(alice \(bridge-tests 0\)\)", out,
+                     re.M)
     assert re.search(r"^warn +DISABLE_TELEMETRY is set", out, re.M)
     assert "--delivery pull" in out
 

@@ -68,7 +68,8 @@ async def test_a_forged_record_cannot_write_to_the_operators_terminal(agents, re
     name and the delivery too, which were printed raw."""
     await agents.start("alice")
     forge_record(r, "mallory", role=f"dev{NASTY}", host=f"h{NASTY}", pid=f"1{NASTY}",
-                 status=f"busy{NASTY}\nsecond line", delivery=f"push{NASTY}")
+                 status=f"busy{NASTY}\nsecond line", delivery=f"push{NASTY}",
+                 client=f"cli\x1f{NASTY}\nnext")
     forge_record(r, f"evil{NASTY}")  # a name bridge could never have written
 
     table = await bridge("who", "--redis", redis_server.url, env=cli_env())
@@ -79,6 +80,7 @@ async def test_a_forged_record_cannot_write_to_the_operators_terminal(agents, re
     assert "evil" not in table.stdout
     mallory = rows[1].split()
     assert mallory[3] == "?" and "second line" in rows[1]  # delivery neither push nor pull
+    assert "cli" in rows[1]  # the client (last), one line: the unit separator too
 
     data = json.loads((await bridge("who", "--json", "--redis", redis_server.url,
                                     env=cli_env())).stdout)
@@ -86,7 +88,8 @@ async def test_a_forged_record_cannot_write_to_the_operators_terminal(agents, re
     assert all(printable(str(value)) for agent in data["agents"] for value in agent.values())
 
     doctor = await bridge("doctor", "--redis", redis_server.url, env=cli_env(NO_COLOR="1"))
-    assert "alice, mallory" in doctor.stdout and printable(doctor.stdout + doctor.stderr)
+    assert "alice (bridge-tests 0), mallory (cli" in doctor.stdout
+    assert printable(doctor.stdout + doctor.stderr)
 
 
 async def test_name_taken_error_does_not_print_the_holders_raw_fields(redis_server, r):

@@ -102,6 +102,57 @@ async def test_duplicate_name_is_refused_with_holder(agents):
     assert "alice (you)" in await first.tool("list_participants")
 
 
+async def logged(agent: Agent, event: str) -> dict:
+    """The agent's first log line of ``event``, waited for (its stderr is a file)."""
+    with anyio.fail_after(20):
+        while not (found := [e for e in agent.log_events() if e.get("event") == event]):
+            assert agent.process.returncode is None, agent.stderr()[-2000:]
+            await anyio.sleep(0.05)
+    return found[0]
+
+
+async def test_a_second_server_of_the_same_client_serves_and_the_first_steps_aside(agents, r):
+    """A client that starts `bridge serve` twice for one agent (Gemini CLI's ACP mode does):
+    the same host, the same parent process (here: this test), the same clientInfo. The
+    newer one takes the name and serves; the older one steps aside and keeps serving its
+    tools, and takes the name back once the newer has left."""
+    key = "bridge:{main}:agent:alice"
+    first = await agents.start("alice", "--delivery", "pull", "--ttl", "1")
+    second = await agents.start("alice", "--delivery", "pull", "--ttl", "1")
+    assert r.hget(key, "pid") == str(second.process.pid).encode()
+    assert r.hget(key, "client") == b"bridge-tests 0"
+    assert (await logged(second, "sibling_claim_taken_over"))["old_pid"] == \
+        str(first.process.pid)
+    await logged(first, "stepped_aside")
+    bob = await agents.start("bob")
+    await bob.tool("send_message", to="alice", text="for the agent, once")
+    assert "for the agent, once" in await second.tool("read_messages", wait_seconds=10)
+    # the older one's tools still work, as alice
+    await first.tool("send_message", to="bob", text="from the first")
+    [push] = await bob.wait_messages(1)
+    assert push["meta"]["from"] == "alice" and push["content"] == "from the first"
+    assert first.process.returncode is None and "name_lost" not in first.stderr()
+    # the newer leaves: the older claims the name again at its next heartbeat
+    await second.close_stdin()
+    assert await second.wait_exit() == 0
+    await logged(first, "presence_lost")
+    with anyio.fail_after(10):
+        while r.hget(key, "pid") != str(first.process.pid).encode():
+            await anyio.sleep(0.05)
+
+
+async def test_a_server_of_another_client_or_without_one_is_still_refused(agents, r):
+    first = await agents.start("alice")
+    for client_info in ({}, {"name": "another-client", "version": "1"}):
+        other = await agents.start("alice", handshake=False)
+        await other.send_request(1, "initialize", {"protocolVersion": PROTOCOL_VERSION,
+                                                   "capabilities": {},
+                                                   "clientInfo": client_info})
+        assert await other.wait_exit() == 1
+        assert "already taken" in other.stderr()
+    assert r.hget("bridge:{main}:agent:alice", "pid") == str(first.process.pid).encode()
+
+
 async def test_name_is_free_again_after_leave(agents):
     first = await agents.start("alice")
     await first.close_stdin()

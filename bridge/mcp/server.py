@@ -29,6 +29,7 @@ from bridge.mcp.stdio import PipeTransport, pipe_transport
 from bridge.mcp.tools import ToolCalls, listed
 from bridge.redis.subscriber import Backoff
 from bridge.room.connection import Room
+from bridge.room.presence_records import MAX_CLIENT
 from bridge.settings import Settings
 from bridge.transcript import Transcript
 
@@ -127,6 +128,8 @@ class BridgeServer:
         is answered once the first attempt has ended: with Redis up, an answered initialize
         means the agent is in the room; with Redis down, the client is not kept waiting."""
         client = params.get("clientInfo")
+        self._use(replace(self.settings, client=client_label(client)))
+        log.info("client", client=self.settings.client or "(no clientInfo)")
         if codex.is_codex(client) and self.settings.delivery != "pull":
             self._use(replace(self.settings, delivery="codex"))
             log.info("delivery", path="codex", reason="the client is Codex (clientInfo); "
@@ -268,6 +271,15 @@ class BridgeServer:
     def _abandon_sends(self) -> None:
         if self._room is not None:
             self._room.abandon_sends()
+
+def client_label(client: Any) -> str:
+    """"NAME VERSION" of initialize's clientInfo, one bounded printable line ("" if none)."""
+    if not isinstance(client, dict):
+        return ""
+    parts = [client.get("name"), client.get("version")]
+    text = " ".join(part for part in parts if isinstance(part, str) and part)
+    return " ".join("".join(c if c.isprintable() else " " for c in text).split())[:MAX_CLIENT]
+
 
 async def first_of(*events: anyio.Event) -> None:
     """Wait until one of ``events`` is set."""

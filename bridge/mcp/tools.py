@@ -244,7 +244,8 @@ class ToolCalls:
     def _participant_line(self, now: int, p: Participant) -> str:
         you = " (you)" if p.name == self.settings.name else ""
         return (f"- {p.name}{you}: role {p.role or '-'}, host {p.host}, "
-                f"status {p.status or '-'}, delivery {p.delivery}, last seen "
+                f"status {p.status or '-'}, delivery {p.delivery}"
+                f"{f' ({p.client})' if p.client else ''}, last seen "
                 f"{ago(now, p.last_seen)}")
 
     async def read_messages(self, arguments: dict[str, Any]) -> str:

@@ -137,7 +137,9 @@ async def who(settings: Settings, *, as_json: bool, all_rooms: bool,
             hint = ("; rooms with agents: " + ", ".join(f"{s.room} ({s.agents})" for s in others)
                     + ". Use --room NAME") if others else ""
             raise BridgeError(f"no agents in room {settings.room!r}{hint}")
-        Terminal(out).table(["NAME", "ROLE", "HOST", "DELIVERY", "JOINED", "LAST SEEN", "STATUS"],
+        # the client last: a narrow terminal cuts it before the status
+        Terminal(out).table(["NAME", "ROLE", "HOST", "DELIVERY", "JOINED", "LAST SEEN", "STATUS",
+                             "CLIENT"],
                             [_who_row(p, now) for p in people])
     return 0
 
@@ -147,7 +149,8 @@ def _who_row(p: Participant, now: int) -> list[str]:
     # reach the terminal, so that no later change to reading can let an escape through
     name = f"{MARKERS[p.problem]} {p.name}" if p.problem else p.name
     return [clean(name), clean(p.role), clean(p.host), clean(p.delivery) or "-",
-            ago(p.joined_at, now), ago(p.last_seen, now), clean(p.status)]
+            ago(p.joined_at, now), ago(p.last_seen, now), clean(p.status),
+            clean(p.client) or "-"]
 
 
 def _who_record(p: Participant, *, signed: bool) -> dict[str, Any]:

@@ -264,7 +264,8 @@ class Doctor:
             self.report(Check("fail", f"room {self.settings.room}: cannot list it ({e})",
                               "see the ACL and functions lines above"))
             return
-        names = ", ".join(p.name for p in people) or "nobody"
+        names = ", ".join(p.name + (f" ({p.client})" if p.client else "") for p in people) \
+            or "nobody"
         self.report(Check("info", f"room {self.settings.room}: {len(people)} agent(s) "
                                   f"({names}), {messages} message(s) in the log"))
 

@@ -58,6 +58,9 @@ class Room:
                                     Durability.of(settings))
         self.sender = Sender(settings, self.gate.signer, self._sends.call, self._who_is_here)
         self._primed = False
+        # a newer `bridge serve` of our own client holds our name (presence.sibling): we
+        # keep serving, without presence, and claim the name again once it has left
+        self.stepped_aside = False
 
     # ---------------------------------------------------------------- lifecycle
     @classmethod
@@ -110,7 +113,9 @@ class Room:
             await self.cursor.flush_last()
             await self.presence.leave()
             log.info("left", name=self.name, room=self.settings.room)
-            if self.settings.announce:  # an operator's `send --as` keeps the name's claims
+            # an operator's `send --as` keeps the name's claims; one that stepped aside leaves
+            # them to the sibling that holds the name
+            if self.settings.announce and not self.stepped_aside:
                 await self.claims.release_all(self.name)
         except (RedisError, OSError) as e:
             log.warning("leave_failed", error=str(e))
@@ -250,10 +255,18 @@ class Room:
             await anyio.sleep(interval)
             try:
                 if not await self.presence.heartbeat():
+                    if await self.presence.held_by_sibling():
+                        if not self.stepped_aside:
+                            log.warning("stepped_aside", name=self.name, hint="a newer bridge "
+                                        "serve of this same client holds the name; this one "
+                                        "keeps serving and takes it back once that one left")
+                        self.stepped_aside = True
+                        continue
                     log.warning("presence_lost", name=self.name,
                                 hint="our record expired or was taken; claiming it again")
                     async with self.receiver.reading:
                         await self._claim()
+                    self.stepped_aside = False
                 if self.claims.may_hold(self.name):  # one call, only while it has claims
                     await self.claims.renew(self.name)
             except NameTaken as e:

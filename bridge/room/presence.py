@@ -44,6 +44,30 @@ from bridge.settings import MAX_TTL, Settings
 log = structlog.get_logger("bridge.presence")
 
 
+def _stat(pid: int) -> tuple[int, int] | None:
+    """(parent pid, start time in clock ticks since boot) of a process, from /proc (Linux);
+    None where that cannot be read."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as file:
+            stat = file.read().decode(errors="replace")
+        fields = stat[stat.rindex(")") + 2:].split()  # after "PID (COMM) ": STATE PPID ...
+        return int(fields[1]), int(fields[19])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def sibling(pid: int) -> int:
+    """Whether process ``pid`` is another `bridge serve` of our own client: a child of our
+    parent (a client that starts its MCP server twice for one agent, as Gemini CLI's ACP
+    mode does). 1: a sibling started before us, -1: after us, 0: no sibling (or not
+    known: no /proc)."""
+    theirs, ours = _stat(pid), _stat(os.getpid())
+    if pid == os.getpid() or theirs is None or ours is None or theirs[0] != ours[0] \
+            or theirs[0] <= 1:  # (orphans of different clients share init as their parent)
+        return 0
+    return 1 if (theirs[1], pid) < (ours[1], os.getpid()) else -1
+
+
 def _process_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -120,7 +144,7 @@ class Presence:
         return {"name": self.name, "role": self.settings.role, "host": self.host,
                 "pid": str(os.getpid()), "session": self.session,
                 "delivery": self.settings.delivery, "status": self.status,
-                "version": __version__, "ttl": str(self.ttl_ms)}
+                "version": __version__, "ttl": str(self.ttl_ms), "client": self.settings.client}
 
     def _record_sig(self) -> str:
         if self.signer is None:
@@ -141,6 +165,14 @@ class Presence:
             host, pid, session = (part.decode(errors="replace") for part in reply[1:4])
             if host == self.host and pid_text(pid) != "?" and not _process_alive(int(pid)):
                 log.info("stale_claim_taken_over", name=self.name, old_pid=pid_text(pid))
+                reply = await self._try_claim(stale_session=session)
+            elif (host == self.host and pid_text(pid) != "?" and sibling(int(pid)) == 1
+                  and await self._same_client()):
+                # the same client started us after it: the newer one serves (the older steps
+                # aside, Room._heartbeat_forever), as the client now talks to us
+                log.info("sibling_claim_taken_over", name=self.name, old_pid=pid_text(pid),
+                         hint="this client started a second bridge serve for the agent: "
+                              "this one serves it now, the first steps aside")
                 reply = await self._try_claim(stale_session=session)
         if int(reply[0]) == 0:
             host, pid = (part.decode(errors="replace") for part in reply[1:3])
@@ -171,6 +203,24 @@ class Presence:
             away_ms=self.away_ms, events=self.keys.events,
             publish=self.publish, joined_event=self._announced("joined"),
             stale_session=stale_session, new_epoch=uuid.uuid4().hex, record=tuple(record)))
+
+    async def _same_client(self) -> bool:
+        """Whether our name's holder was started by an MCP client of our own kind (its
+        clientInfo, in its record): with the parent pid, what says "the same client"."""
+        if not self.settings.client:  # (`bridge send --as`, a client that names none)
+            return False
+        theirs = await self.redis.hget(self.keys.agent(self.name), "client")
+        return isinstance(theirs, bytes) and theirs.decode(errors="replace") == \
+            self.settings.client
+
+    async def held_by_sibling(self) -> bool:
+        """Whether our name is held by a newer `bridge serve` of our own client (see
+        ``sibling``)."""
+        host, pid = await self.redis.hmget(self.keys.agent(self.name), ["host", "pid"])
+        host_text = host.decode(errors="replace") if isinstance(host, bytes) else ""
+        pid_value = pid_text(pid.decode(errors="replace")) if isinstance(pid, bytes) else "?"
+        return (host_text == self.host and pid_value != "?" and sibling(int(pid_value)) == -1
+                and await self._same_client())
 
     async def heartbeat(self) -> bool:
         """Refresh our record, and prune expired peers.

@@ -69,26 +69,33 @@ PRUNE = Script("prune", RosterCall, _PRUNE + "return pruned")
 # bridge writes, so a record of megabytes written by hand never crosses the wire; a stale one
 # is pruned, not listed. Returns {now, records, pruned names}.
 LIST_FIELDS = ("name", "role", "host", "pid", "status", "delivery", "joined_at", "last_seen",
-               "session", "version", "ttl", "sig")
-LIST = Script("list", RosterCall, _PRUNE + """
+               "session", "version", "ttl", "sig", "client")
+# how much of each (LIST_FIELDS order) is read: a record of megabytes written by hand is cut
+LIST_LIMITS = (64, 256, 512, 32, 800, 16, 20, 20, 64, 64, 20, 160, 128)
+FREE_TEXT = ("status", "client")  # fields in which the separator (0x1f) is replaced
+LIST = Script("list", RosterCall, _PRUNE + f"""
+local LIMITS = {{{", ".join(map(str, LIST_LIMITS))}}}
+local FREE_TEXT = {{{", ".join(str(LIST_FIELDS.index(name) + 1) for name in FREE_TEXT)}}}
+""" + """
 local US, out = string.char(31), {}
-local LIMITS = {64, 256, 512, 32, 800, 16, 20, 20, 64, 64, 20, 160}
 for _, name in ipairs(redis.call('ZRANGE', agents_key, 0, -1)) do
   local key = agent_prefix .. name
   local record = redis.call('HMGET', key, 'name', 'role', 'host', 'pid', 'status',
-    'delivery', 'joined_at', 'last_seen', 'session', 'version', 'ttl', 'sig')
+    'delivery', 'joined_at', 'last_seen', 'session', 'version', 'ttl', 'sig', 'client')
   if record[1] then
     if lapses_in(key, record[8], record[11]) == 0 then
       prune(name)
     else
       record[1] = name
-      for i = 1, 12 do
+      for i = 1, 13 do
         local value = record[i] or ''
         if #value > LIMITS[i] then value = string.sub(value, 1, LIMITS[i]) end
         record[i] = value
       end
-      if string.find(record[5], US, 1, true) then  -- a status is free text
-        record[5] = (string.gsub(record[5], US, ' '))
+      for _, i in ipairs(FREE_TEXT) do
+        if string.find(record[i], US, 1, true) then
+          record[i] = (string.gsub(record[i], US, ' '))
+        end
       end
       out[#out + 1] = table.concat(record, US)
     end
@@ -246,6 +253,9 @@ return 1
 SCRIPTS = (CLAIM, HEARTBEAT, LEAVE, SET_STATUS, PRUNE, LIST)
 
 
+MAX_CLIENT = 64  # a client's "NAME VERSION", as shown
+
+
 def pid_text(text: str) -> str:
     """A pid as written by a peer: digits, or '?'."""
     return text if 0 < len(text) <= MAX_PID and text.isascii() and text.isdigit() else "?"
@@ -270,6 +280,7 @@ class Participant:
     joined_at: int  # ms since epoch, Redis clock
     last_seen: int
     problem: str = ""
+    client: str = ""  # "NAME VERSION" of its MCP client (unsigned: a label, not a claim)
 
     @classmethod
     def from_fields(cls, joined: bytes, signer: Signer | None = None) -> Participant | None:
@@ -290,4 +301,4 @@ class Participant:
                 "presence", [signed[field] for field in PRESENCE_FIELDS], signed["sig"]) or ""
         return cls(name, bounded(role, MAX_ROLE), bounded(host, MAX_HOST), pid_text(pid),
                    bounded(status, MAX_STATUS), delivery if delivery in DELIVERY_PATHS else "?",
-                   _ms(joined_at), _ms(last_seen), problem)
+                   _ms(joined_at), _ms(last_seen), problem, bounded(fields[12], MAX_CLIENT))

@@ -13,13 +13,10 @@ from typing import Any
 from redis.asyncio import Redis
 
 from bridge.room.keys import Keys
-from bridge.room.presence_records import LIST_FIELDS, Participant
+from bridge.room.presence_records import FREE_TEXT, LIST_FIELDS, LIST_LIMITS, Participant
 from bridge.room.signing import Signer
 from bridge.settings import MAX_TTL
 
-# the LIST script's bounds per field (LIST_FIELDS order): a record of megabytes written by
-# hand is cut here as it is there
-LIMITS = (64, 256, 512, 32, 800, 16, 20, 20, 64, 64, 20, 160)
 MAX_AGENTS = 5000  # a watcher shows at most this many
 
 
@@ -57,8 +54,10 @@ async def read_roster(redis: Redis, room: str,
         if record[0] is None or lapsed(now, record[7], record[10], pttl):
             continue
         fields = [name.encode(), *(value or b"" for value in record[1:])]
-        fields = [value[:limit] for value, limit in zip(fields, LIMITS, strict=True)]
-        fields[4] = fields[4].replace(b"\x1f", b" ")  # a status is free text
+        fields = [value[:limit] for value, limit in zip(fields, LIST_LIMITS, strict=True)]
+        for free in FREE_TEXT:  # the LIST script's cut, exactly (a record written by hand)
+            at = LIST_FIELDS.index(free)
+            fields[at] = fields[at].replace(b"\x1f", b" ")
         person = Participant.from_fields(b"\x1f".join(fields), signer)
         if person is not None:
             people.append(person)

@@ -52,7 +52,8 @@ def frame(kind: str, data: Any, entry_id: str = "") -> bytes:
 
 def agent_record(person: Participant) -> dict[str, Any]:
     return {"name": person.name, "role": person.role, "host": person.host,
-            "delivery": person.delivery or "-", "status": person.status,
+            "delivery": person.delivery or "-", "client": person.client or "-",
+            "status": person.status,
             "joined_at": person.joined_at, "last_seen": person.last_seen,
             "problem": person.problem, "marker": MARKERS.get(person.problem, "")}
 

@@ -176,7 +176,9 @@ function showAgents(data) {
     const seen = el("td", {class: "seen", "data-ms": String(a.last_seen)});
     return el("tr", {"data-name": a.name, class: a.marker ? "flagged" : ""},
       el("td", {}, a.marker ? el("span", {class: "marker", text: a.marker}) : null, name),
-      el("td", {text: a.role}), el("td", {text: a.host}), el("td", {text: a.delivery}),
+      el("td", {text: a.role}), el("td", {text: a.host}),
+      el("td", {class: "delivery", title: a.client === "-" ? "" : "client: " + a.client}, a.delivery,
+        a.client && a.client !== "-" ? el("div", {class: "client", text: a.client}) : null),
       el("td", {class: "status", text: a.status}), seen);
   }));
   $("agent-count").textContent = String(data.agents.length);
