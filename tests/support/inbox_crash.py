@@ -45,7 +45,8 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from claude_driver import Instance, Run, isolate_network, load_log, texts  # noqa: E402
 from ports import free_port  # noqa: E402
 
-BUSY_SECONDS = 25  # the first session's model takes this long over its first prompt
+BUSY_SECONDS = 45  # the first session's model takes this long over its first prompt: the
+# five messages must be queued within it (a loaded CI run took 27 s; 25 s was too short once)
 MARKERS = [f"CRASH-M{i}" for i in range(1, 7)]
 STEP_TIMEOUT = 60.0
 Json = dict[str, Any]
