@@ -43,7 +43,7 @@ TMUX_TIMEOUT = 30.0
 CLIENTS = ("claude", "codex")  # the first is the default
 SPEC_HINT = "write NAME:ROLE or NAME:ROLE:CLIENT, e.g. alice:developer or dave:developer:codex"
 BRIDGE_TOOLS = ("send_message", "list_participants", "read_messages", "set_status", "task",
-                "tasks")
+                "tasks", "claims")
 PROMPT_FILE = "bridge-first-prompt.md"  # in a Codex agent's home
 
 
