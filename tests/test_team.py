@@ -564,7 +564,7 @@ def test_a_codex_pane_starts_codex_with_the_home_bridge_team_wrote(
     assert prompt.startswith("You are dave, the developer, in bridge room mixed. The team: "
                              "carol (manager), alice (developer), dave (developer). Your bridge "
                              "tools are send_message, list_participants, read_messages, "
-                             "set_status, task and tasks, of the MCP server bridge "
+                             "set_status, task, tasks and claims, of the MCP server bridge "
                              "(mcp__bridge).")
     assert (PROMPTS / "developer.md").read_text().strip() in prompt
     assert prompt.endswith("Start now: call list_participants once (that also tells bridge "
