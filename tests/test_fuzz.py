@@ -232,8 +232,8 @@ def test_presence_record_from_random_bytes(raw):
 
 
 @FUZZ
-@example(["bob", "", "h", "1", "", "push", "²", "1", "s", "v", "15", ""])
-@example(["bob", "", "h", "1", "", "push", "1", "9" * 5000, "s", "v", "15", ""])
+@example(["bob", "", "h", "1", "", "push", "²", "1", "s", "v", "15", "", "client 1"])
+@example(["bob", "", "h", "1", "", "push", "1", "9" * 5000, "s", "v", "15", "", "\x1b[2J"])
 @given(st.lists(record_fields, min_size=len(LIST_FIELDS), max_size=len(LIST_FIELDS)))
 def test_presence_record_with_hostile_fields(fields):
     """One field of each kind written by hand: the name, the texts, the numbers (a joined_at
