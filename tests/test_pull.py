@@ -193,3 +193,56 @@ async def test_numbers_that_are_not_seconds_are_refused(agents):
         assert "wait_seconds must be a number of seconds from 0 to 300" in \
             result["content"][0]["text"]
     assert await bob.request("ping", timeout=5) == {}  # still serving
+
+
+async def initialized_as(agents, name: str, client_info: dict, capabilities: dict, *args: str):
+    """An agent whose client introduces itself with ``client_info`` and ``capabilities``."""
+    from tests.support.mcp_client import PROTOCOL_VERSION
+
+    agent = await agents.start(name, *args, handshake=False)
+    agent.initialize_result = await agent.request("initialize", {
+        "protocolVersion": PROTOCOL_VERSION, "capabilities": capabilities,
+        "clientInfo": client_info})
+    await agent.notify("notifications/initialized")
+    return agent
+
+
+def delivery_logged(agent) -> list[dict]:
+    return [e for e in agent.log_events() if e.get("event") == "delivery"]
+
+
+async def test_under_auto_a_client_that_shows_no_channel_gets_pull_and_loses_nothing(agents):
+    """Without Claude Code's inbox, --delivery auto used to push channel notifications to any
+    client: one that drops them (Gemini CLI, Cursor, …) lost the messages, while the cursor
+    moved past them. Now only Claude Code, or a client that declares claude/channel, gets the
+    channel; any other reads with read_messages."""
+    alice = await agents.start("alice")
+    gem = await initialized_as(agents, "gem", {"name": "gemini-cli-mcp-client",
+                                               "version": "0.61.0"}, {"roots": {}})
+    assert delivery_logged(gem)[-1]["path"] == "pull"
+    assert "Gemini CLI (gemini-cli-mcp-client 0.61.0)" in delivery_logged(gem)[-1]["reason"]
+    assert "read_messages(wait_seconds=30)" in gem.initialize_result["instructions"]
+    other = await initialized_as(agents, "ed", {"name": "some-editor", "version": "3"}, {})
+    assert delivery_logged(other)[-1]["path"] == "pull"
+    for name in ("gem", "ed"):
+        await alice.tool("send_message", to=name, text=f"for {name}")
+    assert "for gem" in await gem.tool("read_messages", wait_seconds=10)
+    assert "for ed" in await other.tool("read_messages", wait_seconds=10)
+    assert gem.channel(None) == [] and other.channel(None) == []
+    assert "delivery pull (gemini-cli-mcp-client 0.61.0)" in await alice.tool(
+        "list_participants")
+
+
+async def test_claude_code_or_a_declared_channel_or_an_explicit_flag_keeps_the_channel(agents):
+    alice = await agents.start("alice")
+    claude = await initialized_as(agents, "cc", {"name": "claude-code", "version": "2.1.328"},
+                                  {"roots": {}})
+    declared = await initialized_as(agents, "dc", {"name": "x", "version": "1"},
+                                    {"experimental": {"claude/channel": {}}})
+    asked = await initialized_as(agents, "ask", {"name": "y", "version": "1"}, {},
+                                 "--delivery", "channel")
+    for agent in (claude, declared, asked):
+        assert [e["path"] for e in delivery_logged(agent)] == ["channel"]
+        await alice.tool("send_message", to=agent.name, text=f"to {agent.name}")
+        [push] = await agent.wait_messages(1)
+        assert push["content"] == f"to {agent.name}"

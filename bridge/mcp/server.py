@@ -88,8 +88,10 @@ class BridgeServer:
     that is down then (a laptop waking before its network, a team host booting before the
     Redis host) is retried with backoff, and the tools say so."""
 
-    def __init__(self, settings: Settings, transport: PipeTransport) -> None:
+    def __init__(self, settings: Settings, transport: PipeTransport, *,
+                 chosen: bool = False) -> None:
         self.settings = settings
+        self.chosen = chosen  # the path was chosen (--delivery auto), not asked for
         self.transport = transport
         self._room: Room | None = None
         self._connected = anyio.Event()
@@ -103,7 +105,7 @@ class BridgeServer:
         self.tools = ToolCalls(settings, self.holds, self.live_room, lambda: self._room)
         info = ServerInfo(name="bridge", version=__version__,
                           instructions=instructions(settings), tools=listed(settings),
-                          experimental={"claude/channel": {}})
+                          experimental={CHANNEL_CAPABILITY: {}})
         self.session = Session(info, self.tools.call, transport.write_reply,
                                before_initialize=self._join, saw_call_meta=self._saw_meta)
         self.codex_turn: codex.Turn | None = None  # the thread a Codex client serves
@@ -139,6 +141,11 @@ class BridgeServer:
             self.fatal = SettingsError(  # connect_forever stops the server with it
                 f"--delivery codex / BRIDGE_DELIVERY=codex, but the client is not Codex "
                 f"(clientInfo {str(client)[:100]}): use --delivery auto")
+        elif self.settings.delivery == "channel" and self.chosen and not takes_channel(params):
+            # the fallback for a Claude Code without its inbox; another client would drop the
+            # notifications while the cursor moved past them
+            self._use(replace(self.settings, delivery="pull"))
+            log.info("delivery", path="pull", reason=pull_reason(client))
         self._join_asked.set()
         # answered once the first attempt has ended, or at once when the client has closed
         # stdin (it is still owed the answer: initialize first)
@@ -272,6 +279,28 @@ class BridgeServer:
         if self._room is not None:
             self._room.abandon_sends()
 
+CHANNEL_CAPABILITY = "claude/channel"
+
+
+def takes_channel(params: dict[str, Any]) -> bool:
+    """Whether the client shows channel notifications: Claude Code (which says nothing of
+    it in its capabilities), or a client that declares ``experimental["claude/channel"]``."""
+    client, capabilities = params.get("clientInfo"), params.get("capabilities")
+    experimental = capabilities.get("experimental") if isinstance(capabilities, dict) else None
+    return (isinstance(client, dict) and client.get("name") == "claude-code") or (
+        isinstance(experimental, dict) and CHANNEL_CAPABILITY in experimental)
+
+
+def pull_reason(client: Any) -> str:
+    """Why a client that is neither Claude Code, Codex nor OpenCode is not pushed to."""
+    label = client_label(client) or "a client with no clientInfo"
+    if isinstance(client, dict) and client.get("name") == "gemini-cli-mcp-client":
+        return (f"the client is Gemini CLI ({label}): no door into its session that bridge "
+                f"can open by itself (docs/gemini.md); the agent reads with read_messages")
+    return (f"the client is not Claude Code ({label}): it would drop channel notifications; "
+            f"the agent reads with read_messages")
+
+
 def client_label(client: Any) -> str:
     """"NAME VERSION" of initialize's clientInfo, one bounded printable line ("" if none)."""
     if not isinstance(client, dict):
@@ -307,14 +336,15 @@ def take_stdio() -> tuple[int, int]:
 
 
 async def serve(settings: Settings) -> None:
-    path, why = choose(settings.delivery, codex_bin=settings.codex_bin)
+    requested = settings.delivery
+    path, why = choose(requested, codex_bin=settings.codex_bin)
     settings = replace(settings, delivery=path)
     log.info("delivery", path=path, reason=why)
     shutdown = Shutdown()
     shutdown.install()
     protocol_in, protocol_out = take_stdio()
     async with pipe_transport(protocol_in, protocol_out) as transport:
-        app = BridgeServer(settings, transport)
+        app = BridgeServer(settings, transport, chosen=path != requested)
         async with anyio.create_task_group() as tg:
             tg.start_soon(app.connect_forever, tg.cancel_scope)
             await app.serve_client(shutdown)

@@ -124,7 +124,10 @@ class Agent:
 
     async def handshake(self) -> None:
         self.initialize_result = await self.request("initialize", {
-            "protocolVersion": PROTOCOL_VERSION, "capabilities": {},
+            # it reads channel notifications, and says so: a client that does not is not
+            # pushed to through the channel (bridge.mcp.server.takes_channel)
+            "protocolVersion": PROTOCOL_VERSION,
+            "capabilities": {"experimental": {"claude/channel": {}}},
             "clientInfo": {"name": "bridge-tests", "version": "0"},
         })
         await self.notify("notifications/initialized")
