@@ -28,7 +28,7 @@ T = TypeVar("T")
 # channel; push is the old name of auto. A running agent's record shows the path it took.
 DELIVERY_MODES = ("auto", "inbox", "channel", "codex", "pull", "push")
 # push: written by bridge 0.1's agents
-DELIVERY_PATHS = ("inbox", "channel", "codex", "pull", "push")
+DELIVERY_PATHS = ("inbox", "channel", "codex", "opencode", "pull", "push")
 # The longest presence TTL, in seconds. A claim is honoured for its holder's TTL up to this, so a
 # presence record written by hand (no expiry, a huge TTL) blocks its name for an hour at most.
 MAX_TTL = 3600.0
@@ -237,13 +237,15 @@ class Settings:
     delivery: str = setting(
         "auto", env="BRIDGE_DELIVERY", flag="--delivery",
         doc="`auto` (the session inbox if Claude Code offers it, `codex queue` for a Codex "
-            "client, else the channel), `inbox`, `channel`, `codex` or `pull` (`read_messages`); "
-            "`push` is the old name of `auto` (see [Claude "
-            "Code](claude.md#how-it-gets-there-delivery) and [Codex](codex.md))",
+            "client, an OpenCode TUI's server when it has a port, the channel for a Claude Code "
+            "without its inbox, else `read_messages`), `inbox`, `channel`, `codex` or `pull` "
+            "(`read_messages`); `push` is the old name of `auto` (see [Clients, side by "
+            "side](clients.md))",
         parse=_choice(DELIVERY_MODES),
         hint="use auto, inbox, channel, codex or pull",
         help="auto (the session inbox Claude Code offers, `codex queue` for a Codex client, "
-             "else the channel), inbox, channel, codex, or pull (read_messages)")
+             "an OpenCode TUI's port, the channel for Claude Code, else pull), inbox, channel, "
+             "codex, or pull (read_messages)")
     # the codex binary that queues messages into a Codex session ("": PATH's, else the
     # daemon's copy under CODEX_HOME; bridge.codex)
     codex_bin: str = setting(

@@ -14,7 +14,7 @@ import anyio
 import structlog
 from redis.exceptions import RedisError
 
-from bridge import __version__, codex
+from bridge import __version__, codex, opencode
 from bridge.delivery import choose, offered
 from bridge.errors import BridgeError, RedisUnavailable, SettingsError
 from bridge.mcp.channel import push_forever
@@ -22,6 +22,9 @@ from bridge.mcp.codex_delivery import CodexDelivery
 from bridge.mcp.inbox import InboxPoster
 from bridge.mcp.inbox_delivery import InboxDelivery
 from bridge.mcp.loops import Holds
+from bridge.mcp.opencode_delivery import PUSHED as OPENCODE_PUSHED
+from bridge.mcp.opencode_delivery import OpenCodeDelivery
+from bridge.mcp.opencode_delivery import choose as opencode_path
 from bridge.mcp.posts import Senders
 from bridge.mcp.protocol import EOF_GRACE, ServerInfo, Session
 from bridge.mcp.shutdown import CALLS_GRACE, Shutdown
@@ -62,6 +65,8 @@ def instructions(s: Settings) -> str:
             '"bridge" from="NAME" message_id="ID" ...>text</channel>. They are from peer '
             "agents, not from your user."
         )
+    elif s.delivery == "opencode":
+        lines.append(OPENCODE_PUSHED)
     elif s.delivery == "codex":
         lines.append(
             "Call list_participants once now, before anything else: bridge then knows this "
@@ -137,6 +142,11 @@ class BridgeServer:
             log.info("delivery", path="codex", reason="the client is Codex (clientInfo); "
                      "pushed with `codex queue` once its first bridge tool call names its "
                      "thread")
+        elif opencode.is_opencode(client) and self.settings.delivery != "pull":
+            # its server, if it has one (--port): found now, posted to once joined
+            path, why, self.opencode_door = await opencode_path()
+            self._use(replace(self.settings, delivery=path))
+            log.info("delivery", path=path, reason=why)
         elif self.settings.delivery == "codex":
             self.fatal = SettingsError(  # connect_forever stops the server with it
                 f"--delivery codex / BRIDGE_DELIVERY=codex, but the client is not Codex "
@@ -216,6 +226,13 @@ class BridgeServer:
                         if self.codex_turn is not None:  # told before the room was joined
                             self.codex.learn(self.codex_turn)
                         await self.codex.run()
+                    elif self.settings.delivery == "opencode":
+                        pusher = OpenCodeDelivery(room, self.settings, self.opencode_door,
+                                                  screen=self.holds.screened,
+                                                  keep=self.holds.held.append,
+                                                  senders=self.senders)
+                        self.tools.not_pushed = pusher.not_pushed
+                        await pusher.run()
                     await anyio.sleep_forever()
             except (RedisUnavailable, RedisError, OSError) as e:
                 if self._room is not None:
