@@ -13,7 +13,7 @@ def team_flags(parser: argparse.ArgumentParser) -> None:
 
     parser.add_argument("agents", nargs="*", metavar="NAME:ROLE[:CLIENT]",
                         help="e.g. carol:manager alice:developer dave:developer:codex (CLIENT: "
-                             "claude, the default, or codex)")
+                             "claude, the default, codex or opencode)")
     parser.add_argument("--agents", dest="more_agents", action="append", default=[],
                         metavar="'NAME:ROLE[:CLIENT] ...'",
                         help="agents as one space-separated string")
@@ -25,6 +25,9 @@ def team_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--codex", dest="codex_cli", metavar="PATH",
                         help="the Codex CLI, for agents named NAME:ROLE:codex (default: codex "
                              "on PATH)")
+    parser.add_argument("--opencode", metavar="PATH",
+                        help="the OpenCode CLI, for agents named NAME:ROLE:opencode (default: "
+                             "opencode on PATH)")
     parser.add_argument("--workdir", metavar="DIR",
                         help="the folder every agent works in (default: the current one)")
     parser.add_argument("--prompt-dir", dest="prompt_dir", metavar="DIR",
@@ -46,4 +49,4 @@ def run_team(args: argparse.Namespace) -> int:
     return launch([*args.more_agents, *args.agents], room=settings_of(args).room,
                   session=args.session, claude=args.claude, workdir=args.workdir,
                   prompt_dir=args.prompt_dir, dry_run=args.dry_run, channel=args.channel,
-                  attach=args.attach, codex_cli=args.codex_cli)
+                  attach=args.attach, codex_cli=args.codex_cli, opencode=args.opencode)

@@ -9,7 +9,9 @@ prompt appended to the system prompt. Messages reach it through Claude Code's se
 then asks to confirm it once. An agent NAME:ROLE:codex runs OpenAI's Codex CLI with a Codex
 home of its own (bridge/ops/codex_home.py), whose config.toml registers the same `bridge
 serve`, and its role prompt as the first prompt: its first bridge tool call tells bridge the
-session's thread, and from then on messages wake it through `codex queue`. One more pane runs
+session's thread, and from then on messages wake it through `codex queue`. An agent
+NAME:ROLE:opencode runs OpenCode's TUI with a port of its own, which bridge pushes into
+(bridge/ops/opencode_team.py). One more pane runs
 `bridge tail`. The tmux server is a dedicated one (`tmux -L SESSION`), started by this
 command, so every pane inherits this command's environment (ANTHROPIC_BASE_URL,
 ANTHROPIC_API_KEY, BRIDGE_REDIS_URL, ...): an already running tmux server would keep its own.
@@ -31,7 +33,7 @@ from typing import TextIO
 
 from bridge import codex
 from bridge.errors import BridgeError, SettingsError
-from bridge.ops import codex_home
+from bridge.ops import codex_home, opencode_team
 from bridge.redis.embedded import EmbeddedRedis
 from bridge.room.keys import NAME_PATTERN
 
@@ -40,7 +42,7 @@ SESSION_PATTERN = re.compile(r"^[A-Za-z0-9_-]{1,64}$")  # tmux forbids ':' and '
 WINDOW = "team"
 NAME_HINT = "use 1-32 of a-z 0-9 _ . - starting with a letter or digit"
 TMUX_TIMEOUT = 30.0
-CLIENTS = ("claude", "codex")  # the first is the default
+CLIENTS = ("claude", "codex", "opencode")  # the first is the default
 SPEC_HINT = "write NAME:ROLE or NAME:ROLE:CLIENT, e.g. alice:developer or dave:developer:codex"
 BRIDGE_TOOLS = ("send_message", "list_participants", "read_messages", "set_status", "task",
                 "tasks", "claims")
@@ -78,7 +80,8 @@ def parse_members(specs: Iterable[str], prompt_dir: Path | None = None) -> tuple
         name, role, client = (*parts, CLIENTS[0]) if len(parts) == 2 else parts
         if client not in CLIENTS:
             raise SettingsError(f"bad client {client!r} in {spec!r}: use claude (Claude Code, "
-                                f"the default) or codex (OpenAI's Codex CLI)")
+                                f"the default), codex (OpenAI's Codex CLI) or opencode "
+                                f"(OpenCode); a Gemini CLI joins by hand (docs/clients.md)")
         if not NAME_PATTERN.match(name):
             raise SettingsError(f"bad agent name {name!r} in {spec!r}: {NAME_HINT}")
         if not NAME_PATTERN.match(role):
@@ -153,6 +156,9 @@ class Team:
     codex: str = "codex"
     homes: Path = Path("codex")  # the Codex agents' homes: homes/ROOM/NAME
     passed: tuple[str, ...] = ("CODEX_HOME",)  # what the Codex agents' bridges get (env_vars)
+    opencode: str = "opencode"
+    opencode_folders: Path = Path("opencode")  # the OpenCode agents' folders: ROOM/NAME
+    ports: tuple[tuple[str, int], ...] = ()  # an OpenCode agent's TUI port, by name
 
     def mcp_config(self, member: Member) -> str:
         server = {"type": "stdio", "command": self.bridge[0],
@@ -206,9 +212,23 @@ class Team:
                 f"\n\nStart now: call list_participants once (that also tells bridge where to "
                 f"deliver your teammates' messages), then work as your role says.")
 
+    def opencode_folder(self, member: Member) -> Path:
+        return self.opencode_folders / self.room / member.name
+
     def command(self, member: Member) -> list[str]:
+        if member.client == "opencode":
+            return opencode_team.command(self.opencode, self.opencode_folder(member),
+                                         dict(self.ports)[member.name])
         return self.codex_command(member) if member.client == "codex" else \
             self.claude_command(member)
+
+    def prepare_opencode(self, member: Member) -> Path:
+        """An OpenCode agent's folder, made ready: its entry for bridge and first prompt."""
+        folder = self.opencode_folder(member)
+        opencode_team.prepare(folder, opencode_team.config(self.bridge, [
+            "serve", "--name", member.name, "--role", member.role, "--room", self.room]),
+            self.first_prompt(member))
+        return folder
 
     def prepare(self, member: Member) -> Path:
         """A Codex agent's home, made ready: config.toml written, the user's login linked,
@@ -239,6 +259,9 @@ class Team:
         if member.client == "codex":
             return who + (f"Your bridge tools are {', '.join(BRIDGE_TOOLS[:-1])} and "
                           f"{BRIDGE_TOOLS[-1]}, of the MCP server bridge (mcp__bridge).")
+        if member.client == "opencode":
+            names = [f"bridge_{tool}" for tool in BRIDGE_TOOLS]
+            return who + f"Your bridge tools are {', '.join(names[:-1])} and {names[-1]}."
         names = [f"mcp__bridge__{tool}" for tool in BRIDGE_TOOLS]
         return who + (f"Your bridge tools are {', '.join(names[:-1])} and {names[-1]}; if they "
                       f"are not in your tool list, load them with ToolSearch.")
@@ -299,6 +322,8 @@ class Team:
         for member in self.members:
             if member.client == "codex":
                 self.prepare(member)
+            elif member.client == "opencode":
+                self.prepare_opencode(member)
         for command in self.commands():
             done = subprocess.run(command, stdin=subprocess.DEVNULL, capture_output=True,
                                   text=True, timeout=TMUX_TIMEOUT, check=False)
@@ -313,7 +338,7 @@ class Team:
 def build(
     specs: Sequence[str], *, room: str, session: str | None, claude: str | None,
     workdir: str | None, prompt_dir: str | None, dry_run: bool,
-    channel: bool = False, codex_cli: str | None = None,
+    channel: bool = False, codex_cli: str | None = None, opencode: str | None = None,
 ) -> Team:
     """Check every input and resolve the executables; nothing is started."""
     members = parse_members(specs, Path(prompt_dir) if prompt_dir else None)
@@ -341,7 +366,10 @@ def build(
     return Team(members, room, session, resolve(claude, "claude", find_claude), folder,
                 tuple(bridge_command()), tmux or "tmux", channel,
                 resolve(codex_cli, "codex", find_codex), codex_homes(),
-                tuple(codex_home.passed_vars(os.environ)))
+                tuple(codex_home.passed_vars(os.environ)),
+                resolve(opencode, "opencode", opencode_team.find), opencode_team.folders(),
+                tuple((m.name, opencode_team.free_port()) for m in members
+                      if m.client == "opencode"))
 
 
 def channel_warning(env: Mapping[str, str]) -> str | None:
@@ -365,6 +393,11 @@ def delivery(team: Team) -> str:
     else:
         said = ("messages arrive through the session inbox (Claude Code 2.1.224 or newer; "
                 "--channel for older)")
+    opencodes = [m for m in team.members if m.client == "opencode"]
+    if opencodes:
+        ports = ", ".join(f"{m.name} on port {dict(team.ports)[m.name]}" for m in opencodes)
+        said += (f"; an OpenCode agent's through its TUI's port ({ports}), into the session "
+                 f"that ran its first prompt")
     codexes = [m for m in team.members if m.client == "codex"]
     if codexes:
         homes = ", ".join(f"{m.name} in {team.codex_home(m)}" for m in codexes)
@@ -387,6 +420,9 @@ def confirm(team: Team) -> str:
     if any(m.client == "codex" for m in team.members):
         said += ("Each Codex starts with its role prompt and calls list_participants; one "
                  "that is not logged in asks you to sign in in its pane. ")
+    if any(m.client == "opencode" for m in team.members):
+        said += ("Each OpenCode starts with its role prompt, on the model of your OpenCode "
+                 "configuration. ")
     return said
 
 
@@ -418,13 +454,14 @@ def run(team: Team, *, dry_run: bool, attach: bool | None, out: TextIO = sys.std
 
 def launch(specs: Sequence[str], *, room: str, session: str | None, claude: str | None,
            workdir: str | None, prompt_dir: str | None, dry_run: bool, channel: bool,
-           attach: bool | None, codex_cli: str | None = None) -> int:
+           attach: bool | None, codex_cli: str | None = None,
+           opencode: str | None = None) -> int:
     """`bridge team`: build the team from ``specs`` (NAME:ROLE[:CLIENT]) and start it, or
     with ``dry_run`` print the commands. A failure to start is a BridgeError."""
     try:
         team = build(specs, room=room, session=session, claude=claude, workdir=workdir,
                      prompt_dir=prompt_dir, dry_run=dry_run, channel=channel,
-                     codex_cli=codex_cli)
+                     codex_cli=codex_cli, opencode=opencode)
         return run(team, dry_run=dry_run, attach=attach)
     except BrokenPipeError:  # `bridge team --dry-run ... | head`: the CLI ends quietly
         raise
