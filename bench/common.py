@@ -17,7 +17,7 @@ from typing import Any
 import anyio
 import redis
 
-from tests.support.mcp_client import PROTOCOL_VERSION, Agent, start_agent
+from tests.support.mcp_client import CAPABILITIES, PROTOCOL_VERSION, Agent, start_agent
 
 REDIS_SERVER = shutil.which("redis-server") or "redis-server"
 # signing on, as issue 16 asks ("with every guarantee kept"): it is also what lets a receiver
@@ -111,7 +111,7 @@ class Processes:
             self.agents.append(agent)
             if handshake:  # Agent.handshake() with our deadline instead of its 15 s
                 agent.initialize_result = await agent.request("initialize", {
-                    "protocolVersion": PROTOCOL_VERSION, "capabilities": {},
+                    "protocolVersion": PROTOCOL_VERSION, "capabilities": CAPABILITIES,
                     "clientInfo": {"name": "bridge-bench", "version": "0"},
                 }, timeout=timeout)
                 await agent.notify("notifications/initialized")

@@ -24,7 +24,7 @@ from redis.asyncio import Redis
 from bridge.room.keys import Keys
 from bridge.room.tasks import TaskBoard
 from tests.conftest import Agents, RedisServer
-from tests.support.mcp_client import PROTOCOL_VERSION, Agent, ToolError
+from tests.support.mcp_client import CAPABILITIES, PROTOCOL_VERSION, Agent, ToolError
 
 pytestmark = pytest.mark.anyio
 
@@ -53,7 +53,7 @@ async def start_all(agents: Agents, names: list[str], **kwargs) -> list[Agent]:
     async def start(name: str) -> None:
         agent = await agents.start(name, handshake=False, **kwargs)
         agent.initialize_result = await agent.request("initialize", {
-            "protocolVersion": PROTOCOL_VERSION, "capabilities": {},
+            "protocolVersion": PROTOCOL_VERSION, "capabilities": CAPABILITIES,
             "clientInfo": {"name": "bridge-tests", "version": "0"}}, timeout=120)
         await agent.notify("notifications/initialized")
         started[name] = agent

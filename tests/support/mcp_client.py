@@ -19,6 +19,9 @@ from anyio.streams.buffered import BufferedByteReceiveStream
 
 BRIDGE = [str(Path(sys.executable).with_name("bridge"))]
 PROTOCOL_VERSION = "2025-06-18"
+# what the tests' client says it can take: channel notifications (it reads them), so that
+# bridge pushes to it through the channel (bridge.mcp.server.takes_channel)
+CAPABILITIES = {"experimental": {"claude/channel": {}}}
 CHANNEL = "notifications/claude/channel"
 
 
@@ -124,10 +127,7 @@ class Agent:
 
     async def handshake(self) -> None:
         self.initialize_result = await self.request("initialize", {
-            # it reads channel notifications, and says so: a client that does not is not
-            # pushed to through the channel (bridge.mcp.server.takes_channel)
-            "protocolVersion": PROTOCOL_VERSION,
-            "capabilities": {"experimental": {"claude/channel": {}}},
+            "protocolVersion": PROTOCOL_VERSION, "capabilities": CAPABILITIES,
             "clientInfo": {"name": "bridge-tests", "version": "0"},
         })
         await self.notify("notifications/initialized")
