@@ -79,8 +79,8 @@ class RedisServer:
 # clusters, images) run in make test.
 QUICK_MODULES = {
     "test_cli_commands", "test_clients_doc", "test_codex_units", "test_inbox", "test_lane",
-    "test_layers", "test_messaging", "test_protocol", "test_protocol_strict", "test_quickwrite", "test_readme",
-    "test_robustness", "test_settings", "test_subscriber",
+    "test_layers", "test_messaging", "test_protocol", "test_protocol_strict", "test_quickwrite",
+    "test_readme", "test_robustness", "test_settings", "test_subscriber",
 }
 
 
