@@ -44,7 +44,7 @@ def team_flags(parser: argparse.ArgumentParser) -> None:
 
 
 def run_team(args: argparse.Namespace) -> int:
-    from bridge.ops.team import launch
+    from bridge.ops.team_run import launch
 
     return launch([*args.more_agents, *args.agents], room=settings_of(args).room,
                   session=args.session, claude=args.claude, workdir=args.workdir,
