@@ -18,6 +18,7 @@ from bridge import __version__, codex, opencode
 from bridge.delivery import choose, offered
 from bridge.errors import BridgeError, RedisUnavailable, SettingsError
 from bridge.mcp.channel import push_forever
+from bridge.mcp.clients import CHANNEL_CAPABILITY, client_label, pull_reason, takes_channel
 from bridge.mcp.codex_delivery import CodexDelivery
 from bridge.mcp.inbox import InboxPoster
 from bridge.mcp.inbox_delivery import InboxDelivery
@@ -32,7 +33,6 @@ from bridge.mcp.stdio import PipeTransport, pipe_transport
 from bridge.mcp.tools import ToolCalls, listed
 from bridge.redis.subscriber import Backoff
 from bridge.room.connection import Room
-from bridge.room.presence_records import MAX_CLIENT
 from bridge.settings import Settings
 from bridge.transcript import Transcript
 
@@ -295,37 +295,6 @@ class BridgeServer:
     def _abandon_sends(self) -> None:
         if self._room is not None:
             self._room.abandon_sends()
-
-CHANNEL_CAPABILITY = "claude/channel"
-
-
-def takes_channel(params: dict[str, Any]) -> bool:
-    """Whether the client shows channel notifications: Claude Code (which says nothing of
-    it in its capabilities), or a client that declares ``experimental["claude/channel"]``."""
-    client, capabilities = params.get("clientInfo"), params.get("capabilities")
-    experimental = capabilities.get("experimental") if isinstance(capabilities, dict) else None
-    return (isinstance(client, dict) and client.get("name") == "claude-code") or (
-        isinstance(experimental, dict) and CHANNEL_CAPABILITY in experimental)
-
-
-def pull_reason(client: Any) -> str:
-    """Why a client that is neither Claude Code, Codex nor OpenCode is not pushed to."""
-    label = client_label(client) or "a client with no clientInfo"
-    if isinstance(client, dict) and client.get("name") == "gemini-cli-mcp-client":
-        return (f"the client is Gemini CLI ({label}): no door into its session that bridge "
-                f"can open by itself (docs/gemini.md); the agent reads with read_messages")
-    return (f"the client is not Claude Code ({label}): it would drop channel notifications; "
-            f"the agent reads with read_messages")
-
-
-def client_label(client: Any) -> str:
-    """"NAME VERSION" of initialize's clientInfo, one bounded printable line ("" if none)."""
-    if not isinstance(client, dict):
-        return ""
-    parts = [client.get("name"), client.get("version")]
-    text = " ".join(part for part in parts if isinstance(part, str) and part)
-    return " ".join("".join(c if c.isprintable() else " " for c in text).split())[:MAX_CLIENT]
-
 
 async def first_of(*events: anyio.Event) -> None:
     """Wait until one of ``events`` is set."""

@@ -20,7 +20,7 @@ from anyio.streams.buffered import BufferedByteReceiveStream
 BRIDGE = [str(Path(sys.executable).with_name("bridge"))]
 PROTOCOL_VERSION = "2025-06-18"
 # what the tests' client says it can take: channel notifications (it reads them), so that
-# bridge pushes to it through the channel (bridge.mcp.server.takes_channel)
+# bridge pushes to it through the channel (bridge.mcp.clients.takes_channel)
 CAPABILITIES = {"experimental": {"claude/channel": {}}}
 CHANNEL = "notifications/claude/channel"
 
